@@ -1,0 +1,411 @@
+//! The CustomResourceDefinition: generation, YAML rendering, and local evaluation of its
+//! validation rules (the same schema and CEL rules the apiserver enforces at admission).
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
+use kube::CustomResourceExt;
+use std::sync::OnceLock;
+
+use kube::core::cel::{CompiledSchema, RootContext, Validator, compile_schema};
+
+use crate::v1alpha1::DaemonSet;
+
+/// Path of the committed CRD manifest, relative to the repository root.
+pub const CRD_MANIFEST_PATH: &str = "deploy/crds/daemonsets.everynode.dev.yaml";
+
+/// The CRD for `daemonsets.everynode.dev`.
+///
+/// The pod template's schema is the full core/v1 `PodTemplateSpec` schema (so the apiserver keeps
+/// every field a pod accepts); its field descriptions are dropped to keep the CRD small enough for
+/// client-side `kubectl apply` (whose last-applied annotation is limited to 256 KiB).
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = DaemonSet::crd();
+    for version in &mut crd.spec.versions {
+        let Some(root) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        if let Some(template) = property(root, &["spec", "template"]) {
+            let description = template.description.take();
+            strip_descriptions(template);
+            template.description = description;
+        }
+        bound_for_cel_cost(root);
+    }
+    crd
+}
+
+/// Largest label value, and largest qualified label key (253-character prefix, '/', 63-character
+/// name), that Kubernetes accepts.
+const LABEL_VALUE_MAX: i64 = 63;
+const LABEL_KEY_MAX: i64 = 317;
+/// Upper bound on selector terms. apps/v1 has none; the apiserver needs one to accept the CEL
+/// rules that check the selector against the template (their estimated cost scales with it).
+const SELECTOR_TERMS_MAX: i64 = 256;
+
+/// Declares the size bounds the apiserver's CEL cost estimator needs. They are Kubernetes' own
+/// limits for label keys and values, plus [`SELECTOR_TERMS_MAX`] selector terms.
+fn bound_for_cel_cost(root: &mut JSONSchemaProps) {
+    if let Some(labels) = property(root, &["spec", "selector", "matchLabels"]) {
+        labels.max_properties = Some(SELECTOR_TERMS_MAX);
+        if let Some(JSONSchemaPropsOrBool::Schema(value)) = labels.additional_properties.as_mut() {
+            value.max_length = Some(LABEL_VALUE_MAX);
+        }
+    }
+    if let Some(expressions) = property(root, &["spec", "selector", "matchExpressions"]) {
+        expressions.max_items = Some(SELECTOR_TERMS_MAX);
+        if let Some(JSONSchemaPropsOrArray::Schema(requirement)) = expressions.items.as_mut() {
+            if let Some(key) = property(requirement, &["key"]) {
+                key.max_length = Some(LABEL_KEY_MAX);
+            }
+            if let Some(operator) = property(requirement, &["operator"]) {
+                operator.max_length = Some(16);
+            }
+            if let Some(values) = property(requirement, &["values"]) {
+                values.max_items = Some(SELECTOR_TERMS_MAX);
+                if let Some(JSONSchemaPropsOrArray::Schema(value)) = values.items.as_mut() {
+                    value.max_length = Some(LABEL_VALUE_MAX);
+                }
+            }
+        }
+    }
+    if let Some(labels) = property(root, &["spec", "template", "metadata", "labels"])
+        && let Some(JSONSchemaPropsOrBool::Schema(value)) = labels.additional_properties.as_mut()
+    {
+        value.max_length = Some(LABEL_VALUE_MAX);
+    }
+    for budget in ["maxUnavailable", "maxSurge"] {
+        let path = ["spec", "updateStrategy", "rollingUpdate", budget];
+        if let Some(budget) = property(root, &path) {
+            budget.max_length = Some(16);
+        }
+    }
+}
+
+/// The schema of the property at `path` below `schema`.
+fn property<'a>(schema: &'a mut JSONSchemaProps, path: &[&str]) -> Option<&'a mut JSONSchemaProps> {
+    path.iter().try_fold(schema, |node, name| {
+        node.properties.as_mut()?.get_mut(*name)
+    })
+}
+
+fn strip_descriptions(schema: &mut JSONSchemaProps) {
+    schema.description = None;
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        strip_descriptions(child);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = schema.items.as_mut() {
+        strip_descriptions(items);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schemas(items)) = schema.items.as_mut() {
+        items.iter_mut().for_each(strip_descriptions);
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(extra)) = schema.additional_properties.as_mut() {
+        strip_descriptions(extra);
+    }
+    for group in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of] {
+        group.iter_mut().flatten().for_each(strip_descriptions);
+    }
+}
+
+/// The CRD as YAML, exactly as committed under [`CRD_MANIFEST_PATH`].
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    let body = serde_yaml::to_string(&crd())?;
+    Ok(format!(
+        "# Generated by `everynode crd`; do not edit. A test keeps this file in sync.\n{body}"
+    ))
+}
+
+/// One rule of the CRD that a manifest breaks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Path of the offending field, e.g. `spec.updateStrategy.rollingUpdate.maxSurge`.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// Evaluates the CRD's validation rules locally against a DaemonSet given as JSON (as read from
+/// a manifest), after applying the schema defaults, as the apiserver does at admission. `old` is
+/// the stored object for update checks (immutable selector, status transitions).
+///
+/// Returns every broken rule, sorted by field path.
+pub fn validate(object: &serde_json::Value, old: Option<&serde_json::Value>) -> Vec<Violation> {
+    let Some(schema) = compiled_schema() else {
+        return vec![Violation {
+            field: String::new(),
+            message: "internal error: the generated CRD has no openAPIV3Schema".to_owned(),
+        }];
+    };
+    let context = RootContext {
+        api_version: "everynode.dev/v1alpha1".to_owned(),
+        api_group: "everynode.dev".to_owned(),
+        kind: "DaemonSet".to_owned(),
+    };
+    let mut violations: Vec<Violation> = match Validator::new().validate_compiled_with_context(
+        schema,
+        object,
+        old,
+        Some(&context),
+    ) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors
+            .into_vec()
+            .into_iter()
+            .map(|e| Violation {
+                field: e.field_path.trim_start_matches('.').to_owned(),
+                message: e.message,
+            })
+            .collect(),
+    };
+    violations.sort_by(|a, b| (&a.field, &a.message).cmp(&(&b.field, &b.message)));
+    violations.dedup();
+    violations
+}
+
+/// The CRD schema with its CEL rules compiled, built once per process.
+fn compiled_schema() -> Option<&'static CompiledSchema> {
+    static COMPILED: OnceLock<Option<CompiledSchema>> = OnceLock::new();
+    COMPILED
+        .get_or_init(|| {
+            let crd = crd();
+            let version = crd.spec.versions.first()?;
+            let schema = version.schema.as_ref()?.open_api_v3_schema.as_ref()?;
+            Some(compile_schema(&serde_json::to_value(schema).ok()?))
+        })
+        .as_ref()
+}
+
+/// The CEL rules of the CRD. Each message names the field and says how to fix it.
+pub(crate) mod rules {
+    use kube::core::{Reason, Rule};
+
+    /// True when an int-or-string value holds a string (an int never equals its decimal string).
+    const IS_STRING: &str = "string(self) == self";
+    /// A percentage from 0% to 100%.
+    const PERCENT: &str = "^0*(100|[1-9]?[0-9])%$";
+    const LABELS: &str = "self.template.metadata.labels";
+    const HAS_LABELS: &str = "(has(self.template.metadata) && has(self.template.metadata.labels))";
+
+    fn invalid(rule: String, field_path: &str, message: &str) -> Rule {
+        Rule::new(rule)
+            .message(message)
+            .field_path(field_path.to_owned())
+            .reason(Reason::FieldValueInvalid)
+    }
+
+    /// `metadata.name` must be a DNS-1123 subdomain (pods are named after it).
+    pub fn name_is_dns_subdomain() -> Rule {
+        Rule::new(
+            "size(self.metadata.name) <= 253 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",
+        )
+        .message(
+            "metadata.name must be a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', \
+             at most 253 characters), because pods are named after it",
+        )
+    }
+
+    /// The selector must select something.
+    pub fn selector_not_empty() -> Rule {
+        invalid(
+            "(has(self.selector.matchLabels) && size(self.selector.matchLabels) > 0) || \
+             (has(self.selector.matchExpressions) && size(self.selector.matchExpressions) > 0)"
+                .to_owned(),
+            ".selector",
+            "spec.selector is empty, which would select every pod in the namespace; set \
+             spec.selector.matchLabels to labels that spec.template.metadata.labels carries",
+        )
+    }
+
+    /// The pods the template describes must be selected by the selector.
+    pub fn selector_matches_template() -> Rule {
+        let match_labels = format!(
+            "(!has(self.selector.matchLabels) || self.selector.matchLabels.all(k, {HAS_LABELS} \
+             && k in {LABELS} && {LABELS}[k] == self.selector.matchLabels[k]))"
+        );
+        let match_expressions = format!(
+            "(!has(self.selector.matchExpressions) || self.selector.matchExpressions.all(r, \
+             r.operator == 'In' ? ({HAS_LABELS} && r.key in {LABELS} && has(r.values) && {LABELS}[r.key] in r.values) : \
+             r.operator == 'NotIn' ? (!{HAS_LABELS} || !(r.key in {LABELS}) || !has(r.values) || !({LABELS}[r.key] in r.values)) : \
+             r.operator == 'Exists' ? ({HAS_LABELS} && r.key in {LABELS}) : \
+             r.operator == 'DoesNotExist' ? (!{HAS_LABELS} || !(r.key in {LABELS})) : true))"
+        );
+        invalid(
+            format!("{match_labels} && {match_expressions}"),
+            ".template.metadata.labels",
+            "spec.selector does not match spec.template.metadata.labels, so the set would not \
+             select its own pods; make every spec.selector.matchLabels entry and matchExpressions \
+             requirement hold for the template's labels",
+        )
+    }
+
+    /// Selector requirements use a known operator with the right number of values.
+    pub fn selector_requirements_valid() -> Rule {
+        invalid(
+            "!has(self.selector.matchExpressions) || self.selector.matchExpressions.all(r, \
+             r.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'] && \
+             ((r.operator == 'In' || r.operator == 'NotIn') == (has(r.values) && size(r.values) > 0)))"
+                .to_owned(),
+            ".selector.matchExpressions",
+            "spec.selector.matchExpressions: operator must be In, NotIn, Exists or DoesNotExist; \
+             In and NotIn need at least one value, Exists and DoesNotExist take none",
+        )
+    }
+
+    /// The selector cannot change after creation.
+    pub fn selector_immutable() -> Rule {
+        Rule::new("self == oldSelf")
+            .message(
+                "spec.selector is immutable; to change it, delete the set with \
+                 --cascade=orphan and create it again (matching pods are adopted)",
+            )
+            .reason(Reason::FieldValueForbidden)
+    }
+
+    /// A pod template needs a pod spec with at least one container.
+    pub fn template_has_spec() -> Rule {
+        Rule::new("has(self.template.spec) && size(self.template.spec.containers) > 0")
+            .message(
+                "spec.template.spec.containers: Required value: the pod template needs at least \
+                 one container",
+            )
+            .field_path(".template.spec")
+            .reason(Reason::FieldValueRequired)
+    }
+
+    /// Daemon pods always restart.
+    pub fn restart_policy_always() -> Rule {
+        Rule::new(
+            "!has(self.template.spec) || !has(self.template.spec.restartPolicy) || \
+             self.template.spec.restartPolicy == 'Always'",
+        )
+        .message(
+            "spec.template.spec.restartPolicy: Unsupported value: a DaemonSet's pods must restart \
+             Always (the only supported value); remove the field or set it to Always",
+        )
+        .field_path(".template.spec.restartPolicy")
+        .reason(Reason::FieldValueInvalid)
+    }
+
+    /// Daemon pods run until their node leaves, so they may not have a deadline.
+    pub fn no_active_deadline() -> Rule {
+        Rule::new("!has(self.template.spec) || !has(self.template.spec.activeDeadlineSeconds)")
+            .message(
+                "spec.template.spec.activeDeadlineSeconds: Forbidden: a daemon pod runs until its \
+             node leaves; remove activeDeadlineSeconds",
+            )
+            .field_path(".template.spec.activeDeadlineSeconds")
+            .reason(Reason::FieldValueForbidden)
+    }
+
+    /// Every container names an image.
+    pub fn containers_have_images() -> Rule {
+        Rule::new(
+            "!has(self.template.spec) || self.template.spec.containers.all(c, has(c.image) && size(c.image) > 0)",
+        )
+        .message(
+            "spec.template.spec.containers[].image: Required value: every container needs an \
+             image",
+        )
+        .field_path(".template.spec.containers")
+        .reason(Reason::FieldValueRequired)
+    }
+
+    /// The strategy type is one apps/v1 knows.
+    pub fn strategy_type_known() -> Rule {
+        Rule::new("self == 'RollingUpdate' || self == 'OnDelete'")
+            .message(
+                "spec.updateStrategy.type: Unsupported value: use RollingUpdate (replace pods \
+                 automatically) or OnDelete (replace a pod when it is deleted)",
+            )
+            .reason(Reason::FieldValueInvalid)
+    }
+
+    /// A non-negative integer or a percentage between 0% and 100%.
+    pub fn int_or_percent(field: &str) -> Rule {
+        Rule::new(format!(
+            "{IS_STRING} ? self.matches('{PERCENT}') : string(self).matches('^[0-9]+$')"
+        ))
+        .message(
+            format!(
+                "{field}: must be a non-negative integer or a percentage from 0% to 100%, such as \
+                 1 or \"25%\""
+            )
+            .as_str(),
+        )
+    }
+
+    fn is_zero(field: &str) -> String {
+        format!("string(self.rollingUpdate.{field}).matches('^0+%?$')")
+    }
+
+    fn rolling_update_with(condition: &str) -> String {
+        format!(
+            "!has(self.type) || self.type != 'RollingUpdate' || !has(self.rollingUpdate) || \
+             !has(self.rollingUpdate.maxUnavailable) || !has(self.rollingUpdate.maxSurge) || \
+             !({condition})"
+        )
+    }
+
+    /// apps/v1: both budgets zero would make no progress.
+    pub fn budget_not_both_zero() -> Rule {
+        let rule = rolling_update_with(&format!(
+            "{} && {}",
+            is_zero("maxUnavailable"),
+            is_zero("maxSurge")
+        ));
+        invalid(
+            rule,
+            ".rollingUpdate.maxUnavailable",
+            "spec.updateStrategy.rollingUpdate.maxUnavailable: cannot be 0 when maxSurge is 0, \
+             the rollout could never proceed; set maxUnavailable (e.g. 1), or maxSurge with \
+             maxUnavailable: 0",
+        )
+    }
+
+    /// apps/v1: surge and unavailability budgets are mutually exclusive.
+    pub fn budget_not_both_set() -> Rule {
+        let rule = rolling_update_with(&format!(
+            "!{} && !{}",
+            is_zero("maxUnavailable"),
+            is_zero("maxSurge")
+        ));
+        invalid(
+            rule,
+            ".rollingUpdate.maxSurge",
+            "spec.updateStrategy.rollingUpdate.maxSurge: may not be set when maxUnavailable is \
+             non-zero (maxUnavailable defaults to 1); set maxUnavailable: 0 to surge, or maxSurge: 0",
+        )
+    }
+
+    /// A counter or setting that cannot be negative.
+    pub fn non_negative(field: &str) -> Rule {
+        Rule::new("self >= 0")
+            .message(format!("{field}: must be greater than or equal to 0").as_str())
+    }
+
+    /// `status.collisionCount` only ever grows.
+    pub fn collision_count_never_decreases() -> Rule {
+        invalid(
+            "!has(oldSelf.collisionCount) || (has(self.collisionCount) && \
+             self.collisionCount >= oldSelf.collisionCount)"
+                .to_owned(),
+            ".collisionCount",
+            "status.collisionCount may not decrease (or be removed); it is part of the revision hash",
+        )
+    }
+}

@@ -1,0 +1,19 @@
+//! Label, annotation and field names shared by the controller, the CLI and the tests.
+
+/// Pod and ControllerRevision label carrying the revision hash (shared with apps/v1).
+pub const CONTROLLER_REVISION_HASH: &str = "controller-revision-hash";
+
+/// Legacy pod label carrying the set's template generation (apps/v1 only).
+pub const POD_TEMPLATE_GENERATION: &str = "pod-template-generation";
+
+/// apps/v1 annotation in which the apiserver keeps a DaemonSet's template generation.
+pub const TEMPLATE_GENERATION_ANNOTATION: &str = "deprecated.daemonset.template.generation";
+
+/// Annotation that `kubectl rollout history` shows as the change cause of a revision.
+pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
+
+/// Field manager used by the controller for its writes.
+pub const CONTROLLER_FIELD_MANAGER: &str = "everynode";
+
+/// Node field that daemon pods are pinned to through required node affinity.
+pub const NODE_NAME_FIELD: &str = "metadata.name";

@@ -1,0 +1,225 @@
+//! `everynode.dev/v1alpha1` `DaemonSet`: the apps/v1 DaemonSet spec and status.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::crd::rules;
+
+/// Desired state of an everynode DaemonSet: one pod from `template` on every node that the
+/// template's node selector, node affinity and tolerations allow.
+///
+/// Same fields, defaults and validation as apps/v1 `DaemonSetSpec`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "everynode.dev",
+    version = "v1alpha1",
+    kind = "DaemonSet",
+    plural = "daemonsets",
+    singular = "daemonset",
+    shortname = "evds",
+    category = "all",
+    category = "everynode",
+    namespaced,
+    status = "DaemonSetStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "A DaemonSet run by everynode: one pod from the template on every eligible node.",
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredNumberScheduled", description = "Nodes that should run the daemon pod"),
+    printcolumn(name = "Current", type_ = "integer", json_path = ".status.currentNumberScheduled", description = "Nodes that should run the daemon pod and run at least one"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.numberReady", description = "Nodes whose daemon pod is Ready"),
+    printcolumn(name = "Up-to-date", type_ = "integer", json_path = ".status.updatedNumberScheduled", description = "Nodes whose daemon pod runs the current revision"),
+    printcolumn(name = "Available", type_ = "integer", json_path = ".status.numberAvailable", description = "Nodes whose daemon pod has been Ready for minReadySeconds"),
+    printcolumn(name = "Node Selector", type_ = "string", json_path = ".spec.template.spec.nodeSelector", description = "The pod template's node selector"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = rules::name_is_dns_subdomain(),
+)]
+#[x_kube(
+    validation = rules::selector_not_empty(),
+    validation = rules::selector_matches_template(),
+    validation = rules::selector_requirements_valid(),
+    validation = rules::template_has_spec(),
+    validation = rules::restart_policy_always(),
+    validation = rules::no_active_deadline(),
+    validation = rules::containers_have_images(),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonSetSpec {
+    /// Label query over the pods this set manages. Must match the pod template's labels and may
+    /// not be empty. Immutable.
+    #[x_kube(validation = rules::selector_immutable())]
+    pub selector: LabelSelector,
+
+    /// The pod that runs on every eligible node. `spec.restartPolicy` must be `Always`.
+    pub template: PodTemplateSpec,
+
+    /// How existing pods are replaced when the template changes. Defaults to `RollingUpdate`
+    /// with `maxUnavailable: 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}))]
+    pub update_strategy: Option<DaemonSetUpdateStrategy>,
+
+    /// Seconds a new pod must be Ready, without any container crashing, before it counts as
+    /// available. Defaults to 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = 0))]
+    #[x_kube(validation = rules::non_negative("spec.minReadySeconds"))]
+    pub min_ready_seconds: Option<i32>,
+
+    /// How many old ControllerRevisions to keep for rollback. Defaults to 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = 10))]
+    #[x_kube(validation = rules::non_negative("spec.revisionHistoryLimit"))]
+    pub revision_history_limit: Option<i32>,
+}
+
+/// How a DaemonSet replaces pods when its template changes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(
+    validation = rules::budget_not_both_zero(),
+    validation = rules::budget_not_both_set(),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonSetUpdateStrategy {
+    /// `RollingUpdate` (default) replaces pods automatically within the budget of
+    /// `rollingUpdate`; `OnDelete` replaces a pod only after someone deletes it.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "RollingUpdate"))]
+    #[x_kube(validation = rules::strategy_type_known())]
+    pub type_: Option<String>,
+
+    /// Budget of a rolling update. Only used when `type` is `RollingUpdate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = {}))]
+    pub rolling_update: Option<RollingUpdateDaemonSet>,
+}
+
+/// The two update strategies of apps/v1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UpdateStrategyType {
+    /// Replace pods automatically, within the rolling update budget.
+    RollingUpdate,
+    /// Replace a pod only when it is deleted.
+    OnDelete,
+}
+
+impl UpdateStrategyType {
+    /// The API spelling of the strategy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RollingUpdate => "RollingUpdate",
+            Self::OnDelete => "OnDelete",
+        }
+    }
+}
+
+/// The budget of a rolling update.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RollingUpdateDaemonSet {
+    /// How many nodes may be without an available daemon pod during the update, as a number or a
+    /// percentage of the desired nodes (rounded up). Defaults to 1. Must be 0 when `maxSurge`
+    /// is not 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = 1))]
+    #[x_kube(validation = rules::int_or_percent("spec.updateStrategy.rollingUpdate.maxUnavailable"))]
+    pub max_unavailable: Option<IntOrString>,
+
+    /// How many nodes with an available old pod may run a new pod next to it during the update,
+    /// as a number or a percentage of the desired nodes (rounded up). Defaults to 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = 0))]
+    #[x_kube(validation = rules::int_or_percent("spec.updateStrategy.rollingUpdate.maxSurge"))]
+    pub max_surge: Option<IntOrString>,
+}
+
+/// Observed state of an everynode DaemonSet: every apps/v1 `DaemonSetStatus` counter, plus
+/// conditions.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = rules::collision_count_never_decreases())]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonSetStatus {
+    /// Nodes that should run the daemon pod and run at least one.
+    #[x_kube(validation = rules::non_negative("status.currentNumberScheduled"))]
+    pub current_number_scheduled: i32,
+
+    /// Nodes that run a daemon pod but should not.
+    #[x_kube(validation = rules::non_negative("status.numberMisscheduled"))]
+    pub number_misscheduled: i32,
+
+    /// Nodes that should run the daemon pod.
+    #[x_kube(validation = rules::non_negative("status.desiredNumberScheduled"))]
+    pub desired_number_scheduled: i32,
+
+    /// Nodes that should run the daemon pod and whose pod is Ready.
+    #[x_kube(validation = rules::non_negative("status.numberReady"))]
+    pub number_ready: i32,
+
+    /// The most recent `metadata.generation` the controller has acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Nodes whose daemon pod runs the current revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_number_scheduled: Option<i32>,
+
+    /// Nodes whose daemon pod has been Ready for at least `minReadySeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_available: Option<i32>,
+
+    /// Nodes that should run the daemon pod but have no available one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_unavailable: Option<i32>,
+
+    /// Bumped when the revision name computed from the template collides with an existing
+    /// revision of other content; part of the revision hash. Never decreases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collision_count: Option<i32>,
+
+    /// Conditions of the set. The controller keeps conditions written by others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Option<Vec<Condition>>,
+}
+
+impl DaemonSetUpdateStrategy {
+    /// The strategy type, with the apps/v1 default (`RollingUpdate`) when unset. Unknown values
+    /// (rejected at admission) yield `None`.
+    pub fn strategy_type(&self) -> Option<UpdateStrategyType> {
+        match self.type_.as_deref() {
+            None | Some("") | Some("RollingUpdate") => Some(UpdateStrategyType::RollingUpdate),
+            Some("OnDelete") => Some(UpdateStrategyType::OnDelete),
+            Some(_) => None,
+        }
+    }
+}
+
+impl DaemonSetSpec {
+    /// The update strategy with apps/v1 defaulting applied: `RollingUpdate` with
+    /// `maxUnavailable: 1, maxSurge: 0` when unset, and the rolling update budget filled in
+    /// when the type is `RollingUpdate`.
+    pub fn effective_update_strategy(&self) -> DaemonSetUpdateStrategy {
+        let mut strategy = self.update_strategy.clone().unwrap_or_default();
+        if strategy.type_.as_deref().is_none_or(str::is_empty) {
+            strategy.type_ = Some(UpdateStrategyType::RollingUpdate.as_str().to_owned());
+        }
+        if strategy.strategy_type() == Some(UpdateStrategyType::RollingUpdate) {
+            let rolling = strategy.rolling_update.get_or_insert_with(Default::default);
+            rolling.max_unavailable.get_or_insert(IntOrString::Int(1));
+            rolling.max_surge.get_or_insert(IntOrString::Int(0));
+        }
+        strategy
+    }
+
+    /// `minReadySeconds` with its default (0).
+    pub fn effective_min_ready_seconds(&self) -> i32 {
+        self.min_ready_seconds.unwrap_or(0)
+    }
+
+    /// `revisionHistoryLimit` with its default (10).
+    pub fn effective_revision_history_limit(&self) -> i32 {
+        self.revision_history_limit.unwrap_or(10)
+    }
+}

@@ -1,0 +1,3 @@
+//! Project tasks (work in progress).
+
+fn main() {}
