@@ -1,1 +1,38 @@
-//! Work in progress.
+//! Integration-test kit for everynode, on a real local control plane (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler and KWOK; see `docs/local-cluster.md`).
+//!
+//! - [`shared_cluster`]: the cluster of this test process. With
+//!   `EVERYNODE_TEST_CLUSTER_DIR=<dir>` ([`CLUSTER_DIR_ENV`]) tests attach to a cluster started by
+//!   `cargo xtask cluster up --dir <dir>` (what `cargo xtask ci` does); otherwise the first test
+//!   starts a private one (building the binaries if needed) that a watchdog stops when the test
+//!   process exits.
+//! - [`TestEnv`]: per-test namespace and node group (label [`GROUP_LABEL`]), node helpers (add,
+//!   remove, label, taint, cordon), pod status helpers (ready / unready / failed / succeeded,
+//!   through the status subresource as upstream integration tests do), cleanup on drop, and a
+//!   dump of component logs when the test panics.
+//! - [`eventually`] / [`consistently`]: polling assertions with explicit timeouts.
+//! - [`LocalCluster`]: an extra cluster owned by one test.
+//!
+//! Helpers panic with descriptive messages on failure, like `assert!`.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use std::time::Duration;
+//! let env = everynode_testkit::TestEnv::new("my-test").await;
+//! let nodes = env.add_nodes(2).await;
+//! let pod = everynode_testkit::pods::pod("p", &Default::default(), Some(&nodes[0]));
+//! env.create_pod(&pod).await;
+//! env.wait_pod_running("p", Duration::from_secs(30)).await;
+//! # }
+//! ```
+
+pub mod env;
+pub mod eventually;
+pub mod local;
+pub mod pods;
+pub mod shared;
+
+pub use env::{GROUP_LABEL, TestEnv};
+pub use eventually::{consistently, eventually, obs};
+pub use local::LocalCluster;
+pub use shared::{CLUSTER_DIR_ENV, ClusterInfo, shared_cluster};

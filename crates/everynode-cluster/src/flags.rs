@@ -1,0 +1,239 @@
+//! Command-line flags of every component, as a pure function of the cluster's settings.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::component::Component;
+use crate::layout::{Cache, ClusterDir};
+use crate::pki::Pki;
+use crate::ports::Ports;
+
+/// Service CIDR of the API server (labels only: no kube-proxy runs).
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// Pod CIDR KWOK assigns pod IPs from (labels only: no CNI runs).
+pub const POD_CIDR: &str = "10.244.0.0/16";
+/// Service-account issuer.
+pub const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// Settings that change component flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagSettings {
+    /// Run kube-controller-manager's built-in DaemonSet controller (`--controllers=*`) instead of
+    /// disabling it (`--controllers=*,-daemonset-controller`, the default: everynode replaces it).
+    pub builtin_daemonset_controller: bool,
+    /// Benchmark mode: API Priority and Fairness off and no in-flight request limits on the API
+    /// server, so the control plane does not throttle the controller under test.
+    pub benchmark: bool,
+}
+
+/// Everything the flag builders need.
+#[derive(Debug, Clone, Copy)]
+pub struct FlagContext<'a> {
+    /// The cluster directory.
+    pub dir: &'a ClusterDir,
+    /// The binary cache.
+    pub cache: &'a Cache,
+    /// Ports.
+    pub ports: &'a Ports,
+    /// etcd data directory.
+    pub etcd_data_dir: &'a Path,
+    /// Flag-relevant settings.
+    pub settings: &'a FlagSettings,
+}
+
+fn p(path: PathBuf) -> String {
+    path.display().to_string()
+}
+
+/// The flags `component` is started with.
+#[must_use]
+pub fn args(component: Component, cx: &FlagContext<'_>) -> Vec<String> {
+    let pki = Pki::at(cx.dir.pki_dir());
+    let kc = p(cx.dir.kubeconfig());
+    let ports = cx.ports;
+    let mut a: Vec<String> = match component {
+        Component::Etcd => {
+            let client = format!("http://127.0.0.1:{}", ports.etcd_client);
+            let peer = format!("http://127.0.0.1:{}", ports.etcd_peer);
+            vec![
+                "--name=everynode".into(),
+                format!("--data-dir={}", cx.etcd_data_dir.display()),
+                format!("--listen-client-urls={client}"),
+                format!("--advertise-client-urls={client}"),
+                format!("--listen-peer-urls={peer}"),
+                format!("--initial-advertise-peer-urls={peer}"),
+                format!("--initial-cluster=everynode={peer}"),
+                "--initial-cluster-state=new".into(),
+                // Test-only: no fsync; the data lives on tmpfs anyway.
+                "--unsafe-no-fsync".into(),
+                "--quota-backend-bytes=8589934592".into(),
+                "--auto-compaction-retention=1".into(),
+                "--log-level=warn".into(),
+            ]
+        }
+        Component::KubeApiserver => {
+            let mut v = vec![
+                format!("--etcd-servers=http://127.0.0.1:{}", ports.etcd_client),
+                "--advertise-address=127.0.0.1".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", ports.apiserver),
+                format!("--tls-cert-file={}", p(pki.apiserver_cert())),
+                format!("--tls-private-key-file={}", p(pki.apiserver_key())),
+                format!("--client-ca-file={}", p(pki.ca_cert())),
+                format!("--service-account-issuer={SA_ISSUER}"),
+                format!("--service-account-key-file={}", p(pki.sa_pub())),
+                format!("--service-account-signing-key-file={}", p(pki.sa_key())),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                "--authorization-mode=RBAC".into(),
+                "--allow-privileged=true".into(),
+                // Pods may be created right after their namespace, before the serviceaccount
+                // controller made its `default` ServiceAccount (envtest does the same).
+                "--disable-admission-plugins=ServiceAccount".into(),
+            ];
+            if cx.settings.benchmark {
+                v.extend([
+                    "--enable-priority-and-fairness=false".into(),
+                    "--max-requests-inflight=0".into(),
+                    "--max-mutating-requests-inflight=0".into(),
+                ]);
+            }
+            v.push("--v=1".into());
+            v
+        }
+        Component::KubeControllerManager => vec![
+            format!("--kubeconfig={kc}"),
+            format!("--authentication-kubeconfig={kc}"),
+            format!("--authorization-kubeconfig={kc}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={}", ports.controller_manager),
+            "--leader-elect=false".into(),
+            if cx.settings.builtin_daemonset_controller {
+                "--controllers=*".into()
+            } else {
+                "--controllers=*,-daemonset-controller".into()
+            },
+            format!("--root-ca-file={}", p(pki.ca_cert())),
+            format!("--service-account-private-key-file={}", p(pki.sa_key())),
+            "--node-monitor-period=5s".into(),
+            "--node-monitor-grace-period=40s".into(),
+            "--v=1".into(),
+        ],
+        Component::KubeScheduler => vec![
+            format!("--kubeconfig={kc}"),
+            format!("--authentication-kubeconfig={kc}"),
+            format!("--authorization-kubeconfig={kc}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={}", ports.scheduler),
+            "--leader-elect=false".into(),
+            "--v=1".into(),
+        ],
+        Component::Kwok => vec![
+            format!("--kubeconfig={kc}"),
+            format!("--config={}", p(cx.cache.kwok_config())),
+            "--manage-all-nodes=false".into(),
+            format!(
+                "--manage-nodes-with-annotation-selector={}={}",
+                crate::nodes::KWOK_ANNOTATION,
+                crate::nodes::KWOK_ANNOTATION_VALUE
+            ),
+            format!("--cidr={POD_CIDR}"),
+            "--node-ip=127.0.0.1".into(),
+            "--node-name=localhost".into(),
+            format!("--node-port={}", ports.kwok),
+            format!("--server-address=127.0.0.1:{}", ports.kwok),
+            "--node-lease-duration-seconds=40".into(),
+        ],
+    };
+    a.shrink_to_fit();
+    a
+}
+
+/// Base URL and path of the component's health endpoint (all on 127.0.0.1).
+#[must_use]
+pub fn health_endpoint(component: Component, ports: &Ports) -> (String, &'static str) {
+    match component {
+        Component::Etcd => (format!("http://127.0.0.1:{}", ports.etcd_client), "/health"),
+        Component::KubeApiserver => (format!("https://127.0.0.1:{}", ports.apiserver), "/readyz"),
+        Component::KubeControllerManager => (
+            format!("https://127.0.0.1:{}", ports.controller_manager),
+            "/healthz",
+        ),
+        Component::KubeScheduler => (format!("https://127.0.0.1:{}", ports.scheduler), "/healthz"),
+        Component::Kwok => (format!("http://127.0.0.1:{}", ports.kwok), "/healthz"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx_args(component: Component, settings: &FlagSettings) -> Vec<String> {
+        let dir = ClusterDir::new("/tmp/c");
+        let cache = Cache::at("/cache");
+        let ports = Ports::from_base(20000).unwrap();
+        args(
+            component,
+            &FlagContext {
+                dir: &dir,
+                cache: &cache,
+                ports: &ports,
+                etcd_data_dir: Path::new("/dev/shm/e"),
+                settings,
+            },
+        )
+    }
+
+    #[test]
+    fn daemonset_controller_switch() {
+        let off = FlagSettings {
+            builtin_daemonset_controller: false,
+            benchmark: false,
+        };
+        let on = FlagSettings {
+            builtin_daemonset_controller: true,
+            benchmark: false,
+        };
+        assert!(
+            ctx_args(Component::KubeControllerManager, &off)
+                .contains(&"--controllers=*,-daemonset-controller".to_owned())
+        );
+        assert!(
+            ctx_args(Component::KubeControllerManager, &on).contains(&"--controllers=*".to_owned())
+        );
+    }
+
+    #[test]
+    fn benchmark_flags_only_in_benchmark_mode() {
+        let normal = FlagSettings {
+            builtin_daemonset_controller: false,
+            benchmark: false,
+        };
+        let bench = FlagSettings {
+            builtin_daemonset_controller: false,
+            benchmark: true,
+        };
+        let flag = "--enable-priority-and-fairness=false".to_owned();
+        assert!(!ctx_args(Component::KubeApiserver, &normal).contains(&flag));
+        let b = ctx_args(Component::KubeApiserver, &bench);
+        assert!(b.contains(&flag));
+        assert!(b.contains(&"--max-requests-inflight=0".to_owned()));
+        assert!(b.contains(&"--max-mutating-requests-inflight=0".to_owned()));
+    }
+
+    #[test]
+    fn everything_binds_to_loopback() {
+        let s = FlagSettings {
+            builtin_daemonset_controller: false,
+            benchmark: true,
+        };
+        for c in Component::ALL {
+            for a in ctx_args(c, &s) {
+                assert!(!a.contains("0.0.0.0"), "{c}: {a}");
+                if a.contains("://") && !a.contains("kubernetes.default") {
+                    assert!(a.contains("127.0.0.1"), "{c}: {a}");
+                }
+            }
+        }
+    }
+}

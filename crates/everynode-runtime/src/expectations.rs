@@ -1,0 +1,247 @@
+//! Writes the controller has made but not yet seen in its caches.
+//!
+//! The informer caches lag behind the controller's own writes. Planning on a cache that does not
+//! yet show a pod the controller just created would create a second one. Like upstream's
+//! expectations, a set with pending writes is not planned again until the caches show them (or a
+//! time-to-live passes, so one lost event cannot wedge a set). Unlike upstream's counters, writes
+//! are tracked by identity — created pod names, deleted pod UIDs — and checked against the cache
+//! itself, so no event handler has to decrement anything and a restart starts clean (deterministic
+//! pod names then turn a duplicate create into `409 AlreadyExists`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long pending writes block planning before they are given up on (upstream: 5 minutes).
+pub const EXPECTATIONS_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// What the cache says about one pod the controller wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CachedPod {
+    /// Not in the cache.
+    Absent,
+    /// In the cache, not being deleted.
+    Present,
+    /// In the cache with a deletion timestamp.
+    Terminating,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    creates: BTreeSet<String>,
+    deletes: BTreeSet<String>,
+    since: Option<Instant>,
+}
+
+/// Pending writes per set, keyed by the set's `namespace/name`.
+#[derive(Debug, Default)]
+pub struct Expectations {
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+impl Expectations {
+    /// Records writes about to be issued for `set`: pods created by name, pods deleted by UID.
+    /// Replaces whatever was pending for the set (the caller only writes when nothing is).
+    pub fn expect(
+        &self,
+        set: &str,
+        created_names: impl IntoIterator<Item = String>,
+        deleted_uids: impl IntoIterator<Item = String>,
+        now: Instant,
+    ) {
+        let pending = Pending {
+            creates: created_names.into_iter().collect(),
+            deletes: deleted_uids.into_iter().collect(),
+            since: Some(now),
+        };
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.creates.is_empty() && pending.deletes.is_empty() {
+            map.remove(set);
+        } else {
+            map.insert(set.to_owned(), pending);
+        }
+    }
+
+    /// Forgets a write that failed (it will never show up in the cache).
+    pub fn write_failed(&self, set: &str, created_name: Option<&str>, deleted_uid: Option<&str>) {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pending) = map.get_mut(set) {
+            if let Some(name) = created_name {
+                pending.creates.remove(name);
+            }
+            if let Some(uid) = deleted_uid {
+                pending.deletes.remove(uid);
+            }
+        }
+    }
+
+    /// Whether every pending write of `set` shows in the cache (or has expired). `by_name` looks a
+    /// created pod up by name, `by_uid` a deleted pod by UID. Satisfied writes are forgotten.
+    /// Returns the number of writes still outstanding (0 = satisfied).
+    pub fn outstanding(
+        &self,
+        set: &str,
+        now: Instant,
+        by_name: impl Fn(&str) -> CachedPod,
+        by_uid: impl Fn(&str) -> CachedPod,
+    ) -> usize {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(pending) = map.get_mut(set) else {
+            return 0;
+        };
+        let expired = pending
+            .since
+            .is_some_and(|since| now.saturating_duration_since(since) >= EXPECTATIONS_TTL);
+        pending
+            .creates
+            .retain(|name| by_name(name) == CachedPod::Absent);
+        pending
+            .deletes
+            .retain(|uid| by_uid(uid) == CachedPod::Present);
+        let left = pending.creates.len() + pending.deletes.len();
+        if left == 0 || expired {
+            map.remove(set);
+            return 0;
+        }
+        left
+    }
+
+    /// Drops everything pending for a set that is gone.
+    pub fn forget(&self, set: &str) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(set);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn nothing_pending_is_satisfied() {
+        let e = Expectations::default();
+        assert_eq!(
+            e.outstanding(
+                "ns/a",
+                Instant::now(),
+                |_| CachedPod::Absent,
+                |_| CachedPod::Absent
+            ),
+            0
+        );
+    }
+
+    #[test]
+    fn creates_are_satisfied_once_the_cache_shows_them() {
+        let e = Expectations::default();
+        let t0 = Instant::now();
+        e.expect("ns/a", names(&["a-1", "a-2"]), vec![], t0);
+        assert_eq!(
+            e.outstanding("ns/a", t0, |_| CachedPod::Absent, |_| CachedPod::Absent),
+            2
+        );
+        let seen = |n: &str| {
+            if n == "a-1" {
+                CachedPod::Present
+            } else {
+                CachedPod::Absent
+            }
+        };
+        assert_eq!(e.outstanding("ns/a", t0, seen, |_| CachedPod::Absent), 1);
+        // a pod that was created and is already terminating was seen too
+        assert_eq!(
+            e.outstanding(
+                "ns/a",
+                t0,
+                |_| CachedPod::Terminating,
+                |_| CachedPod::Absent
+            ),
+            0
+        );
+        // and once satisfied the record is gone, even if the cache forgets the pod again
+        assert_eq!(
+            e.outstanding("ns/a", t0, |_| CachedPod::Absent, |_| CachedPod::Absent),
+            0
+        );
+    }
+
+    #[test]
+    fn deletes_are_satisfied_by_a_deletion_timestamp_or_absence() {
+        let e = Expectations::default();
+        let t0 = Instant::now();
+        e.expect("ns/a", vec![], names(&["uid-1", "uid-2"]), t0);
+        let by_uid = |u: &str| {
+            if u == "uid-1" {
+                CachedPod::Terminating
+            } else {
+                CachedPod::Present
+            }
+        };
+        assert_eq!(e.outstanding("ns/a", t0, |_| CachedPod::Absent, by_uid), 1);
+        assert_eq!(
+            e.outstanding("ns/a", t0, |_| CachedPod::Absent, |_| CachedPod::Absent),
+            0
+        );
+    }
+
+    #[test]
+    fn pending_writes_expire_after_the_ttl() {
+        let e = Expectations::default();
+        let t0 = Instant::now();
+        e.expect("ns/a", names(&["a-1"]), vec![], t0);
+        let almost = t0 + EXPECTATIONS_TTL - Duration::from_millis(1);
+        assert_eq!(
+            e.outstanding("ns/a", almost, |_| CachedPod::Absent, |_| CachedPod::Absent),
+            1
+        );
+        assert_eq!(
+            e.outstanding(
+                "ns/a",
+                t0 + EXPECTATIONS_TTL,
+                |_| CachedPod::Absent,
+                |_| CachedPod::Absent
+            ),
+            0
+        );
+    }
+
+    #[test]
+    fn failed_writes_are_not_waited_for() {
+        let e = Expectations::default();
+        let t0 = Instant::now();
+        e.expect("ns/a", names(&["a-1", "a-2"]), names(&["uid-1"]), t0);
+        e.write_failed("ns/a", Some("a-1"), None);
+        e.write_failed("ns/a", None, Some("uid-1"));
+        let seen = |n: &str| {
+            if n == "a-2" {
+                CachedPod::Present
+            } else {
+                CachedPod::Absent
+            }
+        };
+        assert_eq!(e.outstanding("ns/a", t0, seen, |_| CachedPod::Present), 0);
+    }
+
+    #[test]
+    fn sets_are_independent_and_forgettable() {
+        let e = Expectations::default();
+        let t0 = Instant::now();
+        e.expect("ns/a", names(&["a-1"]), vec![], t0);
+        e.expect("ns/b", names(&["b-1"]), vec![], t0);
+        e.forget("ns/a");
+        assert_eq!(
+            e.outstanding("ns/a", t0, |_| CachedPod::Absent, |_| CachedPod::Absent),
+            0
+        );
+        assert_eq!(
+            e.outstanding("ns/b", t0, |_| CachedPod::Absent, |_| CachedPod::Absent),
+            1
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! Extra clusters started by a test (e.g. one with the other DaemonSet-controller setting).
+
+use everynode_cluster::{Cluster, StopReport, Watchdog};
+
+use crate::shared::{ClusterInfo, start_private};
+
+/// A private cluster owned by one test, on its own free ports and in its own directory. A
+/// watchdog stops it if the test process dies; dropping it without [`LocalCluster::down`] (e.g.
+/// when the test panics) stops it too.
+#[derive(Debug)]
+pub struct LocalCluster {
+    cluster: Option<Cluster>,
+    watchdog: Option<Watchdog>,
+    info: ClusterInfo,
+}
+
+impl LocalCluster {
+    /// Starts a cluster with `nodes` worker nodes (plus the control-plane node) and the given
+    /// built-in DaemonSet controller setting.
+    ///
+    /// # Panics
+    /// When it cannot be built or started (the message carries the failing component's log).
+    pub async fn start(nodes: usize, builtin_daemonset_controller: bool) -> Self {
+        match start_private(nodes, builtin_daemonset_controller, "everynode-extra").await {
+            Ok((cluster, watchdog)) => {
+                let info = ClusterInfo {
+                    dir: cluster.dir().clone(),
+                    state: cluster.state().clone(),
+                    started_here: true,
+                };
+                Self {
+                    cluster: Some(cluster),
+                    watchdog: Some(watchdog),
+                    info,
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Connection details (for [`crate::TestEnv::on`] or a client).
+    #[must_use]
+    pub fn info(&self) -> &ClusterInfo {
+        &self.info
+    }
+
+    /// Stops the cluster (recorded PIDs only) and removes its directories.
+    ///
+    /// # Panics
+    /// When stopping fails.
+    pub async fn down(mut self) -> Vec<StopReport> {
+        if let Some(w) = self.watchdog.take() {
+            w.disarm();
+        }
+        match self.cluster.take() {
+            Some(c) => match c.down().await {
+                Ok(r) => r,
+                Err(e) => panic!("cluster down: {e}"),
+            },
+            None => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! `cargo xtask ci`: the project's whole test command.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use everynode_cluster::{Cluster, FlagSettings, Ports, UpOptions};
+
+/// Environment variable the test kit reads to attach to a running cluster.
+const TEST_CLUSTER_ENV: &str = "EVERYNODE_TEST_CLUSTER_DIR";
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CiArgs {
+    /// Skip `cargo fmt --check` and `cargo clippy` (quicker local runs).
+    #[arg(long)]
+    skip_lints: bool,
+    /// Extra arguments passed to `cargo test --workspace` (after `--` for the test binaries,
+    /// e.g. `-- --test-threads 4`).
+    #[arg(last = true)]
+    test_args: Vec<String>,
+}
+
+struct Phases {
+    done: Vec<(&'static str, Duration, bool)>,
+}
+
+impl Phases {
+    fn record(&mut self, name: &'static str, started: Instant, ok: bool) {
+        let took = started.elapsed();
+        tracing::info!(
+            "== {name}: {} in {:.1?}",
+            if ok { "ok" } else { "FAILED" },
+            took
+        );
+        self.done.push((name, took, ok));
+    }
+
+    fn summary(&self) {
+        eprintln!("\nci phases:");
+        for (name, took, ok) in &self.done {
+            eprintln!(
+                "  {:<14} {:>8.1?}  {}",
+                name,
+                took,
+                if *ok { "ok" } else { "FAILED" }
+            );
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+async fn cargo(args: &[&str], env: &[(&str, &str)], extra: &[String]) -> anyhow::Result<bool> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    tracing::info!(
+        "$ cargo {}",
+        args.iter()
+            .copied()
+            .chain(extra.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut cmd = tokio::process::Command::new(cargo);
+    // Own process group, so that on interruption the whole tree (cargo and the test binaries it
+    // runs) can be stopped, not only cargo itself.
+    cmd.args(args)
+        .args(extra)
+        .current_dir(workspace_root())
+        .process_group(0)
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn()?;
+    let guard = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()));
+    let status = child.wait().await?;
+    guard.disarm();
+    Ok(status.success())
+}
+
+/// Sends SIGTERM to a child's process group when dropped before [`GroupGuard::disarm`] (i.e.
+/// when the phase is cancelled by Ctrl-C / SIGTERM).
+struct GroupGuard(Option<i32>);
+
+impl GroupGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
+pub(crate) async fn run(args: CiArgs) -> anyhow::Result<ExitCode> {
+    let mut phases = Phases { done: Vec::new() };
+    let total = Instant::now();
+    let result = tokio::select! {
+        r = run_phases(&args, &mut phases) => r,
+        signal = shutdown_signal() => {
+            eprintln!("\ninterrupted by {signal}; stopping the CI cluster");
+            Ok(false)
+        }
+    };
+    // Whatever happened (including Ctrl-C, which drops the running phase and with it any child
+    // cargo process), make sure the CI cluster is gone.
+    if let Some(dir) = ci_dir_if_present() {
+        let t = Instant::now();
+        match everynode_cluster::down(&dir).await {
+            Ok(_) => phases.record("cluster down", t, true),
+            Err(e) => {
+                eprintln!("cluster down failed: {e}");
+                phases.record("cluster down", t, false);
+            }
+        }
+    }
+    phases.summary();
+    eprintln!("  {:<14} {:>8.1?}", "total", total.elapsed());
+    match result {
+        Ok(true) => Ok(ExitCode::SUCCESS),
+        Ok(false) => Ok(ExitCode::FAILURE),
+        Err(e) => Err(e),
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, naming the signal.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
+
+fn ci_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("everynode-ci-{}", std::process::id()))
+}
+
+fn ci_dir_if_present() -> Option<PathBuf> {
+    let d = ci_dir();
+    d.join("cluster.json").exists().then_some(d)
+}
+
+async fn run_phases(args: &CiArgs, phases: &mut Phases) -> anyhow::Result<bool> {
+    if !args.skip_lints {
+        let t = Instant::now();
+        let ok = cargo(&["fmt", "--all", "--", "--check"], &[], &[]).await?;
+        phases.record("fmt", t, ok);
+        if !ok {
+            eprintln!("formatting differs: run `cargo fmt --all`");
+            return Ok(false);
+        }
+        let t = Instant::now();
+        let ok = cargo(
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            &[],
+            &[],
+        )
+        .await?;
+        phases.record("clippy", t, ok);
+        if !ok {
+            return Ok(false);
+        }
+    }
+
+    // Compile every test first, so the cluster does not idle through compilation and a build
+    // error stops CI before anything is started.
+    let t = Instant::now();
+    let ok = cargo(&["test", "--workspace", "--no-run"], &[], &[]).await?;
+    phases.record("build tests", t, ok);
+    if !ok {
+        return Ok(false);
+    }
+
+    let t = Instant::now();
+    let built = crate::build().await;
+    phases.record("cluster build", t, built.is_ok());
+    built?;
+
+    let t = Instant::now();
+    let dir = ci_dir();
+    let base = Ports::find_free(17443)?;
+    let opts = UpOptions {
+        dir: dir.clone(),
+        base_port: base.apiserver,
+        nodes: 3,
+        settings: FlagSettings {
+            builtin_daemonset_controller: false,
+            benchmark: false,
+        },
+        ..UpOptions::default()
+    };
+    let cluster: Cluster = match crate::up(&opts).await {
+        Ok(c) => c,
+        Err(e) => {
+            phases.record("cluster up", t, false);
+            return Err(e);
+        }
+    };
+    phases.record("cluster up", t, true);
+
+    let t = Instant::now();
+    let dir_str = dir.display().to_string();
+    let ok = cargo(
+        &["test", "--workspace"],
+        &[(TEST_CLUSTER_ENV, dir_str.as_str())],
+        &args.test_args,
+    )
+    .await?;
+    phases.record("cargo test", t, ok);
+    if !ok {
+        eprintln!(
+            "\ntests failed; component logs of the CI cluster:\n{}",
+            cluster.log_tails(60)
+        );
+    }
+    Ok(ok)
+}
