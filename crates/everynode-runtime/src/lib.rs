@@ -3,6 +3,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apply;
+pub mod context;
+pub mod controller;
+pub mod error;
 pub mod expectations;
 pub mod http;
 pub mod metrics;
+pub mod reconcile;
+
+pub use context::ControllerConfig;
+pub use controller::run;
+pub use error::Error;

@@ -1,0 +1,255 @@
+//! Rendering a daemon pod from the template (§2.2, §2.3, §4.4), deterministic pod names and
+//! the reverse lookup of a pod's target node (`GetTargetNodeName`).
+
+use std::collections::BTreeMap;
+
+use everynode_api::labels::{CONTROLLER_REVISION_HASH, NODE_NAME_FIELD, POD_TEMPLATE_GENERATION};
+use k8s_openapi::api::core::v1::{
+    Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
+    PodTemplateSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use crate::eligibility::effective_tolerations;
+use crate::revision::SAFE_ALPHABET;
+
+/// Why a pod's target node cannot be determined (the controller then ignores the pod).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetNodeError {
+    /// No `spec.nodeName` and no required node affinity.
+    #[error("pod has no spec.nodeName and no required node affinity")]
+    NoAffinity,
+    /// Required node affinity without terms.
+    #[error("pod's required node affinity has no terms")]
+    NoTerms,
+    /// The `metadata.name In` requirement has zero or several values.
+    #[error("pod's metadata.name node affinity does not name exactly one node")]
+    NotUnique,
+    /// No `metadata.name In` requirement in any term.
+    #[error("pod's node affinity does not pin it to a node")]
+    NoNodeName,
+}
+
+/// `GetTargetNodeName`: `spec.nodeName` if set, else the single value of the first required
+/// `matchFields` requirement `metadata.name In [..]`.
+pub fn target_node_name(pod: &Pod) -> Result<String, TargetNodeError> {
+    let spec = pod.spec.as_ref();
+    if let Some(n) = spec
+        .and_then(|s| s.node_name.as_ref())
+        .filter(|n| !n.is_empty())
+    {
+        return Ok(n.clone());
+    }
+    let required = spec
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .ok_or(TargetNodeError::NoAffinity)?;
+    if required.node_selector_terms.is_empty() {
+        return Err(TargetNodeError::NoTerms);
+    }
+    for term in &required.node_selector_terms {
+        for req in term.match_fields.iter().flatten() {
+            if req.key == NODE_NAME_FIELD && req.operator == "In" {
+                return match req.values.as_deref() {
+                    Some([one]) => Ok(one.clone()),
+                    _ => Err(TargetNodeError::NotUnique),
+                };
+            }
+        }
+    }
+    Err(TargetNodeError::NoNodeName)
+}
+
+fn pin_term(node: &str) -> NodeSelectorTerm {
+    NodeSelectorTerm {
+        match_fields: Some(vec![NodeSelectorRequirement {
+            key: NODE_NAME_FIELD.to_owned(),
+            operator: "In".to_owned(),
+            values: Some(vec![node.to_owned()]),
+        }]),
+        match_expressions: None,
+    }
+}
+
+/// `ReplaceDaemonSetPodNodeNameNodeAffinity`: the required node affinity becomes exactly one
+/// term `metadata.name In [node]`; preferred terms, pod (anti-)affinity are kept.
+pub fn replace_node_name_affinity(affinity: Option<Affinity>, node: &str) -> Affinity {
+    let mut affinity = affinity.unwrap_or_default();
+    let node_affinity = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
+    let required = node_affinity
+        .required_during_scheduling_ignored_during_execution
+        .get_or_insert_with(NodeSelector::default);
+    required.node_selector_terms = vec![pin_term(node)];
+    affinity
+}
+
+/// Labels of a new pod: template labels, `pod-template-generation` when the set has a template
+/// generation, `controller-revision-hash` when `hash` is non-empty (`CreatePodTemplate`).
+pub fn pod_labels(
+    template: &PodTemplateSpec,
+    hash: &str,
+    template_generation: Option<i64>,
+) -> BTreeMap<String, String> {
+    let mut labels = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    if let Some(g) = template_generation {
+        labels.insert(POD_TEMPLATE_GENERATION.to_owned(), g.to_string());
+    }
+    if !hash.is_empty() {
+        labels.insert(CONTROLLER_REVISION_HASH.to_owned(), hash.to_owned());
+    }
+    labels
+}
+
+/// `CreatePodTemplate`: template with default tolerations and the hash/generation labels
+/// (node affinity not yet pinned).
+pub fn pod_template(
+    template: &PodTemplateSpec,
+    hash: &str,
+    template_generation: Option<i64>,
+) -> PodTemplateSpec {
+    let mut out = template.clone();
+    let labels = pod_labels(template, hash, template_generation);
+    out.metadata.get_or_insert_with(ObjectMeta::default).labels = Some(labels);
+    let tolerations = effective_tolerations(template);
+    out.spec.get_or_insert_with(Default::default).tolerations = Some(tolerations);
+    out
+}
+
+/// A controller owner reference (`controller: true`, `blockOwnerDeletion: true`).
+pub fn controller_owner_reference(
+    api_version: &str,
+    kind: &str,
+    name: &str,
+    uid: &str,
+) -> OwnerReference {
+    OwnerReference {
+        api_version: api_version.to_owned(),
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        uid: uid.to_owned(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// What [`render_pod`] needs.
+#[derive(Clone, Copy, Debug)]
+pub struct RenderParams<'a> {
+    /// Set name (name prefix).
+    pub set_name: &'a str,
+    /// Namespace of the pod.
+    pub namespace: &'a str,
+    /// The set's pod template.
+    pub template: &'a PodTemplateSpec,
+    /// Revision hash (label `controller-revision-hash`).
+    pub hash: &'a str,
+    /// apps/v1 template generation, if any (label `pod-template-generation`).
+    pub template_generation: Option<i64>,
+    /// Controller owner reference to the set.
+    pub owner: &'a OwnerReference,
+    /// The node the pod is pinned to.
+    pub node: &'a str,
+    /// Pod name (normally from [`deterministic_pod_name`]).
+    pub pod_name: &'a str,
+}
+
+/// Builds the full pod for one node: labels, annotations and finalizers from the template,
+/// the owner reference, default tolerations, and required node affinity pinned to the node.
+pub fn render_pod(p: &RenderParams<'_>) -> Pod {
+    let tpl = pod_template(p.template, p.hash, p.template_generation);
+    let tmeta = tpl.metadata.unwrap_or_default();
+    let mut spec = tpl.spec.unwrap_or_default();
+    spec.affinity = Some(replace_node_name_affinity(spec.affinity.take(), p.node));
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(p.pod_name.to_owned()),
+            namespace: Some(p.namespace.to_owned()),
+            labels: tmeta.labels,
+            annotations: tmeta.annotations,
+            finalizers: tmeta.finalizers,
+            owner_references: Some(vec![p.owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+const FNV64_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV64_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv64a(parts: &[&[u8]]) -> u64 {
+    let mut h = FNV64_OFFSET;
+    for part in parts {
+        for b in *part {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(FNV64_PRIME);
+        }
+    }
+    h
+}
+
+/// Length of the suffix of deterministic pod names.
+pub const POD_NAME_SUFFIX_LEN: usize = 13;
+/// Maximum length of a deterministic pod name.
+pub const POD_NAME_MAX_LEN: usize = 63;
+
+/// Deterministic pod name `<set>-<13 safe-encoded chars of FNV-64a(node/hash)>`, with the set
+/// name truncated so the whole name is at most 63 characters. Creating pods by this name makes
+/// a create from a lagging cache fail with 409 instead of producing a duplicate.
+pub fn deterministic_pod_name(set_name: &str, node_name: &str, revision_hash: &str) -> String {
+    pod_name_variant(set_name, node_name, revision_hash, 0)
+}
+
+/// Like [`deterministic_pod_name`], with a disambiguator: variant 0 is the deterministic name,
+/// higher variants are used when a pod of that name still exists (e.g. a failed pod that is
+/// waiting out its backoff while its replacement is created).
+pub fn pod_name_variant(
+    set_name: &str,
+    node_name: &str,
+    revision_hash: &str,
+    variant: u32,
+) -> String {
+    let v = variant.to_le_bytes();
+    let mut h = if variant == 0 {
+        fnv64a(&[node_name.as_bytes(), b"/", revision_hash.as_bytes()])
+    } else {
+        fnv64a(&[
+            node_name.as_bytes(),
+            b"/",
+            revision_hash.as_bytes(),
+            b"/",
+            &v,
+        ])
+    };
+    let mut suffix = [0u8; POD_NAME_SUFFIX_LEN];
+    for slot in suffix.iter_mut().rev() {
+        *slot = SAFE_ALPHABET[(h % 27) as usize];
+        h /= 27;
+    }
+    let max_prefix = POD_NAME_MAX_LEN - 1 - POD_NAME_SUFFIX_LEN;
+    let mut prefix: &str = set_name;
+    if prefix.len() > max_prefix {
+        let mut cut = max_prefix;
+        while !prefix.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        prefix = &prefix[..cut];
+    }
+    let prefix = prefix.trim_end_matches(['-', '.']);
+    let mut name = String::with_capacity(prefix.len() + 1 + POD_NAME_SUFFIX_LEN);
+    name.push_str(prefix);
+    name.push('-');
+    name.extend(suffix.iter().map(|b| char::from(*b)));
+    name
+}

@@ -1,0 +1,286 @@
+//! Property tests of the planner's invariants (modest case counts for 2-core CI machines).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use everynode_api::DaemonSetUpdateStrategy;
+use everynode_core::budget::budget;
+use everynode_core::status::is_pod_available;
+use everynode_core::{PodPhase, PodView, node_should_run, plan};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+struct PodSpecGen {
+    new: bool,
+    ready: bool,
+    phase: u8,
+    deleting: bool,
+    age: i64,
+}
+
+#[derive(Clone, Debug)]
+struct NodeGen {
+    selected: bool,
+    taint: u8,
+    pods: Vec<PodSpecGen>,
+}
+
+fn pod_gen(simple: bool) -> impl Strategy<Value = PodSpecGen> {
+    (any::<bool>(), any::<bool>(), 0u8..10, 0u8..10, 0i64..100).prop_map(
+        move |(new, ready, phase, del, age)| PodSpecGen {
+            new,
+            ready,
+            phase: if simple { 0 } else { phase },
+            deleting: !simple && del == 0,
+            age,
+        },
+    )
+}
+
+fn node_gen(simple: bool, max_pods: usize) -> impl Strategy<Value = NodeGen> {
+    (
+        any::<bool>(),
+        0u8..6,
+        prop::collection::vec(pod_gen(simple), 0..=max_pods),
+    )
+        .prop_map(move |(sel, taint, pods)| NodeGen {
+            selected: simple || sel || taint > 0,
+            taint: if simple { 0 } else { taint },
+            pods,
+        })
+}
+
+fn strategy_gen(allow_on_delete: bool) -> impl Strategy<Value = DaemonSetUpdateStrategy> {
+    (0u8..3, 1i32..4, any::<bool>()).prop_map(move |(kind, n, pct)| {
+        let v = if pct {
+            IntOrString::String(format!("{}%", n * 20))
+        } else {
+            IntOrString::Int(n)
+        };
+        match kind {
+            0 if allow_on_delete => on_delete(),
+            0 | 1 => rolling(v),
+            _ => surge(v),
+        }
+    })
+}
+
+/// Builds a cluster: the set selects nodes labelled `pool=a`; taint 1 = untolerated
+/// NoSchedule, 2 = untolerated NoExecute, 3 = tolerated NoSchedule.
+fn build(nodes: &[NodeGen], strategy: DaemonSetUpdateStrategy) -> Cluster {
+    let mut set = new_set("foo");
+    let spec = set.spec.template.spec.as_mut().unwrap();
+    spec.node_selector = Some(labels(&[("pool", "a")]));
+    spec.tolerations = Some(vec![toleration("ok", "Exists", "", "NoSchedule")]);
+    set.spec.update_strategy = Some(strategy);
+    let mut c = Cluster::new(set);
+    let old_hash = "oldhash".to_owned();
+    for (i, n) in nodes.iter().enumerate() {
+        let name = format!("node-{i:02}");
+        let mut view = node(
+            &name,
+            if n.selected {
+                labels(&[("pool", "a")])
+            } else {
+                Default::default()
+            },
+        );
+        match n.taint {
+            1 => view.taints.push(taint("dedicated", "x", "NoSchedule")),
+            2 => view.taints.push(taint("dedicated", "x", "NoExecute")),
+            3 => view.taints.push(taint("ok", "", "NoSchedule")),
+            _ => {}
+        }
+        c.nodes.push(view);
+        for p in &n.pods {
+            let mut pod = c.new_pod(&format!("{name}-"), &name, ds_label(), true);
+            if !p.new {
+                pod.labels
+                    .insert("controller-revision-hash".into(), old_hash.clone());
+            }
+            pod.ready = p.ready;
+            pod.ready_since = p.ready.then(|| t(1_600_000_000));
+            pod.phase = match p.phase {
+                8 => PodPhase::Failed,
+                9 => PodPhase::Succeeded,
+                _ => PodPhase::Running,
+            };
+            if pod.phase != PodPhase::Running {
+                pod.ready = false;
+            }
+            pod.deletion_timestamp = p.deleting.then_some(c.now);
+            pod.created = Some(t(1_600_000_000 + p.age));
+            c.pods.push(pod);
+        }
+    }
+    c
+}
+
+/// The world moves on: terminating pods vanish, every pod becomes ready, time passes.
+fn settle(c: &mut Cluster) {
+    c.pods.retain(|p| !p.deleting());
+    c.advance(Duration::from_secs(60));
+    for p in &mut c.pods {
+        if p.phase == PodPhase::Running || p.phase == PodPhase::Pending {
+            p.phase = PodPhase::Running;
+            if !p.ready {
+                p.ready = true;
+                p.ready_since = Some(c.now);
+            }
+        }
+    }
+    c.advance(Duration::from_secs(60));
+}
+
+fn unavailable_nodes(c: &Cluster) -> usize {
+    c.nodes
+        .iter()
+        .filter(|n| node_should_run(&c.set.spec.template, n).should_run)
+        .filter(|n| {
+            !c.pods.iter().any(|p| {
+                p.target_node.as_deref() == Some(n.name.as_str())
+                    && !p.deleting()
+                    && is_pod_available(p, 0, c.now)
+            })
+        })
+        .count()
+}
+
+fn surging_nodes(c: &Cluster, hash: &str) -> usize {
+    c.nodes
+        .iter()
+        .filter(|n| {
+            let pods: Vec<&PodView> = c
+                .pods
+                .iter()
+                .filter(|p| p.target_node.as_deref() == Some(n.name.as_str()) && !p.deleting())
+                .collect();
+            let old_available = pods.iter().any(|p| {
+                p.labels.get("controller-revision-hash").map(String::as_str) != Some(hash)
+                    && is_pod_available(p, 0, c.now)
+            });
+            let new_waiting = pods.iter().any(|p| {
+                p.labels.get("controller-revision-hash").map(String::as_str) == Some(hash)
+                    && !is_pod_available(p, 0, c.now)
+            });
+            old_available && new_waiting
+        })
+        .count()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+
+    /// plan → apply → pods ready → re-plan reaches an empty plan within a bounded number of
+    /// steps; then every eligible node has exactly one pod (of the current revision unless
+    /// OnDelete) and nodes that must not run the pod have none.
+    #[test]
+    fn converges_to_one_pod_per_eligible_node(
+        nodes in prop::collection::vec(node_gen(false, 3), 0..10),
+        strategy in strategy_gen(true),
+    ) {
+        let on_delete = strategy.type_.as_deref() == Some("OnDelete");
+        let mut c = build(&nodes, strategy);
+        let bound = 6 * nodes.len() + 10;
+        let mut steps = 0;
+        loop {
+            let p = c.plan();
+            prop_assert!(p.errors.is_empty());
+            if p.is_noop() {
+                break;
+            }
+            c.apply(&p);
+            settle(&mut c);
+            steps += 1;
+            prop_assert!(steps <= bound, "no fixed point after {} steps", bound);
+        }
+        let hash = c.current_hash();
+        for n in &c.nodes {
+            let e = node_should_run(&c.set.spec.template, n);
+            let pods: Vec<&PodView> = c.pods.iter().filter(|p| p.target_node.as_deref() == Some(n.name.as_str())).collect();
+            if e.should_run {
+                prop_assert_eq!(pods.len(), 1, "node {} pods {:?}", n.name, pods);
+                if !on_delete {
+                    prop_assert_eq!(pods[0].labels.get("controller-revision-hash"), Some(&hash));
+                }
+            } else if !e.should_continue_running {
+                prop_assert!(pods.is_empty(), "pods on ineligible node {}", n.name);
+            } else {
+                prop_assert!(pods.len() <= 1);
+            }
+        }
+    }
+
+    /// Without surge, one plan never leaves more desired nodes without an available pod than
+    /// max(maxUnavailable, nodes already unavailable).
+    #[test]
+    fn unavailable_stays_within_budget(
+        nodes in prop::collection::vec(node_gen(true, 1), 1..16),
+        n in 1i32..4,
+    ) {
+        let mut c = build(&nodes, rolling(IntOrString::Int(n)));
+        c.set_image("foo/v2");
+        let before = unavailable_nodes(&c);
+        let p = c.plan();
+        c.apply(&p);
+        let after = unavailable_nodes(&c);
+        prop_assert!(after <= before.max(usize::try_from(n).unwrap()), "before {} after {} max {}", before, after, n);
+    }
+
+    /// With surge, nodes running a not-yet-available new pod next to an available old pod never
+    /// exceed maxSurge (nodes whose old pod is unavailable get a new pod outside the budget and
+    /// are not counted).
+    #[test]
+    fn surge_stays_within_budget(
+        nodes in prop::collection::vec(node_gen(true, 2), 1..16),
+        n in 1i32..4,
+        pct in any::<bool>(),
+    ) {
+        let v = if pct { IntOrString::String(format!("{}%", n * 20)) } else { IntOrString::Int(n) };
+        let mut c = build(&nodes, surge(v.clone()));
+        let hash = c.current_hash();
+        let before = surging_nodes(&c, &hash);
+        let p = c.plan();
+        c.apply(&p);
+        let desired = i32::try_from(c.nodes.len()).unwrap();
+        let max = budget(&surge(v), desired).unwrap().max_surge;
+        let after = surging_nodes(&c, &hash);
+        prop_assert!(after <= before.max(usize::try_from(max).unwrap()), "before {} after {} max {}", before, after, max);
+    }
+
+    /// Shuffled nodes, pods and revisions give the same plan.
+    #[test]
+    fn shuffled_inputs_give_the_same_plan(
+        nodes in prop::collection::vec(node_gen(false, 3), 0..10),
+        strategy in strategy_gen(true),
+        seed in any::<u64>(),
+    ) {
+        let mut c = build(&nodes, strategy);
+        c.set_image("foo/v2");
+        let first = c.plan();
+        c.apply(&first);
+        c.set_image("foo/v3");
+        let input = c.input();
+        let expected = plan(&input);
+        let mut shuffled = input.clone();
+        shuffle(&mut shuffled.nodes, seed);
+        shuffle(&mut shuffled.pods, seed.rotate_left(17));
+        shuffle(&mut shuffled.revisions, seed.rotate_left(31));
+        prop_assert_eq!(plan(&shuffled), expected);
+    }
+}
+
+fn shuffle<T>(v: &mut [T], mut seed: u64) {
+    for i in (1..v.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let j = usize::try_from(seed % (i as u64 + 1)).unwrap();
+        v.swap(i, j);
+    }
+}

@@ -1,0 +1,465 @@
+//! Carrying out a plan: ownership, history, pod deletes and creates (slow start), status and
+//! Events — in the order upstream uses.
+
+use std::time::Instant;
+
+use everynode_api::DaemonSet;
+use everynode_api::labels::CONTROLLER_REVISION_HASH;
+use everynode_core::{Plan, PlanInput, RenderParams, controller_owner_reference, render_pod};
+use futures::future::join_all;
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::context::Context;
+use crate::controller::SET_API_VERSION;
+use crate::error::{Error, is_status};
+
+/// Upstream's first slow-start batch size; batches double after each fully successful batch.
+const SLOW_START_INITIAL_BATCH: usize = 1;
+
+/// Applies `plan` for `set`. Pod writes happen only when the input's expectations were
+/// satisfied (the planner plans none otherwise).
+pub async fn apply_plan(
+    ctx: &Context,
+    set: &DaemonSet,
+    input: &PlanInput,
+    plan: &Plan,
+) -> Result<(), Error> {
+    let namespace = input.set.namespace.as_str();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let revisions: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), namespace);
+    let key = format!("{namespace}/{}", input.set.name);
+
+    publish_plan_events(ctx, set, plan).await;
+
+    let work = async {
+        adopt_and_release(ctx, input, plan, &pods, &revisions).await?;
+        if apply_history(ctx, set, input, plan, &pods, &revisions).await? {
+            return Ok(());
+        }
+        for update in &plan.backoff_updates {
+            ctx.backoff.store(
+                &input.set.uid,
+                update.key_generation,
+                &update.node,
+                update.entry,
+            );
+        }
+        ctx.expectations.expect(
+            &key,
+            plan.creates.iter().map(|c| c.pod_name.clone()),
+            plan.deletes
+                .iter()
+                .filter(|d| !d.uid.is_empty())
+                .map(|d| d.uid.clone()),
+            Instant::now(),
+        );
+        delete_pods(ctx, set, &key, plan, &pods).await?;
+        create_pods(ctx, set, &key, input, plan, &pods).await
+    };
+    let work_result = work.await;
+    let status_result = write_status(ctx, set, plan).await;
+    // Upstream: the work error wins over the status error.
+    work_result.and(status_result)
+}
+
+async fn publish_plan_events(ctx: &Context, set: &DaemonSet, plan: &Plan) {
+    for event in &plan.events {
+        let type_ = if event.reason.is_warning() {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(
+            ctx,
+            set,
+            type_,
+            event.reason.as_str(),
+            "Reconcile",
+            event.message.clone(),
+        )
+        .await;
+    }
+}
+
+/// Publishes one Event on the set; failures are logged, never fatal.
+pub(crate) async fn publish(
+    ctx: &Context,
+    set: &DaemonSet,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &set.object_ref(&())).await {
+        tracing::debug!(error = %err, reason, "publishing event failed");
+    }
+}
+
+async fn adopt_and_release(
+    ctx: &Context,
+    input: &PlanInput,
+    plan: &Plan,
+    pods: &Api<Pod>,
+    revisions: &Api<ControllerRevision>,
+) -> Result<(), Error> {
+    let adopting = !plan.adopt_pods.is_empty() || !plan.history.adopt.is_empty();
+    if adopting {
+        // Upstream re-reads the set uncached before adopting: never adopt for a set that is
+        // being deleted or was replaced by another of the same name.
+        let sets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &input.set.namespace);
+        let fresh = sets.get(&input.set.name).await.map_err(Error::api(format!(
+            "re-reading DaemonSet {}",
+            input.set.name
+        )))?;
+        if fresh.uid().as_deref() != Some(input.set.uid.as_str())
+            || fresh.meta().deletion_timestamp.is_some()
+        {
+            return Err(Error::AdoptionRecheckFailed {
+                set: format!("{}/{}", input.set.namespace, input.set.name),
+            });
+        }
+    }
+    let owner = owner_reference(input);
+    let adopt = json!({"metadata": {"ownerReferences": [owner]}});
+    let release =
+        json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": input.set.uid}]}});
+    for name in &plan.adopt_pods {
+        strategic_patch(pods, name, &adopt, "adopting pod").await?;
+    }
+    for name in &plan.release_pods {
+        strategic_patch(pods, name, &release, "releasing pod").await?;
+    }
+    for name in &plan.history.adopt {
+        strategic_patch(revisions, name, &adopt, "adopting ControllerRevision").await?;
+    }
+    for name in &plan.history.release {
+        strategic_patch(revisions, name, &release, "releasing ControllerRevision").await?;
+    }
+    Ok(())
+}
+
+async fn strategic_patch<K>(
+    api: &Api<K>,
+    name: &str,
+    patch: &serde_json::Value,
+    what: &str,
+) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api
+        .patch(name, &field_manager(), &Patch::Strategic(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Gone meanwhile: nothing to own.
+        Err(err) if is_status(&err, 404) => Ok(()),
+        Err(err) => Err(Error::api(format!("{what} {name}"))(err)),
+    }
+}
+
+fn field_manager() -> PatchParams {
+    PatchParams {
+        field_manager: Some(everynode_api::labels::CONTROLLER_FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    }
+}
+
+/// The controller reference every pod and revision of the set carries.
+fn owner_reference(input: &PlanInput) -> OwnerReference {
+    let kind = DaemonSet::kind(&());
+    controller_owner_reference(SET_API_VERSION, &kind, &input.set.name, &input.set.uid)
+}
+
+/// Applies the history actions. Returns `true` when the plan stopped at a collision (the
+/// collision count was bumped; the next reconcile computes a new hash).
+async fn apply_history(
+    ctx: &Context,
+    set: &DaemonSet,
+    input: &PlanInput,
+    plan: &Plan,
+    pods: &Api<Pod>,
+    revisions: &Api<ControllerRevision>,
+) -> Result<bool, Error> {
+    let history = &plan.history;
+    if let Some(count) = history.collision_count {
+        let sets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &input.set.namespace);
+        let patch = json!({
+            "metadata": {"resourceVersion": set.resource_version()},
+            "status": {"collisionCount": count},
+        });
+        sets.patch_status(&input.set.name, &field_manager(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::api(format!(
+                "raising collisionCount of {}",
+                input.set.name
+            )))?;
+        tracing::info!(count, "revision name collision; collisionCount raised");
+        return Ok(true);
+    }
+    for name in &history.add_hash_label {
+        let patch = json!({"metadata": {"labels": {CONTROLLER_REVISION_HASH: name}}});
+        merge_patch(revisions, name, &patch, "labelling ControllerRevision").await?;
+    }
+    if let Some(new) = &history.create {
+        let revision = ControllerRevision {
+            metadata: ObjectMeta {
+                name: Some(new.name.clone()),
+                namespace: Some(input.set.namespace.clone()),
+                labels: Some(new.labels.clone()),
+                annotations: (!new.annotations.is_empty()).then(|| new.annotations.clone()),
+                owner_references: Some(vec![owner_reference(input)]),
+                ..ObjectMeta::default()
+            },
+            data: Some(RawExtension(new.data.clone())),
+            revision: new.revision,
+        };
+        match revisions.create(&PostParams::default(), &revision).await {
+            Ok(_) => {
+                tracing::info!(revision = %new.name, number = new.revision, "created ControllerRevision")
+            }
+            // Someone (a previous run, or a colliding set) has it; the next plan sees it in the
+            // cache and either uses it or raises the collision count.
+            Err(err) if is_status(&err, 409) => {
+                tracing::debug!(revision = %new.name, "ControllerRevision exists already");
+            }
+            Err(err) => {
+                return Err(Error::api(format!(
+                    "creating ControllerRevision {}",
+                    new.name
+                ))(err));
+            }
+        }
+    }
+    if let Some((name, number)) = &history.renumber {
+        let patch = json!({"revision": number});
+        merge_patch(revisions, name, &patch, "renumbering ControllerRevision").await?;
+    }
+    for (pod, hash) in &history.relabel_pods {
+        let patch = json!({"metadata": {"labels": {CONTROLLER_REVISION_HASH: hash}}});
+        merge_patch(pods, pod, &patch, "relabelling pod").await?;
+    }
+    for delete in &history.delete {
+        match revisions
+            .delete(&delete.name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(revision = %delete.name, reason = %delete.reason, "deleted ControllerRevision")
+            }
+            Err(err) if is_status(&err, 404) => {}
+            Err(err) => {
+                return Err(Error::api(format!(
+                    "deleting ControllerRevision {}",
+                    delete.name
+                ))(err));
+            }
+        }
+    }
+    Ok(false)
+}
+
+async fn merge_patch<K>(
+    api: &Api<K>,
+    name: &str,
+    patch: &serde_json::Value,
+    what: &str,
+) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api
+        .patch(name, &field_manager(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(err) if is_status(&err, 404) => Ok(()),
+        Err(err) => Err(Error::api(format!("{what} {name}"))(err)),
+    }
+}
+
+async fn delete_pods(
+    ctx: &Context,
+    set: &DaemonSet,
+    key: &str,
+    plan: &Plan,
+    pods: &Api<Pod>,
+) -> Result<(), Error> {
+    let results = join_all(plan.deletes.iter().map(|delete| async move {
+        let params = DeleteParams {
+            preconditions: (!delete.uid.is_empty()).then(|| Preconditions {
+                uid: Some(delete.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        (delete, pods.delete(&delete.pod, &params).await)
+    }))
+    .await;
+    let mut first_error = None;
+    for (delete, result) in results {
+        match result {
+            Ok(_) => {
+                ctx.metrics.pods_deleted.inc();
+                tracing::info!(pod = %delete.pod, node = %delete.node, reason = %delete.reason, "deleted pod");
+                let note = format!("Deleted pod: {} ({})", delete.pod, delete.reason);
+                publish(
+                    ctx,
+                    set,
+                    EventType::Normal,
+                    "SuccessfulDelete",
+                    "DeletePod",
+                    note,
+                )
+                .await;
+            }
+            // Already gone (or replaced by a pod with another UID): nothing to wait for.
+            Err(err) if is_status(&err, 404) || is_status(&err, 409) => {
+                ctx.expectations.write_failed(key, None, Some(&delete.uid));
+            }
+            Err(err) => {
+                ctx.expectations.write_failed(key, None, Some(&delete.uid));
+                let note = format!("Error deleting: {err}");
+                publish(
+                    ctx,
+                    set,
+                    EventType::Warning,
+                    "FailedDelete",
+                    "DeletePod",
+                    note,
+                )
+                .await;
+                first_error.get_or_insert(Error::api(format!("deleting pod {}", delete.pod))(err));
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Creates pods in slow-start batches (1, 2, 4, …): after a batch with a failure the rest is
+/// left for a later reconcile, so a rejecting admission webhook or quota costs a few calls, not
+/// hundreds.
+async fn create_pods(
+    ctx: &Context,
+    set: &DaemonSet,
+    key: &str,
+    input: &PlanInput,
+    plan: &Plan,
+    pods: &Api<Pod>,
+) -> Result<(), Error> {
+    let owner = owner_reference(input);
+    let mut remaining = plan.creates.as_slice();
+    let mut batch_size = SLOW_START_INITIAL_BATCH;
+    let mut first_error = None;
+    while !remaining.is_empty() {
+        let (batch, rest) = remaining.split_at(batch_size.min(remaining.len()));
+        remaining = rest;
+        let results = join_all(batch.iter().map(|create| {
+            let pod = render_pod(&RenderParams {
+                set_name: &input.set.name,
+                namespace: &input.set.namespace,
+                template: &input.set.spec.template,
+                hash: &create.hash,
+                template_generation: input.set.template_generation,
+                owner: &owner,
+                node: &create.node,
+                pod_name: &create.pod_name,
+            });
+            async move { (create, pods.create(&PostParams::default(), &pod).await) }
+        }))
+        .await;
+        let mut failed = false;
+        for (create, result) in results {
+            match result {
+                Ok(_) => {
+                    ctx.metrics.pods_created.inc();
+                    tracing::info!(pod = %create.pod_name, node = %create.node, reason = %create.reason, "created pod");
+                    let note = format!("Created pod: {}", create.pod_name);
+                    publish(
+                        ctx,
+                        set,
+                        EventType::Normal,
+                        "SuccessfulCreate",
+                        "CreatePod",
+                        note,
+                    )
+                    .await;
+                }
+                // The pod exists: created by an earlier run whose write the cache has not shown
+                // yet, or still terminating. Either way, no duplicate is made.
+                Err(err) if is_status(&err, 409) => {
+                    tracing::debug!(pod = %create.pod_name, "pod exists already");
+                }
+                Err(err) => {
+                    failed = true;
+                    ctx.expectations
+                        .write_failed(key, Some(&create.pod_name), None);
+                    let namespace_terminating = err.to_string().contains("being terminated");
+                    if !namespace_terminating {
+                        let note = format!("Error creating: {err}");
+                        publish(
+                            ctx,
+                            set,
+                            EventType::Warning,
+                            "FailedCreate",
+                            "CreatePod",
+                            note,
+                        )
+                        .await;
+                        first_error.get_or_insert(Error::api(format!(
+                            "creating pod {} on node {}",
+                            create.pod_name, create.node
+                        ))(err));
+                    }
+                }
+            }
+        }
+        if failed {
+            for skipped in remaining {
+                ctx.expectations
+                    .write_failed(key, Some(&skipped.pod_name), None);
+            }
+            if !remaining.is_empty() {
+                tracing::info!(
+                    skipped = remaining.len(),
+                    "pod creation failed; the rest waits for the next reconcile"
+                );
+            }
+            break;
+        }
+        batch_size = batch_size.saturating_mul(2);
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Writes the status when it changed, with the set's resourceVersion as a precondition.
+async fn write_status(ctx: &Context, set: &DaemonSet, plan: &Plan) -> Result<(), Error> {
+    let Some(status) = plan.status.as_ref().filter(|_| plan.status_changed) else {
+        return Ok(());
+    };
+    let namespace = set.namespace().unwrap_or_default();
+    let name = set.name_any();
+    let sets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let body = json!({
+        "metadata": {"resourceVersion": set.resource_version()},
+        "status": status,
+    });
+    sets.patch_status(&name, &field_manager(), &Patch::Merge(&body))
+        .await
+        .map(|_| ())
+        .map_err(Error::api(format!("updating status of DaemonSet {name}")))
+}

@@ -1,0 +1,102 @@
+//! State shared by every reconcile: the client, the caches, the event recorder, metrics,
+//! pending writes and the failed-pod backoff table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use everynode_api::DaemonSet;
+use everynode_core::BackoffEntry;
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Client;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::expectations::Expectations;
+use crate::metrics::Metrics;
+
+/// Settings of the controller.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Watch only this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+    /// Sets reconciled at once.
+    pub workers: u16,
+    /// Name of this replica, reported in Events.
+    pub instance: Option<String>,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            workers: 8,
+            instance: None,
+        }
+    }
+}
+
+/// Failed-pod backoff entries keyed by `<set uid>/<observedGeneration>/<node>` (upstream's key).
+#[derive(Debug, Default)]
+pub struct BackoffTable {
+    entries: Mutex<HashMap<String, BackoffEntry>>,
+}
+
+impl BackoffTable {
+    fn key(set_uid: &str, generation: i64, node: &str) -> String {
+        format!("{set_uid}/{generation}/{node}")
+    }
+
+    /// The entries of one set at one generation, by node.
+    pub fn for_set(&self, set_uid: &str, generation: i64) -> BTreeMap<String, BackoffEntry> {
+        let prefix = format!("{set_uid}/{generation}/");
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|node| (node.to_owned(), *v)))
+            .collect()
+    }
+
+    /// Stores an entry.
+    pub fn store(&self, set_uid: &str, generation: i64, node: &str, entry: BackoffEntry) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(Self::key(set_uid, generation, node), entry);
+    }
+
+    /// Drops entries for which `expired` is true (run periodically).
+    pub fn retain(&self, keep: impl Fn(&BackoffEntry) -> bool) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, v| keep(v));
+    }
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Cache of the sets.
+    pub sets: Store<DaemonSet>,
+    /// Cache of pods (in the watched namespaces).
+    pub pods: Store<Pod>,
+    /// Cache of nodes.
+    pub nodes: Store<Node>,
+    /// Cache of ControllerRevisions (in the watched namespaces).
+    pub revisions: Store<ControllerRevision>,
+    /// Publishes Events on sets.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: std::sync::Arc<Metrics>,
+    /// Writes not yet seen in the caches.
+    pub expectations: Expectations,
+    /// Failed-pod backoff.
+    pub backoff: BackoffTable,
+    /// Consecutive reconcile failures per set (for error backoff).
+    pub failures: Mutex<HashMap<ObjectRef<DaemonSet>, u32>>,
+    /// Settings.
+    pub config: ControllerConfig,
+}

@@ -1,0 +1,68 @@
+//! Errors of a reconcile, classified for metrics and retry policy.
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the apiserver failed.
+    #[error("{action}: {source}")]
+    Api {
+        /// What the controller was doing, e.g. `creating pod web-x`.
+        action: String,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The set cannot be planned (missing metadata).
+    #[error("DaemonSet {set} cannot be planned: {source}")]
+    Snapshot {
+        /// `namespace/name`.
+        set: String,
+        /// What is missing.
+        #[source]
+        source: everynode_core::SnapshotError,
+    },
+    /// Encoding an object failed (never expected).
+    #[error("encoding {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Adoption was refused: the set changed or is being deleted (upstream's uncached re-check).
+    #[error("DaemonSet {set} changed or is being deleted; not adopting its orphans this time")]
+    AdoptionRecheckFailed {
+        /// `namespace/name`.
+        set: String,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::Api`] with a description of the action.
+    pub fn api(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let action = action.into();
+        move |source| Self::Api { action, source }
+    }
+
+    /// A short, bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Api { source, .. } => match source {
+                kube::Error::Api(status) if status.is_conflict() => "conflict",
+                kube::Error::Api(status) if status.is_forbidden() => "forbidden",
+                kube::Error::Api(status) if status.is_invalid() => "invalid",
+                kube::Error::Api(_) => "api",
+                _ => "transport",
+            },
+            Self::Snapshot { .. } => "invalid-object",
+            Self::Encode { .. } => "encode",
+            Self::AdoptionRecheckFailed { .. } => "adoption",
+        }
+    }
+}
+
+/// Whether a client error is an apiserver answer with this HTTP code.
+pub fn is_status(err: &kube::Error, code: u16) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == code)
+}

@@ -1,0 +1,156 @@
+//! One reconcile: caches → snapshot → `everynode_core::plan` → writes → status.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use everynode_api::DaemonSet;
+use everynode_core::{NodeView, PlanInput, PodView, RevisionView, SetView, Timestamp};
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use tracing::{Instrument, info_span};
+
+use crate::apply::apply_plan;
+use crate::context::Context;
+use crate::error::Error;
+use crate::expectations::CachedPod;
+use crate::metrics::SetLabels;
+
+/// Safety net: every set is planned at least this often, even without events (a relist after
+/// a watch outage reports no deletions).
+pub const RESYNC_PERIOD: Duration = Duration::from_secs(300);
+
+/// How long to wait for the caches before giving up on a reconcile (it is retried).
+const CACHE_SYNC_WAIT: Duration = Duration::from_secs(2);
+
+/// Reconciles one set.
+pub async fn reconcile(set: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = set.namespace().unwrap_or_default();
+    let name = set.name_any();
+    let span = info_span!("reconcile", set.namespace = %namespace, set.name = %name);
+    reconcile_set(set, ctx).instrument(span).await
+}
+
+async fn reconcile_set(set: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Never plan on a partial cache: an empty node cache would delete every pod.
+    let synced = tokio::time::timeout(CACHE_SYNC_WAIT, async {
+        ctx.pods.wait_until_ready().await.is_ok()
+            && ctx.nodes.wait_until_ready().await.is_ok()
+            && ctx.revisions.wait_until_ready().await.is_ok()
+    })
+    .await
+    .unwrap_or(false);
+    if !synced {
+        tracing::debug!("caches not synced yet");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+
+    let key = format!("{}/{}", set.namespace().unwrap_or_default(), set.name_any());
+    let view = SetView::from_daemon_set(&set).map_err(|source| Error::Snapshot {
+        set: key.clone(),
+        source,
+    })?;
+
+    let outstanding = ctx.expectations.outstanding(
+        &key,
+        Instant::now(),
+        |name| cached_by_name(&ctx, &view.namespace, name),
+        |uid| cached_by_uid(&ctx, &view.namespace, uid),
+    );
+
+    let input = snapshot(&ctx, view, outstanding == 0);
+    let plan = everynode_core::plan(&input);
+    for problem in &plan.errors {
+        tracing::warn!(%problem, "plan incomplete");
+    }
+    if outstanding > 0 {
+        tracing::debug!(outstanding, "waiting for the caches to show earlier writes");
+    } else if !plan.is_noop() {
+        tracing::info!(
+            creates = plan.creates.len(),
+            deletes = plan.deletes.len(),
+            "carrying out plan"
+        );
+    }
+
+    apply_plan(&ctx, &set, &input, &plan).await?;
+
+    if let Some(counts) = &plan.counts {
+        ctx.metrics.observe_set(
+            SetLabels {
+                namespace: input.set.namespace.clone(),
+                name: input.set.name.clone(),
+            },
+            counts.desired,
+            counts.ready,
+            counts.updated,
+            counts.available,
+        );
+    }
+
+    let requeue = plan
+        .requeue_after
+        .map_or(RESYNC_PERIOD, |after| after.min(RESYNC_PERIOD));
+    Ok(Action::requeue(requeue))
+}
+
+/// Builds the planner's input from the caches.
+fn snapshot(ctx: &Context, set: SetView, expectations_satisfied: bool) -> PlanInput {
+    let nodes: Vec<NodeView> = ctx
+        .nodes
+        .state()
+        .iter()
+        .map(|n| NodeView::from_node(n))
+        .collect();
+    let pods: Vec<PodView> = ctx
+        .pods
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(set.namespace.as_str()))
+        .map(|p| PodView::from_pod(p, &set.uid))
+        .filter(|p| p.owner() != everynode_core::Owner::Other)
+        .collect();
+    let revisions: Vec<RevisionView> = ctx
+        .revisions
+        .state()
+        .iter()
+        .filter(|r| r.namespace().as_deref() == Some(set.namespace.as_str()))
+        .map(|r| RevisionView::from_revision(r, &set.uid))
+        .collect();
+    let backoff_generation = set
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        .unwrap_or(0);
+    let backoff = ctx.backoff.for_set(&set.uid, backoff_generation);
+    let mut input = PlanInput::new(set, Timestamp::now());
+    input.nodes = nodes;
+    input.pods = pods;
+    input.revisions = revisions;
+    input.backoff = backoff;
+    input.expectations_satisfied = expectations_satisfied;
+    input
+}
+
+fn cached_by_name(ctx: &Context, namespace: &str, name: &str) -> CachedPod {
+    match ctx.pods.get(&ObjectRef::new(name).within(namespace)) {
+        None => CachedPod::Absent,
+        Some(pod) if pod.metadata.deletion_timestamp.is_some() => CachedPod::Terminating,
+        Some(_) => CachedPod::Present,
+    }
+}
+
+fn cached_by_uid(ctx: &Context, namespace: &str, uid: &str) -> CachedPod {
+    ctx.pods
+        .find(|pod| {
+            pod.metadata.uid.as_deref() == Some(uid)
+                && pod.metadata.namespace.as_deref() == Some(namespace)
+        })
+        .map_or(CachedPod::Absent, |pod| {
+            if pod.metadata.deletion_timestamp.is_some() {
+                CachedPod::Terminating
+            } else {
+                CachedPod::Present
+            }
+        })
+}

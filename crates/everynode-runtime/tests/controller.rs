@@ -1,0 +1,647 @@
+//! The controller against the real local control plane: each test gets its own namespace and
+//! node group, and runs its own controller scoped to its namespace. Sets select the test's nodes
+//! through `nodeSelector`, so tests run in parallel without seeing each other's nodes as theirs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use everynode_api::{DaemonSet, DaemonSetSpec};
+use everynode_runtime::ControllerConfig;
+use everynode_runtime::http::Readiness;
+use everynode_runtime::metrics::Metrics;
+use everynode_testkit::{TestEnv, eventually, pods};
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::OnceCell;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// Pod GC needs ~40 s quarantine plus its 20 s loop after a node is deleted.
+const POD_GC_TIMEOUT: Duration = Duration::from_secs(150);
+
+static CRD: OnceCell<()> = OnceCell::const_new();
+
+/// Installs the CRD once per test process and waits until it is served.
+async fn install_crd(client: &Client) {
+    CRD.get_or_init(|| async {
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let crd = everynode_api::crd::crd();
+        crds.patch(
+            "daemonsets.everynode.dev",
+            &PatchParams::apply("everynode-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply CRD");
+        eventually("the CRD to be established", TIMEOUT, || async {
+            let crd = crds
+                .get("daemonsets.everynode.dev")
+                .await
+                .map_err(|e| e.to_string())?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                Ok(())
+            } else {
+                Err("not established".into())
+            }
+        })
+        .await;
+    })
+    .await;
+}
+
+/// A controller for one test, stopped when dropped.
+struct RunningController {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RunningController {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+async fn start_controller(env: &TestEnv) -> RunningController {
+    install_crd(&env.client()).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = ControllerConfig {
+        namespace: Some(env.namespace().to_owned()),
+        workers: 4,
+        instance: Some(format!("test-{}", env.namespace())),
+    };
+    let task = tokio::spawn(everynode_runtime::run(
+        env.client(),
+        config,
+        Arc::new(Metrics::default()),
+        Arc::new(Readiness::default()),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    RunningController {
+        stop: Some(stop),
+        task,
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A set running `image` on the test's node group.
+fn daemon_set(env: &TestEnv, name: &str, image: &str) -> DaemonSet {
+    let app = labels(&[("app", name)]);
+    let mut set = DaemonSet::new(
+        name,
+        DaemonSetSpec {
+            selector: LabelSelector {
+                match_labels: Some(app.clone()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(app),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    node_selector: Some(env.group_selector()),
+                    containers: vec![Container {
+                        name: "daemon".into(),
+                        image: Some(image.into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+    );
+    set.metadata.namespace = Some(env.namespace().to_owned());
+    set
+}
+
+async fn set_pods(env: &TestEnv, name: &str) -> Vec<Pod> {
+    let mut list = env
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!("app={name}")))
+        .await
+        .expect("list pods")
+        .items;
+    list.sort_by_key(ResourceExt::name_any);
+    list
+}
+
+fn pinned_node(pod: &Pod) -> Option<String> {
+    everynode_core::target_node_name(pod).ok()
+}
+
+fn image_of(pod: &Pod) -> Option<String> {
+    pod.spec.as_ref()?.containers.first()?.image.clone()
+}
+
+/// Waits until every node of `nodes` runs exactly one Ready pod of the set with `image`, and no
+/// other node runs one.
+async fn wait_one_ready_pod_per_node(env: &TestEnv, set: &str, nodes: &[String], image: &str) {
+    let what = format!("one Ready {image} pod of {set} on each of {nodes:?}");
+    eventually(&what, TIMEOUT, || async {
+        let pods: Vec<Pod> = set_pods(env, set)
+            .await
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let mut placed: Vec<String> = pods
+            .iter()
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .collect();
+        placed.sort();
+        let all_ready = pods.iter().all(pods::is_ready);
+        let images_ok = pods.iter().all(|p| image_of(p).as_deref() == Some(image));
+        if placed == nodes && pods.len() == nodes.len() && all_ready && images_ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} pods on {placed:?}, all ready: {all_ready}, images ok: {images_ok}",
+                pods.len()
+            ))
+        }
+    })
+    .await;
+}
+
+async fn wait_status(env: &TestEnv, name: &str, expected: [i32; 6]) -> DaemonSet {
+    let sets = env.api::<DaemonSet>();
+    let what = format!(
+        "status of {name} to be desired/current/ready/updated/available/misscheduled = {expected:?}"
+    );
+    eventually(&what, TIMEOUT, || async {
+        let set = sets.get(name).await.map_err(|e| e.to_string())?;
+        let s = set.status.clone().unwrap_or_default();
+        let got = [
+            s.desired_number_scheduled,
+            s.current_number_scheduled,
+            s.number_ready,
+            s.updated_number_scheduled.unwrap_or_default(),
+            s.number_available.unwrap_or_default(),
+            s.number_misscheduled,
+        ];
+        let observed = s.observed_generation >= set.metadata.generation;
+        if got == expected && observed {
+            Ok(set)
+        } else {
+            Err(format!("{got:?}, observed: {observed}"))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn one_ready_pod_per_node_pinned_by_affinity_with_correct_status() {
+    let env = TestEnv::new("ctl-launch").await;
+    let nodes = env.add_nodes(3).await;
+    let _controller = start_controller(&env).await;
+    let set = env
+        .api::<DaemonSet>()
+        .create(
+            &PostParams::default(),
+            &daemon_set(&env, "agent", "agent:v1"),
+        )
+        .await
+        .expect("create set");
+
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+    for pod in set_pods(&env, "agent").await {
+        // created unbound, pinned by required node affinity, bound by the real scheduler
+        assert_eq!(
+            pinned_node(&pod),
+            pod.spec.as_ref().and_then(|s| s.node_name.clone())
+        );
+        let owners = pod.owner_references();
+        assert_eq!(owners.len(), 1, "{owners:?}");
+        assert_eq!(owners[0].kind, "DaemonSet");
+        assert_eq!(owners[0].uid, set.uid().unwrap_or_default());
+        assert_eq!(owners[0].controller, Some(true));
+        assert!(pod.labels().contains_key("controller-revision-hash"));
+        assert!(pods::is_ready(&pod));
+    }
+    let set = wait_status(&env, "agent", [3, 3, 3, 3, 3, 0]).await;
+    let status = set.status.unwrap_or_default();
+    assert_eq!(status.number_unavailable.unwrap_or_default(), 0);
+    assert_eq!(status.observed_generation, Some(1));
+
+    let revisions = env
+        .api::<ControllerRevision>()
+        .list(&ListParams::default())
+        .await
+        .expect("list");
+    assert_eq!(revisions.items.len(), 1, "one ControllerRevision");
+    assert_eq!(revisions.items[0].revision, 1);
+}
+
+#[tokio::test]
+async fn nodes_joining_and_leaving_gain_and_lose_their_pod() {
+    let env = TestEnv::new("ctl-churn").await;
+    let mut nodes = env.add_nodes(2).await;
+    let _controller = start_controller(&env).await;
+    env.api::<DaemonSet>()
+        .create(
+            &PostParams::default(),
+            &daemon_set(&env, "agent", "agent:v1"),
+        )
+        .await
+        .expect("create set");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+
+    let joined = env.add_nodes(1).await;
+    nodes.extend(joined);
+    nodes.sort();
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+    wait_status(&env, "agent", [3, 3, 3, 3, 3, 0]).await;
+
+    let leaving = nodes.remove(0);
+    env.remove_node(&leaving).await;
+    eventually(
+        "the departed node's pod to be gone",
+        POD_GC_TIMEOUT,
+        || async {
+            let on_departed = set_pods(&env, "agent")
+                .await
+                .iter()
+                .filter(|p| pinned_node(p).as_deref() == Some(leaving.as_str()))
+                .count();
+            if on_departed == 0 {
+                Ok(())
+            } else {
+                Err(format!("{on_departed} pods left"))
+            }
+        },
+    )
+    .await;
+    wait_status(&env, "agent", [2, 2, 2, 2, 2, 0]).await;
+}
+
+#[tokio::test]
+async fn labelling_and_tainting_nodes_adds_and_removes_pods() {
+    let env = TestEnv::new("ctl-placement").await;
+    let nodes = env.add_nodes(3).await;
+    let _controller = start_controller(&env).await;
+    let mut set = daemon_set(&env, "storage", "glusterd:v1");
+    if let Some(spec) = set.spec.template.spec.as_mut() {
+        spec.node_selector
+            .get_or_insert_default()
+            .insert("storage".into(), "yes".into());
+    }
+    env.api::<DaemonSet>()
+        .create(&PostParams::default(), &set)
+        .await
+        .expect("create set");
+    env.label_node(&nodes[0], "storage", Some("yes")).await;
+    env.label_node(&nodes[1], "storage", Some("yes")).await;
+    wait_one_ready_pod_per_node(&env, "storage", &nodes[..2], "glusterd:v1").await;
+    wait_status(&env, "storage", [2, 2, 2, 2, 2, 0]).await;
+
+    // unlabelling removes the pod; labelling another node adds one
+    env.label_node(&nodes[0], "storage", None).await;
+    env.label_node(&nodes[2], "storage", Some("yes")).await;
+    wait_one_ready_pod_per_node(&env, "storage", &nodes[1..], "glusterd:v1").await;
+
+    // an untolerated NoExecute taint: the controller itself removes the pod
+    env.taint_node(&nodes[2], "dedicated", Some("db"), "NoExecute")
+        .await;
+    wait_one_ready_pod_per_node(&env, "storage", &nodes[1..2], "glusterd:v1").await;
+    wait_status(&env, "storage", [1, 1, 1, 1, 1, 0]).await;
+}
+
+#[tokio::test]
+async fn rolling_update_replaces_every_pod_and_deleting_the_set_removes_everything() {
+    let env = TestEnv::new("ctl-rollout").await;
+    let nodes = env.add_nodes(3).await;
+    let _controller = start_controller(&env).await;
+    let sets = env.api::<DaemonSet>();
+    sets.create(
+        &PostParams::default(),
+        &daemon_set(&env, "agent", "agent:v1"),
+    )
+    .await
+    .expect("create set");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "daemon", "image": "agent:v2"}
+    ]}}}});
+    sets.patch("agent", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("update image");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v2").await;
+    let set = wait_status(&env, "agent", [3, 3, 3, 3, 3, 0]).await;
+    assert_eq!(set.status.and_then(|s| s.observed_generation), Some(2));
+    let revisions = env
+        .api::<ControllerRevision>()
+        .list(&ListParams::default())
+        .await
+        .expect("list");
+    let mut numbers: Vec<i64> = revisions.items.iter().map(|r| r.revision).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, vec![1, 2]);
+
+    sets.delete("agent", &DeleteParams::foreground())
+        .await
+        .expect("delete set");
+    eventually(
+        "pods and revisions of the deleted set to be gone",
+        TIMEOUT,
+        || async {
+            let pods = set_pods(&env, "agent").await.len();
+            let revs = env
+                .api::<ControllerRevision>()
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .len();
+            let set_gone = sets
+                .get_opt("agent")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none();
+            if pods == 0 && revs == 0 && set_gone {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{pods} pods, {revs} revisions, set gone: {set_gone}"
+                ))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_manifests_are_rejected_by_the_real_apiserver_naming_the_field() {
+    let env = TestEnv::new("ctl-invalid").await;
+    install_crd(&env.client()).await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
+    let mut files: Vec<_> = std::fs::read_dir(root.join("invalid"))
+        .expect("testdata/invalid")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20);
+    let sets = env.api::<DaemonSet>();
+    let load = |path: &std::path::Path| -> (String, serde_json::Value) {
+        let text = std::fs::read_to_string(path).expect("read");
+        let mut value: serde_json::Value = serde_yaml::from_str(&text).expect("yaml");
+        value["metadata"]["namespace"] = env.namespace().into();
+        (text, value)
+    };
+    for path in files {
+        let (text, mut value) = load(&path);
+        let expect = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# expect: "))
+            .expect("expect header")
+            .to_owned();
+        let name = value["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let _ = sets.delete(&name, &DeleteParams::default()).await;
+        let _ = sets.delete("node-exporter", &DeleteParams::default()).await;
+        eventually("earlier object gone", TIMEOUT, || async {
+            let a = sets.get_opt(&name).await.map_err(|e| e.to_string())?;
+            let b = sets
+                .get_opt("node-exporter")
+                .await
+                .map_err(|e| e.to_string())?;
+            if a.is_none() && b.is_none() {
+                Ok(())
+            } else {
+                Err("still there".into())
+            }
+        })
+        .await;
+        let status = value.as_object_mut().and_then(|o| o.remove("status"));
+        let old = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# old: "))
+            .map(|old| load(&root.join(old)).1);
+        let result = if let Some(mut old) = old {
+            let old_status = old.as_object_mut().and_then(|o| o.remove("status"));
+            let created: DaemonSet = serde_json::from_value(old).expect("old decodes");
+            let created = sets
+                .create(&PostParams::default(), &created)
+                .await
+                .expect("create old");
+            if let Some(old_status) = old_status {
+                let body = serde_json::json!({"status": old_status});
+                sets.patch_status(
+                    &created.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&body),
+                )
+                .await
+                .expect("old status");
+            }
+            match status {
+                Some(status) => {
+                    let body = serde_json::json!({"status": status});
+                    sets.patch_status(
+                        &created.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&body),
+                    )
+                    .await
+                    .map(|_| ())
+                }
+                None => sets
+                    .patch(
+                        &created.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&value),
+                    )
+                    .await
+                    .map(|_| ()),
+            }
+        } else if let Some(status) = status {
+            let created: DaemonSet = serde_json::from_value(value).expect("decodes");
+            let created = sets
+                .create(&PostParams::default(), &created)
+                .await
+                .expect("create");
+            let body = serde_json::json!({"status": status});
+            sets.patch_status(
+                &created.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&body),
+            )
+            .await
+            .map(|_| ())
+        } else {
+            let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+                env.client(),
+                env.namespace(),
+                &kube::api::ApiResource::erase::<DaemonSet>(&()),
+            );
+            let object: kube::api::DynamicObject = serde_json::from_value(value).expect("dynamic");
+            raw.create(&PostParams::default(), &object)
+                .await
+                .map(|_| ())
+        };
+        let err = match result {
+            Ok(()) => panic!("{} was accepted by the apiserver", path.display()),
+            Err(err) => err.to_string(),
+        };
+        assert!(
+            err.contains(&expect),
+            "{}: expected {expect:?} in {err}",
+            path.display()
+        );
+    }
+}
+
+/// The single live pod of the set, once exactly one exists and it is Ready.
+async fn single_ready_pod(env: &TestEnv, set: &str, what: &str) -> Pod {
+    eventually(what, TIMEOUT, || async {
+        let live: Vec<Pod> = set_pods(env, set)
+            .await
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        match live.as_slice() {
+            [pod] if pods::is_ready(pod) => Ok(pod.clone()),
+            other => Err(format!("{} live pods", other.len())),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn failed_and_succeeded_pods_are_replaced() {
+    let env = TestEnv::new("ctl-terminal").await;
+    env.add_nodes(1).await;
+    let _controller = start_controller(&env).await;
+    env.api::<DaemonSet>()
+        .create(
+            &PostParams::default(),
+            &daemon_set(&env, "agent", "agent:v1"),
+        )
+        .await
+        .expect("create set");
+    let first = single_ready_pod(&env, "agent", "the first pod").await;
+
+    env.mark_pod_failed(&first.name_any()).await;
+    let second = eventually("a replacement for the failed pod", TIMEOUT, || async {
+        let pod = single_ready_pod(&env, "agent", "a ready pod").await;
+        if pod.uid() == first.uid() {
+            Err("still the failed pod".to_owned())
+        } else {
+            Ok(pod)
+        }
+    })
+    .await;
+
+    env.mark_pod_succeeded(&second.name_any()).await;
+    eventually("a replacement for the succeeded pod", TIMEOUT, || async {
+        let pod = single_ready_pod(&env, "agent", "a ready pod").await;
+        if pod.uid() == second.uid() {
+            Err("still the succeeded pod".to_owned())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    wait_status(&env, "agent", [1, 1, 1, 1, 1, 0]).await;
+}
+
+#[tokio::test]
+async fn surge_rollout_completes_and_on_delete_waits_for_deletions() {
+    let env = TestEnv::new("ctl-strategies").await;
+    let nodes = env.add_nodes(3).await;
+    let _controller = start_controller(&env).await;
+    let sets = env.api::<DaemonSet>();
+
+    let mut surge = daemon_set(&env, "surge", "agent:v1");
+    surge.spec.update_strategy = Some(everynode_api::DaemonSetUpdateStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(everynode_api::RollingUpdateDaemonSet {
+            max_unavailable: Some(
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0),
+            ),
+            max_surge: Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1)),
+        }),
+    });
+    let mut on_delete = daemon_set(&env, "ondelete", "agent:v1");
+    on_delete.spec.update_strategy = Some(everynode_api::DaemonSetUpdateStrategy {
+        type_: Some("OnDelete".into()),
+        rolling_update: None,
+    });
+    sets.create(&PostParams::default(), &surge)
+        .await
+        .expect("create surge set");
+    sets.create(&PostParams::default(), &on_delete)
+        .await
+        .expect("create OnDelete set");
+    wait_one_ready_pod_per_node(&env, "surge", &nodes, "agent:v1").await;
+    wait_one_ready_pod_per_node(&env, "ondelete", &nodes, "agent:v1").await;
+
+    let v2 = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "daemon", "image": "agent:v2"}
+    ]}}}});
+    for name in ["surge", "ondelete"] {
+        sets.patch(name, &PatchParams::default(), &Patch::Merge(&v2))
+            .await
+            .expect("update image");
+    }
+    wait_one_ready_pod_per_node(&env, "surge", &nodes, "agent:v2").await;
+    wait_status(&env, "surge", [3, 3, 3, 3, 3, 0]).await;
+
+    // OnDelete: nothing is replaced until a pod is deleted; the replacement runs the new template
+    wait_status(&env, "ondelete", [3, 3, 3, 0, 3, 0]).await;
+    let victim = set_pods(&env, "ondelete")
+        .await
+        .into_iter()
+        .find(|p| pinned_node(p).as_deref() == Some(nodes[0].as_str()))
+        .expect("a pod on the first node");
+    env.api::<Pod>()
+        .delete(&victim.name_any(), &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    eventually("the deleted pod to come back on v2", TIMEOUT, || async {
+        let images: Vec<(Option<String>, Option<String>)> = set_pods(&env, "ondelete")
+            .await
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && pods::is_ready(p))
+            .map(|p| (pinned_node(p), image_of(p)))
+            .collect();
+        let v2_on_first = images.iter().any(|(n, i)| {
+            n.as_deref() == Some(nodes[0].as_str()) && i.as_deref() == Some("agent:v2")
+        });
+        let v1_elsewhere = images
+            .iter()
+            .filter(|(_, i)| i.as_deref() == Some("agent:v1"))
+            .count()
+            == 2;
+        if v2_on_first && v1_elsewhere && images.len() == 3 {
+            Ok(())
+        } else {
+            Err(format!("{images:?}"))
+        }
+    })
+    .await;
+    wait_status(&env, "ondelete", [3, 3, 3, 1, 3, 0]).await;
+}
