@@ -138,35 +138,44 @@ async fn adopt_and_release(
     let release =
         json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": input.set.uid}]}});
     for name in &plan.adopt_pods {
-        strategic_patch(pods, name, &adopt, "adopting pod").await?;
+        patch_unless_gone(pods, name, &Patch::Strategic(&adopt), "adopting pod").await?;
     }
     for name in &plan.release_pods {
-        strategic_patch(pods, name, &release, "releasing pod").await?;
+        patch_unless_gone(pods, name, &Patch::Strategic(&release), "releasing pod").await?;
     }
     for name in &plan.history.adopt {
-        strategic_patch(revisions, name, &adopt, "adopting ControllerRevision").await?;
+        patch_unless_gone(
+            revisions,
+            name,
+            &Patch::Strategic(&adopt),
+            "adopting ControllerRevision",
+        )
+        .await?;
     }
     for name in &plan.history.release {
-        strategic_patch(revisions, name, &release, "releasing ControllerRevision").await?;
+        patch_unless_gone(
+            revisions,
+            name,
+            &Patch::Strategic(&release),
+            "releasing ControllerRevision",
+        )
+        .await?;
     }
     Ok(())
 }
 
-async fn strategic_patch<K>(
+/// Patches an object; an object that is gone meanwhile needs nothing.
+async fn patch_unless_gone<K>(
     api: &Api<K>,
     name: &str,
-    patch: &serde_json::Value,
+    patch: &Patch<&serde_json::Value>,
     what: &str,
 ) -> Result<(), Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match api
-        .patch(name, &field_manager(), &Patch::Strategic(patch))
-        .await
-    {
+    match api.patch(name, &field_manager(), patch).await {
         Ok(_) => Ok(()),
-        // Gone meanwhile: nothing to own.
         Err(err) if is_status(&err, 404) => Ok(()),
         Err(err) => Err(Error::api(format!("{what} {name}"))(err)),
     }
@@ -213,7 +222,13 @@ async fn apply_history(
     }
     for name in &history.add_hash_label {
         let patch = json!({"metadata": {"labels": {CONTROLLER_REVISION_HASH: name}}});
-        merge_patch(revisions, name, &patch, "labelling ControllerRevision").await?;
+        patch_unless_gone(
+            revisions,
+            name,
+            &Patch::Merge(&patch),
+            "labelling ControllerRevision",
+        )
+        .await?;
     }
     if let Some(new) = &history.create {
         let revision = ControllerRevision {
@@ -247,11 +262,17 @@ async fn apply_history(
     }
     if let Some((name, number)) = &history.renumber {
         let patch = json!({"revision": number});
-        merge_patch(revisions, name, &patch, "renumbering ControllerRevision").await?;
+        patch_unless_gone(
+            revisions,
+            name,
+            &Patch::Merge(&patch),
+            "renumbering ControllerRevision",
+        )
+        .await?;
     }
     for (pod, hash) in &history.relabel_pods {
         let patch = json!({"metadata": {"labels": {CONTROLLER_REVISION_HASH: hash}}});
-        merge_patch(pods, pod, &patch, "relabelling pod").await?;
+        patch_unless_gone(pods, pod, &Patch::Merge(&patch), "relabelling pod").await?;
     }
     for delete in &history.delete {
         match revisions
@@ -271,25 +292,6 @@ async fn apply_history(
         }
     }
     Ok(false)
-}
-
-async fn merge_patch<K>(
-    api: &Api<K>,
-    name: &str,
-    patch: &serde_json::Value,
-    what: &str,
-) -> Result<(), Error>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api
-        .patch(name, &field_manager(), &Patch::Merge(patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(err) if is_status(&err, 404) => Ok(()),
-        Err(err) => Err(Error::api(format!("{what} {name}"))(err)),
-    }
 }
 
 async fn delete_pods(

@@ -391,6 +391,18 @@ async fn rolling_update_replaces_every_pod_and_deleting_the_set_removes_everythi
     .await;
 }
 
+/// Writes a set's status through the status subresource.
+async fn write_status(
+    sets: &Api<DaemonSet>,
+    name: &str,
+    status: serde_json::Value,
+) -> Result<(), kube::Error> {
+    let body = serde_json::json!({ "status": status });
+    sets.patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+        .map(|_| ())
+}
+
 #[tokio::test]
 async fn invalid_manifests_are_rejected_by_the_real_apiserver_naming_the_field() {
     let env = TestEnv::new("ctl-invalid").await;
@@ -448,26 +460,12 @@ async fn invalid_manifests_are_rejected_by_the_real_apiserver_naming_the_field()
                 .await
                 .expect("create old");
             if let Some(old_status) = old_status {
-                let body = serde_json::json!({"status": old_status});
-                sets.patch_status(
-                    &created.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&body),
-                )
-                .await
-                .expect("old status");
+                write_status(&sets, &created.name_any(), old_status)
+                    .await
+                    .expect("old status");
             }
             match status {
-                Some(status) => {
-                    let body = serde_json::json!({"status": status});
-                    sets.patch_status(
-                        &created.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&body),
-                    )
-                    .await
-                    .map(|_| ())
-                }
+                Some(status) => write_status(&sets, &created.name_any(), status).await,
                 None => sets
                     .patch(
                         &created.name_any(),
@@ -483,14 +481,7 @@ async fn invalid_manifests_are_rejected_by_the_real_apiserver_naming_the_field()
                 .create(&PostParams::default(), &created)
                 .await
                 .expect("create");
-            let body = serde_json::json!({"status": status});
-            sets.patch_status(
-                &created.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&body),
-            )
-            .await
-            .map(|_| ())
+            write_status(&sets, &created.name_any(), status).await
         } else {
             let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
                 env.client(),
