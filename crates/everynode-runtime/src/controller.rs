@@ -84,13 +84,7 @@ pub async fn run(
         config: config.clone(),
     });
 
-    tokio::spawn(mark_ready_when_synced(
-        sets.clone(),
-        pods,
-        nodes,
-        revisions,
-        readiness,
-    ));
+    tokio::spawn(mark_ready_when_synced(pods, nodes, revisions, readiness));
 
     let sets_for_pods = sets.clone();
     let sets_for_revisions = sets.clone();
@@ -236,21 +230,41 @@ fn placement_changes() -> impl FnMut(NodeEvent) -> NodeTrigger {
     }
 }
 
+/// Sets readiness once the caches the planner reads have synced. (The DaemonSet cache is the
+/// controller's own: kube-runtime holds every reconcile until it is ready.)
 async fn mark_ready_when_synced(
-    sets: Store<DaemonSet>,
     pods: Store<Pod>,
     nodes: Store<Node>,
     revisions: Store<ControllerRevision>,
     readiness: Arc<Readiness>,
 ) {
     let synced = async {
-        sets.wait_until_ready().await?;
-        pods.wait_until_ready().await?;
-        nodes.wait_until_ready().await?;
-        revisions.wait_until_ready().await
+        until_ready(&pods).await?;
+        until_ready(&nodes).await?;
+        until_ready(&revisions).await
     };
-    if synced.await.is_ok() {
-        tracing::info!("caches synced");
-        readiness.set(true);
+    match synced.await {
+        Ok(()) => {
+            tracing::info!("caches synced");
+            readiness.set(true);
+        }
+        Err(err) => tracing::error!(error = %err, "a cache stopped before it synced"),
+    }
+}
+
+/// Waits for a store to be ready. kube-runtime's readiness future wakes only the task that polled
+/// it last, so with several waiters (this task and the reconciles) it is polled again every
+/// 200 ms rather than awaited once.
+pub(crate) async fn until_ready<K>(store: &Store<K>) -> Result<(), reflector::store::WriterDropped>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(result) =
+            tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await
+        {
+            return result;
+        }
     }
 }

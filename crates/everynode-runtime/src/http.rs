@@ -1,7 +1,6 @@
 //! The controller's HTTP endpoints: `/metrics` (Prometheus text), `/livez` (the process is
 //! serving; never depends on the apiserver) and `/readyz` (every cache has synced).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -46,15 +45,17 @@ pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
         .with_state(AppState { metrics, readiness })
 }
 
-/// Serves the endpoints on `addr` until `shutdown` resolves.
+/// Serves the endpoints on a bound listener until `shutdown` resolves. Bind first (with
+/// [`tokio::net::TcpListener::bind`]) so a port in use fails at start-up, not silently later.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /metrics, /livez and /readyz");
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving /metrics, /livez and /readyz");
+    }
     axum::serve(listener, router(metrics, readiness))
         .with_graceful_shutdown(shutdown)
         .await

@@ -12,6 +12,7 @@ use tracing::{Instrument, info_span};
 
 use crate::apply::apply_plan;
 use crate::context::Context;
+use crate::controller::until_ready;
 use crate::error::Error;
 use crate::expectations::CachedPod;
 use crate::metrics::SetLabels;
@@ -34,9 +35,9 @@ pub async fn reconcile(set: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action,
 async fn reconcile_set(set: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Never plan on a partial cache: an empty node cache would delete every pod.
     let synced = tokio::time::timeout(CACHE_SYNC_WAIT, async {
-        ctx.pods.wait_until_ready().await.is_ok()
-            && ctx.nodes.wait_until_ready().await.is_ok()
-            && ctx.revisions.wait_until_ready().await.is_ok()
+        until_ready(&ctx.pods).await.is_ok()
+            && until_ready(&ctx.nodes).await.is_ok()
+            && until_ready(&ctx.revisions).await.is_ok()
     })
     .await
     .unwrap_or(false);

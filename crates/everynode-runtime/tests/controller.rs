@@ -61,6 +61,7 @@ async fn install_crd(client: &Client) {
 
 /// A controller for one test, stopped when dropped.
 struct RunningController {
+    readiness: Arc<Readiness>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -82,16 +83,18 @@ async fn start_controller(env: &TestEnv) -> RunningController {
         workers: 4,
         instance: Some(format!("test-{}", env.namespace())),
     };
+    let readiness = Arc::new(Readiness::default());
     let task = tokio::spawn(everynode_runtime::run(
         env.client(),
         config,
         Arc::new(Metrics::default()),
-        Arc::new(Readiness::default()),
+        readiness.clone(),
         async move {
             let _ = stopped.await;
         },
     ));
     RunningController {
+        readiness,
         stop: Some(stop),
         task,
     }
@@ -214,7 +217,15 @@ async fn wait_status(env: &TestEnv, name: &str, expected: [i32; 6]) -> DaemonSet
 async fn one_ready_pod_per_node_pinned_by_affinity_with_correct_status() {
     let env = TestEnv::new("ctl-launch").await;
     let nodes = env.add_nodes(3).await;
-    let _controller = start_controller(&env).await;
+    let controller = start_controller(&env).await;
+    eventually("the controller to report ready", TIMEOUT, || async {
+        if controller.readiness.is_ready() {
+            Ok(())
+        } else {
+            Err("not ready".to_owned())
+        }
+    })
+    .await;
     let set = env
         .api::<DaemonSet>()
         .create(

@@ -1,6 +1,6 @@
 //! `everynode`: the controller and CLI binary.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,6 +101,7 @@ fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
         .with_context(|| format!("--log {filter:?} is not a valid log filter"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -139,6 +140,21 @@ async fn run_controller(cli: &Cli, args: &ControllerArgs) -> anyhow::Result<()> 
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    // Serve /livez at once (a standby must pass its liveness probe); /readyz turns ready once
+    // the caches synced, i.e. on the leader.
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("--http-addr {}: cannot listen", args.http_addr))?;
+    let http = tokio::spawn(everynode_runtime::http::serve(
+        listener,
+        metrics.clone(),
+        readiness.clone(),
+        stopped(stop_rx.clone()),
+    ));
 
     // With leader election, wait for the Lease before writing anything; losing it ends the
     // process (non-zero) so the replica restarts as a clean standby.
@@ -165,16 +181,7 @@ async fn run_controller(cli: &Cli, args: &ControllerArgs) -> anyhow::Result<()> 
         tracing::info!(%identity, "became leader");
         leadership = Some((is_leader, task));
     }
-    let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
 
-    let http = tokio::spawn(everynode_runtime::http::serve(
-        args.http_addr,
-        metrics.clone(),
-        readiness.clone(),
-        stopped(stop_rx.clone()),
-    ));
     let config = ControllerConfig {
         namespace: args.namespace.clone(),
         workers: args.workers,
