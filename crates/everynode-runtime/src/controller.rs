@@ -286,7 +286,11 @@ mod tests {
             },
             spec: Some(NodeSpec {
                 taints: taint.map(|key| {
-                    vec![Taint { key: key.into(), effect: "NoSchedule".into(), ..Default::default() }]
+                    vec![Taint {
+                        key: key.into(),
+                        effect: "NoSchedule".into(),
+                        ..Default::default()
+                    }]
                 }),
                 ..Default::default()
             }),
@@ -304,20 +308,46 @@ mod tests {
     #[test]
     fn node_filter_drops_heartbeats_and_keeps_placement_changes_and_deletions() {
         let mut filter = placement_changes();
-        assert!(passes(&mut filter, watcher::Event::InitApply(node("a", "z1", None, "1"))));
+        assert!(passes(
+            &mut filter,
+            watcher::Event::InitApply(node("a", "z1", None, "1"))
+        ));
         assert!(!passes(&mut filter, watcher::Event::InitDone));
         // a heartbeat: only the resourceVersion/status changed
-        assert!(!passes(&mut filter, watcher::Event::Apply(node("a", "z1", None, "2"))));
+        assert!(!passes(
+            &mut filter,
+            watcher::Event::Apply(node("a", "z1", None, "2"))
+        ));
         // a label change and a taint change matter
-        assert!(passes(&mut filter, watcher::Event::Apply(node("a", "z2", None, "3"))));
-        assert!(passes(&mut filter, watcher::Event::Apply(node("a", "z2", Some("gpu"), "4"))));
-        assert!(!passes(&mut filter, watcher::Event::Apply(node("a", "z2", Some("gpu"), "5"))));
+        assert!(passes(
+            &mut filter,
+            watcher::Event::Apply(node("a", "z2", None, "3"))
+        ));
+        assert!(passes(
+            &mut filter,
+            watcher::Event::Apply(node("a", "z2", Some("gpu"), "4"))
+        ));
+        assert!(!passes(
+            &mut filter,
+            watcher::Event::Apply(node("a", "z2", Some("gpu"), "5"))
+        ));
         // a deletion always passes, even with unchanged labels and taints
-        assert!(passes(&mut filter, watcher::Event::Delete(node("a", "z2", Some("gpu"), "6"))));
+        assert!(passes(
+            &mut filter,
+            watcher::Event::Delete(node("a", "z2", Some("gpu"), "6"))
+        ));
         // and a node that comes back under the same name is new again
-        assert!(passes(&mut filter, watcher::Event::Apply(node("a", "z2", Some("gpu"), "7"))));
+        assert!(passes(
+            &mut filter,
+            watcher::Event::Apply(node("a", "z2", Some("gpu"), "7"))
+        ));
         // a watch error is passed on (the controller logs it and the watcher backs off)
         let error = watcher::Error::NoResourceVersion;
-        assert!(filter(Err(error)).now_or_never().flatten().is_some_and(|r| r.is_err()));
+        assert!(
+            filter(Err(error))
+                .now_or_never()
+                .flatten()
+                .is_some_and(|r| r.is_err())
+        );
     }
 }

@@ -647,3 +647,199 @@ async fn surge_rollout_completes_and_on_delete_waits_for_deletions() {
     .await;
     wait_status(&env, "ondelete", [3, 3, 3, 1, 3, 0]).await;
 }
+
+#[tokio::test]
+async fn cordoned_not_ready_and_unreachable_nodes_keep_their_pods() {
+    let env = TestEnv::new("ctl-node-states").await;
+    let nodes = env.add_nodes(3).await;
+    let _controller = start_controller(&env).await;
+    env.api::<DaemonSet>()
+        .create(
+            &PostParams::default(),
+            &daemon_set(&env, "agent", "agent:v1"),
+        )
+        .await
+        .expect("create set");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+    let before: Vec<String> = set_pods(&env, "agent")
+        .await
+        .iter()
+        .filter_map(|p| p.uid())
+        .collect();
+
+    // daemon pods tolerate these automatically
+    env.cordon(&nodes[0]).await;
+    env.taint_node(&nodes[1], "node.kubernetes.io/not-ready", None, "NoExecute")
+        .await;
+    env.taint_node(
+        &nodes[2],
+        "node.kubernetes.io/unreachable",
+        None,
+        "NoExecute",
+    )
+    .await;
+    wait_status(&env, "agent", [3, 3, 3, 3, 3, 0]).await;
+    everynode_testkit::consistently("every pod to stay", Duration::from_secs(5), || async {
+        let now: Vec<String> = set_pods(&env, "agent")
+            .await
+            .iter()
+            .filter_map(|p| p.uid())
+            .collect();
+        if now == before {
+            Ok(())
+        } else {
+            Err(format!("pods changed: {now:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rolling_back_replaces_only_the_pods_that_differ() {
+    let env = TestEnv::new("ctl-rollback").await;
+    let nodes = env.add_nodes(3).await;
+    let _controller = start_controller(&env).await;
+    let sets = env.api::<DaemonSet>();
+    let mut set = daemon_set(&env, "agent", "agent:v1");
+    set.spec.update_strategy = Some(everynode_api::DaemonSetUpdateStrategy {
+        type_: Some("OnDelete".into()),
+        rolling_update: None,
+    });
+    sets.create(&PostParams::default(), &set)
+        .await
+        .expect("create set");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+
+    // v2 reaches one node only (OnDelete, one pod deleted)
+    let v2 = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "daemon", "image": "agent:v2"}
+    ]}}}});
+    sets.patch("agent", &PatchParams::default(), &Patch::Merge(&v2))
+        .await
+        .expect("v2");
+    wait_status(&env, "agent", [3, 3, 3, 0, 3, 0]).await;
+    let first = set_pods(&env, "agent")
+        .await
+        .into_iter()
+        .find(|p| pinned_node(p).as_deref() == Some(nodes[0].as_str()))
+        .expect("pod on the first node");
+    env.api::<Pod>()
+        .delete(&first.name_any(), &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_status(&env, "agent", [3, 3, 3, 1, 3, 0]).await;
+    let v1_pods: BTreeMap<String, String> = set_pods(&env, "agent")
+        .await
+        .iter()
+        .filter(|p| image_of(p).as_deref() == Some("agent:v1"))
+        .filter_map(|p| Some((p.name_any(), p.uid()?)))
+        .collect();
+    assert_eq!(v1_pods.len(), 2);
+
+    // roll back to v1 with a rolling update: the two v1 pods are current again and stay
+    let back = serde_json::json!({"spec": {
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
+        "template": {"spec": {"containers": [{"name": "daemon", "image": "agent:v1"}]}}
+    }});
+    sets.patch("agent", &PatchParams::default(), &Patch::Merge(&back))
+        .await
+        .expect("rollback");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+    wait_status(&env, "agent", [3, 3, 3, 3, 3, 0]).await;
+    let after: BTreeMap<String, String> = set_pods(&env, "agent")
+        .await
+        .iter()
+        .filter_map(|p| Some((p.name_any(), p.uid()?)))
+        .collect();
+    for (name, uid) in &v1_pods {
+        assert_eq!(after.get(name), Some(uid), "v1 pod {name} was replaced");
+    }
+    // the v1 revision was reused and renumbered, not recreated
+    let mut numbers: Vec<i64> = env
+        .api::<ControllerRevision>()
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|r| r.revision)
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, vec![2, 3]);
+}
+
+#[tokio::test]
+async fn services_reach_the_daemon_pods() {
+    use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let env = TestEnv::new("ctl-services").await;
+    let nodes = env.add_nodes(3).await;
+    let _controller = start_controller(&env).await;
+    env.api::<DaemonSet>()
+        .create(
+            &PostParams::default(),
+            &daemon_set(&env, "agent", "agent:v1"),
+        )
+        .await
+        .expect("create set");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+
+    let service = |name: &str, headless: bool, local: bool| Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(labels(&[("app", "agent")])),
+            cluster_ip: headless.then(|| "None".to_owned()),
+            internal_traffic_policy: local.then(|| "Local".to_owned()),
+            ports: Some(vec![ServicePort {
+                port: 9100,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let services = env.api::<Service>();
+    for (name, headless, local) in [
+        ("any", false, false),
+        ("dns", true, false),
+        ("local", false, true),
+    ] {
+        services
+            .create(&PostParams::default(), &service(name, headless, local))
+            .await
+            .unwrap_or_else(|e| panic!("service {name}: {e}"));
+    }
+    let slices = env.api::<EndpointSlice>();
+    for name in ["any", "dns", "local"] {
+        eventually(
+            &format!("service {name} to list every daemon pod"),
+            TIMEOUT,
+            || async {
+                let list = slices
+                    .list(
+                        &ListParams::default()
+                            .labels(&format!("kubernetes.io/service-name={name}")),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut ready_nodes: Vec<String> = list
+                    .items
+                    .iter()
+                    .flat_map(|s| s.endpoints.iter().flatten())
+                    .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                    .filter_map(|e| e.node_name.clone())
+                    .collect();
+                ready_nodes.sort();
+                if ready_nodes == nodes {
+                    Ok(())
+                } else {
+                    Err(format!("{ready_nodes:?}"))
+                }
+            },
+        )
+        .await;
+    }
+}
