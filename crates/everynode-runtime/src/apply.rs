@@ -63,10 +63,9 @@ pub async fn apply_plan(
         delete_pods(ctx, set, &key, plan, &pods).await?;
         create_pods(ctx, set, &key, input, plan, &pods).await
     };
-    let work_result = work.await;
-    let status_result = write_status(ctx, set, plan).await;
-    // Upstream: the work error wins over the status error.
-    work_result.and(status_result)
+    // The planned status counts the planned writes as done: write it only when they were.
+    work.await?;
+    write_status(ctx, set, plan).await
 }
 
 async fn publish_plan_events(ctx: &Context, set: &DaemonSet, plan: &Plan) {
@@ -449,7 +448,7 @@ async fn create_pods(
 }
 
 /// Writes the status when it changed, with the set's resourceVersion as a precondition.
-async fn write_status(ctx: &Context, set: &DaemonSet, plan: &Plan) -> Result<(), Error> {
+pub(crate) async fn write_status(ctx: &Context, set: &DaemonSet, plan: &Plan) -> Result<(), Error> {
     let Some(status) = plan.status.as_ref().filter(|_| plan.status_changed) else {
         return Ok(());
     };

@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{Instrument, info_span};
 
-use crate::apply::apply_plan;
+use crate::apply::{apply_plan, write_status};
 use crate::context::Context;
 use crate::controller::until_ready;
 use crate::error::Error;
@@ -59,7 +59,7 @@ async fn reconcile_set(set: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action,
         |uid| cached_by_uid(&ctx, &view.namespace, uid),
     );
 
-    let input = snapshot(&ctx, view, outstanding == 0);
+    let input = snapshot(&ctx, view.clone(), outstanding == 0);
     let plan = everynode_core::plan(&input);
     for problem in &plan.errors {
         tracing::warn!(%problem, "plan incomplete");
@@ -74,7 +74,23 @@ async fn reconcile_set(set: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action,
         );
     }
 
-    apply_plan(&ctx, &set, &input, &plan).await?;
+    if let Err(err) = apply_plan(&ctx, &set, &input, &plan).await {
+        // Some write failed, so the planned status (which counts every planned write as done)
+        // is wrong. Write the status the caches show instead, as upstream does, then retry.
+        let generation = view.generation;
+        let mut observed = everynode_core::plan(&snapshot(&ctx, view, false));
+        // A full sync was attempted, so the status speaks for this generation (upstream too).
+        if let Some(status) = observed.status.as_mut()
+            && status.observed_generation < generation
+        {
+            status.observed_generation = generation;
+            observed.status_changed = true;
+        }
+        if let Err(status_err) = write_status(&ctx, &set, &observed).await {
+            tracing::warn!(error = %status_err, "writing the observed status failed too");
+        }
+        return Err(err);
+    }
 
     if let Some(counts) = &plan.counts {
         ctx.metrics.observe_set(

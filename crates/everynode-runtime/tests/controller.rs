@@ -843,3 +843,49 @@ async fn services_reach_the_daemon_pods() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn status_follows_the_cluster_when_pod_creation_fails() {
+    use k8s_openapi::api::core::v1::{ResourceQuota, ResourceQuotaSpec};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let env = TestEnv::new("ctl-quota").await;
+    let nodes = env.add_nodes(5).await;
+    // Like upstream's TestUpdateStatusDespitePodCreationFailure: admission refuses pods beyond 2.
+    let quotas = env.api::<ResourceQuota>();
+    let quota = ResourceQuota {
+        metadata: ObjectMeta {
+            name: Some("two-pods".into()),
+            ..Default::default()
+        },
+        spec: Some(ResourceQuotaSpec {
+            hard: Some([("pods".to_owned(), Quantity("2".into()))].into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    quotas
+        .create(&PostParams::default(), &quota)
+        .await
+        .expect("quota");
+    eventually("the quota to be tracked", TIMEOUT, || async {
+        let q = quotas.get("two-pods").await.map_err(|e| e.to_string())?;
+        if q.status.and_then(|s| s.hard).is_some() {
+            Ok(())
+        } else {
+            Err("no status yet".into())
+        }
+    })
+    .await;
+
+    let _controller = start_controller(&env).await;
+    env.api::<DaemonSet>()
+        .create(
+            &PostParams::default(),
+            &daemon_set(&env, "agent", "agent:v1"),
+        )
+        .await
+        .expect("create set");
+    wait_status(&env, "agent", [5, 2, 2, 2, 2, 0]).await;
+    assert_eq!(set_pods(&env, "agent").await.len(), 2);
+    assert_eq!(nodes.len(), 5);
+}

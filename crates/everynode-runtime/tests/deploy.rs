@@ -81,3 +81,116 @@ async fn deploy_manifests_pass_a_server_side_dry_run() {
         ]
     );
 }
+
+/// A client that acts as the controller's ServiceAccount (impersonated by the admin).
+async fn service_account_client(env: &TestEnv) -> kube::Client {
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(env.cluster().kubeconfig()).expect("kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    config.auth_info.impersonate = Some("system:serviceaccount:everynode-system:everynode".into());
+    kube::Client::try_from(config).expect("client")
+}
+
+#[tokio::test]
+async fn the_controller_works_with_exactly_the_rbac_in_deploy() {
+    use std::sync::Arc;
+
+    use everynode_testkit::{eventually, pods};
+    use k8s_openapi::api::core::v1::{Pod, Secret};
+    use kube::api::{ListParams, PostParams};
+
+    let env = TestEnv::new("rbac").await;
+    let admin = env.client();
+    for file in [
+        "namespace.yaml",
+        "crds/daemonsets.everynode.dev.yaml",
+        "rbac.yaml",
+    ] {
+        for object in documents(file) {
+            apply(&admin, &object, false)
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+    let nodes = env.add_nodes(2).await;
+    let sa = service_account_client(&env).await;
+
+    // nothing on Secrets
+    let secrets: Api<Secret> = Api::namespaced(sa.clone(), env.namespace());
+    let denied = secrets
+        .list(&ListParams::default())
+        .await
+        .expect_err("secrets must be forbidden");
+    assert!(denied.to_string().contains("forbidden"), "{denied}");
+
+    // the controller, running as the ServiceAccount, does its whole job
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(everynode_runtime::run(
+        sa,
+        everynode_runtime::ControllerConfig {
+            namespace: Some(env.namespace().to_owned()),
+            workers: 2,
+            instance: Some("rbac-test".into()),
+        },
+        Arc::new(everynode_runtime::metrics::Metrics::default()),
+        Arc::new(everynode_runtime::http::Readiness::default()),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let set: everynode_api::DaemonSet = serde_json::from_value(serde_json::json!({
+        "apiVersion": "everynode.dev/v1alpha1", "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": env.namespace()},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {
+                "metadata": {"labels": {"app": "agent"}},
+                "spec": {"nodeSelector": env.group_selector(), "containers": [{"name": "c", "image": "agent:v1"}]}
+            }
+        }
+    }))
+    .expect("set");
+    let sets: Api<everynode_api::DaemonSet> = env.api();
+    eventually(
+        "the set to be created",
+        std::time::Duration::from_secs(30),
+        || async {
+            sets.create(&PostParams::default(), &set)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    eventually(
+        "pods and status written by the ServiceAccount",
+        std::time::Duration::from_secs(60),
+        || async {
+            let pods = env
+                .api::<Pod>()
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = pods.items.iter().filter(|p| pods::is_ready(p)).count();
+            let status = sets
+                .get("agent")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .unwrap_or_default();
+            if ready == nodes.len()
+                && status.number_ready == 2
+                && status.observed_generation == Some(1)
+            {
+                Ok(())
+            } else {
+                Err(format!("{ready} ready pods, status {status:?}"))
+            }
+        },
+    )
+    .await;
+    let _ = stop.send(());
+    controller.abort();
+}
