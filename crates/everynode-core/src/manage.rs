@@ -180,12 +180,12 @@ pub(crate) fn manage(state: &State<'_>, ctx: &ManageCtx<'_>) -> ManageOut {
             continue;
         }
         if exists {
-            let why = elig.excluded.clone();
+            let why = elig.excluded.as_deref();
             for &pi in &slot.pods {
                 if state.pods[pi].deleting {
                     continue;
                 }
-                let reason = match &why {
+                let reason = match why {
                     Some(w) => DeleteReason::NodeIneligible(w.clone()),
                     None => DeleteReason::ExcessPod,
                 };

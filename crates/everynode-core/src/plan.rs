@@ -1,7 +1,8 @@
 //! The top level: one [`plan`] = one upstream `syncDaemonSet` as its unit tests observe it.
 //!
-//! Order: selector / deletion guards → claim pods and revisions → history (§5) → `manage`
-//! (§4.3) → manage's writes applied to a working copy as observed (created pods: current
+//! Order: selector / deletion guards → claim revisions → history (§5) → claim pods and build
+//! the working copy (one pass over the nodes, one over the pods) → `manage` (§4.3) → manage's
+//! writes applied to a working copy as observed (created pods: current
 //! revision, unscheduled, pinned to the node, not ready; deleted pods: gone — what upstream's
 //! fake pod control does) → the `RollingUpdate` step (§6) on that copy → history cleanup →
 //! status (§7) of the final copy.
@@ -28,7 +29,7 @@ use crate::revision::{
 };
 use crate::rollout::{NodeRef, RolloutCtx, rolling_update};
 use crate::selector::{Selector, SelectorError};
-use crate::snapshot::{NodeView, PlanInput, RevisionView};
+use crate::snapshot::{NodeView, PlanInput, PodView, RevisionView};
 use crate::state::{PodList, Slot, State, WPod};
 use crate::status::{StatusCounts, count};
 
@@ -301,33 +302,8 @@ pub fn plan(input: &PlanInput) -> Plan {
         return out;
     }
 
-    // Claim pods (§4.3 step 1).
-    let mut claimed: Vec<usize> = Vec::with_capacity(input.pods.len());
-    // Distinct hash labels of claimed pods (live revisions for history cleanup).
-    let mut live_hashes: Vec<&str> = Vec::new();
-    for (i, pod) in input.pods.iter().enumerate() {
-        match claim(pod.owner(), selector.matches(&pod.labels), pod.deleting()) {
-            Claim::Keep => claimed.push(i),
-            Claim::Adopt => {
-                out.adopt_pods.push(pod.name.clone());
-                claimed.push(i);
-            }
-            Claim::Release => {
-                out.release_pods.push(pod.name.clone());
-                continue;
-            }
-            Claim::Ignore => continue,
-        }
-        if let Some(h) = pod.labels.get(CONTROLLER_REVISION_HASH)
-            && !live_hashes.contains(&h.as_str())
-        {
-            live_hashes.push(h.as_str());
-        }
-    }
-    out.adopt_pods.sort();
-    out.release_pods.sort();
-
-    // Claim revisions (§5.1) and build history (§5.3).
+    // Claim revisions (§5.1) and build history (§5.3). Neither depends on the pods, so the
+    // pods are claimed afterwards, in the same pass that maps them to nodes (`plan_pods`).
     let mut claimed_revs: Vec<&RevisionView> = Vec::new();
     let (mut rev_adopt, mut rev_release) = (Vec::new(), Vec::new());
     for rev in &input.revisions {
@@ -357,7 +333,14 @@ pub fn plan(input: &PlanInput) -> Plan {
     rev_release.sort();
     out.history.adopt = rev_adopt;
     out.history.release = rev_release;
+
     if let Some(c) = out.history.collision_count {
+        // Only the pod claims (§4.3 step 1) and the collision count are written this round.
+        for pod in &input.pods {
+            record_claim(pod, &selector, &mut out);
+        }
+        out.adopt_pods.sort();
+        out.release_pods.sort();
         let mut status = set.status.clone().unwrap_or_default();
         status.collision_count = Some(c);
         out.status = Some(status);
@@ -367,18 +350,134 @@ pub fn plan(input: &PlanInput) -> Plan {
     plan_pods(
         input,
         out,
-        &claimed,
-        live_hashes,
+        &selector,
         history.old,
         &history.duplicate_hashes,
     )
 }
 
+/// Whether the set keeps or adopts `pod` (§4.3 step 1).
+fn claims(pod: &PodView, selector: &Selector) -> bool {
+    matches!(
+        claim(pod.owner(), selector.matches(&pod.labels), pod.deleting()),
+        Claim::Keep | Claim::Adopt
+    )
+}
+
+/// Claims `pod` (§4.3 step 1), recording an adoption or release in `out`; returns whether the
+/// set keeps (or adopts) it.
+fn record_claim(pod: &PodView, selector: &Selector, out: &mut Plan) -> bool {
+    match claim(pod.owner(), selector.matches(&pod.labels), pod.deleting()) {
+        Claim::Keep => true,
+        Claim::Adopt => {
+            out.adopt_pods.push(pod.name.clone());
+            true
+        }
+        Claim::Release => {
+            out.release_pods.push(pod.name.clone());
+            false
+        }
+        Claim::Ignore => false,
+    }
+}
+
+/// The distinct hash labels of the claimed pods (the live revisions for history cleanup), each
+/// compared with the current hash once.
+#[derive(Default)]
+struct PodHashes<'a> {
+    /// `(label, label == current hash)`, in first-seen order.
+    labels: Vec<(&'a str, bool)>,
+}
+
+impl<'a> PodHashes<'a> {
+    /// Records `label` and returns whether it is the current hash.
+    fn is_current(&mut self, label: &'a str, current: &str) -> bool {
+        if let Some(&(_, is_current)) = self.labels.iter().find(|(l, _)| *l == label) {
+            return is_current;
+        }
+        let is_current = label == current;
+        self.labels.push((label, is_current));
+        is_current
+    }
+}
+
+/// The node list of the working copy.
+struct NodeTable<'a> {
+    /// Nodes sorted by name with their predicate.
+    slots: Vec<Slot<'a>>,
+    /// Node name → slot (the last one for duplicate names).
+    slot_of: FnvHashMap<&'a str, usize>,
+    /// With `explain`, one decision per slot; `pods` and `deferred` are filled in later.
+    decisions: Vec<NodeDecision>,
+}
+
+/// Sorts the nodes by name (stable; the input usually already is sorted) and evaluates the
+/// predicate, reading each node's name, labels and taints in one pass.
+fn build_slots<'a>(nodes: &'a [NodeView], matcher: &NodeMatcher, explain: bool) -> NodeTable<'a> {
+    let mut slots = Vec::with_capacity(nodes.len());
+    let mut slot_of = FnvHashMap::with_capacity_and_hasher(nodes.len(), Default::default());
+    let mut decisions = Vec::with_capacity(if explain { nodes.len() } else { 0 });
+    let mut sorted = true;
+    let mut previous: Option<&str> = None;
+    for (i, node) in nodes.iter().enumerate() {
+        let name = node.name.as_str();
+        sorted = sorted && previous.is_none_or(|p| p <= name);
+        previous = Some(name);
+        if sorted {
+            // Otherwise the map is rebuilt in name order below.
+            slot_of.insert(name, i);
+        }
+        let elig = matcher.evaluate(node);
+        if explain {
+            decisions.push(NodeDecision {
+                node: node.name.clone(),
+                should_run: elig.should_run,
+                should_continue_running: elig.should_continue_running,
+                excluded: elig.excluded.clone(),
+                pods: 0,
+                deferred: Vec::new(),
+            });
+        }
+        slots.push(Slot {
+            node,
+            elig: elig.into(),
+            pods: PodList::Empty,
+        });
+    }
+    if !sorted {
+        let mut order: Vec<usize> = (0..nodes.len()).collect();
+        order.sort_by(|&a, &b| nodes[a].name.cmp(&nodes[b].name));
+        slots = permute(slots, &order);
+        decisions = permute(decisions, &order);
+        slot_of.clear();
+        slot_of.extend(
+            slots
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.node.name.as_str(), i)),
+        );
+    }
+    NodeTable {
+        slots,
+        slot_of,
+        decisions,
+    }
+}
+
+/// `items` reordered so that item `k` of the result is `items[order[k]]` (`order` is a
+/// permutation of the indices; an empty `items` stays empty).
+fn permute<T>(items: Vec<T>, order: &[usize]) -> Vec<T> {
+    let mut items: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    order
+        .iter()
+        .filter_map(|&i| items.get_mut(i)?.take())
+        .collect()
+}
+
 fn plan_pods(
     input: &PlanInput,
     mut out: Plan,
-    claimed: &[usize],
-    live_hashes: Vec<&str>,
+    selector: &Selector,
     old_revisions: Vec<&RevisionView>,
     duplicate_hashes: &BTreeSet<String>,
 ) -> Plan {
@@ -390,16 +489,17 @@ fn plan_pods(
     let generation = generation_string.as_deref();
     let min_ready = spec.effective_min_ready_seconds();
     let now = input.now;
+    let explain = input.config.explain;
 
     // Pods carrying the hash of a deleted duplicate revision are relabelled (§5.3 step 5).
     let mut relabel: Vec<(String, String)> = Vec::new();
     if !duplicate_hashes.is_empty() {
-        for &i in claimed {
-            let pod = &input.pods[i];
-            if pod
-                .labels
-                .get(CONTROLLER_REVISION_HASH)
-                .is_some_and(|h| duplicate_hashes.contains(h))
+        for pod in &input.pods {
+            if claims(pod, selector)
+                && pod
+                    .labels
+                    .get(CONTROLLER_REVISION_HASH)
+                    .is_some_and(|h| duplicate_hashes.contains(h))
             {
                 relabel.push((pod.name.clone(), hash.clone()));
             }
@@ -415,31 +515,27 @@ fn plan_pods(
 
     // Working state: nodes sorted by name with the predicate, claimed pods by target node.
     let matcher = NodeMatcher::new(template);
-    let mut nodes: Vec<&NodeView> = input.nodes.iter().collect();
-    if !nodes.is_sorted_by(|a, b| a.name <= b.name) {
-        nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    }
-    let slot_of: FnvHashMap<&str, usize> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.name.as_str(), i))
-        .collect();
-    let slots: Vec<Slot<'_>> = nodes
-        .iter()
-        .map(|n| Slot {
-            node: n,
-            elig: matcher.evaluate(n),
-            pods: PodList::Empty,
-        })
-        .collect();
+    let NodeTable {
+        slots,
+        slot_of,
+        decisions: mut node_decisions,
+    } = build_slots(&input.nodes, &matcher, explain);
     let mut state = State {
-        pods: Vec::with_capacity(claimed.len()),
+        pods: Vec::with_capacity(input.pods.len()),
         slots,
         vanished: BTreeMap::new(),
     };
+    // Claim the pods (§4.3 step 1) and map the claimed ones to their nodes, in one pass.
+    let mut hashes = PodHashes::default();
     let mut hidden = Vec::new();
-    for &i in claimed {
-        let pod = &input.pods[i];
+    for (i, pod) in input.pods.iter().enumerate() {
+        if !record_claim(pod, selector, &mut out) {
+            continue;
+        }
+        let label_is_current = pod
+            .labels
+            .get(CONTROLLER_REVISION_HASH)
+            .is_some_and(|h| hashes.is_current(h, &hash));
         let Some(target) = pod.target_node.as_deref() else {
             out.ignored_pods.push((
                 pod.name.clone(),
@@ -456,17 +552,12 @@ fn plan_pods(
                 .binary_search_by(|(n, _)| n.as_str().cmp(pod.name.as_str()))
                 .is_ok();
         let idx = state.pods.len();
-        let pod_hash: Option<Cow<'_, str>> = if relabelled {
-            Some(Cow::Owned(hash.clone()))
-        } else {
-            pod.labels
-                .get(CONTROLLER_REVISION_HASH)
-                .map(|h| Cow::Borrowed(h.as_str()))
-        };
-        let current = pod_hash.as_deref() == Some(hash.as_str());
-        let generation_label = pod.labels.get(POD_TEMPLATE_GENERATION).map(String::as_str);
+        // A relabelled pod carries the current hash.
+        let current = relabelled || label_is_current;
         let updated = (current && !hash.is_empty())
-            || generation.is_some_and(|g| generation_label == Some(g));
+            || generation.is_some_and(|g| {
+                pod.labels.get(POD_TEMPLATE_GENERATION).map(String::as_str) == Some(g)
+            });
         let available = pod.ready
             && match available_before {
                 None => true,
@@ -489,10 +580,15 @@ fn plan_pods(
             None => state.vanished.entry(target).or_default().push(idx),
         }
     }
+    drop(slot_of);
+    out.adopt_pods.sort();
+    out.release_pods.sort();
     out.ignored_pods.sort();
     out.history.relabel_pods = relabel;
     state.sort_pods();
-    let pods_before: Vec<usize> = state.slots.iter().map(|s| s.pods.len()).collect();
+    for (decision, slot) in node_decisions.iter_mut().zip(&state.slots) {
+        decision.pods = slot.pods.len();
+    }
 
     let mut b = Builder {
         input,
@@ -594,7 +690,7 @@ fn plan_pods(
         }
 
         // History cleanup (§5.5): hashes of every pod that still exists or was just created.
-        let mut live: BTreeSet<&str> = live_hashes.into_iter().collect();
+        let mut live: BTreeSet<&str> = hashes.labels.iter().map(|&(h, _)| h).collect();
         live.insert(b.hash.as_str());
         let cleanup = cleanup_history(
             &old_revisions,
@@ -629,25 +725,14 @@ fn plan_pods(
     b.plan.counts = Some(counts);
     b.plan.status = Some(status);
 
-    if input.config.explain {
-        let mut deferred: Vec<Vec<Deferred>> = vec![Vec::new(); b.state.slots.len()];
+    if explain {
         for (slot, d) in std::mem::take(&mut b.deferred) {
-            deferred[slot].push(d);
+            let deferred = &mut node_decisions[slot].deferred;
+            // Most nodes defer one thing: do not let the first push allocate room for four.
+            deferred.reserve_exact(1);
+            deferred.push(d);
         }
-        b.plan.nodes = b
-            .state
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| NodeDecision {
-                node: s.node.name.clone(),
-                should_run: s.elig.should_run,
-                should_continue_running: s.elig.should_continue_running,
-                excluded: s.elig.excluded.clone(),
-                pods: pods_before[i],
-                deferred: std::mem::take(&mut deferred[i]),
-            })
-            .collect();
+        b.plan.nodes = node_decisions;
     }
     b.plan
 }

@@ -172,8 +172,8 @@ pub(crate) fn classify_surge<'a>(state: &State<'a>, _ctx: &RolloutCtx) -> Classi
                 }
             }
             None => {
-                if let Some(why) = elig.excluded.clone().filter(|_| !elig.should_run) {
-                    c.ineligible.push((node, o, why));
+                if let Some(why) = elig.excluded.as_deref().filter(|_| !elig.should_run) {
+                    c.ineligible.push((node, o, why.clone()));
                 } else {
                     c.candidates.push(Candidate {
                         node,
@@ -203,7 +203,16 @@ pub(crate) fn select<'a>(
     order: CandidateOrder,
 ) -> (Vec<Candidate<'a>>, Vec<Candidate<'a>>) {
     match order {
-        CandidateOrder::NodeName => candidates.sort_by(|a, b| a.node_name.cmp(b.node_name)),
+        // The walk visits slots in node-name order, then vanished nodes in name order: the
+        // candidates are already sorted unless some are on vanished nodes.
+        CandidateOrder::NodeName => {
+            if candidates
+                .iter()
+                .any(|c| matches!(c.node, NodeRef::Vanished(_)))
+            {
+                candidates.sort_by(|a, b| a.node_name.cmp(b.node_name));
+            }
+        }
     }
     let room = usize::try_from(room.max(0))
         .unwrap_or(0)

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::eligibility::Eligibility;
+use crate::reason::NodeExcluded;
 use crate::snapshot::{NodeView, PodPhase};
 
 /// A pod in the working copy (real or virtually created).
@@ -41,11 +42,30 @@ impl WPod<'_> {
     }
 }
 
+/// A node's [`Eligibility`] in the working copy: the flags inline and the (rarely present)
+/// reason boxed, which keeps [`Slot`] small — the slot list is walked several times per plan.
+#[derive(Clone, Debug)]
+pub(crate) struct SlotElig {
+    pub should_run: bool,
+    pub should_continue_running: bool,
+    pub excluded: Option<Box<NodeExcluded>>,
+}
+
+impl From<Eligibility> for SlotElig {
+    fn from(e: Eligibility) -> Self {
+        Self {
+            should_run: e.should_run,
+            should_continue_running: e.should_continue_running,
+            excluded: e.excluded.map(Box::new),
+        }
+    }
+}
+
 /// One node of the node list with its predicate result and pods.
 #[derive(Clone, Debug)]
 pub(crate) struct Slot<'a> {
     pub node: &'a NodeView,
-    pub elig: Eligibility,
+    pub elig: SlotElig,
     /// Indices into [`State::pods`] of the pods mapped to this node (still present).
     pub pods: PodList,
 }
