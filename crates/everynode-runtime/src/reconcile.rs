@@ -146,6 +146,8 @@ fn snapshot(ctx: &Context, set: SetView, expectations_satisfied: bool) -> PlanIn
     input.revisions = revisions;
     input.backoff = backoff;
     input.expectations_satisfied = expectations_satisfied;
+    // Per-node decisions are for the CLI's explain; the controller does not read them.
+    input.config.explain = false;
     input
 }
 
