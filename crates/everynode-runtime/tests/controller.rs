@@ -13,51 +13,13 @@ use everynode_runtime::metrics::Metrics;
 use everynode_testkit::{TestEnv, eventually, pods};
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
-use tokio::sync::OnceCell;
+use kube::{Api, ResourceExt};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// Pod GC needs ~40 s quarantine plus its 20 s loop after a node is deleted.
 const POD_GC_TIMEOUT: Duration = Duration::from_secs(150);
-
-static CRD: OnceCell<()> = OnceCell::const_new();
-
-/// Installs the CRD once per test process and waits until it is served.
-async fn install_crd(client: &Client) {
-    CRD.get_or_init(|| async {
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        let crd = everynode_api::crd::crd();
-        crds.patch(
-            "daemonsets.everynode.dev",
-            &PatchParams::apply("everynode-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .expect("apply CRD");
-        eventually("the CRD to be established", TIMEOUT, || async {
-            let crd = crds
-                .get("daemonsets.everynode.dev")
-                .await
-                .map_err(|e| e.to_string())?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                Ok(())
-            } else {
-                Err("not established".into())
-            }
-        })
-        .await;
-    })
-    .await;
-}
 
 /// A controller for one test, stopped when dropped.
 struct RunningController {
@@ -76,7 +38,7 @@ impl Drop for RunningController {
 }
 
 async fn start_controller(env: &TestEnv) -> RunningController {
-    install_crd(&env.client()).await;
+    everynode_testkit::install_crd(&env.client()).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = ControllerConfig {
         namespace: Some(env.namespace().to_owned()),
@@ -417,7 +379,7 @@ async fn write_status(
 #[tokio::test]
 async fn invalid_manifests_are_rejected_by_the_real_apiserver_naming_the_field() {
     let env = TestEnv::new("ctl-invalid").await;
-    install_crd(&env.client()).await;
+    everynode_testkit::install_crd(&env.client()).await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
     let mut files: Vec<_> = std::fs::read_dir(root.join("invalid"))
         .expect("testdata/invalid")

@@ -26,12 +26,14 @@
 //! # }
 //! ```
 
+pub mod crd;
 pub mod env;
 pub mod eventually;
 pub mod local;
 pub mod pods;
 pub mod shared;
 
+pub use crd::install_crd;
 pub use env::{GROUP_LABEL, TestEnv};
 pub use eventually::{consistently, eventually, obs};
 pub use local::LocalCluster;

@@ -109,15 +109,7 @@ impl Recorder {
 async fn a_killed_controller_resumes_the_rollout_without_duplicates_or_budget_overrun() {
     let env = TestEnv::new("crash").await;
     let nodes: BTreeSet<String> = env.add_nodes(NODES).await.into_iter().collect();
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(env.client());
-    crds.patch(
-        "daemonsets.everynode.dev",
-        &PatchParams::apply("everynode-tests").force(),
-        &Patch::Apply(everynode_api::crd::crd()),
-    )
-    .await
-    .expect("apply CRD");
+    everynode_testkit::install_crd(&env.client()).await;
 
     let sets: Api<DynamicObject> = Api::namespaced_with(
         env.client(),

@@ -75,15 +75,7 @@ async fn pods_on(env: &TestEnv) -> usize {
 async fn standby_takes_over_when_the_leader_is_killed() {
     let env = TestEnv::new("leader").await;
     let nodes = env.add_nodes(2).await;
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(env.client());
-    crds.patch(
-        "daemonsets.everynode.dev",
-        &PatchParams::apply("everynode-tests").force(),
-        &Patch::Apply(everynode_api::crd::crd()),
-    )
-    .await
-    .expect("apply CRD");
+    everynode_testkit::install_crd(&env.client()).await;
 
     let mut replicas = vec![
         start_replica(&env, "replica-a"),
