@@ -189,6 +189,11 @@ mod tests {
         .unwrap();
         let pid = read_pid(&dir.join("sleep.pid")).unwrap().unwrap();
         assert_eq!(pid, child.id());
+        // Right after fork the child may not have exec'd yet (its command line is still ours).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !runs_program(pid, Path::new("/bin/sleep")) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(runs_program(pid, Path::new("/bin/sleep")));
         assert_eq!(stop(pid, Duration::from_secs(5)).await, Stopped::Terminated);
         child.wait().unwrap();
