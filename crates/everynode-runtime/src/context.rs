@@ -66,7 +66,7 @@ impl BackoffTable {
             .insert(Self::key(set_uid, generation, node), entry);
     }
 
-    /// Drops entries for which `expired` is true (run periodically).
+    /// Keeps only the entries for which `keep` is true.
     pub fn retain(&self, keep: impl Fn(&BackoffEntry) -> bool) {
         self.entries
             .lock()
@@ -79,8 +79,6 @@ impl BackoffTable {
 pub struct Context {
     /// API client.
     pub client: Client,
-    /// Cache of the sets.
-    pub sets: Store<DaemonSet>,
     /// Cache of pods (in the watched namespaces).
     pub pods: Store<Pod>,
     /// Cache of nodes.

@@ -19,7 +19,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use crate::context::{Context, ControllerConfig};
 use crate::error::Error;
 use crate::http::Readiness;
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::{Metrics, Outcome, SetLabels};
 use crate::reconcile::reconcile;
 
 /// API version of the sets this controller runs.
@@ -72,7 +72,6 @@ pub async fn run(
     };
     let context = Arc::new(Context {
         client: client.clone(),
-        sets: sets.clone(),
         pods: pods.clone(),
         nodes: nodes.clone(),
         revisions: revisions.clone(),
@@ -86,6 +85,8 @@ pub async fn run(
 
     tokio::spawn(mark_ready_when_synced(pods, nodes, revisions, readiness));
 
+    tokio::spawn(collect_expired_backoff(context.clone()));
+    let ctx_for_cleanup = context.clone();
     let sets_for_pods = sets.clone();
     let sets_for_revisions = sets.clone();
     let sets_for_nodes = sets;
@@ -108,7 +109,16 @@ pub async fn run(
             match result {
                 Ok((set, _)) => tracing::trace!(set = %set, "reconciled"),
                 Err(controller::Error::ObjectNotFound(set)) => {
-                    tracing::debug!(set = %set, "set gone before its reconcile ran");
+                    // The set is gone: drop what the controller kept about it.
+                    tracing::debug!(set = %set, "set gone");
+                    let namespace = set.namespace.clone().unwrap_or_default();
+                    ctx_for_cleanup
+                        .expectations
+                        .forget(&format!("{namespace}/{}", set.name));
+                    ctx_for_cleanup.metrics.forget_set(&SetLabels {
+                        namespace,
+                        name: set.name,
+                    });
                 }
                 Err(err) => tracing::warn!(error = %err, "reconcile failed"),
             }
@@ -145,6 +155,18 @@ async fn reconcile_measured(set: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Ac
             .remove(&key);
     }
     result
+}
+
+/// Drops failed-pod backoff entries idle for longer than twice the maximum delay, every minute
+/// (upstream's backoff GC).
+async fn collect_expired_backoff(ctx: Arc<Context>) {
+    let config = everynode_core::PlanConfig::default().backoff;
+    let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        every_minute.tick().await;
+        let now = everynode_core::Timestamp::now();
+        ctx.backoff.retain(|entry| !entry.is_expired(now, &config));
+    }
 }
 
 /// Per-set exponential backoff on errors: 1 s doubling up to 5 minutes; conflicts retry fast.

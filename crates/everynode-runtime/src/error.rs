@@ -21,15 +21,6 @@ pub enum Error {
         #[source]
         source: everynode_core::SnapshotError,
     },
-    /// Encoding an object failed (never expected).
-    #[error("encoding {what}: {source}")]
-    Encode {
-        /// What was being encoded.
-        what: String,
-        /// The serde error.
-        #[source]
-        source: serde_json::Error,
-    },
     /// Adoption was refused: the set changed or is being deleted (upstream's uncached re-check).
     #[error("DaemonSet {set} changed or is being deleted; not adopting its orphans this time")]
     AdoptionRecheckFailed {
@@ -56,7 +47,6 @@ impl Error {
                 _ => "transport",
             },
             Self::Snapshot { .. } => "invalid-object",
-            Self::Encode { .. } => "encode",
             Self::AdoptionRecheckFailed { .. } => "adoption",
         }
     }

@@ -58,8 +58,6 @@ pub struct Metrics {
     pub pods_created: Counter,
     /// Pods the controller deleted.
     pub pods_deleted: Counter,
-    /// Reconciles waiting in the queue or running.
-    pub queue_depth: Gauge,
     /// Nodes that should run each set's pod.
     pub desired: Family<SetLabels, Gauge>,
     /// Nodes whose pod of each set is Ready.
@@ -95,12 +93,6 @@ impl Default for Metrics {
         registry.register("pods_created", "Daemon pods created", pods_created.clone());
         let pods_deleted = Counter::default();
         registry.register("pods_deleted", "Daemon pods deleted", pods_deleted.clone());
-        let queue_depth = Gauge::default();
-        registry.register(
-            "queue_depth",
-            "DaemonSet reconciles queued or running",
-            queue_depth.clone(),
-        );
         let desired = Family::<SetLabels, Gauge>::default();
         registry.register(
             "daemonset_desired_nodes",
@@ -132,7 +124,6 @@ impl Default for Metrics {
             errors,
             pods_created,
             pods_deleted,
-            queue_depth,
             desired,
             ready,
             updated,

@@ -1,5 +1,6 @@
 //! One reconcile: caches → snapshot → `everynode_core::plan` → writes → status.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,11 +53,18 @@ async fn reconcile_set(set: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action,
         source,
     })?;
 
+    // Built only when deletes are pending: one pass over the cache, not one per deleted pod.
+    let pods_by_uid = std::cell::OnceCell::new();
     let outstanding = ctx.expectations.outstanding(
         &key,
         Instant::now(),
         |name| cached_by_name(&ctx, &view.namespace, name),
-        |uid| cached_by_uid(&ctx, &view.namespace, uid),
+        |uid| {
+            *pods_by_uid
+                .get_or_init(|| cached_by_uid(&ctx, &view.namespace))
+                .get(uid)
+                .unwrap_or(&CachedPod::Absent)
+        },
     );
 
     let input = snapshot(&ctx, view.clone(), outstanding == 0);
@@ -159,17 +167,19 @@ fn cached_by_name(ctx: &Context, namespace: &str, name: &str) -> CachedPod {
     }
 }
 
-fn cached_by_uid(ctx: &Context, namespace: &str, uid: &str) -> CachedPod {
+/// What the cache says about every pod of a namespace, by UID.
+fn cached_by_uid(ctx: &Context, namespace: &str) -> HashMap<String, CachedPod> {
     ctx.pods
-        .find(|pod| {
-            pod.metadata.uid.as_deref() == Some(uid)
-                && pod.metadata.namespace.as_deref() == Some(namespace)
-        })
-        .map_or(CachedPod::Absent, |pod| {
-            if pod.metadata.deletion_timestamp.is_some() {
+        .state()
+        .iter()
+        .filter(|pod| pod.metadata.namespace.as_deref() == Some(namespace))
+        .filter_map(|pod| {
+            let state = if pod.metadata.deletion_timestamp.is_some() {
                 CachedPod::Terminating
             } else {
                 CachedPod::Present
-            }
+            };
+            Some((pod.metadata.uid.clone()?, state))
         })
+        .collect()
 }
