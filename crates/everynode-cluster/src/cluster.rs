@@ -397,6 +397,45 @@ impl Cluster {
         }
     }
 
+    /// Restarts kube-controller-manager with the built-in DaemonSet controller on or off and
+    /// records the setting in `cluster.json`. Everything else keeps running: this is how a test
+    /// hands sets the built-in controller made over to `everynode controller --target apps/v1`.
+    pub async fn set_builtin_daemonset_controller(&mut self, on: bool) -> Result<()> {
+        let c = Component::KubeControllerManager;
+        if let Some(pid) = self.pid(c) {
+            process::stop(pid, Duration::from_secs(10)).await;
+        }
+        self.state.settings.builtin_daemonset_controller = on;
+        let json = serde_json::to_string_pretty(&self.state).map_err(|e| Error::Format {
+            path: self.dir.state_file(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(self.dir.state_file(), json + "\n")
+            .map_err(|e| Error::io("write", self.dir.state_file(), e))?;
+        // The controller manager's flags do not use the cache; its binary is the recorded one.
+        let cache = Cache::pinned();
+        let args = flags::args(
+            c,
+            &FlagContext {
+                dir: &self.dir,
+                cache: &cache,
+                ports: &self.state.ports,
+                etcd_data_dir: &self.state.etcd_data_dir,
+                settings: &self.state.settings,
+            },
+        );
+        let binary = self
+            .state
+            .binaries
+            .get(c.name())
+            .cloned()
+            .unwrap_or_else(|| cache.binary(c));
+        let child = process::spawn(c, &binary, &args, &self.dir.log(c), &self.dir.pid_file(c))?;
+        self.children.push(child);
+        self.wait_healthy(c, Duration::from_secs(60), |body| body.trim() == "ok")
+            .await
+    }
+
     /// Starts a watchdog for this cluster; see [`spawn_watchdog`].
     pub fn spawn_watchdog(&self) -> Result<Watchdog> {
         spawn_watchdog(&self.dir, &self.state.etcd_data_dir)

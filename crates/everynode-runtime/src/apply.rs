@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use everynode_api::DaemonSet;
 use everynode_api::labels::CONTROLLER_REVISION_HASH;
 use everynode_core::{Plan, PlanInput, RenderParams, controller_owner_reference, render_pod};
 use futures::future::join_all;
@@ -17,17 +16,17 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::context::Context;
-use crate::controller::SET_API_VERSION;
 use crate::error::{Error, is_status};
+use crate::target::SetResource;
 
 /// Upstream's first slow-start batch size; batches double after each fully successful batch.
 const SLOW_START_INITIAL_BATCH: usize = 1;
 
 /// Applies `plan` for `set`. Pod writes happen only when the input's expectations were
 /// satisfied (the planner plans none otherwise).
-pub async fn apply_plan(
+pub async fn apply_plan<K: SetResource>(
     ctx: &Context,
-    set: &DaemonSet,
+    set: &K,
     input: &PlanInput,
     plan: &Plan,
 ) -> Result<(), Error> {
@@ -39,7 +38,7 @@ pub async fn apply_plan(
     publish_plan_events(ctx, set, plan).await;
 
     let work = async {
-        adopt_and_release(ctx, input, plan, &pods, &revisions).await?;
+        adopt_and_release::<K>(ctx, input, plan, &pods, &revisions).await?;
         if apply_history(ctx, set, input, plan, &pods, &revisions).await? {
             return Ok(());
         }
@@ -68,7 +67,7 @@ pub async fn apply_plan(
     write_status(ctx, set, plan).await
 }
 
-async fn publish_plan_events(ctx: &Context, set: &DaemonSet, plan: &Plan) {
+async fn publish_plan_events<K: SetResource>(ctx: &Context, set: &K, plan: &Plan) {
     for event in &plan.events {
         let type_ = if event.reason.is_warning() {
             EventType::Warning
@@ -88,9 +87,9 @@ async fn publish_plan_events(ctx: &Context, set: &DaemonSet, plan: &Plan) {
 }
 
 /// Publishes one Event on the set; failures are logged, never fatal.
-pub(crate) async fn publish(
+pub(crate) async fn publish<K: SetResource>(
     ctx: &Context,
-    set: &DaemonSet,
+    set: &K,
     type_: EventType,
     reason: &str,
     action: &str,
@@ -108,7 +107,7 @@ pub(crate) async fn publish(
     }
 }
 
-async fn adopt_and_release(
+async fn adopt_and_release<K: SetResource>(
     ctx: &Context,
     input: &PlanInput,
     plan: &Plan,
@@ -119,7 +118,7 @@ async fn adopt_and_release(
     if adopting {
         // Upstream re-reads the set uncached before adopting: never adopt for a set that is
         // being deleted or was replaced by another of the same name.
-        let sets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &input.set.namespace);
+        let sets: Api<K> = Api::namespaced(ctx.client.clone(), &input.set.namespace);
         let fresh = sets.get(&input.set.name).await.map_err(Error::api(format!(
             "re-reading DaemonSet {}",
             input.set.name
@@ -132,7 +131,7 @@ async fn adopt_and_release(
             });
         }
     }
-    let owner = owner_reference(input);
+    let owner = owner_reference::<K>(input);
     let adopt = json!({"metadata": {"ownerReferences": [owner]}});
     let release =
         json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": input.set.uid}]}});
@@ -188,16 +187,20 @@ fn field_manager() -> PatchParams {
 }
 
 /// The controller reference every pod and revision of the set carries.
-fn owner_reference(input: &PlanInput) -> OwnerReference {
-    let kind = DaemonSet::kind(&());
-    controller_owner_reference(SET_API_VERSION, &kind, &input.set.name, &input.set.uid)
+fn owner_reference<K: SetResource>(input: &PlanInput) -> OwnerReference {
+    controller_owner_reference(
+        &K::api_version(&()),
+        &K::kind(&()),
+        &input.set.name,
+        &input.set.uid,
+    )
 }
 
 /// Applies the history actions. Returns `true` when the plan stopped at a collision (the
 /// collision count was bumped; the next reconcile computes a new hash).
-async fn apply_history(
+async fn apply_history<K: SetResource>(
     ctx: &Context,
-    set: &DaemonSet,
+    set: &K,
     input: &PlanInput,
     plan: &Plan,
     pods: &Api<Pod>,
@@ -205,7 +208,7 @@ async fn apply_history(
 ) -> Result<bool, Error> {
     let history = &plan.history;
     if let Some(count) = history.collision_count {
-        let sets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &input.set.namespace);
+        let sets: Api<K> = Api::namespaced(ctx.client.clone(), &input.set.namespace);
         let patch = json!({
             "metadata": {"resourceVersion": set.resource_version()},
             "status": {"collisionCount": count},
@@ -236,7 +239,7 @@ async fn apply_history(
                 namespace: Some(input.set.namespace.clone()),
                 labels: Some(new.labels.clone()),
                 annotations: (!new.annotations.is_empty()).then(|| new.annotations.clone()),
-                owner_references: Some(vec![owner_reference(input)]),
+                owner_references: Some(vec![owner_reference::<K>(input)]),
                 ..ObjectMeta::default()
             },
             data: Some(RawExtension(new.data.clone())),
@@ -293,9 +296,9 @@ async fn apply_history(
     Ok(false)
 }
 
-async fn delete_pods(
+async fn delete_pods<K: SetResource>(
     ctx: &Context,
-    set: &DaemonSet,
+    set: &K,
     key: &str,
     plan: &Plan,
     pods: &Api<Pod>,
@@ -354,15 +357,15 @@ async fn delete_pods(
 /// Creates pods in slow-start batches (1, 2, 4, …): after a batch with a failure the rest is
 /// left for a later reconcile, so a rejecting admission webhook or quota costs a few calls, not
 /// hundreds.
-async fn create_pods(
+async fn create_pods<K: SetResource>(
     ctx: &Context,
-    set: &DaemonSet,
+    set: &K,
     key: &str,
     input: &PlanInput,
     plan: &Plan,
     pods: &Api<Pod>,
 ) -> Result<(), Error> {
-    let owner = owner_reference(input);
+    let owner = owner_reference::<K>(input);
     let mut remaining = plan.creates.as_slice();
     let mut batch_size = SLOW_START_INITIAL_BATCH;
     let mut first_error = None;
@@ -448,13 +451,17 @@ async fn create_pods(
 }
 
 /// Writes the status when it changed, with the set's resourceVersion as a precondition.
-pub(crate) async fn write_status(ctx: &Context, set: &DaemonSet, plan: &Plan) -> Result<(), Error> {
+pub(crate) async fn write_status<K: SetResource>(
+    ctx: &Context,
+    set: &K,
+    plan: &Plan,
+) -> Result<(), Error> {
     let Some(status) = plan.status.as_ref().filter(|_| plan.status_changed) else {
         return Ok(());
     };
     let namespace = set.namespace().unwrap_or_default();
     let name = set.name_any();
-    let sets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let sets: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
     let body = json!({
         "metadata": {"resourceVersion": set.resource_version()},
         "status": status,

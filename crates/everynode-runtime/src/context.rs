@@ -4,16 +4,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use everynode_api::DaemonSet;
 use everynode_core::BackoffEntry;
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 
 use crate::expectations::Expectations;
 use crate::metrics::Metrics;
+use crate::target::Target;
+use crate::triggers::QueueDepth;
 
 /// Settings of the controller.
 #[derive(Clone, Debug)]
@@ -24,6 +25,8 @@ pub struct ControllerConfig {
     pub workers: u16,
     /// Name of this replica, reported in Events.
     pub instance: Option<String>,
+    /// Which DaemonSets to run.
+    pub target: Target,
 }
 
 impl Default for ControllerConfig {
@@ -32,6 +35,7 @@ impl Default for ControllerConfig {
             namespace: None,
             workers: 8,
             instance: None,
+            target: Target::default(),
         }
     }
 }
@@ -93,8 +97,10 @@ pub struct Context {
     pub expectations: Expectations,
     /// Failed-pod backoff.
     pub backoff: BackoffTable,
-    /// Consecutive reconcile failures per set (for error backoff).
-    pub failures: Mutex<HashMap<ObjectRef<DaemonSet>, u32>>,
+    /// Consecutive reconcile failures per set (`namespace/name`), for error backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
+    /// Sets waiting for a reconcile.
+    pub queue: std::sync::Arc<QueueDepth>,
     /// Settings.
     pub config: ControllerConfig,
 }

@@ -1,13 +1,13 @@
-//! Wiring: one watch per kind (DaemonSets, Pods, Nodes, ControllerRevisions) feeding reflector
-//! stores, and the kube-rs `Controller` that reconciles sets when any of them changes.
+//! Wiring: one watch per kind (sets, Pods, Nodes, ControllerRevisions) feeding reflector stores
+//! on every replica, so a standby's caches are warm when it takes over; and, once this replica
+//! leads, the kube-rs `Controller` that reconciles sets when any of them changes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use everynode_api::DaemonSet;
 use everynode_core::selector::Selector;
-use futures::{StreamExt, future};
+use futures::{FutureExt, Stream, StreamExt, future};
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::controller::{self, Action};
@@ -15,56 +15,191 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use tokio::task::JoinHandle;
 
 use crate::context::{Context, ControllerConfig};
 use crate::error::Error;
 use crate::http::Readiness;
 use crate::metrics::{Metrics, Outcome, SetLabels};
 use crate::reconcile::reconcile;
+use crate::target::{SetResource, Target};
+use crate::triggers::{QueueDepth, Triggers};
 
-/// API version of the sets this controller runs.
-pub const SET_API_VERSION: &str = "everynode.dev/v1alpha1";
-
-/// Runs the controller until `shutdown` resolves. Readiness is set once every cache has synced.
+/// Runs the controller until `shutdown` resolves: starts the watches at once (readiness is set
+/// when every cache has synced), and reconciles — writes anything — only after `leading`
+/// resolves.
 pub async fn run(
     client: Client,
     config: ControllerConfig,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    leading: impl Future<Output = ()> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let sets_api: Api<DaemonSet> = scoped(&client, config.namespace.as_deref());
-    let watch_config = watcher::Config::default().any_semantic();
+    match config.target {
+        Target::Everynode => {
+            run_target::<everynode_api::DaemonSet>(
+                client, config, metrics, readiness, leading, shutdown,
+            )
+            .await;
+        }
+        Target::AppsV1 => {
+            run_target::<k8s_openapi::api::apps::v1::DaemonSet>(
+                client, config, metrics, readiness, leading, shutdown,
+            )
+            .await;
+        }
+    }
+}
 
-    let controller = Controller::new(sets_api, watch_config.clone());
-    let sets = controller.store();
+/// The caches every replica keeps, and the tasks that fill them.
+struct Caches<K: SetResource> {
+    sets: Store<K>,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    revisions: Store<ControllerRevision>,
+    /// Aborted on drop: the watches end with the controller.
+    tasks: Vec<JoinHandle<()>>,
+}
 
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let pod_events = watcher(
-        scoped::<Pod>(&client, config.namespace.as_deref()),
-        watch_config.clone(),
-    )
-    .default_backoff()
-    .modify(|pod| pod.managed_fields_mut().clear())
-    .reflect(pod_writer)
-    .touched_objects();
+impl<K: SetResource> Drop for Caches<K> {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
 
-    let (revisions, revision_writer) = reflector::store::<ControllerRevision>();
-    let revision_events = watcher(
-        scoped::<ControllerRevision>(&client, config.namespace.as_deref()),
-        watch_config.clone(),
-    )
-    .default_backoff()
-    .modify(|rev| rev.managed_fields_mut().clear())
-    .reflect(revision_writer)
-    .touched_objects();
+impl<K: SetResource> Caches<K> {
+    /// Starts one watch per kind. Each change is turned into reconcile requests for the sets it
+    /// concerns and handed to `triggers` (which drops them until this replica leads).
+    fn start(client: &Client, config: &ControllerConfig, triggers: &Arc<Triggers<K>>) -> Self {
+        let namespace = config.namespace.as_deref();
+        let watch_config = watcher::Config::default().any_semantic();
 
-    let (nodes, node_writer) = reflector::store::<Node>();
-    let node_events = watcher(Api::<Node>::all(client.clone()), watch_config)
+        let (sets, set_writer) = reflector::store::<K>();
+        let set_events = watcher(scoped::<K>(client, namespace), watch_config.clone())
+            .default_backoff()
+            .modify(|set| set.managed_fields_mut().clear())
+            .reflect(set_writer)
+            .touched_objects();
+
+        let (pods, pod_writer) = reflector::store::<Pod>();
+        let pod_events = watcher(scoped::<Pod>(client, namespace), watch_config.clone())
+            .default_backoff()
+            .modify(|pod| pod.managed_fields_mut().clear())
+            .reflect(pod_writer)
+            .touched_objects();
+
+        let (revisions, revision_writer) = reflector::store::<ControllerRevision>();
+        let revision_events = watcher(
+            scoped::<ControllerRevision>(client, namespace),
+            watch_config.clone(),
+        )
         .default_backoff()
-        .modify(|node| node.managed_fields_mut().clear())
-        .reflect(node_writer)
-        .filter_map(placement_changes());
+        .modify(|rev| rev.managed_fields_mut().clear())
+        .reflect(revision_writer)
+        .touched_objects();
+
+        let (nodes, node_writer) = reflector::store::<Node>();
+        let node_events = watcher(Api::<Node>::all(client.clone()), watch_config)
+            .default_backoff()
+            .modify(|node| node.managed_fields_mut().clear())
+            .reflect(node_writer)
+            .filter_map(placement_changes());
+
+        let every_set = {
+            let sets = sets.clone();
+            move |_: Node| {
+                sets.state()
+                    .iter()
+                    .map(|set| ObjectRef::from_obj(set.as_ref()))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let owners_of_pod = {
+            let sets = sets.clone();
+            move |pod: Pod| owners_of(&sets, &pod)
+        };
+        let owners_of_revision = {
+            let sets = sets.clone();
+            move |rev: ControllerRevision| owners_of(&sets, &rev)
+        };
+        let tasks = vec![
+            forward(
+                "sets",
+                set_events,
+                |set: K| vec![ObjectRef::from_obj(&set)],
+                triggers,
+            ),
+            forward("pods", pod_events, owners_of_pod, triggers),
+            forward(
+                "controllerrevisions",
+                revision_events,
+                owners_of_revision,
+                triggers,
+            ),
+            forward("nodes", node_events, every_set, triggers),
+        ];
+        Self {
+            sets,
+            pods,
+            nodes,
+            revisions,
+            tasks,
+        }
+    }
+}
+
+/// Polls one watch for ever (keeping its store current) and hands the sets each change concerns
+/// to `triggers`.
+fn forward<T, K>(
+    kind: &'static str,
+    events: impl Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+    sets_of: impl Fn(T) -> Vec<ObjectRef<K>> + Send + 'static,
+    triggers: &Arc<Triggers<K>>,
+) -> JoinHandle<()>
+where
+    T: Send + 'static,
+    K: SetResource,
+{
+    let triggers = triggers.clone();
+    tokio::spawn(events.for_each(move |event| {
+        match event {
+            Ok(obj) => sets_of(obj).into_iter().for_each(|set| triggers.send(set)),
+            // The watcher backs off and resumes by itself.
+            Err(err) => tracing::warn!(kind, error = %err, "watch failed; retrying"),
+        }
+        future::ready(())
+    }))
+}
+
+async fn run_target<K: SetResource>(
+    client: Client,
+    config: ControllerConfig,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    leading: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let shutdown = shutdown.shared();
+    let queue = Arc::new(QueueDepth::new(metrics.queue_depth.clone()));
+    let triggers = Arc::new(Triggers::<K>::new(queue.clone()));
+    let caches = Caches::<K>::start(&client, &config, &triggers);
+    tokio::spawn(mark_ready_when_synced(
+        caches.sets.clone(),
+        caches.pods.clone(),
+        caches.nodes.clone(),
+        caches.revisions.clone(),
+        readiness,
+    ));
+
+    tokio::select! {
+        () = leading => {}
+        () = shutdown.clone() => return,
+    }
+    metrics.leader.set(1);
+    tracing::info!(target = ?config.target, "reconciling");
 
     let reporter = Reporter {
         controller: "everynode".into(),
@@ -72,59 +207,57 @@ pub async fn run(
     };
     let context = Arc::new(Context {
         client: client.clone(),
-        pods: pods.clone(),
-        nodes: nodes.clone(),
-        revisions: revisions.clone(),
+        pods: caches.pods.clone(),
+        nodes: caches.nodes.clone(),
+        revisions: caches.revisions.clone(),
         recorder: Recorder::new(client, reporter),
         metrics: metrics.clone(),
         expectations: Default::default(),
         backoff: Default::default(),
         failures: Default::default(),
+        queue,
         config: config.clone(),
     });
-
-    tokio::spawn(mark_ready_when_synced(pods, nodes, revisions, readiness));
-
     tokio::spawn(collect_expired_backoff(context.clone()));
+
+    // Every set once (the caches may have been warm for a long time), then every change.
+    let requests = triggers.open();
+    if until_ready(&caches.sets).await.is_ok() {
+        for set in caches.sets.state() {
+            triggers.send(ObjectRef::from_obj(set.as_ref()));
+        }
+    }
+
     let ctx_for_cleanup = context.clone();
-    let sets_for_pods = sets.clone();
-    let sets_for_revisions = sets.clone();
-    let sets_for_nodes = sets;
-    controller
-        .watches_stream(pod_events, move |pod: Pod| owners_of(&sets_for_pods, &pod))
-        .watches_stream(revision_events, move |rev: ControllerRevision| {
-            owners_of(&sets_for_revisions, &rev)
-        })
-        .watches_stream(node_events, move |_node: Node| {
-            sets_for_nodes
-                .state()
-                .iter()
-                .map(|set| ObjectRef::from_obj(set.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .with_config(controller::Config::default().concurrency(config.workers))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile_measured, error_policy, context)
-        .for_each(|result| {
-            match result {
-                Ok((set, _)) => tracing::trace!(set = %set, "reconciled"),
-                Err(controller::Error::ObjectNotFound(set)) => {
-                    // The set is gone: drop what the controller kept about it.
-                    tracing::debug!(set = %set, "set gone");
-                    let namespace = set.namespace.clone().unwrap_or_default();
-                    ctx_for_cleanup
-                        .expectations
-                        .forget(&format!("{namespace}/{}", set.name));
-                    ctx_for_cleanup.metrics.forget_set(&SetLabels {
-                        namespace,
-                        name: set.name,
-                    });
-                }
-                Err(err) => tracing::warn!(error = %err, "reconcile failed"),
+    Controller::for_stream(
+        futures::stream::pending::<Result<K, watcher::Error>>(),
+        caches.sets.clone(),
+    )
+    .reconcile_on(requests)
+    .with_config(controller::Config::default().concurrency(config.workers))
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile_measured::<K>, error_policy::<K>, context)
+    .for_each(|result| {
+        match result {
+            Ok((set, _)) => tracing::trace!(set = %set, "reconciled"),
+            Err(controller::Error::ObjectNotFound(set)) => {
+                // The set is gone: drop what the controller kept about it.
+                tracing::debug!(set = %set, "set gone");
+                let namespace = set.namespace.clone().unwrap_or_default();
+                let key = format!("{namespace}/{}", set.name);
+                ctx_for_cleanup.queue.started(&key);
+                ctx_for_cleanup.expectations.forget(&key);
+                ctx_for_cleanup.metrics.forget_set(&SetLabels {
+                    namespace,
+                    name: set.name,
+                });
             }
-            future::ready(())
-        })
-        .await;
+            Err(err) => tracing::warn!(error = %err, "reconcile failed"),
+        }
+        future::ready(())
+    })
+    .await;
+    metrics.leader.set(0);
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -138,16 +271,25 @@ where
     }
 }
 
-async fn reconcile_measured(set: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// `namespace/name` of a set.
+pub(crate) fn set_key<K: SetResource>(set: &K) -> String {
+    format!("{}/{}", set.namespace().unwrap_or_default(), set.name_any())
+}
+
+async fn reconcile_measured<K: SetResource>(
+    set: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let key = set_key(set.as_ref());
+    ctx.queue.started(&key);
     let started = std::time::Instant::now();
-    let result = reconcile(set.clone(), ctx.clone()).await;
+    let result = reconcile(set, ctx.clone()).await;
     let outcome = if result.is_ok() {
         Outcome::Ok
     } else {
         Outcome::Error
     };
     ctx.metrics.observe_reconcile(outcome, started.elapsed());
-    let key = ObjectRef::from_obj(set.as_ref());
     if result.is_ok() {
         ctx.failures
             .lock()
@@ -170,16 +312,15 @@ async fn collect_expired_backoff(ctx: Arc<Context>) {
 }
 
 /// Per-set exponential backoff on errors: 1 s doubling up to 5 minutes; conflicts retry fast.
-fn error_policy(set: Arc<DaemonSet>, err: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy<K: SetResource>(set: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = set_key(set.as_ref());
     ctx.metrics.observe_error(err.category());
-    tracing::warn!(set = %ObjectRef::from_obj(set.as_ref()), error = %err, "reconcile error");
+    tracing::warn!(set = %key, error = %err, "reconcile error");
     if err.category() == "conflict" {
         return Action::requeue(Duration::from_millis(200));
     }
     let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
-    let count = failures
-        .entry(ObjectRef::from_obj(set.as_ref()))
-        .or_insert(0);
+    let count = failures.entry(key).or_insert(0);
     *count = count.saturating_add(1);
     let seconds = 2u64
         .saturating_pow((*count).saturating_sub(1).min(9))
@@ -187,16 +328,16 @@ fn error_policy(set: Arc<DaemonSet>, err: &Error, ctx: Arc<Context>) -> Action {
     Action::requeue(Duration::from_secs(seconds))
 }
 
-/// The sets a pod or revision concerns: its controller if that is an everynode DaemonSet, or —
+/// The sets a pod or revision concerns: its controller if that is a set of the target kind, or —
 /// for an orphan — every set in its namespace whose selector matches its labels.
-fn owners_of<K: Resource>(sets: &Store<DaemonSet>, obj: &K) -> Vec<ObjectRef<DaemonSet>> {
+fn owners_of<K: SetResource, O: Resource>(sets: &Store<K>, obj: &O) -> Vec<ObjectRef<K>> {
     let namespace = obj.namespace().unwrap_or_default();
     if let Some(owner) = obj
         .owner_references()
         .iter()
         .find(|r| r.controller == Some(true))
     {
-        if owner.kind == "DaemonSet" && owner.api_version == SET_API_VERSION {
+        if owner.kind == K::kind(&()) && owner.api_version == K::api_version(&()) {
             return vec![ObjectRef::new(&owner.name).within(&namespace)];
         }
         return Vec::new();
@@ -206,7 +347,9 @@ fn owners_of<K: Resource>(sets: &Store<DaemonSet>, obj: &K) -> Vec<ObjectRef<Dae
         .iter()
         .filter(|set| set.namespace().as_deref() == Some(namespace.as_str()))
         .filter(|set| {
-            Selector::compile(&set.spec.selector).is_ok_and(|s| !s.is_empty() && s.matches(labels))
+            set.selector().is_some_and(|selector| {
+                Selector::compile(selector).is_ok_and(|s| !s.is_empty() && s.matches(labels))
+            })
         })
         .map(|set| ObjectRef::from_obj(set.as_ref()))
         .collect()
@@ -252,15 +395,16 @@ fn placement_changes() -> impl FnMut(NodeEvent) -> NodeTrigger {
     }
 }
 
-/// Sets readiness once the caches the planner reads have synced. (The DaemonSet cache is the
-/// controller's own: kube-runtime holds every reconcile until it is ready.)
-async fn mark_ready_when_synced(
+/// Sets readiness once every cache has synced.
+async fn mark_ready_when_synced<K: SetResource>(
+    sets: Store<K>,
     pods: Store<Pod>,
     nodes: Store<Node>,
     revisions: Store<ControllerRevision>,
     readiness: Arc<Readiness>,
 ) {
     let synced = async {
+        until_ready(&sets).await?;
         until_ready(&pods).await?;
         until_ready(&nodes).await?;
         until_ready(&revisions).await

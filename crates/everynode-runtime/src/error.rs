@@ -21,6 +21,20 @@ pub enum Error {
         #[source]
         source: everynode_core::SnapshotError,
     },
+    /// A built-in apps/v1 set does not fit the everynode API (it should always fit: the
+    /// everynode API is the apps/v1 one).
+    #[error(
+        "DaemonSet {set}: its {field} cannot be read as the apps/v1 DaemonSet {field}: {source}"
+    )]
+    Convert {
+        /// `namespace/name`.
+        set: String,
+        /// `spec` or `status`.
+        field: &'static str,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Adoption was refused: the set changed or is being deleted (upstream's uncached re-check).
     #[error("DaemonSet {set} changed or is being deleted; not adopting its orphans this time")]
     AdoptionRecheckFailed {
@@ -46,7 +60,7 @@ impl Error {
                 kube::Error::Api(_) => "api",
                 _ => "transport",
             },
-            Self::Snapshot { .. } => "invalid-object",
+            Self::Snapshot { .. } | Self::Convert { .. } => "invalid-object",
             Self::AdoptionRecheckFailed { .. } => "adoption",
         }
     }

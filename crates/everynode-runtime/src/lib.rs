@@ -11,7 +11,10 @@ pub mod expectations;
 pub mod http;
 pub mod metrics;
 pub mod reconcile;
+pub mod target;
+pub mod triggers;
 
 pub use context::ControllerConfig;
 pub use controller::run;
 pub use error::Error;
+pub use target::Target;

@@ -66,6 +66,10 @@ pub struct Metrics {
     pub updated: Family<SetLabels, Gauge>,
     /// Nodes whose pod of each set is available.
     pub available: Family<SetLabels, Gauge>,
+    /// Sets waiting for a reconcile.
+    pub queue_depth: Gauge,
+    /// 1 while this replica leads (reconciles), else 0.
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -117,6 +121,18 @@ impl Default for Metrics {
             "Nodes whose daemon pod is available",
             available.clone(),
         );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "reconcile_queue_depth",
+            "DaemonSets asked to reconcile that have not started yet",
+            queue_depth.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica leads and reconciles, 0 on a standby",
+            leader.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -128,6 +144,8 @@ impl Default for Metrics {
             ready,
             updated,
             available,
+            queue_depth,
+            leader,
         }
     }
 }

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use everynode_api::DaemonSet;
 use everynode_core::{NodeView, PlanInput, PodView, RevisionView, SetView, Timestamp};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -17,6 +16,7 @@ use crate::controller::until_ready;
 use crate::error::Error;
 use crate::expectations::CachedPod;
 use crate::metrics::SetLabels;
+use crate::target::SetResource;
 
 /// Safety net: every set is planned at least this often, even without events (a relist after
 /// a watch outage reports no deletions).
@@ -26,14 +26,14 @@ pub const RESYNC_PERIOD: Duration = Duration::from_secs(300);
 const CACHE_SYNC_WAIT: Duration = Duration::from_secs(2);
 
 /// Reconciles one set.
-pub async fn reconcile(set: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = set.namespace().unwrap_or_default();
     let name = set.name_any();
     let span = info_span!("reconcile", set.namespace = %namespace, set.name = %name);
     reconcile_set(set, ctx).instrument(span).await
 }
 
-async fn reconcile_set(set: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Never plan on a partial cache: an empty node cache would delete every pod.
     let synced = tokio::time::timeout(CACHE_SYNC_WAIT, async {
         until_ready(&ctx.pods).await.is_ok()
@@ -48,10 +48,7 @@ async fn reconcile_set(set: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action,
     }
 
     let key = format!("{}/{}", set.namespace().unwrap_or_default(), set.name_any());
-    let view = SetView::from_daemon_set(&set).map_err(|source| Error::Snapshot {
-        set: key.clone(),
-        source,
-    })?;
+    let view = set.view()?;
 
     // Built only when deletes are pending: one pass over the cache, not one per deleted pod.
     let pods_by_uid = std::cell::OnceCell::new();
@@ -82,7 +79,7 @@ async fn reconcile_set(set: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action,
         );
     }
 
-    if let Err(err) = apply_plan(&ctx, &set, &input, &plan).await {
+    if let Err(err) = apply_plan(&ctx, set.as_ref(), &input, &plan).await {
         // Some write failed, so the planned status (which counts every planned write as done)
         // is wrong. Write the status the caches show instead, as upstream does, then retry.
         let generation = view.generation;
@@ -94,7 +91,7 @@ async fn reconcile_set(set: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action,
             status.observed_generation = generation;
             observed.status_changed = true;
         }
-        if let Err(status_err) = write_status(&ctx, &set, &observed).await {
+        if let Err(status_err) = write_status(&ctx, set.as_ref(), &observed).await {
             tracing::warn!(error = %status_err, "writing the observed status failed too");
         }
         return Err(err);

@@ -44,6 +44,7 @@ async fn start_controller(env: &TestEnv) -> RunningController {
         namespace: Some(env.namespace().to_owned()),
         workers: 4,
         instance: Some(format!("test-{}", env.namespace())),
+        ..ControllerConfig::default()
     };
     let readiness = Arc::new(Readiness::default());
     let task = tokio::spawn(everynode_runtime::run(
@@ -51,6 +52,7 @@ async fn start_controller(env: &TestEnv) -> RunningController {
         config,
         Arc::new(Metrics::default()),
         readiness.clone(),
+        std::future::ready(()),
         async move {
             let _ = stopped.await;
         },

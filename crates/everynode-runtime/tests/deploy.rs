@@ -133,9 +133,11 @@ async fn the_controller_works_with_exactly_the_rbac_in_deploy() {
             namespace: Some(env.namespace().to_owned()),
             workers: 2,
             instance: Some("rbac-test".into()),
+            ..Default::default()
         },
         Arc::new(everynode_runtime::metrics::Metrics::default()),
         Arc::new(everynode_runtime::http::Readiness::default()),
+        std::future::ready(()),
         async move {
             let _ = stopped.await;
         },

@@ -44,6 +44,20 @@ impl LocalCluster {
         &self.info
     }
 
+    /// Restarts kube-controller-manager with the built-in DaemonSet controller on or off.
+    ///
+    /// # Panics
+    /// When the controller manager does not come back healthy.
+    pub async fn set_builtin_daemonset_controller(&mut self, on: bool) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            panic!("the cluster was stopped already");
+        };
+        if let Err(e) = cluster.set_builtin_daemonset_controller(on).await {
+            panic!("restarting kube-controller-manager: {e}");
+        }
+        self.info.state = cluster.state().clone();
+    }
+
     /// Stops the cluster (recorded PIDs only) and removes its directories.
     ///
     /// # Panics

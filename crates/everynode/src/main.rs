@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use everynode_runtime::ControllerConfig;
 use everynode_runtime::http::Readiness;
 use everynode_runtime::metrics::Metrics;
+use everynode_runtime::{ControllerConfig, Target};
 
 /// Run a daemon on every node of a Kubernetes cluster.
 #[derive(Debug, Parser)]
@@ -68,6 +68,30 @@ struct ControllerArgs {
     /// Seconds a leader's Lease lasts without renewal.
     #[arg(long, env = "EVERYNODE_LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
+    /// Which DaemonSets to run: everynode's own, or the built-in apps/v1 ones (turn
+    /// kube-controller-manager's DaemonSet controller off first:
+    /// `--controllers=*,-daemonset-controller`).
+    #[arg(long, env = "EVERYNODE_TARGET", value_enum, default_value_t = TargetArg::Everynode)]
+    target: TargetArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TargetArg {
+    /// `everynode.dev/v1alpha1` DaemonSets.
+    #[value(name = "everynode.dev/v1alpha1", alias = "everynode")]
+    Everynode,
+    /// Built-in `apps/v1` DaemonSets.
+    #[value(name = "apps/v1")]
+    AppsV1,
+}
+
+impl From<TargetArg> for Target {
+    fn from(arg: TargetArg) -> Self {
+        match arg {
+            TargetArg::Everynode => Self::Everynode,
+            TargetArg::AppsV1 => Self::AppsV1,
+        }
+    }
 }
 
 /// Name of the leader Lease.
@@ -144,8 +168,8 @@ async fn run_controller(cli: &Cli, args: &ControllerArgs) -> anyhow::Result<()> 
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    // Serve /livez at once (a standby must pass its liveness probe); /readyz turns ready once
-    // the caches synced, i.e. on the leader.
+    // Serve /livez at once; /readyz turns ready once the caches synced (on standbys too: they
+    // keep their caches warm for a fast takeover).
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("--http-addr {}: cannot listen", args.http_addr))?;
@@ -156,10 +180,11 @@ async fn run_controller(cli: &Cli, args: &ControllerArgs) -> anyhow::Result<()> 
         stopped(stop_rx.clone()),
     ));
 
-    // With leader election, wait for the Lease before writing anything; losing it ends the
-    // process (non-zero) so the replica restarts as a clean standby.
+    // With leader election, the watches start at once but nothing is written before this
+    // replica holds the Lease; losing it ends the process (non-zero) so the replica restarts as
+    // a clean standby.
     let mut leadership = None;
-    if args.leader_elect {
+    let leading: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = if args.leader_elect {
         let identity = args
             .instance
             .clone()
@@ -172,33 +197,44 @@ async fn run_controller(cli: &Cli, args: &ControllerArgs) -> anyhow::Result<()> 
             .build()
             .await
             .context("setting up leader election")?;
-        let (mut is_leader, task) = manager.watch().await;
+        let (is_leader, task) = manager.watch().await;
         tracing::info!(%identity, lease = LEASE_NAME, namespace = %args.lease_namespace, "waiting to become leader");
-        tokio::select! {
-            held = is_leader.wait_for(|leader| *leader) => { held.context("leader election stopped")?; }
-            () = shutdown_signal() => { return Ok(()); }
-        }
-        tracing::info!(%identity, "became leader");
+        let mut became_leader = is_leader.clone();
         leadership = Some((is_leader, task));
-    }
+        Box::pin(async move {
+            if became_leader.wait_for(|leader| *leader).await.is_ok() {
+                tracing::info!(%identity, "became leader");
+            } else {
+                // Leader election stopped; the lost-lease branch below ends the process.
+                std::future::pending::<()>().await;
+            }
+        })
+    } else {
+        Box::pin(std::future::ready(()))
+    };
 
     let config = ControllerConfig {
         namespace: args.namespace.clone(),
         workers: args.workers,
         instance: args.instance.clone(),
+        target: args.target.into(),
     };
     let controller = tokio::spawn(everynode_runtime::run(
         client,
         config,
         metrics,
         readiness,
+        leading,
         stopped(stop_rx),
     ));
 
     let lost_lease = async {
         match leadership.as_mut() {
             Some((is_leader, _)) => {
-                let _ = is_leader.wait_for(|leader| !*leader).await;
+                // Ends when the Lease was held and then lost, or when leader election stopped.
+                if is_leader.wait_for(|leader| *leader).await.is_ok() {
+                    let _ = is_leader.wait_for(|leader| !*leader).await;
+                }
             }
             None => std::future::pending::<()>().await,
         }

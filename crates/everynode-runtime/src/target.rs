@@ -1,0 +1,207 @@
+//! The DaemonSet kinds the controller can run: everynode's own `everynode.dev/v1alpha1` sets, or
+//! the built-in `apps/v1` sets on clusters whose kube-controller-manager runs without its
+//! DaemonSet controller. The same engine runs both; this module is the only place that knows
+//! which kind it is.
+
+use everynode_core::SetView;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1 as apps;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+
+/// Which DaemonSets the controller runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Target {
+    /// `everynode.dev/v1alpha1` DaemonSets.
+    #[default]
+    Everynode,
+    /// The built-in `apps/v1` DaemonSets (kube-controller-manager's DaemonSet controller must be
+    /// off: `--controllers=*,-daemonset-controller`).
+    AppsV1,
+}
+
+impl Target {
+    /// `apiVersion` of the target's sets.
+    pub fn api_version(self) -> String {
+        match self {
+            Self::Everynode => everynode_api::DaemonSet::api_version(&()).into_owned(),
+            Self::AppsV1 => apps::DaemonSet::api_version(&()).into_owned(),
+        }
+    }
+}
+
+/// A DaemonSet kind the controller can run.
+pub trait SetResource:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + DeserializeOwned
+    + Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    /// `spec.selector`, when there is a spec.
+    fn selector(&self) -> Option<&LabelSelector>;
+
+    /// The planner's view of the set.
+    fn view(&self) -> Result<SetView, Error>;
+}
+
+fn key(meta: &impl ResourceExt) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace().unwrap_or_default(),
+        meta.name_any()
+    )
+}
+
+impl SetResource for everynode_api::DaemonSet {
+    fn selector(&self) -> Option<&LabelSelector> {
+        Some(&self.spec.selector)
+    }
+
+    fn view(&self) -> Result<SetView, Error> {
+        SetView::from_daemon_set(self).map_err(|source| Error::Snapshot {
+            set: key(self),
+            source,
+        })
+    }
+}
+
+impl SetResource for apps::DaemonSet {
+    fn selector(&self) -> Option<&LabelSelector> {
+        self.spec.as_ref().map(|spec| &spec.selector)
+    }
+
+    fn view(&self) -> Result<SetView, Error> {
+        let set = everynode_set(self)?;
+        SetView::from_daemon_set(&set).map_err(|source| Error::Snapshot {
+            set: key(self),
+            source,
+        })
+    }
+}
+
+/// The everynode form of a built-in set: the same metadata, and spec and status converted field
+/// by field (the everynode API is the apps/v1 one, plus optional extras).
+fn everynode_set(set: &apps::DaemonSet) -> Result<everynode_api::DaemonSet, Error> {
+    let spec = set.spec.as_ref().ok_or_else(|| Error::Snapshot {
+        set: key(set),
+        source: everynode_core::SnapshotError::MissingSpec {
+            kind: "DaemonSet",
+            name: set.name_any(),
+        },
+    })?;
+    let spec = convert(spec, set, "spec")?;
+    let status = set
+        .status
+        .as_ref()
+        .map(|status| convert::<_, everynode_api::DaemonSetStatus>(status, set, "status"))
+        .transpose()?
+        .map(with_zero_counters);
+    let mut converted = everynode_api::DaemonSet::new(&set.name_any(), spec);
+    converted.metadata = set.metadata.clone();
+    converted.status = status;
+    Ok(converted)
+}
+
+/// apps/v1 omits zero counters (`omitempty`); read them as the 0 they are, so that an unchanged
+/// status is not written again.
+fn with_zero_counters(
+    mut status: everynode_api::DaemonSetStatus,
+) -> everynode_api::DaemonSetStatus {
+    status.updated_number_scheduled.get_or_insert(0);
+    status.number_available.get_or_insert(0);
+    status.number_unavailable.get_or_insert(0);
+    status
+}
+
+fn convert<From: Serialize, To: DeserializeOwned>(
+    value: &From,
+    set: &apps::DaemonSet,
+    field: &'static str,
+) -> Result<To, Error> {
+    serde_json::to_value(value)
+        .and_then(serde_json::from_value)
+        .map_err(|source| Error::Convert {
+            set: key(set),
+            field,
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn built_in(status: Option<serde_json::Value>) -> apps::DaemonSet {
+        let mut value = serde_json::json!({
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {
+                "name": "agent", "namespace": "ops", "uid": "u-1", "generation": 3,
+                "annotations": {"deprecated.daemonset.template.generation": "2"}
+            },
+            "spec": {
+                "selector": {"matchLabels": {"app": "agent"}},
+                "template": {
+                    "metadata": {"labels": {"app": "agent"}},
+                    "spec": {"containers": [{"name": "agent", "image": "agent:v1"}]}
+                },
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
+                "revisionHistoryLimit": 10
+            }
+        });
+        if let Some(status) = status {
+            value["status"] = status;
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_built_in_set_gives_the_same_view_as_the_everynode_set_with_its_spec() {
+        let view = built_in(None).view().unwrap();
+        assert_eq!(view.name, "agent");
+        assert_eq!(view.namespace, "ops");
+        assert_eq!(view.uid, "u-1");
+        assert_eq!(view.generation, Some(3));
+        assert_eq!(view.template_generation, Some(2));
+        assert_eq!(view.spec.revision_history_limit, Some(10));
+        let strategy = view.spec.update_strategy.unwrap();
+        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    }
+
+    #[test]
+    fn omitted_zero_counters_of_a_built_in_status_read_as_zero() {
+        let set = built_in(Some(serde_json::json!({
+            "currentNumberScheduled": 2, "desiredNumberScheduled": 2,
+            "numberMisscheduled": 0, "numberReady": 2, "observedGeneration": 3,
+            "numberAvailable": 2
+        })));
+        let status = set.view().unwrap().status.unwrap();
+        assert_eq!(status.number_available, Some(2));
+        assert_eq!(status.number_unavailable, Some(0));
+        assert_eq!(status.updated_number_scheduled, Some(0));
+    }
+
+    #[test]
+    fn a_built_in_set_without_spec_is_a_snapshot_error_naming_it() {
+        let set = apps::DaemonSet {
+            metadata: ObjectMeta {
+                name: Some("bare".into()),
+                namespace: Some("ops".into()),
+                ..ObjectMeta::default()
+            },
+            ..apps::DaemonSet::default()
+        };
+        let err = set.view().unwrap_err().to_string();
+        assert!(err.contains("ops/bare"), "{err}");
+        assert!(err.contains("no spec"), "{err}");
+    }
+}
