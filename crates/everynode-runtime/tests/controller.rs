@@ -3,73 +3,19 @@
 //! through `nodeSelector`, so tests run in parallel without seeing each other's nodes as theirs.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::*;
 use everynode_api::{DaemonSet, DaemonSetSpec};
-use everynode_runtime::ControllerConfig;
-use everynode_runtime::http::Readiness;
-use everynode_runtime::metrics::Metrics;
+use everynode_runtime::Target;
 use everynode_testkit::{TestEnv, eventually, pods};
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
-
-const TIMEOUT: Duration = Duration::from_secs(60);
-/// Pod GC needs ~40 s quarantine plus its 20 s loop after a node is deleted.
-const POD_GC_TIMEOUT: Duration = Duration::from_secs(150);
-
-/// A controller for one test, stopped when dropped.
-struct RunningController {
-    readiness: Arc<Readiness>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for RunningController {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.abort();
-    }
-}
-
-async fn start_controller(env: &TestEnv) -> RunningController {
-    everynode_testkit::install_crd(&env.client()).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = ControllerConfig {
-        namespace: Some(env.namespace().to_owned()),
-        workers: 4,
-        instance: Some(format!("test-{}", env.namespace())),
-        ..ControllerConfig::default()
-    };
-    let readiness = Arc::new(Readiness::default());
-    let task = tokio::spawn(everynode_runtime::run(
-        env.client(),
-        config,
-        Arc::new(Metrics::default()),
-        readiness.clone(),
-        std::future::ready(()),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    RunningController {
-        readiness,
-        stop: Some(stop),
-        task,
-    }
-}
-
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
 
 /// A set running `image` on the test's node group.
 fn daemon_set(env: &TestEnv, name: &str, image: &str) -> DaemonSet {
@@ -103,54 +49,6 @@ fn daemon_set(env: &TestEnv, name: &str, image: &str) -> DaemonSet {
     set
 }
 
-async fn set_pods(env: &TestEnv, name: &str) -> Vec<Pod> {
-    let mut list = env
-        .api::<Pod>()
-        .list(&ListParams::default().labels(&format!("app={name}")))
-        .await
-        .expect("list pods")
-        .items;
-    list.sort_by_key(ResourceExt::name_any);
-    list
-}
-
-fn pinned_node(pod: &Pod) -> Option<String> {
-    everynode_core::target_node_name(pod).ok()
-}
-
-fn image_of(pod: &Pod) -> Option<String> {
-    pod.spec.as_ref()?.containers.first()?.image.clone()
-}
-
-/// Waits until every node of `nodes` runs exactly one Ready pod of the set with `image`, and no
-/// other node runs one.
-async fn wait_one_ready_pod_per_node(env: &TestEnv, set: &str, nodes: &[String], image: &str) {
-    let what = format!("one Ready {image} pod of {set} on each of {nodes:?}");
-    eventually(&what, TIMEOUT, || async {
-        let pods: Vec<Pod> = set_pods(env, set)
-            .await
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .collect();
-        let mut placed: Vec<String> = pods
-            .iter()
-            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
-            .collect();
-        placed.sort();
-        let all_ready = pods.iter().all(pods::is_ready);
-        let images_ok = pods.iter().all(|p| image_of(p).as_deref() == Some(image));
-        if placed == nodes && pods.len() == nodes.len() && all_ready && images_ok {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} pods on {placed:?}, all ready: {all_ready}, images ok: {images_ok}",
-                pods.len()
-            ))
-        }
-    })
-    .await;
-}
-
 async fn wait_status(env: &TestEnv, name: &str, expected: [i32; 6]) -> DaemonSet {
     let sets = env.api::<DaemonSet>();
     let what = format!(
@@ -181,15 +79,8 @@ async fn wait_status(env: &TestEnv, name: &str, expected: [i32; 6]) -> DaemonSet
 async fn one_ready_pod_per_node_pinned_by_affinity_with_correct_status() {
     let env = TestEnv::new("ctl-launch").await;
     let nodes = env.add_nodes(3).await;
-    let controller = start_controller(&env).await;
-    eventually("the controller to report ready", TIMEOUT, || async {
-        if controller.readiness.is_ready() {
-            Ok(())
-        } else {
-            Err("not ready".to_owned())
-        }
-    })
-    .await;
+    let controller = start_controller(&env, Target::Everynode).await;
+    wait_until_ready(&controller).await;
     let set = env
         .api::<DaemonSet>()
         .create(
@@ -232,7 +123,7 @@ async fn one_ready_pod_per_node_pinned_by_affinity_with_correct_status() {
 async fn nodes_joining_and_leaving_gain_and_lose_their_pod() {
     let env = TestEnv::new("ctl-churn").await;
     let mut nodes = env.add_nodes(2).await;
-    let _controller = start_controller(&env).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
     env.api::<DaemonSet>()
         .create(
             &PostParams::default(),
@@ -274,7 +165,7 @@ async fn nodes_joining_and_leaving_gain_and_lose_their_pod() {
 async fn labelling_and_tainting_nodes_adds_and_removes_pods() {
     let env = TestEnv::new("ctl-placement").await;
     let nodes = env.add_nodes(3).await;
-    let _controller = start_controller(&env).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
     let mut set = daemon_set(&env, "storage", "glusterd:v1");
     if let Some(spec) = set.spec.template.spec.as_mut() {
         spec.node_selector
@@ -306,7 +197,7 @@ async fn labelling_and_tainting_nodes_adds_and_removes_pods() {
 async fn rolling_update_replaces_every_pod_and_deleting_the_set_removes_everything() {
     let env = TestEnv::new("ctl-rollout").await;
     let nodes = env.add_nodes(3).await;
-    let _controller = start_controller(&env).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
     let sets = env.api::<DaemonSet>();
     sets.create(
         &PostParams::default(),
@@ -500,7 +391,7 @@ async fn single_ready_pod(env: &TestEnv, set: &str, what: &str) -> Pod {
 async fn failed_and_succeeded_pods_are_replaced() {
     let env = TestEnv::new("ctl-terminal").await;
     env.add_nodes(1).await;
-    let _controller = start_controller(&env).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
     env.api::<DaemonSet>()
         .create(
             &PostParams::default(),
@@ -538,7 +429,7 @@ async fn failed_and_succeeded_pods_are_replaced() {
 async fn surge_rollout_completes_and_on_delete_waits_for_deletions() {
     let env = TestEnv::new("ctl-strategies").await;
     let nodes = env.add_nodes(3).await;
-    let _controller = start_controller(&env).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
     let sets = env.api::<DaemonSet>();
 
     let mut surge = daemon_set(&env, "surge", "agent:v1");
@@ -616,7 +507,7 @@ async fn surge_rollout_completes_and_on_delete_waits_for_deletions() {
 async fn cordoned_not_ready_and_unreachable_nodes_keep_their_pods() {
     let env = TestEnv::new("ctl-node-states").await;
     let nodes = env.add_nodes(3).await;
-    let _controller = start_controller(&env).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
     env.api::<DaemonSet>()
         .create(
             &PostParams::default(),
@@ -662,7 +553,7 @@ async fn cordoned_not_ready_and_unreachable_nodes_keep_their_pods() {
 async fn rolling_back_replaces_only_the_pods_that_differ() {
     let env = TestEnv::new("ctl-rollback").await;
     let nodes = env.add_nodes(3).await;
-    let _controller = start_controller(&env).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
     let sets = env.api::<DaemonSet>();
     let mut set = daemon_set(&env, "agent", "agent:v1");
     set.spec.update_strategy = Some(everynode_api::DaemonSetUpdateStrategy {
@@ -738,7 +629,7 @@ async fn services_reach_the_daemon_pods() {
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     let env = TestEnv::new("ctl-services").await;
     let nodes = env.add_nodes(3).await;
-    let _controller = start_controller(&env).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
     env.api::<DaemonSet>()
         .create(
             &PostParams::default(),
@@ -841,7 +732,7 @@ async fn status_follows_the_cluster_when_pod_creation_fails() {
     })
     .await;
 
-    let _controller = start_controller(&env).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
     env.api::<DaemonSet>()
         .create(
             &PostParams::default(),

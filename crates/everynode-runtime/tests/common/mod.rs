@@ -1,0 +1,129 @@
+//! Helpers shared by the controller test binaries.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use everynode_runtime::http::Readiness;
+use everynode_runtime::metrics::Metrics;
+use everynode_runtime::{ControllerConfig, Target};
+use everynode_testkit::{TestEnv, eventually, pods};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::ListParams;
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+/// Pod GC needs ~40 s quarantine plus its 20 s loop after a node is deleted.
+pub const POD_GC_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// A controller for one test, stopped when dropped.
+pub struct RunningController {
+    pub readiness: Arc<Readiness>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RunningController {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// Starts a controller for `target` scoped to the test's namespace (installing the CRD first).
+pub async fn start_controller(env: &TestEnv, target: Target) -> RunningController {
+    everynode_testkit::install_crd(&env.client()).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = ControllerConfig {
+        namespace: Some(env.namespace().to_owned()),
+        workers: 4,
+        instance: Some(format!("test-{}", env.namespace())),
+        target,
+    };
+    let readiness = Arc::new(Readiness::default());
+    let task = tokio::spawn(everynode_runtime::run(
+        env.client(),
+        config,
+        Arc::new(Metrics::default()),
+        readiness.clone(),
+        std::future::ready(()),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    RunningController {
+        readiness,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// Waits until the controller's caches synced (its `/readyz`).
+pub async fn wait_until_ready(controller: &RunningController) {
+    eventually("the controller to report ready", TIMEOUT, || async {
+        if controller.readiness.is_ready() {
+            Ok(())
+        } else {
+            Err("not ready".to_owned())
+        }
+    })
+    .await;
+}
+
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+pub async fn set_pods(env: &TestEnv, name: &str) -> Vec<Pod> {
+    let mut list = env
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!("app={name}")))
+        .await
+        .expect("list pods")
+        .items;
+    list.sort_by_key(ResourceExt::name_any);
+    list
+}
+
+pub fn pinned_node(pod: &Pod) -> Option<String> {
+    everynode_core::target_node_name(pod).ok()
+}
+
+pub fn image_of(pod: &Pod) -> Option<String> {
+    pod.spec.as_ref()?.containers.first()?.image.clone()
+}
+
+/// Waits until every node of `nodes` runs exactly one Ready pod of the set with `image`, and no
+/// other node runs one.
+pub async fn wait_one_ready_pod_per_node(env: &TestEnv, set: &str, nodes: &[String], image: &str) {
+    let what = format!("one Ready {image} pod of {set} on each of {nodes:?}");
+    eventually(&what, TIMEOUT, || async {
+        let pods: Vec<Pod> = set_pods(env, set)
+            .await
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let mut placed: Vec<String> = pods
+            .iter()
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .collect();
+        placed.sort();
+        let all_ready = pods.iter().all(pods::is_ready);
+        let images_ok = pods.iter().all(|p| image_of(p).as_deref() == Some(image));
+        if placed == nodes && pods.len() == nodes.len() && all_ready && images_ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} pods on {placed:?}, all ready: {all_ready}, images ok: {images_ok}",
+                pods.len()
+            ))
+        }
+    })
+    .await;
+}
