@@ -12,8 +12,8 @@ use everynode_runtime::Target;
 use everynode_testkit::{LocalCluster, TestEnv, consistently, eventually};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use serde_json::json;
 
 /// A built-in set running `image` on the test's node group, one node at a time.

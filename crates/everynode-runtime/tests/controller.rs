@@ -10,12 +10,13 @@ mod common;
 use common::*;
 use everynode_api::{DaemonSet, DaemonSetSpec};
 use everynode_runtime::Target;
-use everynode_testkit::{TestEnv, eventually, pods};
+use everynode_testkit::{TestEnv, consistently, eventually, pods};
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
+use serde_json::json;
 
 /// A set running `image` on the test's node group.
 fn daemon_set(env: &TestEnv, name: &str, image: &str) -> DaemonSet {
@@ -743,4 +744,77 @@ async fn status_follows_the_cluster_when_pod_creation_fails() {
     wait_status(&env, "agent", [5, 2, 2, 2, 2, 0]).await;
     assert_eq!(set_pods(&env, "agent").await.len(), 2);
     assert_eq!(nodes.len(), 5);
+}
+
+#[tokio::test]
+async fn an_image_that_never_becomes_ready_stops_the_rollout_at_the_budget() {
+    let env = TestEnv::new("ctl-never-ready").await;
+    let nodes = env.add_nodes(4).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = env.api::<DaemonSet>();
+    sets.create(
+        &PostParams::default(),
+        &daemon_set(&env, "agent", "agent:v1"),
+    )
+    .await
+    .expect("create set");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+
+    // v2 runs but never passes its readiness probe (KWOK's never-ready stage).
+    let broken = json!({"spec": {"template": {
+        "metadata": {"labels": {everynode_testkit::SIMULATE_LABEL: everynode_testkit::NEVER_READY}},
+        "spec": {"containers": [{"name": "daemon", "image": "agent:v2"}]}
+    }}});
+    sets.patch("agent", &PatchParams::default(), &Patch::Merge(&broken))
+        .await
+        .expect("update to the broken image");
+
+    // maxUnavailable 1: one node gets the broken pod, and there the rollout stops.
+    let census = || async {
+        let live: Vec<Pod> = set_pods(&env, "agent")
+            .await
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let v2 = live
+            .iter()
+            .filter(|p| image_of(p).as_deref() == Some("agent:v2"))
+            .count();
+        let ready_nodes: std::collections::BTreeSet<String> = live
+            .iter()
+            .filter(|p| pods::is_ready(p))
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .collect();
+        (v2, nodes.len() - ready_nodes.len())
+    };
+    eventually("one broken v2 pod", TIMEOUT, || async {
+        match census().await {
+            (1, 1) => Ok(()),
+            other => Err(format!("(v2 pods, nodes without a Ready pod) = {other:?}")),
+        }
+    })
+    .await;
+    consistently(
+        "the rollout to stay stopped at one unavailable node",
+        Duration::from_secs(10),
+        || async {
+            match census().await {
+                (v2, unavailable) if v2 <= 1 && unavailable <= 1 => Ok(()),
+                other => Err(format!("(v2 pods, nodes without a Ready pod) = {other:?}")),
+            }
+        },
+    )
+    .await;
+    wait_status(&env, "agent", [4, 4, 3, 1, 3, 0]).await;
+
+    // Rolling back to v1 replaces the broken pod and completes.
+    let fixed = json!({"spec": {"template": {
+        "metadata": {"labels": {everynode_testkit::SIMULATE_LABEL: null}},
+        "spec": {"containers": [{"name": "daemon", "image": "agent:v1"}]}
+    }}});
+    sets.patch("agent", &PatchParams::default(), &Patch::Merge(&fixed))
+        .await
+        .expect("roll back");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+    wait_status(&env, "agent", [4, 4, 4, 4, 4, 0]).await;
 }
