@@ -192,6 +192,36 @@ async fn labelling_and_tainting_nodes_adds_and_removes_pods() {
         .await;
     wait_one_ready_pod_per_node(&env, "storage", &nodes[1..2], "glusterd:v1").await;
     wait_status(&env, "storage", [1, 1, 1, 1, 1, 0]).await;
+
+    // NoSchedule: a pod already running stays; a node that gains the label gets no pod until
+    // the taint is removed.
+    env.taint_node(&nodes[1], "dedicated", Some("db"), "NoSchedule")
+        .await;
+    env.taint_node(&nodes[0], "dedicated", Some("db"), "NoSchedule")
+        .await;
+    env.label_node(&nodes[0], "storage", Some("yes")).await;
+    consistently(
+        "the NoSchedule-tainted node to get no pod, the running one to stay",
+        Duration::from_secs(4),
+        || async {
+            let placed: Vec<String> = set_pods(&env, "storage")
+                .await
+                .iter()
+                .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+                .collect();
+            if placed == [nodes[1].clone()] {
+                Ok(())
+            } else {
+                Err(format!("pods on {placed:?}"))
+            }
+        },
+    )
+    .await;
+    env.untaint_node(&nodes[0], "dedicated").await;
+    wait_one_ready_pod_per_node(&env, "storage", &nodes[..2], "glusterd:v1").await;
+    // As upstream counts it: the NoSchedule-tainted node should not run the pod (desired 1) but
+    // keeps it (misscheduled 1).
+    wait_status(&env, "storage", [1, 1, 1, 1, 1, 1]).await;
 }
 
 #[tokio::test]
@@ -817,4 +847,90 @@ async fn an_image_that_never_becomes_ready_stops_the_rollout_at_the_budget() {
         .expect("roll back");
     wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
     wait_status(&env, "agent", [4, 4, 4, 4, 4, 0]).await;
+}
+
+/// Waits until the set's live pods are bound to exactly `nodes` (Ready or not).
+async fn wait_pods_bound_to(env: &TestEnv, set: &str, nodes: &[String]) {
+    let mut expected = nodes.to_vec();
+    expected.sort();
+    let what = format!("pods of {set} bound to {expected:?}");
+    eventually(&what, TIMEOUT, || async {
+        let mut bound: Vec<String> = set_pods(env, set)
+            .await
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        bound.sort();
+        if bound == expected {
+            Ok(())
+        } else {
+            Err(format!("bound to {bound:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn new_not_ready_and_network_unavailable_nodes_get_the_pods_upstream_gives_them() {
+    let env = TestEnv::new("ctl-new-nodes").await;
+    let ready = env.add_nodes(1).await;
+    // A node whose network plugin is not ready: condition NetworkUnavailable and its taint (the
+    // node lifecycle controller keeps the taint only while the condition holds, so no KWOK
+    // kubelet reports this node).
+    let no_network = env.add_unmanaged_node().await;
+    env.set_node_conditions(
+        &no_network,
+        &[("Ready", "True"), ("NetworkUnavailable", "True")],
+    )
+    .await;
+    env.taint_node(
+        &no_network,
+        "node.kubernetes.io/network-unavailable",
+        None,
+        "NoSchedule",
+    )
+    .await;
+    // A node whose kubelet has not reported yet, with the not-ready NoExecute taint (upstream's
+    // TestNotReadyNodeDaemonDoesLaunchPod). (A node reporting Ready=False also gets
+    // `not-ready:NoSchedule` from the node lifecycle controller, which daemon pods do not
+    // tolerate — upstream neither.)
+    let not_ready = env.add_unmanaged_node().await;
+    env.taint_node(
+        &not_ready,
+        "node.kubernetes.io/not-ready",
+        None,
+        "NoExecute",
+    )
+    .await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+
+    let sets = env.api::<DaemonSet>();
+    sets.create(
+        &PostParams::default(),
+        &daemon_set(&env, "agent", "agent:v1"),
+    )
+    .await
+    .expect("create agent");
+    let mut host_network = daemon_set(&env, "net", "net:v1");
+    if let Some(spec) = host_network.spec.template.spec.as_mut() {
+        spec.host_network = Some(true);
+    }
+    sets.create(&PostParams::default(), &host_network)
+        .await
+        .expect("create net");
+
+    // Both sets launch on the NotReady node (the pod is bound there and stays Pending); only
+    // the hostNetwork set tolerates network-unavailable.
+    let agent_nodes = [ready[0].clone(), not_ready.clone()];
+    let net_nodes = [ready[0].clone(), not_ready.clone(), no_network.clone()];
+    wait_pods_bound_to(&env, "agent", &agent_nodes).await;
+    wait_pods_bound_to(&env, "net", &net_nodes).await;
+    wait_status(&env, "agent", [2, 2, 1, 2, 1, 0]).await;
+    wait_status(&env, "net", [3, 3, 1, 3, 1, 0]).await;
 }

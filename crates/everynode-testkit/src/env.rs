@@ -215,6 +215,32 @@ impl TestEnv {
         names
     }
 
+    /// Adds one node of this test's group that no (simulated) kubelet runs: it has no status
+    /// until [`TestEnv::set_node_conditions`] writes one, is never Ready by itself (like a node
+    /// whose kubelet has not started; after 40 s the node lifecycle controller marks it
+    /// unreachable), and pods bound to it stay Pending.
+    ///
+    /// # Panics
+    /// When the node cannot be created.
+    pub async fn add_unmanaged_node(&self) -> String {
+        let i = self.node_seq.fetch_add(1, Ordering::Relaxed) as usize;
+        let mut node = cluster_nodes::worker(
+            &format!("{}-n{i:03}", self.group),
+            cluster_nodes::zone_for(i),
+            &self.group_selector(),
+        );
+        if let Some(annotations) = node.metadata.annotations.as_mut() {
+            annotations.remove(cluster_nodes::KWOK_ANNOTATION);
+        }
+        let name = node.metadata.name.clone().unwrap_or_default();
+        if let Err(e) =
+            everynode_cluster::cluster::create_nodes(&self.nodes_api(), vec![node]).await
+        {
+            panic!("add node {name}: {e}");
+        }
+        name
+    }
+
     /// Waits until the named nodes are Ready (and free of the not-ready taint).
     ///
     /// # Panics
@@ -415,6 +441,30 @@ impl TestEnv {
             }
         })
         .await;
+    }
+
+    /// Writes node conditions (`(type, status)`, heartbeat now) through the status subresource,
+    /// as a kubelet would; for nodes from [`TestEnv::add_unmanaged_node`].
+    ///
+    /// # Panics
+    /// When the patch fails.
+    pub async fn set_node_conditions(&self, name: &str, conditions: &[(&str, &str)]) {
+        let now = crate::pods::now();
+        let conditions: Vec<serde_json::Value> = conditions
+            .iter()
+            .map(|(type_, status)| {
+                json!({"type": type_, "status": status, "lastHeartbeatTime": now,
+                       "lastTransitionTime": now, "reason": "SetByTest"})
+            })
+            .collect();
+        let patch = json!({"status": {"conditions": conditions}});
+        if let Err(e) = self
+            .nodes_api()
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+        {
+            panic!("set conditions of node {name}: {e}");
+        }
     }
 
     async fn patch_pod_status(&self, name: &str, status: serde_json::Value, what: &str) -> Pod {
