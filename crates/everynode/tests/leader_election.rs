@@ -1,6 +1,6 @@
 //! Two `everynode controller --leader-elect` processes against the local cluster: only the
-//! leader writes; when it is SIGKILLed the standby takes over within the lease duration plus a
-//! few seconds.
+//! leader writes; the standby keeps warm caches (ready, `everynode_leader 0`); when the leader is
+//! SIGKILLed the standby takes over within the lease duration plus a few seconds.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -16,10 +16,71 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Replica {
     identity: String,
+    http_port: u16,
     child: tokio::process::Child,
 }
 
+/// A port free right now (the replica binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `GET path` on a replica's HTTP endpoint: (status code, body).
+async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .map_err(|e| e.to_string())?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status line in {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Waits until the replica is ready (caches synced) and reports `everynode_leader <value>`.
+async fn wait_ready_with_leader_gauge(replica: &Replica, value: u8) {
+    let what = format!(
+        "{} to be ready with everynode_leader {value}",
+        replica.identity
+    );
+    eventually(&what, TIMEOUT, || async {
+        let (ready, _) = http_get(replica.http_port, "/readyz").await?;
+        let (_, metrics) = http_get(replica.http_port, "/metrics").await?;
+        let gauge = metrics
+            .lines()
+            .find(|l| l.starts_with("everynode_leader "))
+            .unwrap_or("no everynode_leader line")
+            .to_owned();
+        if ready == 200 && gauge == format!("everynode_leader {value}") {
+            Ok(())
+        } else {
+            Err(format!("/readyz {ready}, {gauge}"))
+        }
+    })
+    .await;
+}
+
 fn start_replica(env: &TestEnv, identity: &str) -> Replica {
+    let http_port = free_port();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_everynode"))
         .args([
             "controller",
@@ -31,7 +92,7 @@ fn start_replica(env: &TestEnv, identity: &str) -> Replica {
             "--lease-seconds",
             &LEASE_SECONDS.to_string(),
             "--http-addr",
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{http_port}"),
             "--instance",
             identity,
         ])
@@ -44,6 +105,7 @@ fn start_replica(env: &TestEnv, identity: &str) -> Replica {
         .expect("start everynode controller");
     Replica {
         identity: identity.to_owned(),
+        http_port,
         child,
     }
 }
@@ -124,6 +186,12 @@ async fn standby_takes_over_when_the_leader_is_killed() {
     })
     .await;
 
+    // The standby has warm caches (ready) but does not reconcile; the leader does.
+    for replica in &replicas {
+        let leading = u8::from(replica.identity == leader);
+        wait_ready_with_leader_gauge(replica, leading).await;
+    }
+
     // SIGKILL the leader: no graceful release of the Lease.
     let index = replicas
         .iter()
@@ -148,6 +216,8 @@ async fn standby_takes_over_when_the_leader_is_killed() {
         takeover <= Duration::from_secs(LEASE_SECONDS + 10),
         "takeover took {takeover:?}, lease is {LEASE_SECONDS}s"
     );
+
+    wait_ready_with_leader_gauge(&replicas[0], 1).await;
 
     // the new leader acts: a joining node gets its pod
     env.add_nodes(1).await;
