@@ -464,7 +464,7 @@ pub(crate) async fn write_status<K: SetResource>(
     let sets: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
     let body = json!({
         "metadata": {"resourceVersion": set.resource_version()},
-        "status": status,
+        "status": set.status_json(status)?,
     });
     sets.patch_status(&name, &field_manager(), &Patch::Merge(&body))
         .await

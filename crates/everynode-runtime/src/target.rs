@@ -6,10 +6,11 @@
 use everynode_core::SetView;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1 as apps;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::error::Error;
 
@@ -50,6 +51,9 @@ pub trait SetResource:
 
     /// The planner's view of the set.
     fn view(&self) -> Result<SetView, Error>;
+
+    /// `status` as this kind stores it, for a status patch.
+    fn status_json(&self, status: &everynode_api::DaemonSetStatus) -> Result<Value, Error>;
 }
 
 fn key(meta: &impl ResourceExt) -> String {
@@ -71,6 +75,14 @@ impl SetResource for everynode_api::DaemonSet {
             source,
         })
     }
+
+    fn status_json(&self, status: &everynode_api::DaemonSetStatus) -> Result<Value, Error> {
+        serde_json::to_value(status).map_err(|source| Error::Convert {
+            set: key(self),
+            field: "status",
+            source,
+        })
+    }
 }
 
 impl SetResource for apps::DaemonSet {
@@ -82,6 +94,16 @@ impl SetResource for apps::DaemonSet {
         let set = everynode_set(self)?;
         SetView::from_daemon_set(&set).map_err(|source| Error::Snapshot {
             set: key(self),
+            source,
+        })
+    }
+
+    /// The apps/v1 shape: conditions as `DaemonSetCondition` (no `observedGeneration`).
+    fn status_json(&self, status: &everynode_api::DaemonSetStatus) -> Result<Value, Error> {
+        let apps_status: apps::DaemonSetStatus = convert(status, self, "status")?;
+        serde_json::to_value(apps_status).map_err(|source| Error::Convert {
+            set: key(self),
+            field: "status",
             source,
         })
     }
@@ -101,13 +123,42 @@ fn everynode_set(set: &apps::DaemonSet) -> Result<everynode_api::DaemonSet, Erro
     let status = set
         .status
         .as_ref()
-        .map(|status| convert::<_, everynode_api::DaemonSetStatus>(status, set, "status"))
-        .transpose()?
-        .map(with_zero_counters);
+        .map(|status| everynode_status(status, set))
+        .transpose()?;
     let mut converted = everynode_api::DaemonSet::new(&set.name_any(), spec);
     converted.metadata = set.metadata.clone();
     converted.status = status;
     Ok(converted)
+}
+
+/// The everynode form of a built-in status. apps/v1 conditions have optional reason, message and
+/// time, which `metav1.Condition` requires: missing ones read as empty (time: the Unix epoch).
+fn everynode_status(
+    status: &apps::DaemonSetStatus,
+    set: &apps::DaemonSet,
+) -> Result<everynode_api::DaemonSetStatus, Error> {
+    let counters = apps::DaemonSetStatus {
+        conditions: None,
+        ..status.clone()
+    };
+    let mut converted: everynode_api::DaemonSetStatus = convert(&counters, set, "status")?;
+    converted.conditions = status.conditions.as_ref().map(|conditions| {
+        conditions
+            .iter()
+            .map(|c| Condition {
+                type_: c.type_.clone(),
+                status: c.status.clone(),
+                reason: c.reason.clone().unwrap_or_default(),
+                message: c.message.clone().unwrap_or_default(),
+                last_transition_time: c
+                    .last_transition_time
+                    .clone()
+                    .unwrap_or(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+                observed_generation: None,
+            })
+            .collect()
+    });
+    Ok(with_zero_counters(converted))
 }
 
 /// apps/v1 omits zero counters (`omitempty`); read them as the 0 they are, so that an unchanged
@@ -188,6 +239,23 @@ mod tests {
         assert_eq!(status.number_available, Some(2));
         assert_eq!(status.number_unavailable, Some(0));
         assert_eq!(status.updated_number_scheduled, Some(0));
+    }
+
+    #[test]
+    fn built_in_conditions_without_reason_or_time_are_read_and_written_back_in_apps_shape() {
+        let set = built_in(Some(serde_json::json!({
+            "currentNumberScheduled": 1, "desiredNumberScheduled": 1,
+            "numberMisscheduled": 0, "numberReady": 1,
+            "conditions": [{"type": "Custom", "status": "True"}]
+        })));
+        let status = set.view().unwrap().status.unwrap();
+        let conditions = status.conditions.clone().unwrap();
+        assert_eq!(conditions[0].type_, "Custom");
+        assert_eq!(conditions[0].reason, "");
+        let written = set.status_json(&status).unwrap();
+        assert_eq!(written["conditions"][0]["type"], "Custom");
+        assert!(written["conditions"][0].get("observedGeneration").is_none());
+        assert_eq!(written["numberReady"], 1);
     }
 
     #[test]
