@@ -116,6 +116,7 @@ async fn the_controller_works_with_exactly_the_rbac_in_deploy() {
     }
     let nodes = env.add_nodes(2).await;
     let sa = service_account_client(&env).await;
+    let sa_for_apps = sa.clone();
 
     // nothing on Secrets
     let secrets: Api<Secret> = Api::namespaced(sa.clone(), env.namespace());
@@ -186,6 +187,67 @@ async fn the_controller_works_with_exactly_the_rbac_in_deploy() {
                 && status.number_ready == 2
                 && status.observed_generation == Some(1)
             {
+                Ok(())
+            } else {
+                Err(format!("{ready} ready pods, status {status:?}"))
+            }
+        },
+    )
+    .await;
+    let _ = stop.send(());
+    controller.abort();
+
+    // The same ServiceAccount runs the built-in apps/v1 sets with --target apps/v1.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(everynode_runtime::run(
+        sa_for_apps,
+        everynode_runtime::ControllerConfig {
+            namespace: Some(env.namespace().to_owned()),
+            workers: 2,
+            instance: Some("rbac-test-apps".into()),
+            target: everynode_runtime::Target::AppsV1,
+        },
+        Arc::new(everynode_runtime::metrics::Metrics::default()),
+        Arc::new(everynode_runtime::http::Readiness::default()),
+        std::future::ready(()),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let built_in: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "builtin", "namespace": env.namespace()},
+        "spec": {
+            "selector": {"matchLabels": {"app": "builtin"}},
+            "template": {
+                "metadata": {"labels": {"app": "builtin"}},
+                "spec": {"nodeSelector": env.group_selector(), "containers": [{"name": "c", "image": "agent:v1"}]}
+            }
+        }
+    }))
+    .expect("apps/v1 set");
+    let built_in_sets: Api<k8s_openapi::api::apps::v1::DaemonSet> = env.api();
+    built_in_sets
+        .create(&PostParams::default(), &built_in)
+        .await
+        .expect("create apps/v1 set");
+    eventually(
+        "apps/v1 pods and status written by the ServiceAccount",
+        std::time::Duration::from_secs(60),
+        || async {
+            let pods = env
+                .api::<Pod>()
+                .list(&ListParams::default().labels("app=builtin"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = pods.items.iter().filter(|p| pods::is_ready(p)).count();
+            let status = built_in_sets
+                .get("builtin")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .unwrap_or_default();
+            if ready == nodes.len() && status.number_ready == 2 {
                 Ok(())
             } else {
                 Err(format!("{ready} ready pods, status {status:?}"))
