@@ -252,7 +252,8 @@ async fn run_target<K: SetResource>(
                     name: set.name,
                 });
             }
-            Err(err) => tracing::warn!(error = %err, "reconcile failed"),
+            // error_policy logged it already.
+            Err(err) => tracing::debug!(error = %err, "reconcile failed"),
         }
         future::ready(())
     })
@@ -315,10 +316,12 @@ async fn collect_expired_backoff(ctx: Arc<Context>) {
 fn error_policy<K: SetResource>(set: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = set_key(set.as_ref());
     ctx.metrics.observe_error(err.category());
-    tracing::warn!(set = %key, error = %err, "reconcile error");
     if err.category() == "conflict" {
+        // Someone changed the set or a pod meanwhile: routine, retried at once.
+        tracing::debug!(set = %key, error = %err, "reconcile conflict; retrying");
         return Action::requeue(Duration::from_millis(200));
     }
+    tracing::warn!(set = %key, error = %err, "reconcile error");
     let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
     let count = failures.entry(key).or_insert(0);
     *count = count.saturating_add(1);

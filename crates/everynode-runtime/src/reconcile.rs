@@ -92,7 +92,7 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
             observed.status_changed = true;
         }
         if let Err(status_err) = write_status(&ctx, set.as_ref(), &observed).await {
-            tracing::warn!(error = %status_err, "writing the observed status failed too");
+            tracing::debug!(error = %status_err, "writing the observed status failed too");
         }
         return Err(err);
     }

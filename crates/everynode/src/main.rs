@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod cli;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use everynode_runtime::http::Readiness;
@@ -43,6 +45,93 @@ enum Command {
     Crd,
     /// Run the controller.
     Controller(ControllerArgs),
+    /// Show a set: counters, rollout, and one cell per node; without SET, a table of sets.
+    Status(StatusArgs),
+    /// Follow, list, undo and restart rollouts.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+}
+
+/// Which set, kubectl style.
+#[derive(Debug, clap::Args)]
+struct SetArgs {
+    /// Name of the DaemonSet (everynode.dev or apps/v1).
+    set: String,
+    #[command(flatten)]
+    scope: ScopeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct ScopeArgs {
+    /// Namespace (default: the kubeconfig context's, else `default`).
+    #[arg(short = 'n', long = "namespace")]
+    namespace: Option<String>,
+    /// Look only at this API (default: everynode.dev first, then apps/v1).
+    #[arg(long, value_enum)]
+    kind: Option<cli::sets::SetKind>,
+    /// No colours (also when NO_COLOR is set or stdout is not a terminal).
+    #[arg(long)]
+    no_color: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// Name of the DaemonSet; omit to list sets.
+    set: Option<String>,
+    #[command(flatten)]
+    scope: ScopeArgs,
+    /// List sets of every namespace.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+    /// Node cells per line of the grid.
+    #[arg(long, default_value_t = 50)]
+    grid_width: usize,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutCommand {
+    /// Show the rollout's progress; exits 0 once complete, non-zero on timeout.
+    Status {
+        #[command(flatten)]
+        target: SetArgs,
+        /// Follow the rollout until it completes.
+        #[arg(short = 'w', long, default_value_t = true, action = clap::ArgAction::Set)]
+        watch: bool,
+        /// Give up after this many seconds (0: never).
+        #[arg(long, default_value_t = 0)]
+        timeout: u64,
+    },
+    /// List the set's revisions, or show one.
+    History {
+        #[command(flatten)]
+        target: SetArgs,
+        /// Show the template of this revision.
+        #[arg(long)]
+        revision: Option<i64>,
+    },
+    /// Roll the template back to an earlier revision.
+    Undo {
+        #[command(flatten)]
+        target: SetArgs,
+        /// Revision to roll back to (default: the one before the current).
+        #[arg(long)]
+        to_revision: Option<i64>,
+    },
+    /// Replace every pod, within the update strategy.
+    Restart {
+        #[command(flatten)]
+        target: SetArgs,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,10 +186,22 @@ impl From<TargetArg> for Target {
 /// Name of the leader Lease.
 const LEASE_NAME: &str = "everynode-controller";
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}`: the message and its causes on one line, no backtrace.
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crd => print_crd(),
+        Command::Status(ref args) => run_cli(&cli, |client| cli_status(client, args)),
+        Command::Rollout(ref command) => run_cli(&cli, |client| cli_rollout(client, command)),
         Command::Controller(ref args) => {
             init_tracing(&cli.log, cli.log_format)?;
             tokio::runtime::Builder::new_multi_thread()
@@ -110,6 +211,99 @@ fn main() -> anyhow::Result<()> {
                 .block_on(run_controller(&cli, args))
         }
     }
+}
+
+/// Runs a CLI command on a fresh client (logs only on request: warnings and up).
+fn run_cli<F, Fut>(cli: &Cli, command: F) -> anyhow::Result<()>
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let filter = if cli.log == "info" { "warn" } else { &cli.log };
+    init_tracing(filter, cli.log_format)?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(async {
+            let client = client(cli).await?;
+            command(client).await
+        })
+}
+
+fn namespace_of(client: &kube::Client, scope: &ScopeArgs) -> String {
+    scope
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned())
+}
+
+async fn cli_status(client: kube::Client, args: &StatusArgs) -> anyhow::Result<()> {
+    let style = cli::style::Style::detect(args.scope.no_color);
+    let namespace = namespace_of(&client, &args.scope);
+    let Some(name) = &args.set else {
+        let scope = (!args.all_namespaces).then_some(namespace.as_str());
+        let sets = cli::sets::list(&client, scope).await?;
+        if sets.is_empty() {
+            println!(
+                "No DaemonSets found{}.",
+                scope
+                    .map(|ns| format!(" in namespace {ns}"))
+                    .unwrap_or_default()
+            );
+        } else {
+            print!("{}", cli::status::table(&sets, args.all_namespaces));
+        }
+        return Ok(());
+    };
+    let set = cli::sets::find(&client, &namespace, name, args.scope.kind).await?;
+    let status = cli::status::collect(&client, &set, everynode_core::Timestamp::now()).await?;
+    match args.output {
+        OutputFormat::Text => print!("{}", cli::status::render(&status, style, args.grid_width)),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        OutputFormat::Yaml => print!("{}", serde_yaml::to_string(&status)?),
+    }
+    Ok(())
+}
+
+async fn cli_rollout(client: kube::Client, command: &RolloutCommand) -> anyhow::Result<()> {
+    let (RolloutCommand::Status { target, .. }
+    | RolloutCommand::History { target, .. }
+    | RolloutCommand::Undo { target, .. }
+    | RolloutCommand::Restart { target }) = command;
+    let namespace = namespace_of(&client, &target.scope);
+    let style = cli::style::Style::detect(target.scope.no_color);
+    match command {
+        RolloutCommand::Status { watch, timeout, .. } => {
+            let timeout = (*timeout > 0).then(|| std::time::Duration::from_secs(*timeout));
+            cli::rollout::status(
+                &client,
+                &namespace,
+                &target.set,
+                target.scope.kind,
+                *watch,
+                timeout,
+            )
+            .await?;
+        }
+        RolloutCommand::History { revision, .. } => {
+            let set = cli::sets::find(&client, &namespace, &target.set, target.scope.kind).await?;
+            print!(
+                "{}",
+                cli::rollout::history(&client, &set, *revision, style).await?
+            );
+        }
+        RolloutCommand::Undo { to_revision, .. } => {
+            let set = cli::sets::find(&client, &namespace, &target.set, target.scope.kind).await?;
+            println!("{}", cli::rollout::undo(&client, &set, *to_revision).await?);
+        }
+        RolloutCommand::Restart { .. } => {
+            let set = cli::sets::find(&client, &namespace, &target.set, target.scope.kind).await?;
+            let now = everynode_core::Timestamp::now();
+            println!("{}", cli::rollout::restart(&client, &set, now).await?);
+        }
+    }
+    Ok(())
 }
 
 fn print_crd() -> anyhow::Result<()> {

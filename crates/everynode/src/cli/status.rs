@@ -1,0 +1,393 @@
+//! `everynode status`: a kubectl-like summary of a set and a grid with one cell per node, or a
+//! table of every set.
+
+use anyhow::Context;
+use everynode_core::{NodeView, PlanInput, PodView, RevisionView, Timestamp};
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::ListParams;
+use kube::{Api, Client};
+use serde::Serialize;
+
+use super::rollout;
+use super::sets::FoundSet;
+use super::style::Style;
+
+/// The state of one node for a set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NodeState {
+    /// Runs the current revision, available.
+    Updated,
+    /// Runs the current revision, not available yet.
+    Updating,
+    /// Runs an older revision, available.
+    Old,
+    /// Should run the pod but has no available one.
+    Unavailable,
+    /// Runs a pod but should not.
+    Misscheduled,
+    /// Does not run the set (selector, affinity or taint).
+    Excluded,
+}
+
+impl NodeState {
+    const ALL: [Self; 6] = [
+        Self::Updated,
+        Self::Updating,
+        Self::Old,
+        Self::Unavailable,
+        Self::Misscheduled,
+        Self::Excluded,
+    ];
+
+    fn cell(self, style: Style) -> String {
+        match self {
+            Self::Updated => style.green("█"),
+            Self::Updating => style.yellow("▒"),
+            Self::Old => style.blue("▓"),
+            Self::Unavailable => style.red("░"),
+            Self::Misscheduled => style.magenta("×"),
+            Self::Excluded => style.grey("·"),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Updated => "updated",
+            Self::Updating => "updating",
+            Self::Old => "old",
+            Self::Unavailable => "unavailable",
+            Self::Misscheduled => "misscheduled",
+            Self::Excluded => "excluded",
+        }
+    }
+}
+
+/// One node in the status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// Node name.
+    pub node: String,
+    /// Its state.
+    pub state: NodeState,
+    /// The set's pod there, if any.
+    pub pod: Option<String>,
+    /// Why it is excluded, or what holds it back.
+    pub reason: Option<String>,
+}
+
+/// Everything `status` shows.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetStatus {
+    /// `daemonset.everynode.dev/name`.
+    pub set: String,
+    /// Namespace.
+    pub namespace: String,
+    /// The stored status.
+    pub status: everynode_api::DaemonSetStatus,
+    /// The update strategy.
+    pub strategy: String,
+    /// The current revision: name and number.
+    pub revision: Option<(String, i64)>,
+    /// kubectl's rollout sentence.
+    pub rollout: String,
+    /// One entry per node, by name.
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// Reads the set's nodes, pods and revisions and classifies every node.
+pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow::Result<SetStatus> {
+    let namespace = &set.view.namespace;
+    let nodes: Vec<Node> = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .context("listing nodes")?
+        .items;
+    let pods: Vec<Pod> = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .with_context(|| format!("listing pods in {namespace}"))?
+        .items;
+    let revisions: Vec<ControllerRevision> =
+        Api::<ControllerRevision>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default())
+            .await
+            .with_context(|| format!("listing ControllerRevisions in {namespace}"))?
+            .items;
+
+    let mut input = PlanInput::new(set.view.clone(), now);
+    input.nodes = nodes.iter().map(NodeView::from_node).collect();
+    input.pods = pods
+        .iter()
+        .map(|p| PodView::from_pod(p, &set.view.uid))
+        .filter(|p| p.owner() == everynode_core::Owner::ThisSet)
+        .collect();
+    input.revisions = revisions
+        .iter()
+        .map(|r| RevisionView::from_revision(r, &set.view.uid))
+        .collect();
+    input.expectations_satisfied = true;
+    input.config.explain = true;
+    let plan = everynode_core::plan(&input);
+
+    let unschedulable: std::collections::HashMap<&str, String> = pods
+        .iter()
+        .filter_map(|p| Some((p.metadata.name.as_deref()?, scheduler_message(p)?)))
+        .collect();
+    let hash = plan.history.hash.clone();
+    let min_ready = set.view.spec.min_ready_seconds.unwrap_or_default();
+    let mut statuses = Vec::with_capacity(plan.nodes.len());
+    for decision in &plan.nodes {
+        let node: &str = &decision.node;
+        let pod = input
+            .pods
+            .iter()
+            .filter(|p| !p.deleting())
+            .find(|p| p.target_node.as_deref() == Some(node));
+        let updated = pod.is_some_and(|p| {
+            everynode_core::status::is_pod_updated(&p.labels, &hash, set.view.template_generation)
+        });
+        let available =
+            pod.is_some_and(|p| everynode_core::status::is_pod_available(p, min_ready, now));
+        let state = match (decision.should_run, pod.is_some(), updated, available) {
+            (true, true, true, true) => NodeState::Updated,
+            (true, true, true, false) => NodeState::Updating,
+            (true, true, false, true) => NodeState::Old,
+            (true, _, _, _) => NodeState::Unavailable,
+            (false, true, _, _) => NodeState::Misscheduled,
+            (false, false, _, _) => NodeState::Excluded,
+        };
+        let reason = decision
+            .excluded
+            .as_ref()
+            .map(ToString::to_string)
+            .or_else(|| pod.and_then(|p| unschedulable.get(p.name.as_str()).cloned()))
+            .or_else(|| decision.deferred.first().map(ToString::to_string));
+        statuses.push(NodeStatus {
+            node: node.to_owned(),
+            state,
+            pod: pod.map(|p| p.name.clone()),
+            reason,
+        });
+    }
+    let strategy = set.view.spec.effective_update_strategy();
+    let strategy_text = match (&strategy.type_, &strategy.rolling_update) {
+        (Some(t), Some(ru)) if t == "RollingUpdate" => format!(
+            "RollingUpdate, maxUnavailable {}, maxSurge {}",
+            int_or_string(ru.max_unavailable.as_ref()),
+            int_or_string(ru.max_surge.as_ref())
+        ),
+        (t, _) => t.clone().unwrap_or_else(|| "RollingUpdate".to_owned()),
+    };
+    Ok(SetStatus {
+        set: set.display(),
+        namespace: namespace.clone(),
+        status: set.view.status.clone().unwrap_or_default(),
+        strategy: strategy_text,
+        revision: (!plan.history.current.is_empty())
+            .then(|| (plan.history.current.clone(), plan.history.current_revision)),
+        rollout: rollout::progress(&set.view).message,
+        nodes: statuses,
+    })
+}
+
+/// The scheduler's word on a pod it cannot place (`PodScheduled=False`, `Unschedulable`).
+pub fn scheduler_message(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| {
+            format!(
+                "pod not scheduled ({}): {}",
+                c.reason.as_deref().unwrap_or("unknown reason"),
+                c.message.as_deref().unwrap_or("")
+            )
+        })
+}
+
+fn int_or_string(
+    value: Option<&k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+) -> String {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    match value {
+        Some(IntOrString::Int(n)) => n.to_string(),
+        Some(IntOrString::String(s)) => s.clone(),
+        None => "0".to_owned(),
+    }
+}
+
+/// Renders the summary, the node grid (`width` cells a line) and the nodes that need a word.
+pub fn render(status: &SetStatus, style: Style, width: usize) -> String {
+    let s = &status.status;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{} in {}\n",
+        style.bold(&status.set),
+        status.namespace
+    ));
+    out.push_str(&format!("Strategy:   {}\n", status.strategy));
+    if let Some((name, number)) = &status.revision {
+        out.push_str(&format!("Revision:   {name} (#{number})\n"));
+    }
+    out.push_str(&format!(
+        "Pods:       desired {}  current {}  ready {}  up-to-date {}  available {}  misscheduled {}\n",
+        s.desired_number_scheduled,
+        s.current_number_scheduled,
+        s.number_ready,
+        s.updated_number_scheduled.unwrap_or_default(),
+        s.number_available.unwrap_or_default(),
+        s.number_misscheduled
+    ));
+    out.push_str(&format!("Rollout:    {}\n", status.rollout));
+    for condition in s.conditions.iter().flatten() {
+        out.push_str(&format!(
+            "Condition:  {}={} {}: {}\n",
+            condition.type_, condition.status, condition.reason, condition.message
+        ));
+    }
+    out.push_str(&format!("Nodes ({}):\n", status.nodes.len()));
+    for row in status.nodes.chunks(width.max(1)) {
+        let cells: Vec<String> = row.iter().map(|n| n.state.cell(style)).collect();
+        out.push_str(&format!("  {}\n", cells.join("")));
+    }
+    let legend: Vec<String> = NodeState::ALL
+        .iter()
+        .filter_map(|state| {
+            let count = status.nodes.iter().filter(|n| n.state == *state).count();
+            (count > 0).then(|| format!("{} {} {count}", state.cell(style), state.label()))
+        })
+        .collect();
+    out.push_str(&format!("  {}\n", legend.join("   ")));
+    let notable: Vec<&NodeStatus> = status
+        .nodes
+        .iter()
+        .filter(|n| !matches!(n.state, NodeState::Updated))
+        .collect();
+    if !notable.is_empty() {
+        let name_width = notable.iter().map(|n| n.node.len()).max().unwrap_or(0);
+        out.push_str("Nodes without an updated, available pod:\n");
+        for n in notable {
+            out.push_str(&format!(
+                "  {:<name_width$}  {:<12}  {}\n",
+                n.node,
+                n.state.label(),
+                n.reason.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    out
+}
+
+/// A kubectl-style table of sets.
+pub fn table(sets: &[FoundSet], all_namespaces: bool) -> String {
+    let mut rows: Vec<Vec<String>> = vec![
+        [
+            "NAMESPACE",
+            "NAME",
+            "API",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+        ]
+        .iter()
+        .map(|h| (*h).to_owned())
+        .collect(),
+    ];
+    for set in sets {
+        let s = set.view.status.clone().unwrap_or_default();
+        rows.push(vec![
+            set.view.namespace.clone(),
+            set.view.name.clone(),
+            match set.kind {
+                super::sets::SetKind::Everynode => "everynode.dev/v1alpha1".to_owned(),
+                super::sets::SetKind::AppsV1 => "apps/v1".to_owned(),
+            },
+            s.desired_number_scheduled.to_string(),
+            s.current_number_scheduled.to_string(),
+            s.number_ready.to_string(),
+            s.updated_number_scheduled.unwrap_or_default().to_string(),
+            s.number_available.unwrap_or_default().to_string(),
+        ]);
+    }
+    if !all_namespaces {
+        for row in &mut rows {
+            row.remove(0);
+        }
+    }
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(cells.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, state: NodeState, reason: Option<&str>) -> NodeStatus {
+        NodeStatus {
+            node: name.to_owned(),
+            state,
+            pod: None,
+            reason: reason.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_grid_has_one_cell_per_node_and_lists_the_nodes_that_need_a_word() {
+        let status = SetStatus {
+            set: "daemonset.everynode.dev/agent".into(),
+            namespace: "ops".into(),
+            status: everynode_api::DaemonSetStatus {
+                desired_number_scheduled: 3,
+                current_number_scheduled: 3,
+                number_ready: 2,
+                updated_number_scheduled: Some(2),
+                number_available: Some(2),
+                ..Default::default()
+            },
+            strategy: "RollingUpdate, maxUnavailable 1, maxSurge 0".into(),
+            revision: Some(("agent-abc".into(), 2)),
+            rollout: "Waiting...".into(),
+            nodes: vec![
+                node("a", NodeState::Updated, None),
+                node("b", NodeState::Updated, None),
+                node("c", NodeState::Updating, Some("waiting for availability")),
+                node("cp", NodeState::Excluded, Some("taint not tolerated")),
+            ],
+        };
+        let text = render(&status, Style::plain(), 3);
+        assert_eq!(
+            text,
+            "daemonset.everynode.dev/agent in ops\n\
+             Strategy:   RollingUpdate, maxUnavailable 1, maxSurge 0\n\
+             Revision:   agent-abc (#2)\n\
+             Pods:       desired 3  current 3  ready 2  up-to-date 2  available 2  misscheduled 0\n\
+             Rollout:    Waiting...\n\
+             Nodes (4):\n  ██▒\n  ·\n\
+             \x20 █ updated 2   ▒ updating 1   · excluded 1\n\
+             Nodes without an updated, available pod:\n\
+             \x20 c   updating      waiting for availability\n\
+             \x20 cp  excluded      taint not tolerated\n"
+        );
+    }
+}

@@ -1,0 +1,314 @@
+//! The CLI against the local cluster: `status` (text and JSON, unknown names), `rollout status |
+//! history | undo | restart` on an everynode set, and `status`/`rollout status` on an apps/v1
+//! set run by `--target apps/v1`.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use everynode_testkit::{TestEnv, eventually};
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `everynode ARGS` against the test's cluster: (exit code, stdout, stderr).
+async fn everynode(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_everynode"))
+        .args(args)
+        .env("KUBECONFIG", env.cluster().kubeconfig())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run everynode");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn start_controller(env: &TestEnv, target: &str) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_everynode"))
+        .args([
+            "controller",
+            "--namespace",
+            env.namespace(),
+            "--http-addr",
+            "127.0.0.1:0",
+            "--target",
+            target,
+        ])
+        .env("KUBECONFIG", env.cluster().kubeconfig())
+        .env("EVERYNODE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start everynode controller")
+}
+
+fn manifest(env: &TestEnv, api_version: &str, name: &str, image: &str) -> Value {
+    json!({
+        "apiVersion": api_version, "kind": "DaemonSet",
+        "metadata": {"name": name, "namespace": env.namespace()},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"nodeSelector": env.group_selector(), "containers": [{"name": "c", "image": image}]}
+            }
+        }
+    })
+}
+
+fn sets_api(env: &TestEnv, api_version: &str) -> Api<DynamicObject> {
+    let resource = if api_version == "apps/v1" {
+        ApiResource::erase::<k8s_openapi::api::apps::v1::DaemonSet>(&())
+    } else {
+        ApiResource::erase::<everynode_api::DaemonSet>(&())
+    };
+    Api::namespaced_with(env.client(), env.namespace(), &resource)
+}
+
+async fn apply(env: &TestEnv, api_version: &str, set: &Value) {
+    let api = sets_api(env, api_version);
+    let name = set["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    eventually("the set to be applied", TIMEOUT, || async {
+        api.patch(
+            &name,
+            &PatchParams::apply("cli-test").force(),
+            &Patch::Apply(set),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    })
+    .await;
+}
+
+/// `status -o json` once every test node shows `state` for the set.
+async fn wait_nodes_in_state(env: &TestEnv, set: &str, nodes: &[String], state: &str) -> Value {
+    let what = format!("status of {set} to show {nodes:?} {state}");
+    eventually(&what, TIMEOUT, || async {
+        let (code, out, err) =
+            everynode(env, &["status", "-n", env.namespace(), set, "-o", "json"]).await;
+        if code != 0 {
+            return Err(format!("exit {code}: {err}"));
+        }
+        let status: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        let states: Vec<(String, String)> = status["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| {
+                Some((
+                    n["node"].as_str()?.to_owned(),
+                    n["state"].as_str()?.to_owned(),
+                ))
+            })
+            .filter(|(node, _)| nodes.contains(node))
+            .collect();
+        if states.len() == nodes.len() && states.iter().all(|(_, s)| s == state) {
+            Ok(status)
+        } else {
+            Err(format!("{states:?}"))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn status_and_rollout_commands_on_an_everynode_set() {
+    let env = TestEnv::new("cli").await;
+    let nodes = env.add_nodes(2).await;
+    everynode_testkit::install_crd(&env.client()).await;
+    let _controller = start_controller(&env, "everynode.dev/v1alpha1");
+    let v1 = "everynode.dev/v1alpha1";
+    apply(&env, v1, &manifest(&env, v1, "agent", "agent:v1")).await;
+
+    // Unknown names get suggestions and a non-zero exit.
+    let (code, _, err) = everynode(&env, &["status", "-n", env.namespace(), "agnet"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("did you mean agent?"), "{err}");
+
+    let status = wait_nodes_in_state(&env, "agent", &nodes, "updated").await;
+    assert_eq!(status["status"]["numberReady"], 2, "{status}");
+    // Nodes of other tests are excluded by the node selector, each with its reason.
+    let excluded = status["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["state"] == "excluded")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        excluded["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("excluded")),
+        "{excluded}"
+    );
+    let (code, text, _) = everynode(&env, &["status", "-n", env.namespace(), "agent"]).await;
+    assert_eq!(code, 0);
+    assert!(text.contains("desired 2  current 2  ready 2"), "{text}");
+    assert!(text.contains("█ updated 2"), "{text}");
+    let (_, table, _) = everynode(&env, &["status", "-n", env.namespace()]).await;
+    assert!(table.starts_with("NAME "), "{table}");
+    assert!(table.contains("agent"), "{table}");
+
+    // A rolling update, followed to the end.
+    apply(&env, v1, &manifest(&env, v1, "agent", "agent:v2")).await;
+    let (code, out, err) = everynode(
+        &env,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            env.namespace(),
+            "agent",
+            "--timeout",
+            "60",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.ends_with("daemon set \"agent\" successfully rolled out\n"),
+        "{out}"
+    );
+
+    let (_, history, _) = everynode(
+        &env,
+        &["rollout", "history", "-n", env.namespace(), "agent"],
+    )
+    .await;
+    let rows: Vec<&str> = history.lines().skip(2).collect();
+    assert_eq!(rows.len(), 2, "{history}");
+    assert!(
+        rows[1].starts_with("2 ") && rows[1].ends_with("(current)"),
+        "{history}"
+    );
+    let (_, shown, _) = everynode(
+        &env,
+        &[
+            "rollout",
+            "history",
+            "-n",
+            env.namespace(),
+            "agent",
+            "--revision",
+            "1",
+        ],
+    )
+    .await;
+    assert!(shown.contains("image: agent:v1"), "{shown}");
+
+    // Undo goes back to v1.
+    let (code, out, err) =
+        everynode(&env, &["rollout", "undo", "-n", env.namespace(), "agent"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rolled back to revision 1"), "{out}");
+    let (code, _, err) = everynode(
+        &env,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            env.namespace(),
+            "agent",
+            "--timeout",
+            "60",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let set = sets_api(&env, v1).get("agent").await.expect("get set");
+    assert_eq!(
+        set.data["spec"]["template"]["spec"]["containers"][0]["image"],
+        "agent:v1"
+    );
+
+    // Restart stamps the template, which replaces every pod.
+    let (code, _, err) = everynode(
+        &env,
+        &["rollout", "restart", "-n", env.namespace(), "agent"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let set = sets_api(&env, v1).get("agent").await.expect("get set");
+    assert!(
+        set.data["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+            .is_string(),
+        "{}",
+        set.data
+    );
+    let (code, _, err) = everynode(
+        &env,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            env.namespace(),
+            "agent",
+            "--timeout",
+            "60",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+
+    // A rollout that cannot finish times out with a non-zero exit.
+    let mut stuck = manifest(&env, v1, "agent", "agent:v3");
+    stuck["spec"]["updateStrategy"] = json!({"type": "OnDelete"});
+    apply(&env, v1, &stuck).await;
+    let (code, _, err) = everynode(
+        &env,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            env.namespace(),
+            "agent",
+            "--timeout",
+            "3",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("timed out"), "{err}");
+}
+
+#[tokio::test]
+async fn status_and_rollout_status_on_a_built_in_set() {
+    let env = TestEnv::new("cli-apps").await;
+    let nodes = env.add_nodes(2).await;
+    let _controller = start_controller(&env, "apps/v1");
+    apply(
+        &env,
+        "apps/v1",
+        &manifest(&env, "apps/v1", "exporter", "exporter:v1"),
+    )
+    .await;
+    wait_nodes_in_state(&env, "exporter", &nodes, "updated").await;
+    let (code, out, err) = everynode(
+        &env,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            env.namespace(),
+            "exporter",
+            "--timeout",
+            "60",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let (_, text, _) = everynode(&env, &["status", "-n", env.namespace(), "exporter"]).await;
+    assert!(text.starts_with("daemonset.apps/exporter in "), "{text}");
+}
