@@ -50,6 +50,20 @@ enum Command {
     /// Follow, list, undo and restart rollouts.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Why a node runs the set's pod or not, and what holds it back.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ExplainArgs {
+    #[command(flatten)]
+    target: SetArgs,
+    /// Only this node, with every detail.
+    #[arg(long)]
+    node: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
 }
 
 /// Which set, kubectl style.
@@ -202,6 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Crd => print_crd(),
         Command::Status(ref args) => run_cli(&cli, |client| cli_status(client, args)),
         Command::Rollout(ref command) => run_cli(&cli, |client| cli_rollout(client, command)),
+        Command::Explain(ref args) => run_cli(&cli, |client| cli_explain(client, args)),
         Command::Controller(ref args) => {
             init_tracing(&cli.log, cli.log_format)?;
             tokio::runtime::Builder::new_multi_thread()
@@ -262,6 +277,33 @@ async fn cli_status(client: kube::Client, args: &StatusArgs) -> anyhow::Result<(
         OutputFormat::Text => print!("{}", cli::status::render(&status, style, args.grid_width)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         OutputFormat::Yaml => print!("{}", serde_yaml::to_string(&status)?),
+    }
+    Ok(())
+}
+
+async fn cli_explain(client: kube::Client, args: &ExplainArgs) -> anyhow::Result<()> {
+    let style = cli::style::Style::detect(args.target.scope.no_color);
+    let namespace = namespace_of(&client, &args.target.scope);
+    let set = cli::sets::find(
+        &client,
+        &namespace,
+        &args.target.set,
+        args.target.scope.kind,
+    )
+    .await?;
+    let status = cli::status::collect(&client, &set, everynode_core::Timestamp::now()).await?;
+    let nodes: Vec<&cli::status::NodeStatus> = status
+        .nodes
+        .iter()
+        .filter(|n| args.node.as_deref().is_none_or(|name| n.node == name))
+        .collect();
+    match args.output {
+        OutputFormat::Text => print!(
+            "{}",
+            cli::status::explain(&status, args.node.as_deref(), style)?
+        ),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&nodes)?),
+        OutputFormat::Yaml => print!("{}", serde_yaml::to_string(&nodes)?),
     }
     Ok(())
 }

@@ -76,6 +76,34 @@ pub struct NodeStatus {
     pub pod: Option<String>,
     /// Why it is excluded, or what holds it back.
     pub reason: Option<String>,
+    /// Details for `explain`.
+    pub detail: NodeDetail,
+}
+
+/// What `explain` says about a node beyond its state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeDetail {
+    /// A daemon pod should run here.
+    pub should_run: bool,
+    /// An existing pod may keep running (e.g. a NoSchedule taint added later).
+    pub should_continue_running: bool,
+    /// Why the node is excluded.
+    pub excluded: Option<String>,
+    /// The pod's `controller-revision-hash`.
+    pub revision: Option<String>,
+    /// The pod's phase.
+    pub phase: Option<String>,
+    /// The pod is Ready.
+    pub ready: bool,
+    /// The pod has been Ready for `minReadySeconds`.
+    pub available: bool,
+    /// The scheduler's message when it cannot place the pod.
+    pub scheduler: Option<String>,
+    /// What the controller defers here (backoff, budget, availability…).
+    pub deferred: Vec<String>,
+    /// What the controller would do now (create/delete with the reason).
+    pub actions: Vec<String>,
 }
 
 /// Everything `status` shows.
@@ -96,6 +124,8 @@ pub struct SetStatus {
     pub rollout: String,
     /// One entry per node, by name.
     pub nodes: Vec<NodeStatus>,
+    /// The current revision's hash.
+    pub hash: String,
 }
 
 /// Reads the set's nodes, pods and revisions and classifies every node.
@@ -166,11 +196,40 @@ pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow:
             .map(ToString::to_string)
             .or_else(|| pod.and_then(|p| unschedulable.get(p.name.as_str()).cloned()))
             .or_else(|| decision.deferred.first().map(ToString::to_string));
+        let actions = plan
+            .creates
+            .iter()
+            .filter(|c| c.node == node)
+            .map(|c| format!("create {} ({})", c.pod_name, c.reason))
+            .chain(
+                plan.deletes
+                    .iter()
+                    .filter(|d| d.node == node)
+                    .map(|d| format!("delete {} ({})", d.pod, d.reason)),
+            )
+            .collect();
+        let detail = NodeDetail {
+            should_run: decision.should_run,
+            should_continue_running: decision.should_continue_running,
+            excluded: decision.excluded.as_ref().map(ToString::to_string),
+            revision: pod.and_then(|p| {
+                p.labels
+                    .get(everynode_api::labels::CONTROLLER_REVISION_HASH)
+                    .cloned()
+            }),
+            phase: pod.map(|p| format!("{:?}", p.phase)),
+            ready: pod.is_some_and(|p| p.ready),
+            available,
+            scheduler: pod.and_then(|p| unschedulable.get(p.name.as_str()).cloned()),
+            deferred: decision.deferred.iter().map(ToString::to_string).collect(),
+            actions,
+        };
         statuses.push(NodeStatus {
             node: node.to_owned(),
             state,
             pod: pod.map(|p| p.name.clone()),
             reason,
+            detail,
         });
     }
     let strategy = set.view.spec.effective_update_strategy();
@@ -191,6 +250,7 @@ pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow:
             .then(|| (plan.history.current.clone(), plan.history.current_revision)),
         rollout: rollout::progress(&set.view).message,
         nodes: statuses,
+        hash,
     })
 }
 
@@ -284,6 +344,109 @@ pub fn render(status: &SetStatus, style: Style, width: usize) -> String {
     out
 }
 
+/// `explain`: one line per node (state, pod, why), or every detail of one node.
+pub fn explain(status: &SetStatus, node: Option<&str>, style: Style) -> anyhow::Result<String> {
+    let mut out = String::new();
+    if let Some(name) = node {
+        let Some(n) = status.nodes.iter().find(|n| n.node == name) else {
+            let known: Vec<String> = status.nodes.iter().map(|n| n.node.clone()).collect();
+            let similar = super::sets::similar_names(name, &known);
+            anyhow::bail!(
+                "node \"{name}\" not found{}",
+                if similar.is_empty() {
+                    String::new()
+                } else {
+                    format!("; did you mean {}?", similar.join(", "))
+                }
+            );
+        };
+        let d = &n.detail;
+        out.push_str(&format!("{} on node {}\n", style.bold(&status.set), n.node));
+        out.push_str(&format!(
+            "State:       {} {}\n",
+            n.state.cell(style),
+            n.state.label()
+        ));
+        let eligibility = match (&d.excluded, d.should_run, d.should_continue_running) {
+            (Some(why), _, true) => format!("{why} (an existing pod may keep running)"),
+            (Some(why), _, false) => why.clone(),
+            (None, true, _) => "eligible: selector, affinity and taints allow the pod".to_owned(),
+            (None, false, _) => "not eligible".to_owned(),
+        };
+        out.push_str(&format!("Eligibility: {eligibility}\n"));
+        match &n.pod {
+            Some(pod) => {
+                let revision = d.revision.as_deref().unwrap_or("<none>");
+                let current = if d.revision.as_deref() == Some(status.hash.as_str()) {
+                    "current"
+                } else {
+                    "old"
+                };
+                out.push_str(&format!("Pod:         {pod}\n"));
+                out.push_str(&format!("Revision:    {revision} ({current})\n"));
+                out.push_str(&format!(
+                    "Phase:       {}, ready: {}, available: {}\n",
+                    d.phase.as_deref().unwrap_or("?"),
+                    yes_no(d.ready),
+                    yes_no(d.available)
+                ));
+            }
+            None => out.push_str("Pod:         none\n"),
+        }
+        if let Some(scheduler) = &d.scheduler {
+            out.push_str(&format!("Scheduler:   {scheduler}\n"));
+        }
+        for deferred in &d.deferred {
+            out.push_str(&format!("Waiting:     {deferred}\n"));
+        }
+        for action in &d.actions {
+            out.push_str(&format!("Next:        {action}\n"));
+        }
+        return Ok(out);
+    }
+    let name_width = status
+        .nodes
+        .iter()
+        .map(|n| n.node.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let pod_width = status
+        .nodes
+        .iter()
+        .filter_map(|n| n.pod.as_ref().map(String::len))
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    out.push_str(&format!(
+        "{:<name_width$}  {:<12}  {:<pod_width$}  WHY\n",
+        "NODE", "STATE", "POD"
+    ));
+    for n in &status.nodes {
+        let why = n.reason.clone().unwrap_or_else(|| match n.state {
+            NodeState::Updated => "runs the current revision, available".to_owned(),
+            NodeState::Old => "runs an old revision (OnDelete, or waiting for its turn)".to_owned(),
+            _ => String::new(),
+        });
+        out.push_str(
+            &format!(
+                "{:<name_width$}  {:<12}  {:<pod_width$}  {}\n",
+                n.node,
+                n.state.label(),
+                n.pod.as_deref().unwrap_or("-"),
+                why
+            )
+            .trim_end(),
+        );
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value { "yes" } else { "no" }
+}
+
 /// A kubectl-style table of sets.
 pub fn table(sets: &[FoundSet], all_namespaces: bool) -> String {
     let mut rows: Vec<Vec<String>> = vec![
@@ -349,6 +512,7 @@ mod tests {
             state,
             pod: None,
             reason: reason.map(str::to_owned),
+            detail: NodeDetail::default(),
         }
     }
 
@@ -374,6 +538,7 @@ mod tests {
                 node("c", NodeState::Updating, Some("waiting for availability")),
                 node("cp", NodeState::Excluded, Some("taint not tolerated")),
             ],
+            hash: "abc".into(),
         };
         let text = render(&status, Style::plain(), 3);
         assert_eq!(
@@ -389,5 +554,18 @@ mod tests {
              \x20 c   updating      waiting for availability\n\
              \x20 cp  excluded      taint not tolerated\n"
         );
+        let table = explain(&status, None, Style::plain()).unwrap();
+        assert_eq!(
+            table,
+            "NODE  STATE         POD  WHY\n\
+             a     updated       -    runs the current revision, available\n\
+             b     updated       -    runs the current revision, available\n\
+             c     updating      -    waiting for availability\n\
+             cp    excluded      -    taint not tolerated\n"
+        );
+        let err = explain(&status, Some("cq"), Style::plain())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "node \"cq\" not found; did you mean c, cp?");
     }
 }
