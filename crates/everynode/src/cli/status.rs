@@ -428,16 +428,14 @@ pub fn explain(status: &SetStatus, node: Option<&str>, style: Style) -> anyhow::
             NodeState::Old => "runs an old revision (OnDelete, or waiting for its turn)".to_owned(),
             _ => String::new(),
         });
-        out.push_str(
-            &format!(
-                "{:<name_width$}  {:<12}  {:<pod_width$}  {}\n",
-                n.node,
-                n.state.label(),
-                n.pod.as_deref().unwrap_or("-"),
-                why
-            )
-            .trim_end(),
+        let line = format!(
+            "{:<name_width$}  {:<12}  {:<pod_width$}  {}",
+            n.node,
+            n.state.label(),
+            n.pod.as_deref().unwrap_or("-"),
+            why
         );
+        out.push_str(line.trim_end());
         out.push('\n');
     }
     Ok(out)
