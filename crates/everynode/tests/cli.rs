@@ -1,4 +1,4 @@
-//! The CLI against the local cluster: `status` (text and JSON, unknown names), `rollout status |
+//! The CLI against the local cluster: `status` (text and JSON, unknown names), `explain`, `rollout status |
 //! history | undo | restart` on an everynode set, and `status`/`rollout status` on an apps/v1
 //! set run by `--target apps/v1`.
 
@@ -156,6 +156,39 @@ async fn status_and_rollout_commands_on_an_everynode_set() {
     assert_eq!(code, 0);
     assert!(text.contains("desired 2  current 2  ready 2"), "{text}");
     assert!(text.contains("█ updated 2"), "{text}");
+    let (code, explained, err) = everynode(
+        &env,
+        &[
+            "explain",
+            "-n",
+            env.namespace(),
+            "agent",
+            "--node",
+            &nodes[0],
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(explained.contains("Eligibility: eligible"), "{explained}");
+    assert!(explained.contains("(current)"), "{explained}");
+    assert!(
+        explained.contains("ready: yes, available: yes"),
+        "{explained}"
+    );
+    let (code, _, err) = everynode(
+        &env,
+        &[
+            "explain",
+            "-n",
+            env.namespace(),
+            "agent",
+            "--node",
+            "no-such-node",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("node \"no-such-node\" not found"), "{err}");
     let (_, table, _) = everynode(&env, &["status", "-n", env.namespace()]).await;
     assert!(table.starts_with("NAME "), "{table}");
     assert!(table.contains("agent"), "{table}");
