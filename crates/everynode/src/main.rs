@@ -52,6 +52,31 @@ enum Command {
     Rollout(RolloutCommand),
     /// Why a node runs the set's pod or not, and what holds it back.
     Explain(ExplainArgs),
+    /// Where a set would run and the waves its rollout would take, offline or live (read-only).
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PlanArgs {
+    /// The DaemonSet manifest (everynode.dev/v1alpha1 or apps/v1).
+    #[arg(short = 'f', long = "filename")]
+    file: PathBuf,
+    /// Nodes (`kubectl get nodes -o yaml`); without it, the cluster's nodes, pods and revisions
+    /// are read (nothing is written).
+    #[arg(long)]
+    nodes: Option<PathBuf>,
+    /// The set's pods (`kubectl get pods -o yaml`), with --nodes.
+    #[arg(long, requires = "nodes")]
+    pods: Option<PathBuf>,
+    /// The set's ControllerRevisions (`kubectl get controllerrevisions -o yaml`), with --nodes.
+    #[arg(long, requires = "nodes")]
+    revisions: Option<PathBuf>,
+    /// Namespace for a manifest without one (default: the context's, else `default`).
+    #[arg(short = 'n', long = "namespace")]
+    namespace: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
 }
 
 #[derive(Debug, clap::Args)]
@@ -217,6 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(ref args) => run_cli(&cli, |client| cli_status(client, args)),
         Command::Rollout(ref command) => run_cli(&cli, |client| cli_rollout(client, command)),
         Command::Explain(ref args) => run_cli(&cli, |client| cli_explain(client, args)),
+        Command::Plan(ref args) => cli_plan(&cli, args),
         Command::Controller(ref args) => {
             init_tracing(&cli.log, cli.log_format)?;
             tokio::runtime::Builder::new_multi_thread()
@@ -233,6 +259,15 @@ fn run_cli<F, Fut>(cli: &Cli, command: F) -> anyhow::Result<()>
 where
     F: FnOnce(kube::Client) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
+{
+    run_cli_value(cli, command)
+}
+
+/// [`run_cli`] for a command that returns a value.
+fn run_cli_value<T, F, Fut>(cli: &Cli, command: F) -> anyhow::Result<T>
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
 {
     let filter = if cli.log == "info" { "warn" } else { &cli.log };
     init_tracing(filter, cli.log_format)?;
@@ -277,6 +312,49 @@ async fn cli_status(client: kube::Client, args: &StatusArgs) -> anyhow::Result<(
         OutputFormat::Text => print!("{}", cli::status::render(&status, style, args.grid_width)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         OutputFormat::Yaml => print!("{}", serde_yaml::to_string(&status)?),
+    }
+    Ok(())
+}
+
+fn cli_plan(cli: &Cli, args: &PlanArgs) -> anyhow::Result<()> {
+    let now = everynode_core::Timestamp::now();
+    let report = if let Some(nodes) = &args.nodes {
+        let namespace = args
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
+        let (mut set, _) = cli::plan::read_set(&args.file, &namespace)?;
+        let snapshot =
+            cli::plan::read_snapshot(nodes, args.pods.as_deref(), args.revisions.as_deref())?;
+        cli::plan::adopt_uid(&mut set, &snapshot.pods);
+        cli::plan::simulate(&set, &snapshot, now)
+    } else {
+        run_cli_value(cli, |client| async move {
+            let namespace = args
+                .namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_owned());
+            let (mut set, api_version) = cli::plan::read_set(&args.file, &namespace)?;
+            let kind = if api_version == "apps/v1" {
+                cli::sets::SetKind::AppsV1
+            } else {
+                cli::sets::SetKind::Everynode
+            };
+            // An existing set of the name: its pods, revisions and status count.
+            if let Ok(existing) =
+                cli::sets::find(&client, &set.namespace, &set.name, Some(kind)).await
+            {
+                set.uid = existing.view.uid;
+                set.status = existing.view.status;
+            }
+            let snapshot = cli::plan::live_snapshot(&client, &set.namespace).await?;
+            Ok(cli::plan::simulate(&set, &snapshot, now))
+        })?
+    };
+    match args.output {
+        OutputFormat::Text => print!("{}", cli::plan::render(&report)),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Yaml => print!("{}", serde_yaml::to_string(&report)?),
     }
     Ok(())
 }

@@ -1,0 +1,475 @@
+//! `everynode plan -f set.yaml`: which nodes get a pod and why, and — by simulating the
+//! controller step by step with every new pod becoming available at once — the waves a rollout
+//! goes through. Offline on snapshot files (`kubectl get … -o yaml` output as is) or live
+//! (read-only) against the cluster.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use everynode_core::{
+    NodeView, Owner, PlanInput, PodPhase, PodView, RevisionView, SetView, Timestamp,
+};
+use everynode_runtime::target::SetResource;
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// UID given to a set read from a file that has none.
+const OFFLINE_UID: &str = "offline";
+
+/// The most simulated steps before giving up (a set that never converges).
+const MAX_STEPS: usize = 500;
+
+/// Reads every object of a YAML file: several documents and/or `List`s, flattened.
+pub fn read_objects(path: &Path) -> anyhow::Result<Vec<Value>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut objects = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value: Value = serde::Deserialize::deserialize(document)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        match value {
+            Value::Null => {}
+            Value::Object(ref object) if object.contains_key("items") => {
+                if let Some(items) = object.get("items").and_then(Value::as_array) {
+                    objects.extend(items.iter().cloned());
+                }
+            }
+            other => objects.push(other),
+        }
+    }
+    Ok(objects)
+}
+
+/// Decodes the objects of `kind` from a file, naming the file, the item and the problem.
+pub fn read_kind<T: DeserializeOwned>(path: &Path, kind: &str) -> anyhow::Result<Vec<T>> {
+    read_objects(path)?
+        .into_iter()
+        .enumerate()
+        .map(|(index, object)| {
+            let found = object.get("kind").and_then(Value::as_str).unwrap_or("");
+            if found != kind {
+                bail!(
+                    "{}: item {} is a {:?}, expected a {kind} (e.g. `kubectl get {}s -o yaml` output)",
+                    path.display(),
+                    index + 1,
+                    found,
+                    kind.to_lowercase()
+                );
+            }
+            serde_json::from_value(object).with_context(|| {
+                format!("{}: item {} is not a valid {kind}", path.display(), index + 1)
+            })
+        })
+        .collect()
+}
+
+/// Reads the set from a manifest: an everynode or an apps/v1 DaemonSet, validated like the
+/// apiserver validates everynode sets.
+pub fn read_set(path: &Path, namespace: &str) -> anyhow::Result<(SetView, String)> {
+    let objects = read_objects(path)?;
+    let [object] = objects.as_slice() else {
+        bail!(
+            "{}: expected exactly one DaemonSet, found {} objects",
+            path.display(),
+            objects.len()
+        );
+    };
+    let mut object = object.clone();
+    if object["metadata"]["namespace"].is_null() {
+        object["metadata"]["namespace"] = Value::from(namespace);
+    }
+    if object["metadata"]["uid"].is_null() {
+        object["metadata"]["uid"] = Value::from(OFFLINE_UID);
+    }
+    let api_version = object["apiVersion"].as_str().unwrap_or_default().to_owned();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    if kind != "DaemonSet" {
+        bail!(
+            "{}: expected a DaemonSet, found kind {kind:?}",
+            path.display()
+        );
+    }
+    let view = match api_version.as_str() {
+        "everynode.dev/v1alpha1" => {
+            let violations = everynode_api::crd::validate(&object, None);
+            if !violations.is_empty() {
+                let all: Vec<String> = violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.message))
+                    .collect();
+                bail!("{}: invalid DaemonSet: {}", path.display(), all.join("; "));
+            }
+            let set: everynode_api::DaemonSet = serde_json::from_value(object)
+                .with_context(|| format!("{}: not a valid DaemonSet", path.display()))?;
+            set.view()?
+        }
+        "apps/v1" => {
+            let set: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(object)
+                .with_context(|| format!("{}: not a valid apps/v1 DaemonSet", path.display()))?;
+            set.view()?
+        }
+        other => bail!(
+            "{}: apiVersion {other:?} is not a DaemonSet API (use everynode.dev/v1alpha1 or apps/v1)",
+            path.display()
+        ),
+    };
+    Ok((view, api_version))
+}
+
+/// The cluster the plan looks at.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Nodes.
+    pub nodes: Vec<Node>,
+    /// Pods of the set's namespace.
+    pub pods: Vec<Pod>,
+    /// ControllerRevisions of the set's namespace.
+    pub revisions: Vec<ControllerRevision>,
+}
+
+/// One simulated step of the controller.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Wave {
+    /// Nodes that get a new pod, with the reason.
+    pub creates: Vec<(String, String)>,
+    /// Nodes whose pod is deleted, with the reason.
+    pub deletes: Vec<(String, String)>,
+    /// Nodes that should run the pod but have no available one right after the step.
+    pub unavailable: usize,
+}
+
+/// What `plan` found.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanReport {
+    /// `namespace/name`.
+    pub set: String,
+    /// Per node: whether it runs the pod, and why not.
+    pub nodes: Vec<(String, bool, Option<String>)>,
+    /// The update strategy.
+    pub strategy: String,
+    /// The steps until nothing is left to do.
+    pub waves: Vec<Wave>,
+    /// Pods after the last step.
+    pub pods_after: usize,
+    /// Whether the simulation converged within its step limit.
+    pub converged: bool,
+}
+
+/// Plans `set` against `snapshot` and simulates the rollout.
+pub fn simulate(set: &SetView, snapshot: &Snapshot, start: Timestamp) -> PlanReport {
+    let mut now = start;
+    let mut pods: Vec<PodView> = snapshot
+        .pods
+        .iter()
+        .map(|p| PodView::from_pod(p, &set.uid))
+        .filter(|p| p.owner() != Owner::Other)
+        .collect();
+    let mut revisions: Vec<RevisionView> = snapshot
+        .revisions
+        .iter()
+        .map(|r| RevisionView::from_revision(r, &set.uid))
+        .collect();
+    let nodes: Vec<NodeView> = snapshot.nodes.iter().map(NodeView::from_node).collect();
+    let mut view = set.clone();
+    let mut waves = Vec::new();
+    let mut first_decisions = None;
+    let mut converged = false;
+    let min_ready = set.spec.min_ready_seconds.unwrap_or_default();
+    for _ in 0..MAX_STEPS {
+        let mut input = PlanInput::new(view.clone(), now);
+        input.nodes = nodes.clone();
+        input.pods = pods.clone();
+        input.revisions = revisions.clone();
+        input.expectations_satisfied = true;
+        input.config.explain = first_decisions.is_none();
+        let plan = everynode_core::plan(&input);
+        if first_decisions.is_none() {
+            first_decisions = Some(
+                plan.nodes
+                    .iter()
+                    .map(|d| {
+                        let node: &str = &d.node;
+                        (
+                            node.to_owned(),
+                            d.should_run,
+                            d.excluded.as_ref().map(ToString::to_string),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
+        if let Some(status) = plan.status.clone() {
+            view.status = Some(status);
+        }
+        if let Some(count) = plan.history.collision_count {
+            let mut status = view.status.clone().unwrap_or_default();
+            status.collision_count = Some(count);
+            view.status = Some(status);
+            continue;
+        }
+        if let Some(new) = &plan.history.create {
+            revisions.push(revision_view(new));
+        }
+        if plan.creates.is_empty() && plan.deletes.is_empty() {
+            if plan.history.create.is_none() {
+                converged = true;
+                break;
+            }
+            continue;
+        }
+        let deleted: Vec<&str> = plan.deletes.iter().map(|d| d.pod.as_str()).collect();
+        pods.retain(|p| !deleted.contains(&p.name.as_str()));
+        for create in &plan.creates {
+            let mut labels = view
+                .spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
+            labels.insert(
+                everynode_api::labels::CONTROLLER_REVISION_HASH.to_owned(),
+                create.hash.clone(),
+            );
+            pods.push(PodView {
+                name: create.pod_name.clone(),
+                uid: create.pod_name.clone(),
+                labels,
+                owner: Some(Owner::ThisSet),
+                node_name: Some(create.node.clone()),
+                target_node: Some(create.node.clone()),
+                phase: PodPhase::Pending,
+                created: Some(now),
+                ..PodView::default()
+            });
+        }
+        let should_run: Vec<String> = first_decisions
+            .iter()
+            .flatten()
+            .filter(|(_, run, _)| *run)
+            .map(|(n, _, _)| n.clone())
+            .collect();
+        let unavailable = should_run
+            .iter()
+            .filter(|node| {
+                !pods.iter().any(|p| {
+                    p.target_node.as_deref() == Some(node.as_str())
+                        && everynode_core::status::is_pod_available(p, min_ready, now)
+                })
+            })
+            .count();
+        let step = Wave {
+            creates: plan
+                .creates
+                .iter()
+                .map(|c| (c.node.clone(), c.reason.to_string()))
+                .collect(),
+            deletes: plan
+                .deletes
+                .iter()
+                .map(|d| (d.node.clone(), d.reason.to_string()))
+                .collect(),
+            unavailable,
+        };
+        merge_step(&mut waves, step);
+        // Time passes: every pod runs and is available.
+        now = now
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(
+                i64::from(min_ready.max(0)) + 10,
+            ))
+            .unwrap_or(now);
+        let ready_since = now
+            .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(
+                i64::from(min_ready.max(0)) + 5,
+            ))
+            .unwrap_or(now);
+        for pod in &mut pods {
+            if pod.phase == PodPhase::Pending {
+                pod.phase = PodPhase::Running;
+                pod.ready = true;
+                pod.ready_since = Some(ready_since);
+            }
+        }
+    }
+    let strategy = view.spec.effective_update_strategy();
+    PlanReport {
+        set: format!("{}/{}", set.namespace, set.name),
+        nodes: first_decisions.unwrap_or_default(),
+        strategy: strategy.type_.unwrap_or_else(|| "RollingUpdate".to_owned()),
+        waves,
+        pods_after: pods.len(),
+        converged,
+    }
+}
+
+/// Adds a step to the waves: a step that only finishes the previous wave's nodes (the create
+/// after a delete, or the delete after a surge create) belongs to that wave.
+fn merge_step(waves: &mut Vec<Wave>, step: Wave) {
+    if let Some(last) = waves.last_mut() {
+        let nodes_of = |w: &Wave| -> std::collections::BTreeSet<String> {
+            w.creates
+                .iter()
+                .chain(&w.deletes)
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        if nodes_of(&step).is_subset(&nodes_of(last)) {
+            last.creates.extend(step.creates);
+            last.deletes.extend(step.deletes);
+            last.unavailable = last.unavailable.max(step.unavailable);
+            return;
+        }
+    }
+    waves.push(step);
+}
+
+fn revision_view(new: &everynode_core::NewRevision) -> RevisionView {
+    let revision = ControllerRevision {
+        metadata: ObjectMeta {
+            name: Some(new.name.clone()),
+            labels: Some(new.labels.clone()),
+            ..ObjectMeta::default()
+        },
+        data: Some(RawExtension(new.data.clone())),
+        revision: new.revision,
+    };
+    let mut view = RevisionView::from_revision(&revision, OFFLINE_UID);
+    view.owner = Some(Owner::ThisSet);
+    view
+}
+
+/// Renders the report.
+pub fn render(report: &PlanReport) -> String {
+    let running = report.nodes.iter().filter(|(_, run, _)| *run).count();
+    let mut out = format!(
+        "Plan for {}: a pod on {running} of {} nodes\n",
+        report.set,
+        report.nodes.len()
+    );
+    let width = report
+        .nodes
+        .iter()
+        .map(|(n, _, _)| n.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    out.push_str(&format!("{:<width$}  POD  WHY\n", "NODE"));
+    for (node, run, why) in &report.nodes {
+        let line = format!(
+            "{node:<width$}  {:<3}  {}",
+            if *run { "yes" } else { "no" },
+            why.as_deref().unwrap_or("")
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out.push_str(&format!("Strategy: {}\n", report.strategy));
+    if report.waves.is_empty() {
+        out.push_str("Nothing to do: every node already runs the current revision.\n");
+    }
+    for (index, wave) in report.waves.iter().enumerate() {
+        let mut by_node: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (node, reason) in &wave.deletes {
+            by_node
+                .entry(node)
+                .or_default()
+                .push(format!("delete ({reason})"));
+        }
+        for (node, reason) in &wave.creates {
+            by_node
+                .entry(node)
+                .or_default()
+                .push(format!("create ({reason})"));
+        }
+        out.push_str(&format!(
+            "Wave {}: {} node(s), at most {} unavailable\n",
+            index + 1,
+            by_node.len(),
+            wave.unavailable
+        ));
+        for (node, actions) in by_node {
+            out.push_str(&format!("  {node}: {}\n", actions.join(", ")));
+        }
+    }
+    if report.converged {
+        out.push_str(&format!(
+            "Converges after {} wave(s) with {} pod(s) (each new pod assumed available at once).\n",
+            report.waves.len(),
+            report.pods_after
+        ));
+    } else {
+        out.push_str(&format!(
+            "Does not converge within {MAX_STEPS} steps (a set whose pods never settle?).\n"
+        ));
+    }
+    out
+}
+
+/// A set read from a file has no UID: take the one its pods' controller reference names (a
+/// DaemonSet of the same name), so they count as the set's own.
+pub fn adopt_uid(set: &mut SetView, pods: &[Pod]) {
+    if set.uid != OFFLINE_UID {
+        return;
+    }
+    let owner = pods.iter().find_map(|pod| {
+        pod.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true) && r.kind == "DaemonSet" && r.name == set.name)
+            .map(|r| r.uid.clone())
+    });
+    if let Some(uid) = owner {
+        set.uid = uid;
+    }
+}
+
+/// Reads the snapshot files.
+pub fn read_snapshot(
+    nodes: &Path,
+    pods: Option<&Path>,
+    revisions: Option<&Path>,
+) -> anyhow::Result<Snapshot> {
+    Ok(Snapshot {
+        nodes: read_kind(nodes, "Node")?,
+        pods: pods
+            .map(|p| read_kind(p, "Pod"))
+            .transpose()?
+            .unwrap_or_default(),
+        revisions: revisions
+            .map(|p| read_kind(p, "ControllerRevision"))
+            .transpose()?
+            .unwrap_or_default(),
+    })
+}
+
+/// Reads nodes, and the pods and revisions of `namespace`, from the cluster.
+pub async fn live_snapshot(client: &kube::Client, namespace: &str) -> anyhow::Result<Snapshot> {
+    use kube::Api;
+    use kube::api::ListParams;
+    let params = ListParams::default();
+    Ok(Snapshot {
+        nodes: Api::<Node>::all(client.clone())
+            .list(&params)
+            .await
+            .context("listing nodes")?
+            .items,
+        pods: Api::<Pod>::namespaced(client.clone(), namespace)
+            .list(&params)
+            .await
+            .with_context(|| format!("listing pods in {namespace}"))?
+            .items,
+        revisions: Api::<ControllerRevision>::namespaced(client.clone(), namespace)
+            .list(&params)
+            .await
+            .with_context(|| format!("listing ControllerRevisions in {namespace}"))?
+            .items,
+    })
+}

@@ -1,0 +1,193 @@
+//! `everynode plan` offline on snapshot files (no cluster): every node-exclusion reason, the
+//! waves of a rolling update, and every kind of bad input with its clear error.
+
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs `everynode ARGS` with no cluster configured: (exit code, stdout, stderr).
+fn everynode(args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_everynode"))
+        .args(args)
+        .current_dir(root())
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run everynode");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+const NODES: &str = "examples/snapshot/nodes.yaml";
+
+fn plan(set: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["plan", "-f", set, "--nodes", NODES];
+    args.extend_from_slice(extra);
+    everynode(&args)
+}
+
+/// The WHY column of `node` in a plan's node table.
+fn why(out: &str, node: &str) -> String {
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(node))
+        .map(|l| l.split_whitespace().skip(2).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| panic!("no line for {node} in:\n{out}"))
+}
+
+#[test]
+fn the_example_rolling_update_goes_one_node_at_a_time() {
+    let (code, out, err) = plan(
+        "examples/snapshot/fluent-bit.yaml",
+        &[
+            "--pods",
+            "examples/snapshot/pods.yaml",
+            "--revisions",
+            "examples/snapshot/revisions.yaml",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("Plan for ops/fluent-bit: a pod on 3 of 4 nodes\n"),
+        "{out}"
+    );
+    assert!(
+        why(&out, "control-plane")
+            .contains("taint node-role.kubernetes.io/control-plane:NoSchedule not tolerated"),
+        "{out}"
+    );
+    for (wave, node) in ["kwok-node-000", "kwok-node-001", "kwok-node-002"]
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            out.contains(&format!(
+                "Wave {}: 1 node(s), at most 1 unavailable\n  {node}: delete (pod deleted: rolling update within maxUnavailable), create",
+                wave + 1
+            )),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("Converges after 3 wave(s) with 3 pod(s)"),
+        "{out}"
+    );
+
+    // The set as it is now (no template change): nothing to do.
+    let current = std::fs::read_to_string(root().join("examples/snapshot/fluent-bit.yaml"))
+        .expect("read example")
+        .replace("fluent-bit:4.0.2", "fluent-bit:4.0.1");
+    let current_path =
+        std::env::temp_dir().join(format!("everynode-current-{}.yaml", std::process::id()));
+    std::fs::write(&current_path, current).expect("write");
+    let (code, out, _) = plan(
+        current_path.to_str().unwrap_or_default(),
+        &[
+            "--pods",
+            "examples/snapshot/pods.yaml",
+            "--revisions",
+            "examples/snapshot/revisions.yaml",
+        ],
+    );
+    let _ = std::fs::remove_file(&current_path);
+    assert_eq!(code, 0);
+    assert!(out.contains("Nothing to do"), "{out}");
+}
+
+#[test]
+fn a_new_set_lands_on_every_eligible_node_in_one_wave_as_json_too() {
+    let (code, out, err) = plan("examples/snapshot/fluent-bit.yaml", &["-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        report["waves"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    assert_eq!(
+        report["waves"][0]["creates"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert_eq!(report["podsAfter"], 3);
+    assert_eq!(report["converged"], true);
+}
+
+#[test]
+fn every_exclusion_reason_is_named() {
+    let (_, out, err) = plan("testdata/cli/storage-ssd.yaml", &[]);
+    assert!(
+        why(&out, "kwok-node-002").contains("nodeSelector disk=ssd"),
+        "{out}{err}"
+    );
+    let (_, out, err) = plan("testdata/cli/zone-a.yaml", &[]);
+    assert_eq!(why(&out, "kwok-node-000"), "", "{out}{err}");
+    assert!(why(&out, "kwok-node-001").contains("affinity"), "{out}");
+    let (_, out, err) = plan("testdata/cli/pinned.yaml", &[]);
+    assert!(
+        why(&out, "kwok-node-000").contains("kwok-node-001"),
+        "{out}{err}"
+    );
+    assert_eq!(why(&out, "kwok-node-001"), "", "{out}");
+    let (_, out, _) = plan("examples/snapshot/fluent-bit.yaml", &[]);
+    assert!(
+        why(&out, "control-plane").contains("not tolerated"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_input_names_the_file_the_place_and_what_was_expected() {
+    let (code, _, err) = plan("testdata/cli/invalid.yaml", &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("testdata/cli/invalid.yaml: invalid DaemonSet: spec.updateStrategy.rollingUpdate.maxSurge"),
+        "{err}"
+    );
+    let (code, _, err) = everynode(&[
+        "plan",
+        "-f",
+        "examples/snapshot/fluent-bit.yaml",
+        "--nodes",
+        "testdata/cli/not-yaml.yaml",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("testdata/cli/not-yaml.yaml: ") && err.contains("line 4 column 1"),
+        "{err}"
+    );
+    let (code, _, err) = everynode(&[
+        "plan",
+        "-f",
+        "examples/snapshot/fluent-bit.yaml",
+        "--nodes",
+        "examples/snapshot/pods.yaml",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("item 1 is a \"Pod\", expected a Node"),
+        "{err}"
+    );
+    let (code, _, err) = everynode(&["plan", "-f", NODES, "--nodes", NODES]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("expected exactly one DaemonSet, found 4 objects"),
+        "{err}"
+    );
+    let (code, _, err) = everynode(&["plan", "-f", "no/such/file.yaml", "--nodes", NODES]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no/such/file.yaml: cannot read"), "{err}");
+}
+
+#[test]
+fn without_a_cluster_the_error_says_how_to_get_one() {
+    let (code, _, err) = everynode(&["status"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("KUBECONFIG") || err.contains("kubeconfig"),
+        "{err}"
+    );
+}
