@@ -657,7 +657,6 @@ async fn rolling_back_replaces_only_the_pods_that_differ() {
 #[tokio::test]
 async fn services_reach_the_daemon_pods() {
     use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
     let env = TestEnv::new("ctl-services").await;
     let nodes = env.add_nodes(3).await;
     let _controller = start_controller(&env, Target::Everynode).await;
@@ -698,27 +697,12 @@ async fn services_reach_the_daemon_pods() {
             .await
             .unwrap_or_else(|e| panic!("service {name}: {e}"));
     }
-    let slices = env.api::<EndpointSlice>();
     for name in ["any", "dns", "local"] {
         eventually(
             &format!("service {name} to list every daemon pod"),
             TIMEOUT,
             || async {
-                let list = slices
-                    .list(
-                        &ListParams::default()
-                            .labels(&format!("kubernetes.io/service-name={name}")),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut ready_nodes: Vec<String> = list
-                    .items
-                    .iter()
-                    .flat_map(|s| s.endpoints.iter().flatten())
-                    .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-                    .filter_map(|e| e.node_name.clone())
-                    .collect();
-                ready_nodes.sort();
+                let ready_nodes = service_ready_nodes(&env, name).await?;
                 if ready_nodes == nodes {
                     Ok(())
                 } else {
@@ -933,4 +917,192 @@ async fn new_not_ready_and_network_unavailable_nodes_get_the_pods_upstream_gives
     wait_pods_bound_to(&env, "net", &net_nodes).await;
     wait_status(&env, "agent", [2, 2, 1, 2, 1, 0]).await;
     wait_status(&env, "net", [3, 3, 1, 3, 1, 0]).await;
+}
+
+/// Waits until the set's live pods are bound to exactly `nodes` (Ready or not).
+async fn wait_pods_bound_to(env: &TestEnv, set: &str, nodes: &[String]) {
+    let mut expected = nodes.to_vec();
+    expected.sort();
+    let what = format!("pods of {set} bound to {expected:?}");
+    eventually(&what, TIMEOUT, || async {
+        let mut bound: Vec<String> = set_pods(env, set)
+            .await
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        bound.sort();
+        if bound == expected {
+            Ok(())
+        } else {
+            Err(format!("bound to {bound:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn new_not_ready_and_network_unavailable_nodes_get_the_pods_upstream_gives_them() {
+    let env = TestEnv::new("ctl-new-nodes").await;
+    let ready = env.add_nodes(1).await;
+    // A node whose network plugin is not ready: condition NetworkUnavailable and its taint (the
+    // node lifecycle controller keeps the taint only while the condition holds, so no KWOK
+    // kubelet reports this node).
+    let no_network = env.add_unmanaged_node().await;
+    env.set_node_conditions(
+        &no_network,
+        &[("Ready", "True"), ("NetworkUnavailable", "True")],
+    )
+    .await;
+    env.taint_node(
+        &no_network,
+        "node.kubernetes.io/network-unavailable",
+        None,
+        "NoSchedule",
+    )
+    .await;
+    // A node whose kubelet has not reported yet, with the not-ready NoExecute taint (upstream's
+    // TestNotReadyNodeDaemonDoesLaunchPod). (A node reporting Ready=False also gets
+    // `not-ready:NoSchedule` from the node lifecycle controller, which daemon pods do not
+    // tolerate — upstream neither.)
+    let not_ready = env.add_unmanaged_node().await;
+    env.taint_node(
+        &not_ready,
+        "node.kubernetes.io/not-ready",
+        None,
+        "NoExecute",
+    )
+    .await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+
+    let sets = env.api::<DaemonSet>();
+    sets.create(
+        &PostParams::default(),
+        &daemon_set(&env, "agent", "agent:v1"),
+    )
+    .await
+    .expect("create agent");
+    let mut host_network = daemon_set(&env, "net", "net:v1");
+    if let Some(spec) = host_network.spec.template.spec.as_mut() {
+        spec.host_network = Some(true);
+    }
+    sets.create(&PostParams::default(), &host_network)
+        .await
+        .expect("create net");
+
+    // Both sets launch on the NotReady node (the pod is bound there and stays Pending); only
+    // the hostNetwork set tolerates network-unavailable.
+    let agent_nodes = [ready[0].clone(), not_ready.clone()];
+    let net_nodes = [ready[0].clone(), not_ready.clone(), no_network.clone()];
+    wait_pods_bound_to(&env, "agent", &agent_nodes).await;
+    wait_pods_bound_to(&env, "net", &net_nodes).await;
+    wait_status(&env, "agent", [2, 2, 1, 2, 1, 0]).await;
+    wait_status(&env, "net", [3, 3, 1, 3, 1, 0]).await;
+}
+
+/// The set's condition of `type_`: (status, reason, message).
+async fn set_condition(env: &TestEnv, set: &str, type_: &str) -> Option<(String, String, String)> {
+    let set = env.api::<DaemonSet>().get(set).await.ok()?;
+    set.status?
+        .conditions?
+        .into_iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status, c.reason, c.message))
+}
+
+/// Notes of the Events on `set` with `reason`.
+async fn event_notes(env: &TestEnv, set: &str, reason: &str) -> Vec<String> {
+    let events = env
+        .api::<k8s_openapi::api::events::v1::Event>()
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    events
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(set))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+#[tokio::test]
+async fn two_sets_share_nodes_and_a_host_port_conflict_is_reported_on_the_set() {
+    let env = TestEnv::new("ctl-host-port").await;
+    let nodes = env.add_nodes(2).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = env.api::<DaemonSet>();
+    let with_host_port = |name: &str| {
+        let mut set = daemon_set(&env, name, "exporter:v1");
+        if let Some(spec) = set.spec.template.spec.as_mut() {
+            spec.containers[0].ports = Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+                container_port: 9100,
+                host_port: Some(9100),
+                ..Default::default()
+            }]);
+        }
+        set
+    };
+
+    // Two sets on the same nodes: a log shipper and an exporter on hostPort 9100.
+    sets.create(
+        &PostParams::default(),
+        &daemon_set(&env, "logs", "shipper:v1"),
+    )
+    .await
+    .expect("create logs");
+    sets.create(&PostParams::default(), &with_host_port("exporter-a"))
+        .await
+        .expect("create exporter-a");
+    wait_one_ready_pod_per_node(&env, "logs", &nodes, "shipper:v1").await;
+    wait_one_ready_pod_per_node(&env, "exporter-a", &nodes, "exporter:v1").await;
+
+    // A second exporter wants the same host port: its pods are created and stay Pending, and
+    // the set says why.
+    sets.create(&PostParams::default(), &with_host_port("exporter-b"))
+        .await
+        .expect("create exporter-b");
+    wait_status(&env, "exporter-b", [2, 2, 0, 2, 0, 0]).await;
+    eventually(
+        "exporter-b's status and events to name the port conflict",
+        TIMEOUT,
+        || async {
+            let condition = set_condition(&env, "exporter-b", "PodsScheduled").await;
+            let notes = event_notes(&env, "exporter-b", "FailedPlacement").await;
+            match &condition {
+                Some((status, reason, message))
+                    if status == "False"
+                        && reason == "Unschedulable"
+                        && message.contains("free ports")
+                        && notes.iter().any(|n| n.contains("free ports")) =>
+                {
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "condition {condition:?}, FailedPlacement events {notes:?}"
+                )),
+            }
+        },
+    )
+    .await;
+    wait_status(&env, "exporter-a", [2, 2, 2, 2, 2, 0]).await;
+
+    // The first exporter goes: the port is free, the second one's pods run.
+    sets.delete("exporter-a", &DeleteParams::default())
+        .await
+        .expect("delete exporter-a");
+    wait_one_ready_pod_per_node(&env, "exporter-b", &nodes, "exporter:v1").await;
+    wait_status(&env, "exporter-b", [2, 2, 2, 2, 2, 0]).await;
+    eventually("the condition to clear", TIMEOUT, || async {
+        match set_condition(&env, "exporter-b", "PodsScheduled").await {
+            Some((status, ..)) if status == "True" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 }

@@ -127,3 +127,22 @@ pub async fn wait_one_ready_pod_per_node(env: &TestEnv, set: &str, nodes: &[Stri
     })
     .await;
 }
+
+/// Nodes of the Ready endpoints a Service's EndpointSlices list, sorted.
+pub async fn service_ready_nodes(env: &TestEnv, service: &str) -> Result<Vec<String>, String> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let list = env
+        .api::<EndpointSlice>()
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut nodes: Vec<String> = list
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .filter_map(|e| e.node_name.clone())
+        .collect();
+    nodes.sort();
+    Ok(nodes)
+}

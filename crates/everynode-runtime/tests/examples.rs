@@ -1,0 +1,241 @@
+//! Every manifest in `examples/` applied to the local cluster and checked: one test per pattern.
+//! The test only adds its node-group selector to each set (so parallel tests keep to their own
+//! nodes) and its namespace.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use everynode_runtime::Target;
+use everynode_testkit::{TestEnv, eventually, pods};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod, Service, Taint};
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use serde_json::Value;
+
+/// The objects of `examples/<file>`.
+fn example(file: &str) -> Vec<Value> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{file}: {e}")))
+        .collect()
+}
+
+/// Applies an example's objects in the test's namespace, each set confined to the test's nodes.
+/// Returns the names of the sets and their first container's image.
+async fn apply_example(env: &TestEnv, file: &str) -> Vec<(String, String)> {
+    let mut sets = Vec::new();
+    for mut object in example(file) {
+        let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+        let resource = match kind.as_str() {
+            "DaemonSet" => ApiResource::erase::<everynode_api::DaemonSet>(&()),
+            "Service" => ApiResource::erase::<Service>(&()),
+            "Deployment" => ApiResource::erase::<Deployment>(&()),
+            other => panic!("{file}: no test support for kind {other}"),
+        };
+        if kind == "DaemonSet" {
+            let selector = &mut object["spec"]["template"]["spec"]["nodeSelector"];
+            if selector.is_null() {
+                *selector = Value::Object(Default::default());
+            }
+            for (key, value) in env.group_selector() {
+                selector[key] = Value::from(value);
+            }
+            sets.push((
+                object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                object["spec"]["template"]["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ));
+        }
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(env.client(), env.namespace(), &resource);
+        eventually(
+            &format!("{file}: {kind} {name} applied"),
+            TIMEOUT,
+            || async {
+                api.patch(
+                    &name,
+                    &PatchParams::apply("examples-test"),
+                    &Patch::Apply(&object),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+            },
+        )
+        .await;
+    }
+    sets
+}
+
+async fn wait_service_lists(env: &TestEnv, service: &str, nodes: &[String]) {
+    eventually(
+        &format!("service {service} to list a Ready pod on each of {nodes:?}"),
+        TIMEOUT,
+        || async {
+            let listed = service_ready_nodes(env, service).await?;
+            if listed == nodes {
+                Ok(())
+            } else {
+                Err(format!("{listed:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn log_collector_pushes_to_an_aggregator_behind_a_service() {
+    let env = TestEnv::new("ex-logs").await;
+    let nodes = env.add_nodes(2).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = apply_example(&env, "log-collector.yaml").await;
+    let (set, image) = &sets[0];
+    wait_one_ready_pod_per_node(&env, set, &nodes, image).await;
+    eventually(
+        "the aggregator Service to have a Ready endpoint",
+        TIMEOUT,
+        || async {
+            let listed = service_ready_nodes(&env, "log-aggregator").await?;
+            if listed.len() == 1 {
+                Ok(())
+            } else {
+                Err(format!("{listed:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn node_exporter_is_reached_on_the_node_ip_and_host_port() {
+    let env = TestEnv::new("ex-exporter").await;
+    let nodes = env.add_nodes(2).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = apply_example(&env, "node-exporter.yaml").await;
+    let (set, image) = &sets[0];
+    wait_one_ready_pod_per_node(&env, set, &nodes, image).await;
+    for pod in set_pods(&env, set).await {
+        let spec = pod.spec.clone().unwrap_or_default();
+        assert_eq!(spec.host_network, Some(true));
+        let port = spec.containers[0].ports.clone().unwrap_or_default()[0].host_port;
+        assert_eq!(port, Some(9100));
+        let node = env
+            .nodes_api()
+            .get(&spec.node_name.clone().unwrap_or_default())
+            .await
+            .expect("node");
+        let node_ip = node
+            .status
+            .and_then(|s| s.addresses)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|a| a.type_ == "InternalIP")
+            .map(|a| a.address);
+        let pod_ip = pod.status.and_then(|s| s.pod_ip);
+        assert!(
+            pod_ip.is_some() && pod_ip == node_ip,
+            "pod IP {pod_ip:?}, node IP {node_ip:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_headless_service_lists_every_daemon_pod() {
+    let env = TestEnv::new("ex-dns").await;
+    let nodes = env.add_nodes(2).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = apply_example(&env, "headless-dns.yaml").await;
+    let (set, image) = &sets[0];
+    wait_one_ready_pod_per_node(&env, set, &nodes, image).await;
+    let service = env
+        .api::<Service>()
+        .get("node-cache")
+        .await
+        .expect("service");
+    assert_eq!(
+        service.spec.and_then(|s| s.cluster_ip).as_deref(),
+        Some("None")
+    );
+    wait_service_lists(&env, "node-cache", &nodes).await;
+}
+
+#[tokio::test]
+async fn a_node_local_service_is_accepted_and_lists_each_node_pod() {
+    let env = TestEnv::new("ex-local").await;
+    let nodes = env.add_nodes(2).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = apply_example(&env, "local-traffic.yaml").await;
+    let (set, image) = &sets[0];
+    wait_one_ready_pod_per_node(&env, set, &nodes, image).await;
+    let service = env
+        .api::<Service>()
+        .get("node-local-proxy")
+        .await
+        .expect("service");
+    assert_eq!(
+        service
+            .spec
+            .and_then(|s| s.internal_traffic_policy)
+            .as_deref(),
+        Some("Local")
+    );
+    wait_service_lists(&env, "node-local-proxy", &nodes).await;
+}
+
+#[tokio::test]
+async fn the_storage_daemon_runs_only_on_labelled_storage_nodes() {
+    let env = TestEnv::new("ex-storage").await;
+    let nodes = env.add_nodes(3).await;
+    env.label_node(&nodes[1], "storage.example.com/node", Some("true"))
+        .await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = apply_example(&env, "storage.yaml").await;
+    let (set, image) = &sets[0];
+    wait_one_ready_pod_per_node(&env, set, &nodes[1..2], image).await;
+    env.label_node(&nodes[2], "storage.example.com/node", Some("true"))
+        .await;
+    wait_one_ready_pod_per_node(&env, set, &nodes[1..], image).await;
+}
+
+#[tokio::test]
+async fn a_set_tolerating_the_control_plane_taint_covers_control_plane_nodes() {
+    let env = TestEnv::new("ex-cp").await;
+    let mut nodes = env.add_nodes(1).await;
+    let control_plane = env
+        .add_nodes_with(1, |node: &mut Node| {
+            node.spec.get_or_insert_default().taints = Some(vec![Taint {
+                key: "node-role.kubernetes.io/control-plane".into(),
+                effect: "NoSchedule".into(),
+                ..Taint::default()
+            }]);
+        })
+        .await;
+    nodes.extend(control_plane.iter().cloned());
+    nodes.sort();
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = apply_example(&env, "control-plane-too.yaml").await;
+    let (set, image) = &sets[0];
+    wait_one_ready_pod_per_node(&env, set, &nodes, image).await;
+    let on_control_plane: Vec<Pod> = set_pods(&env, set)
+        .await
+        .into_iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()) == Some(&control_plane[0]))
+        .collect();
+    assert_eq!(on_control_plane.len(), 1);
+    assert!(pods::is_ready(&on_control_plane[0]));
+}
