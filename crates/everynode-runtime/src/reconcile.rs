@@ -4,13 +4,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use everynode_core::status::{SchedulingUpdate, UnschedulablePod};
 use everynode_core::{NodeView, PlanInput, PodView, RevisionView, SetView, Timestamp};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{Instrument, info_span};
 
-use crate::apply::{apply_plan, write_status};
+use crate::apply::{apply_plan, publish, write_status};
 use crate::context::Context;
 use crate::controller::until_ready;
 use crate::error::Error;
@@ -65,7 +67,9 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
     );
 
     let input = snapshot(&ctx, view.clone(), outstanding == 0);
-    let plan = everynode_core::plan(&input);
+    let mut plan = everynode_core::plan(&input);
+    let placement = scheduling(&ctx, &view, input.now);
+    placement.apply_to(&mut plan);
     for problem in &plan.errors {
         tracing::warn!(%problem, "plan incomplete");
     }
@@ -84,6 +88,7 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
         // is wrong. Write the status the caches show instead, as upstream does, then retry.
         let generation = view.generation;
         let mut observed = everynode_core::plan(&snapshot(&ctx, view, false));
+        placement.apply_to(&mut observed);
         // A full sync was attempted, so the status speaks for this generation (upstream too).
         if let Some(status) = observed.status.as_mut()
             && status.observed_generation < generation
@@ -95,6 +100,18 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
             tracing::debug!(error = %status_err, "writing the observed status failed too");
         }
         return Err(err);
+    }
+
+    if let Some(message) = placement.event {
+        publish(
+            &ctx,
+            set.as_ref(),
+            EventType::Warning,
+            "FailedPlacement",
+            "Scheduling",
+            message,
+        )
+        .await;
     }
 
     if let Some(counts) = &plan.counts {
@@ -154,6 +171,45 @@ fn snapshot(ctx: &Context, set: SetView, expectations_satisfied: bool) -> PlanIn
     // Per-node decisions are for the CLI's explain; the controller does not read them.
     input.config.explain = false;
     input
+}
+
+/// The `PodsScheduled` condition for the set's pods the scheduler cannot place (from the cache).
+fn scheduling(ctx: &Context, set: &SetView, now: Timestamp) -> SchedulingUpdate {
+    let pods = ctx.pods.state();
+    let blocked: Vec<(String, &str, &str)> = pods
+        .iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(set.namespace.as_str()))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|r| r.controller == Some(true) && r.uid == set.uid)
+        })
+        .filter_map(|p| {
+            let condition = p
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+            if condition.reason.as_deref() != Some("Unschedulable") {
+                return None;
+            }
+            let node = everynode_core::target_node_name(p).ok()?;
+            Some((
+                node,
+                p.metadata.name.as_deref().unwrap_or_default(),
+                condition.message.as_deref().unwrap_or_default(),
+            ))
+        })
+        .collect();
+    let blocked: Vec<UnschedulablePod<'_>> = blocked
+        .iter()
+        .map(|(node, pod, message)| UnschedulablePod { node, pod, message })
+        .collect();
+    let previous = set.status.as_ref().and_then(|s| s.conditions.as_deref());
+    everynode_core::status::scheduling_conditions(previous, &blocked, now, set.generation)
 }
 
 fn cached_by_name(ctx: &Context, namespace: &str, name: &str) -> CachedPod {

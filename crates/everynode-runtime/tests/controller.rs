@@ -918,3 +918,105 @@ async fn new_not_ready_and_network_unavailable_nodes_get_the_pods_upstream_gives
     wait_status(&env, "agent", [2, 2, 1, 2, 1, 0]).await;
     wait_status(&env, "net", [3, 3, 1, 3, 1, 0]).await;
 }
+
+/// The set's condition of `type_`: (status, reason, message).
+async fn set_condition(env: &TestEnv, set: &str, type_: &str) -> Option<(String, String, String)> {
+    let set = env.api::<DaemonSet>().get(set).await.ok()?;
+    set.status?
+        .conditions?
+        .into_iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status, c.reason, c.message))
+}
+
+/// Notes of the Events on `set` with `reason`.
+async fn event_notes(env: &TestEnv, set: &str, reason: &str) -> Vec<String> {
+    let events = env
+        .api::<k8s_openapi::api::events::v1::Event>()
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    events
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(set))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+#[tokio::test]
+async fn two_sets_share_nodes_and_a_host_port_conflict_is_reported_on_the_set() {
+    let env = TestEnv::new("ctl-host-port").await;
+    let nodes = env.add_nodes(2).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = env.api::<DaemonSet>();
+    let with_host_port = |name: &str| {
+        let mut set = daemon_set(&env, name, "exporter:v1");
+        if let Some(spec) = set.spec.template.spec.as_mut() {
+            spec.containers[0].ports = Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+                container_port: 9100,
+                host_port: Some(9100),
+                ..Default::default()
+            }]);
+        }
+        set
+    };
+
+    // Two sets on the same nodes: a log shipper and an exporter on hostPort 9100.
+    sets.create(
+        &PostParams::default(),
+        &daemon_set(&env, "logs", "shipper:v1"),
+    )
+    .await
+    .expect("create logs");
+    sets.create(&PostParams::default(), &with_host_port("exporter-a"))
+        .await
+        .expect("create exporter-a");
+    wait_one_ready_pod_per_node(&env, "logs", &nodes, "shipper:v1").await;
+    wait_one_ready_pod_per_node(&env, "exporter-a", &nodes, "exporter:v1").await;
+
+    // A second exporter wants the same host port: its pods are created and stay Pending, and
+    // the set says why.
+    sets.create(&PostParams::default(), &with_host_port("exporter-b"))
+        .await
+        .expect("create exporter-b");
+    wait_status(&env, "exporter-b", [2, 2, 0, 2, 0, 0]).await;
+    eventually(
+        "exporter-b's status and events to name the port conflict",
+        TIMEOUT,
+        || async {
+            let condition = set_condition(&env, "exporter-b", "PodsScheduled").await;
+            let notes = event_notes(&env, "exporter-b", "FailedPlacement").await;
+            match &condition {
+                Some((status, reason, message))
+                    if status == "False"
+                        && reason == "Unschedulable"
+                        && message.contains("free ports")
+                        && notes.iter().any(|n| n.contains("free ports")) =>
+                {
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "condition {condition:?}, FailedPlacement events {notes:?}"
+                )),
+            }
+        },
+    )
+    .await;
+    wait_status(&env, "exporter-a", [2, 2, 2, 2, 2, 0]).await;
+
+    // The first exporter goes: the port is free, the second one's pods run.
+    sets.delete("exporter-a", &DeleteParams::default())
+        .await
+        .expect("delete exporter-a");
+    wait_one_ready_pod_per_node(&env, "exporter-b", &nodes, "exporter:v1").await;
+    wait_status(&env, "exporter-b", [2, 2, 2, 2, 2, 0]).await;
+    eventually("the condition to clear", TIMEOUT, || async {
+        match set_condition(&env, "exporter-b", "PodsScheduled").await {
+            Some((status, ..)) if status == "True" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
