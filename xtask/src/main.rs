@@ -2,8 +2,11 @@
 //!
 //! - `cargo xtask cluster build|up|down|status|logs`: the local control plane
 //!   (see `docs/local-cluster.md`);
-//! - `cargo xtask ci`: the whole test command (format, lints, control plane, all tests).
+//! - `cargo xtask ci`: the whole test command (format, lints, control plane, all tests);
+//! - `cargo xtask bench`: everynode against the built-in DaemonSet controller
+//!   (see `docs/benchmarks/README.md`).
 
+mod bench;
 mod ci;
 
 use std::path::PathBuf;
@@ -33,6 +36,10 @@ enum Cmd {
     /// The project's test command: fmt check, clippy, control plane build + up, `cargo test
     /// --workspace` against it, and control plane down (always).
     Ci(ci::CiArgs),
+    /// Benchmarks: everynode against the built-in DaemonSet controller on local clusters of
+    /// 100 to 5,000 KWOK nodes; writes docs/benchmarks/results-<sizes>.{json,md} and
+    /// converge-<sizes>.svg.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -121,6 +128,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Ci(args) => ci::run(args).await,
+        Cmd::Bench(args) => bench::run(args).await,
         Cmd::Cluster { command } => cluster(command).await,
     }
 }

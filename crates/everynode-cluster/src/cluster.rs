@@ -138,6 +138,10 @@ impl Cluster {
         remove_path(&etcd_data_dir)?;
         let pki = Pki::at(dir.pki_dir());
         pki.generate()?;
+        if opts.settings.benchmark {
+            std::fs::write(dir.audit_policy(), flags::audit_policy())
+                .map_err(|e| Error::io("write", dir.audit_policy(), e))?;
+        }
         pki::write_kubeconfig(&dir.kubeconfig(), &pki, ports.apiserver, &opts.name)?;
         let state = ClusterState {
             name: opts.name.clone(),
@@ -436,6 +440,120 @@ impl Cluster {
             .await
     }
 
+    /// Writes (once) a kubeconfig for the client identity `CN=<user>, O=system:masters` and
+    /// returns its path (`<dir>/kubeconfig-<user>`). A process given its own identity can be told
+    /// apart in the API server's audit log (benchmark mode audits
+    /// [`flags::BENCH_MEASURED_USER`] and [`flags::BENCH_FLOOR_USER`]).
+    pub fn client_kubeconfig(&self, user: &str) -> Result<PathBuf> {
+        let path = self.dir.client_kubeconfig(user);
+        if path.exists() {
+            return Ok(path);
+        }
+        let pki = Pki::at(self.dir.pki_dir());
+        pki.generate_client(user, "system:masters")?;
+        pki::write_kubeconfig_with(
+            &path,
+            &pki,
+            self.state.ports.apiserver,
+            &self.state.name,
+            &pki.client_cert(user),
+            &pki.client_key(user),
+        )?;
+        Ok(path)
+    }
+
+    /// Starts an extra process that belongs to this cluster (e.g. a controller under test):
+    /// output to `logs/extra-<name>.log`, PID in `pids/extra-<name>.pid`, own process group.
+    /// [`down`] (and the watchdog) stop it too, as long as its command line mentions the cluster
+    /// directory. Returns the PID.
+    pub fn spawn_extra(&mut self, name: &str, program: &Path, args: &[String]) -> Result<u32> {
+        use std::os::unix::process::CommandExt as _;
+        let log = self.dir.extra_log(name);
+        let out = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| Error::io("open log", &log, e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| Error::io("open log", &log, e))?;
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| Error::Command {
+                command: format!("{name}: {}", program.display()),
+                message: format!("cannot start: {e}"),
+            })?;
+        let pid = child.id();
+        let pid_file = self.dir.extra_pid_file(name);
+        std::fs::write(&pid_file, format!("{pid}\n"))
+            .map_err(|e| Error::io("write", &pid_file, e))?;
+        self.children.push(child);
+        Ok(pid)
+    }
+
+    /// Stops the extra process `name` (SIGTERM, then SIGKILL after 10 s) and removes its PID
+    /// file. Returns how it ended.
+    pub async fn stop_extra(&mut self, name: &str) -> Result<process::Stopped> {
+        let pid_file = self.dir.extra_pid_file(name);
+        let outcome = match process::read_pid(&pid_file)? {
+            Some(pid) => process::stop(pid, Duration::from_secs(10)).await,
+            None => process::Stopped::NotRunning,
+        };
+        remove_path(&pid_file)?;
+        for child in &mut self.children {
+            // Collects the exit status of the stopped process (no zombie).
+            let _ = child.try_wait();
+        }
+        Ok(outcome)
+    }
+
+    /// Starts an extra kube-controller-manager named `name` that runs only the DaemonSet
+    /// controller (see [`flags::daemonset_controller_manager_args`]) and waits for its
+    /// `/healthz`. Returns the PID; stop it with [`Cluster::stop_extra`].
+    pub async fn start_daemonset_controller_manager(
+        &mut self,
+        name: &str,
+        kubeconfig: &Path,
+        port: u16,
+        limits: Option<flags::ClientLimits>,
+    ) -> Result<u32> {
+        let c = Component::KubeControllerManager;
+        let binary = self
+            .state
+            .binaries
+            .get(c.name())
+            .cloned()
+            .unwrap_or_else(|| Cache::pinned().binary(c));
+        let args = flags::daemonset_controller_manager_args(kubeconfig, port, limits);
+        let pid = self.spawn_extra(name, &binary, &args)?;
+        let url = format!("https://127.0.0.1:{port}");
+        let start = Instant::now();
+        loop {
+            match health::probe(&url, "/healthz").await {
+                Ok(body) if body.trim() == "ok" => return Ok(pid),
+                Ok(_) | Err(_)
+                    if process::is_alive(pid) && start.elapsed() < Duration::from_secs(60) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                last => {
+                    let log = self.dir.extra_log(name);
+                    return Err(Error::Component {
+                        component: "kube-controller-manager (DaemonSet only)",
+                        message: format!("not healthy (last probe: {last:?})"),
+                        tail: process::tail(&log, LOG_TAIL_LINES),
+                        log,
+                    });
+                }
+            }
+        }
+    }
+
     /// Starts a watchdog for this cluster; see [`spawn_watchdog`].
     pub fn spawn_watchdog(&self) -> Result<Watchdog> {
         spawn_watchdog(&self.dir, &self.state.etcd_data_dir)
@@ -459,6 +577,7 @@ pub fn spawn_watchdog(dir: &ClusterDir, etcd_data_dir: &Path) -> Result<Watchdog
 read -r cmd
 [ "$cmd" = disarm ] && exit 0
 dir=$1; etcd=$2; shift 2
+set -- "$dir"/pids/extra-*.pid "$@"
 for f in "$@"; do [ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null; done
 i=0
 while [ $i -lt 50 ]; do
@@ -720,6 +839,7 @@ pub async fn down(dir: impl AsRef<Path>) -> Result<Vec<StopReport>> {
         }
         return Ok(Vec::new());
     };
+    stop_extras(&dir).await;
     let mut reports = Vec::new();
     for c in Component::ALL.into_iter().rev() {
         let pid = process::read_pid(&dir.pid_file(c))?;
@@ -753,6 +873,32 @@ pub async fn down(dir: impl AsRef<Path>) -> Result<Vec<StopReport>> {
     remove_path(&state.etcd_data_dir)?;
     remove_path(dir.root())?;
     Ok(reports)
+}
+
+/// Stops the extra processes recorded in `pids/extra-*.pid` whose command line still mentions
+/// the cluster directory (PID reuse guard).
+async fn stop_extras(dir: &ClusterDir) {
+    let Ok(entries) = std::fs::read_dir(dir.pids_dir()) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(crate::layout::EXTRA_PREFIX))
+        })
+        .collect();
+    files.sort();
+    let needle = dir.root().display().to_string();
+    for file in files {
+        if let Ok(Some(pid)) = process::read_pid(&file)
+            && process::cmdline(pid).is_some_and(|c| c.iter().any(|a| a.contains(&needle)))
+        {
+            process::stop(pid, Duration::from_secs(10)).await;
+        }
+        remove_path(&file).ok();
+    }
 }
 
 async fn status(dir: &ClusterDir, state: &ClusterState) -> Vec<ComponentStatus> {

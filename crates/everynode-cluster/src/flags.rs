@@ -16,6 +16,58 @@ pub const POD_CIDR: &str = "10.244.0.0/16";
 /// Service-account issuer.
 pub const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
+/// Client identity of the process a benchmark measures (a controller under test); the API
+/// server audits its requests in benchmark mode.
+pub const BENCH_MEASURED_USER: &str = "everynode-bench-measured";
+/// Client identity of a benchmark's minimal reference client (the "floor"); audited too.
+pub const BENCH_FLOOR_USER: &str = "everynode-bench-floor";
+
+/// Audit policy of benchmark mode: request metadata (verb, resource, user, user agent, response
+/// code) of the benchmark identities only — every other client (KWOK heartbeats, the scheduler,
+/// the harness) is left out, so the log stays small even with thousands of nodes.
+#[must_use]
+pub fn audit_policy() -> String {
+    format!(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"ResponseStarted\"]\nrules:\n- level: Metadata\n  users: [\"{BENCH_MEASURED_USER}\", \"{BENCH_FLOOR_USER}\"]\n- level: None\n"
+    )
+}
+
+/// Client-side rate limits of a kube-controller-manager (`--kube-api-qps`, `--kube-api-burst`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClientLimits {
+    /// Sustained requests per second.
+    pub qps: f64,
+    /// Burst.
+    pub burst: u32,
+}
+
+/// Flags of an extra kube-controller-manager that runs only the DaemonSet controller
+/// (`--controllers=daemonset-controller`), authenticating with `kubeconfig`, serving `/healthz`
+/// on `127.0.0.1:<port>`. `limits: None` keeps kube-controller-manager's defaults (QPS 20,
+/// burst 30); the log verbosity stays at its default too.
+#[must_use]
+pub fn daemonset_controller_manager_args(
+    kubeconfig: &Path,
+    port: u16,
+    limits: Option<ClientLimits>,
+) -> Vec<String> {
+    let kc = kubeconfig.display();
+    let mut v = vec![
+        format!("--kubeconfig={kc}"),
+        format!("--authentication-kubeconfig={kc}"),
+        format!("--authorization-kubeconfig={kc}"),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={port}"),
+        "--leader-elect=false".into(),
+        "--controllers=daemonset-controller".into(),
+    ];
+    if let Some(l) = limits {
+        v.push(format!("--kube-api-qps={}", l.qps));
+        v.push(format!("--kube-api-burst={}", l.burst));
+    }
+    v
+}
+
 /// Settings that change component flags.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlagSettings {
@@ -96,6 +148,11 @@ pub fn args(component: Component, cx: &FlagContext<'_>) -> Vec<String> {
                     "--enable-priority-and-fairness=false".into(),
                     "--max-requests-inflight=0".into(),
                     "--max-mutating-requests-inflight=0".into(),
+                    format!("--audit-policy-file={}", p(cx.dir.audit_policy())),
+                    format!("--audit-log-path={}", p(cx.dir.audit_log())),
+                    "--audit-log-format=json".into(),
+                    "--audit-log-maxsize=0".into(),
+                    "--audit-log-mode=blocking".into(),
                 ]);
             }
             v.push("--v=1".into());
@@ -219,6 +276,48 @@ mod tests {
         assert!(b.contains(&flag));
         assert!(b.contains(&"--max-requests-inflight=0".to_owned()));
         assert!(b.contains(&"--max-mutating-requests-inflight=0".to_owned()));
+        assert!(b.contains(&"--audit-policy-file=/tmp/c/audit-policy.yaml".to_owned()));
+        assert!(b.contains(&"--audit-log-path=/tmp/c/logs/audit.log".to_owned()));
+        assert!(
+            !ctx_args(Component::KubeApiserver, &normal)
+                .iter()
+                .any(|a| a.starts_with("--audit"))
+        );
+    }
+
+    #[test]
+    fn audit_policy_names_the_benchmark_users_and_drops_the_rest() {
+        let policy: serde_yaml::Value = serde_yaml::from_str(&audit_policy()).unwrap();
+        let rules = policy["rules"].as_sequence().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0]["level"], "Metadata");
+        let users: Vec<&str> = rules[0]["users"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap())
+            .collect();
+        assert_eq!(users, [BENCH_MEASURED_USER, BENCH_FLOOR_USER]);
+        assert_eq!(rules[1]["level"], "None");
+    }
+
+    #[test]
+    fn daemonset_only_controller_manager() {
+        let kc = Path::new("/tmp/c/kubeconfig-x");
+        let d = daemonset_controller_manager_args(kc, 17450, None);
+        assert!(d.contains(&"--controllers=daemonset-controller".to_owned()));
+        assert!(d.contains(&"--kubeconfig=/tmp/c/kubeconfig-x".to_owned()));
+        assert!(!d.iter().any(|a| a.starts_with("--kube-api-qps")));
+        let raised = daemonset_controller_manager_args(
+            kc,
+            17450,
+            Some(ClientLimits {
+                qps: 5000.0,
+                burst: 10000,
+            }),
+        );
+        assert!(raised.contains(&"--kube-api-qps=5000".to_owned()));
+        assert!(raised.contains(&"--kube-api-burst=10000".to_owned()));
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub const CACHE_DIR_ENV: &str = "EVERYNODE_CACHE_DIR";
 /// Environment variable overriding the location of the Go wrapper modules (default: `tools/` of
 /// this repository, found at compile time).
 pub const TOOLS_DIR_ENV: &str = "EVERYNODE_TOOLS_DIR";
+/// File-name prefix of extra processes' logs and PID files (`extra-<name>.{log,pid}`).
+pub const EXTRA_PREFIX: &str = "extra-";
 /// Default cluster directory of `cargo xtask cluster up`.
 pub const DEFAULT_CLUSTER_DIR: &str = "/tmp/everynode-cluster";
 
@@ -144,6 +146,36 @@ impl ClusterDir {
     #[must_use]
     pub fn pid_file(&self, component: Component) -> PathBuf {
         self.pids_dir().join(format!("{}.pid", component.name()))
+    }
+
+    /// Log of an extra process started with [`crate::Cluster::spawn_extra`]: `logs/extra-<name>.log`.
+    #[must_use]
+    pub fn extra_log(&self, name: &str) -> PathBuf {
+        self.logs_dir().join(format!("{EXTRA_PREFIX}{name}.log"))
+    }
+
+    /// PID file of an extra process: `pids/extra-<name>.pid` (stopped by `down` too).
+    #[must_use]
+    pub fn extra_pid_file(&self, name: &str) -> PathBuf {
+        self.pids_dir().join(format!("{EXTRA_PREFIX}{name}.pid"))
+    }
+
+    /// Audit policy of the API server in benchmark mode.
+    #[must_use]
+    pub fn audit_policy(&self) -> PathBuf {
+        self.root.join("audit-policy.yaml")
+    }
+
+    /// Audit log of the API server in benchmark mode (JSON lines).
+    #[must_use]
+    pub fn audit_log(&self) -> PathBuf {
+        self.logs_dir().join("audit.log")
+    }
+
+    /// Kubeconfig of an extra client identity (see [`crate::Cluster::client_kubeconfig`]).
+    #[must_use]
+    pub fn client_kubeconfig(&self, user: &str) -> PathBuf {
+        self.root.join(format!("kubeconfig-{user}"))
     }
 
     /// Where etcd keeps its data: on `/dev/shm` when it exists (RAM, faster on small CI

@@ -21,6 +21,6 @@ pub use cluster::{
 };
 pub use component::Component;
 pub use error::{Error, Result};
-pub use flags::FlagSettings;
+pub use flags::{BENCH_FLOOR_USER, BENCH_MEASURED_USER, ClientLimits, FlagSettings};
 pub use layout::{Cache, ClusterDir};
 pub use ports::Ports;

@@ -74,19 +74,48 @@ impl Pki {
         self.dir.join("sa.pub")
     }
 
+    /// Client certificate of an extra identity (see [`Pki::generate_client`]).
+    #[must_use]
+    pub fn client_cert(&self, user: &str) -> PathBuf {
+        self.dir.join(format!("client-{user}.crt"))
+    }
+
+    /// Client key of an extra identity.
+    #[must_use]
+    pub fn client_key(&self, user: &str) -> PathBuf {
+        self.dir.join(format!("client-{user}.key"))
+    }
+
+    /// Generates a client certificate `CN=<user>, O=<organization>` signed by the cluster CA
+    /// (which [`Pki::generate`] must have made). Benchmarks give each measured process its own
+    /// identity this way, so the API server's audit log tells their requests apart.
+    pub fn generate_client(&self, user: &str, organization: &str) -> Result<()> {
+        let read = |path: PathBuf| {
+            std::fs::read_to_string(&path).map_err(|e| Error::io("read", path.clone(), e))
+        };
+        // The CA's parameters are fixed (`ca_params`); with its stored key they sign exactly as
+        // the CA certificate on disk does.
+        let ca_key = KeyPair::from_pem(&read(self.ca_key())?)?;
+        let issuer = Issuer::new(ca_params()?, ca_key);
+        let key = KeyPair::generate()?;
+        let mut params = base_params(user, Some(organization))?;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &issuer)?;
+        write(&self.client_cert(user), &cert.pem())?;
+        write(&self.client_key(user), &key.serialize_pem())
+    }
+
     /// Generates every file, overwriting existing ones.
     pub fn generate(&self) -> Result<()> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| Error::io("create directory", &self.dir, e))?;
 
         let ca_key = KeyPair::generate()?;
-        let mut ca = base_params("everynode-ca", None)?;
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let ca = ca_params()?;
         let ca_cert = ca.self_signed(&ca_key)?;
         write(&self.ca_cert(), &ca_cert.pem())?;
         write(&self.ca_key(), &ca_key.serialize_pem())?;
@@ -129,6 +158,17 @@ impl Pki {
     }
 }
 
+fn ca_params() -> Result<CertificateParams> {
+    let mut ca = base_params("everynode-ca", None)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(ca)
+}
+
 fn base_params(common_name: &str, organization: Option<&str>) -> Result<CertificateParams> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
@@ -152,11 +192,63 @@ fn write(path: &Path, contents: &str) -> Result<()> {
 
 /// Writes the admin kubeconfig for an API server on `127.0.0.1:<port>`.
 pub fn write_kubeconfig(path: &Path, pki: &Pki, apiserver_port: u16, name: &str) -> Result<()> {
+    write_kubeconfig_with(
+        path,
+        pki,
+        apiserver_port,
+        name,
+        &pki.admin_cert(),
+        &pki.admin_key(),
+    )
+}
+
+/// Writes a kubeconfig for an API server on `127.0.0.1:<port>` that authenticates with the given
+/// client certificate and key.
+pub fn write_kubeconfig_with(
+    path: &Path,
+    pki: &Pki,
+    apiserver_port: u16,
+    name: &str,
+    cert: &Path,
+    key: &Path,
+) -> Result<()> {
     let text = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: https://127.0.0.1:{apiserver_port}\n    certificate-authority: {ca}\nusers:\n- name: {name}-admin\n  user:\n    client-certificate: {cert}\n    client-key: {key}\ncontexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: {name}-admin\n    namespace: default\ncurrent-context: {name}\n",
         ca = pki.ca_cert().display(),
-        cert = pki.admin_cert().display(),
-        key = pki.admin_key().display(),
+        cert = cert.display(),
+        key = key.display(),
     );
     write(path, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_identity_is_signed_by_the_cluster_ca() {
+        let dir = std::env::temp_dir().join(format!("everynode-pki-test-{}", std::process::id()));
+        let pki = Pki::at(&dir);
+        pki.generate().unwrap();
+        pki.generate_client("bench-user", "system:masters").unwrap();
+        let cert = std::fs::read_to_string(pki.client_cert("bench-user")).unwrap();
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        KeyPair::from_pem(&std::fs::read_to_string(pki.client_key("bench-user")).unwrap()).unwrap();
+        // That the API server accepts it is checked by every `cargo xtask bench` run (the
+        // measured controllers authenticate with such identities).
+        let kc = dir.join("kubeconfig-bench-user");
+        write_kubeconfig_with(
+            &kc,
+            &pki,
+            16443,
+            "t",
+            &pki.client_cert("bench-user"),
+            &pki.client_key("bench-user"),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&kc).unwrap();
+        assert!(text.contains("client-bench-user.crt"));
+        assert!(text.contains("https://127.0.0.1:16443"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -1,0 +1,931 @@
+//! The benchmark report: data model (serialised as JSON), the markdown tables with the target
+//! ratios, and an SVG chart. Rendering is pure and deterministic.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::RequestCounts;
+use crate::stats::Latency;
+
+/// One benchmark scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Scenario {
+    /// S1: create a set → every pod available.
+    S1,
+    /// S2: rolling update with maxUnavailable 10 % → every pod updated and available.
+    S2,
+    /// S3: 10 % of the nodes join and 10 % leave → converged.
+    S3,
+    /// S4: delete the set → every pod gone.
+    S4,
+    /// S5: idle window with node heartbeats (run before S4, with the set in place).
+    S5,
+}
+
+impl Scenario {
+    /// Scenarios that converge (S1–S4), in order.
+    pub const CONVERGING: [Self; 4] = [Self::S1, Self::S2, Self::S3, Self::S4];
+
+    /// Chart label.
+    #[must_use]
+    pub const fn short(self) -> &'static str {
+        match self {
+            Self::S1 => "S1 rollout",
+            Self::S2 => "S2 update",
+            Self::S3 => "S3 churn",
+            Self::S4 => "S4 delete",
+            Self::S5 => "S5 idle",
+        }
+    }
+
+    /// Short description.
+    #[must_use]
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::S1 => "first rollout",
+            Self::S2 => "rolling update (maxUnavailable 10%)",
+            Self::S3 => "churn: 10% join, 10% leave",
+            Self::S4 => "delete the set",
+            Self::S5 => "idle",
+        }
+    }
+}
+
+/// The controllers compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ControllerId {
+    /// kube-controller-manager `--controllers=daemonset-controller`, default client limits
+    /// (QPS 20, burst 30).
+    UpstreamDefault,
+    /// The same with raised client limits (not client-limited).
+    UpstreamEqual,
+    /// `everynode controller --target apps/v1` on apps/v1 DaemonSets.
+    EverynodeAppsV1,
+    /// `everynode controller` on `everynode.dev/v1alpha1` DaemonSets.
+    EverynodeOwn,
+}
+
+impl ControllerId {
+    /// All, in report order.
+    pub const ALL: [Self; 4] = [
+        Self::UpstreamDefault,
+        Self::UpstreamEqual,
+        Self::EverynodeAppsV1,
+        Self::EverynodeOwn,
+    ];
+
+    /// Label in tables and the chart.
+    #[must_use]
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::UpstreamDefault => "upstream (QPS 20/30)",
+            Self::UpstreamEqual => "upstream (unlimited)",
+            Self::EverynodeAppsV1 => "everynode apps/v1",
+            Self::EverynodeOwn => "everynode v1alpha1",
+        }
+    }
+
+    /// Stable key (namespaces, JSON).
+    #[must_use]
+    pub const fn key(self) -> &'static str {
+        match self {
+            Self::UpstreamDefault => "upstream-default",
+            Self::UpstreamEqual => "upstream-equal",
+            Self::EverynodeAppsV1 => "everynode-apps",
+            Self::EverynodeOwn => "everynode-own",
+        }
+    }
+
+    /// Whether this is everynode.
+    #[must_use]
+    pub const fn is_everynode(self) -> bool {
+        matches!(self, Self::EverynodeAppsV1 | Self::EverynodeOwn)
+    }
+}
+
+/// What one scenario measured for one controller (or the floor client).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioResult {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Time to converge in seconds (S5: the idle window).
+    pub seconds: f64,
+    /// Pods that had to be created (S1, S2, S3) or removed (S4) to converge.
+    pub pods: u64,
+    /// API requests of the measured process in the scenario (audit log).
+    pub requests: RequestCounts,
+    /// CPU seconds (user + system) of the measured process.
+    pub cpu_seconds: f64,
+    /// Peak resident set size of the measured process during the scenario, in bytes.
+    pub peak_rss_bytes: u64,
+    /// Node joined → its pod created (S3), seen by the harness's watch.
+    pub join_latency: Option<Latency>,
+}
+
+/// All scenarios of one controller at one size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControllerRun {
+    /// Which controller.
+    pub controller: ControllerId,
+    /// Client-side limits it ran with (description).
+    pub client_limits: String,
+    /// Process start → ready (caches synced / healthz), seconds.
+    pub startup_seconds: f64,
+    /// Results in scenario order (S1, S2, S3, S5, S4 were run in that order).
+    pub scenarios: Vec<ScenarioResult>,
+}
+
+impl ControllerRun {
+    /// The result of one scenario.
+    #[must_use]
+    pub fn get(&self, s: Scenario) -> Option<&ScenarioResult> {
+        self.scenarios.iter().find(|r| r.scenario == s)
+    }
+
+    /// CPU seconds over all scenarios.
+    #[must_use]
+    pub fn cpu_seconds(&self) -> f64 {
+        self.scenarios.iter().map(|s| s.cpu_seconds).sum()
+    }
+
+    /// Largest per-scenario peak RSS.
+    #[must_use]
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.scenarios
+            .iter()
+            .map(|s| s.peak_rss_bytes)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Write requests per converged pod over S1–S3.
+    #[must_use]
+    pub fn writes_per_pod(&self) -> Option<f64> {
+        let (w, p) = [Scenario::S1, Scenario::S2, Scenario::S3]
+            .iter()
+            .filter_map(|s| self.get(*s))
+            .fold((0u64, 0u64), |(w, p), r| {
+                (w + r.requests.writes(), p + r.pods)
+            });
+        (p > 0).then(|| w as f64 / p as f64)
+    }
+
+    /// Requests over all scenarios.
+    #[must_use]
+    pub fn total_requests(&self) -> RequestCounts {
+        let mut c = RequestCounts::default();
+        for s in &self.scenarios {
+            c.add(&s.requests);
+        }
+        c
+    }
+}
+
+/// Uptime load averages (1, 5, 15 minutes).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    /// 1-minute load.
+    pub one: f64,
+    /// 5-minute load.
+    pub five: f64,
+    /// 15-minute load.
+    pub fifteen: f64,
+}
+
+impl Load {
+    /// Parses the first three fields of `/proc/loadavg`.
+    #[must_use]
+    pub fn parse(loadavg: &str) -> Option<Self> {
+        let mut it = loadavg.split_whitespace().map(str::parse::<f64>);
+        Some(Self {
+            one: it.next()?.ok()?,
+            five: it.next()?.ok()?,
+            fifteen: it.next()?.ok()?,
+        })
+    }
+}
+
+/// Everything measured at one cluster size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SizeResult {
+    /// KWOK worker nodes.
+    pub nodes: usize,
+    /// Cluster start-up (processes + nodes Ready), seconds.
+    pub cluster_up_seconds: f64,
+    /// Load before the first measurement at this size.
+    pub load_before: Option<Load>,
+    /// Load after the last.
+    pub load_after: Option<Load>,
+    /// The minimal client doing the same pod work (S1–S3).
+    pub floor: Vec<ScenarioResult>,
+    /// One run per controller.
+    pub runs: Vec<ControllerRun>,
+}
+
+impl SizeResult {
+    /// The run of one controller.
+    #[must_use]
+    pub fn run(&self, c: ControllerId) -> Option<&ControllerRun> {
+        self.runs.iter().find(|r| r.controller == c)
+    }
+
+    /// The floor's time for a scenario.
+    #[must_use]
+    pub fn floor_seconds(&self, s: Scenario) -> Option<f64> {
+        self.floor
+            .iter()
+            .find(|r| r.scenario == s)
+            .map(|r| r.seconds)
+    }
+}
+
+/// Machine the run happened on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    /// CPU model (`/proc/cpuinfo`).
+    pub cpu: String,
+    /// Online CPUs.
+    pub cpus: usize,
+    /// Memory in GiB (`/proc/meminfo` MemTotal).
+    pub memory_gib: u64,
+    /// Kernel release.
+    pub kernel: String,
+}
+
+/// A whole `cargo xtask bench` run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// When the run started (UTC, RFC 3339).
+    pub date: String,
+    /// The command that produced it.
+    pub command: String,
+    /// The machine.
+    pub machine: Machine,
+    /// Versions: Kubernetes, etcd, KWOK, everynode commit, rustc.
+    pub versions: BTreeMap<String, String>,
+    /// Length of the S5 idle window, seconds.
+    pub idle_seconds: u64,
+    /// Results by size.
+    pub sizes: Vec<SizeResult>,
+    /// Notes (e.g. sizes skipped and why).
+    pub notes: Vec<String>,
+}
+
+/// One target check: everynode ÷ reference ≤ limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetCheck {
+    /// What is compared.
+    pub metric: String,
+    /// Which everynode variant.
+    pub everynode: ControllerId,
+    /// Against what (an upstream run, or "floor").
+    pub reference: String,
+    /// everynode's value.
+    pub value: f64,
+    /// The reference value.
+    pub reference_value: f64,
+    /// value ÷ reference (None when the reference is 0).
+    pub ratio: Option<f64>,
+    /// The target ratio (≤).
+    pub limit: f64,
+}
+
+impl TargetCheck {
+    /// Whether the target is met (a zero reference is met only by a zero value).
+    #[must_use]
+    pub fn met(&self) -> bool {
+        match self.ratio {
+            Some(r) => r <= self.limit + 1e-9,
+            None => self.value <= 0.0,
+        }
+    }
+}
+
+fn check(
+    metric: impl Into<String>,
+    everynode: ControllerId,
+    reference: impl Into<String>,
+    value: f64,
+    reference_value: f64,
+    limit: f64,
+) -> TargetCheck {
+    TargetCheck {
+        metric: metric.into(),
+        everynode,
+        reference: reference.into(),
+        value,
+        reference_value,
+        ratio: (reference_value > 0.0).then(|| value / reference_value),
+        limit,
+    }
+}
+
+/// The issue's targets for one size: each everynode variant against upstream at defaults and
+/// at equal limits, and against the floor.
+#[must_use]
+pub fn target_checks(size: &SizeResult) -> Vec<TargetCheck> {
+    let mut out = Vec::new();
+    for e in [ControllerId::EverynodeAppsV1, ControllerId::EverynodeOwn] {
+        let Some(er) = size.run(e) else { continue };
+        for (u, converge_limit) in [
+            (ControllerId::UpstreamDefault, 0.8),
+            (ControllerId::UpstreamEqual, 1.0),
+        ] {
+            let Some(ur) = size.run(u) else { continue };
+            for s in [Scenario::S1, Scenario::S2, Scenario::S3] {
+                if let (Some(a), Some(b)) = (er.get(s), ur.get(s)) {
+                    out.push(check(
+                        format!("{s:?} converge s"),
+                        e,
+                        u.label(),
+                        a.seconds,
+                        b.seconds,
+                        converge_limit,
+                    ));
+                }
+            }
+            out.push(check(
+                "peak RSS MiB",
+                e,
+                u.label(),
+                mib(er.peak_rss_bytes()),
+                mib(ur.peak_rss_bytes()),
+                0.5,
+            ));
+            out.push(check(
+                "CPU s (S1-S5)",
+                e,
+                u.label(),
+                er.cpu_seconds(),
+                ur.cpu_seconds(),
+                0.5,
+            ));
+            if let (Some(a), Some(b)) = (er.writes_per_pod(), ur.writes_per_pod()) {
+                out.push(check("API writes per pod (S1-S3)", e, u.label(), a, b, 1.0));
+            }
+            if let (Some(a), Some(b)) = (er.get(Scenario::S5), ur.get(Scenario::S5)) {
+                out.push(check(
+                    "idle S5 requests",
+                    e,
+                    u.label(),
+                    a.requests.total() as f64,
+                    b.requests.total() as f64,
+                    1.0,
+                ));
+            }
+            if let (Some(a), Some(b)) = (
+                er.get(Scenario::S3).and_then(|r| r.join_latency),
+                ur.get(Scenario::S3).and_then(|r| r.join_latency),
+            ) {
+                out.push(check(
+                    "join→pod p99 ms",
+                    e,
+                    u.label(),
+                    a.p99_ms,
+                    b.p99_ms,
+                    0.5,
+                ));
+            }
+        }
+        for s in [Scenario::S1, Scenario::S2, Scenario::S3] {
+            if let (Some(a), Some(f)) = (er.get(s), size.floor_seconds(s)) {
+                out.push(check(
+                    format!("{s:?} converge s"),
+                    e,
+                    "floor",
+                    a.seconds,
+                    f,
+                    1.2,
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+fn load_str(l: Option<Load>) -> String {
+    l.map_or_else(
+        || "?".to_owned(),
+        |l| format!("{:.2} / {:.2} / {:.2}", l.one, l.five, l.fifteen),
+    )
+}
+
+/// The markdown report: run facts, then per size a results table, the target checks and the
+/// requests by verb.
+#[must_use]
+pub fn markdown(r: &Report) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# everynode vs the built-in DaemonSet controller\n");
+    let _ = writeln!(
+        md,
+        "Generated by `{}` on {}. Do not edit: rerun the command.\n",
+        r.command, r.date
+    );
+    let _ = writeln!(md, "| | |\n|---|---|");
+    let _ = writeln!(
+        md,
+        "| machine | {} × {}, {} GiB RAM, Linux {} |",
+        r.machine.cpus, r.machine.cpu, r.machine.memory_gib, r.machine.kernel
+    );
+    for (k, v) in &r.versions {
+        let _ = writeln!(md, "| {k} | {v} |");
+    }
+    let _ = writeln!(
+        md,
+        "| S5 idle window | {} s{} |",
+        r.idle_seconds,
+        if r.idle_seconds < 600 {
+            " (shortened with `--idle-seconds`; the issue asks for 600 s)"
+        } else {
+            ""
+        }
+    );
+    for n in &r.notes {
+        let _ = writeln!(md, "| note | {n} |");
+    }
+    md.push('\n');
+    for size in &r.sizes {
+        let _ = writeln!(md, "## {} nodes\n", size.nodes);
+        let _ = writeln!(
+            md,
+            "Cluster up in {:.0} s. Load average (1/5/15 min) before: {}, after: {}.\n",
+            size.cluster_up_seconds,
+            load_str(size.load_before),
+            load_str(size.load_after)
+        );
+        let _ = writeln!(
+            md,
+            "| controller | S1 s | S2 s | S3 s | S4 s | S5 requests | CPU s | peak RSS MiB | writes/pod | join→pod p50 / p99 ms | startup s |"
+        );
+        let _ = writeln!(
+            md,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        let f = |s| fmt_opt(size.floor_seconds(s), 1);
+        let floor_writes: (u64, u64) = size
+            .floor
+            .iter()
+            .fold((0, 0), |(w, p), r| (w + r.requests.writes(), p + r.pods));
+        let _ = writeln!(
+            md,
+            "| floor (minimal client) | {} | {} | {} | – | – | – | – | {} | – | – |",
+            f(Scenario::S1),
+            f(Scenario::S2),
+            f(Scenario::S3),
+            fmt_opt(
+                (floor_writes.1 > 0).then(|| floor_writes.0 as f64 / floor_writes.1 as f64),
+                2
+            ),
+        );
+        for run in &size.runs {
+            let sec = |s| fmt_opt(run.get(s).map(|r| r.seconds), 1);
+            let join = run
+                .get(Scenario::S3)
+                .and_then(|r| r.join_latency)
+                .map_or_else(
+                    || "–".to_owned(),
+                    |l| format!("{:.0} / {:.0}", l.p50_ms, l.p99_ms),
+                );
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {} | {} | {:.1} |",
+                run.controller.label(),
+                sec(Scenario::S1),
+                sec(Scenario::S2),
+                sec(Scenario::S3),
+                sec(Scenario::S4),
+                run.get(Scenario::S5)
+                    .map_or_else(|| "–".to_owned(), |r| r.requests.total().to_string()),
+                run.cpu_seconds(),
+                mib(run.peak_rss_bytes()),
+                fmt_opt(run.writes_per_pod(), 2),
+                join,
+                run.startup_seconds,
+            );
+        }
+        md.push('\n');
+        for run in &size.runs {
+            let _ = writeln!(
+                md,
+                "- {}: client limits {}",
+                run.controller.label(),
+                run.client_limits
+            );
+        }
+        md.push('\n');
+        let checks = target_checks(size);
+        if !checks.is_empty() {
+            let _ = writeln!(
+                md,
+                "Targets (everynode ÷ reference, same run):\n\n| everynode | metric | reference | everynode | reference | ratio | target | |\n|---|---|---|---:|---:|---:|---:|---|"
+            );
+            for c in &checks {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {:.2} | {:.2} | {} | ≤ {:.1} | {} |",
+                    c.everynode.label(),
+                    c.metric,
+                    c.reference,
+                    c.value,
+                    c.reference_value,
+                    fmt_opt(c.ratio, 2),
+                    c.limit,
+                    if c.met() { "met" } else { "**missed**" }
+                );
+            }
+            md.push('\n');
+        }
+        let _ = writeln!(
+            md,
+            "API requests of the measured process, S1–S5 (audit log, by verb and resource):\n"
+        );
+        let mut keys: Vec<String> = size
+            .runs
+            .iter()
+            .flat_map(|r| r.total_requests().by_resource.into_keys())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let _ = write!(md, "| request |");
+        for run in &size.runs {
+            let _ = write!(md, " {} |", run.controller.label());
+        }
+        let _ = write!(md, "\n|---|");
+        for _ in &size.runs {
+            let _ = write!(md, "---:|");
+        }
+        md.push('\n');
+        let totals: Vec<RequestCounts> = size
+            .runs
+            .iter()
+            .map(ControllerRun::total_requests)
+            .collect();
+        for k in &keys {
+            let _ = write!(md, "| {k} |");
+            for t in &totals {
+                let _ = write!(md, " {} |", t.by_resource.get(k).copied().unwrap_or(0));
+            }
+            md.push('\n');
+        }
+        let _ = write!(md, "| **total** |");
+        for t in &totals {
+            let _ = write!(md, " **{}** |", t.total());
+        }
+        let _ = write!(md, "\n| failed (≥ 400) |");
+        for t in &totals {
+            let failed: u64 = t.failed.values().sum();
+            let _ = write!(md, " {failed} |");
+        }
+        md.push_str("\n\n");
+    }
+    md
+}
+
+const COLORS: [&str; 5] = ["#9e9e9e", "#d62728", "#ff9896", "#1f77b4", "#17becf"];
+
+/// A bar chart (SVG) of the time to converge: one panel per size, scenarios S1–S4 on the x
+/// axis, one bar per controller and the floor.
+#[must_use]
+pub fn svg(r: &Report) -> String {
+    let series: Vec<(&str, &str)> = std::iter::once("floor (minimal client)")
+        .chain(ControllerId::ALL.iter().map(|c| c.label()))
+        .zip(COLORS)
+        .collect();
+    let panel_h = 260.0;
+    let width = 760.0;
+    let top = 50.0;
+    let height = top + panel_h * r.sizes.len().max(1) as f64 + 20.0;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<rect width="100%" height="100%" fill="white"/><text x="10" y="18" font-size="14" font-weight="bold">Time to converge (s), lower is better — {}</text>"#,
+        escape(&r.date)
+    );
+    for (i, (name, color)) in series.iter().enumerate() {
+        let x = 10.0 + 150.0 * i as f64;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{x}" y="28" width="10" height="10" fill="{color}"/><text x="{}" y="37">{}</text>"#,
+            x + 14.0,
+            escape(name)
+        );
+    }
+    for (pi, size) in r.sizes.iter().enumerate() {
+        let y0 = top + panel_h * pi as f64;
+        let plot_top = y0 + 25.0;
+        let plot_h = panel_h - 60.0;
+        let left = 60.0;
+        let plot_w = width - left - 20.0;
+        let values: Vec<Vec<Option<f64>>> = Scenario::CONVERGING
+            .iter()
+            .map(|sc| {
+                std::iter::once(size.floor_seconds(*sc))
+                    .chain(
+                        ControllerId::ALL
+                            .iter()
+                            .map(|c| size.run(*c).and_then(|r| r.get(*sc)).map(|r| r.seconds)),
+                    )
+                    .collect()
+            })
+            .collect();
+        let max = values
+            .iter()
+            .flatten()
+            .flatten()
+            .copied()
+            .fold(0.0_f64, f64::max)
+            .max(1.0);
+        let scale_max = nice_ceiling(max);
+        let _ = writeln!(
+            s,
+            r#"<text x="{left}" y="{}" font-weight="bold">{} nodes</text>"#,
+            y0 + 15.0,
+            size.nodes
+        );
+        for t in 0..=4 {
+            let v = scale_max * f64::from(t) / 4.0;
+            let y = plot_top + plot_h - plot_h * f64::from(t) / 4.0;
+            let _ = writeln!(
+                s,
+                r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+                left + plot_w,
+                left - 5.0,
+                y + 4.0,
+                trim_num(v)
+            );
+        }
+        let group_w = plot_w / Scenario::CONVERGING.len() as f64;
+        let bar_w = (group_w - 20.0) / series.len() as f64;
+        for (gi, sc) in Scenario::CONVERGING.iter().enumerate() {
+            let gx = left + group_w * gi as f64 + 10.0;
+            for (bi, v) in values[gi].iter().enumerate() {
+                let Some(v) = v else { continue };
+                let h = plot_h * v / scale_max;
+                let x = gx + bar_w * bi as f64;
+                let _ = writeln!(
+                    s,
+                    r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="{}"><title>{}: {v:.1} s</title></rect>"#,
+                    plot_top + plot_h - h,
+                    (bar_w - 2.0).max(1.0),
+                    series[bi].1,
+                    escape(series[bi].0)
+                );
+            }
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+                gx + (group_w - 20.0) / 2.0,
+                plot_top + plot_h + 16.0,
+                sc.short()
+            );
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Reads a report written by [`write_files`] (to render it again).
+pub fn read_json(path: &std::path::Path) -> crate::Result<Report> {
+    let text = std::fs::read_to_string(path).map_err(crate::Error::io("read", path))?;
+    serde_json::from_str(&text).map_err(|e| {
+        crate::Error::Other(format!("{}: not a benchmark report: {e}", path.display()))
+    })
+}
+
+/// Suffix of the output files: the sizes, e.g. `1000` or `100-1000`.
+#[must_use]
+pub fn file_suffix(r: &Report) -> String {
+    r.sizes
+        .iter()
+        .map(|s| s.nodes.to_string())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// Writes `results-<sizes>.json`, `results-<sizes>.md` and `converge-<sizes>.svg` into `dir`
+/// (runs of different sizes do not overwrite each other); returns their paths.
+pub fn write_files(r: &Report, dir: &std::path::Path) -> crate::Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(crate::Error::io("create directory", dir))?;
+    let json = serde_json::to_string_pretty(r).map_err(|e| crate::Error::Other(e.to_string()))?;
+    let suffix = file_suffix(r);
+    let files = [
+        (format!("results-{suffix}.json"), json + "\n"),
+        (format!("results-{suffix}.md"), markdown(r)),
+        (format!("converge-{suffix}.svg"), svg(r)),
+    ];
+    let mut out = Vec::new();
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(crate::Error::io("write", &path))?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// The smallest of 1, 2, 5 × 10^k that is ≥ `v`.
+#[must_use]
+pub fn nice_ceiling(v: f64) -> f64 {
+    if v <= 0.0 {
+        return 1.0;
+    }
+    let mut base = 10f64.powf(v.log10().floor());
+    loop {
+        for m in [1.0, 2.0, 5.0, 10.0] {
+            if base * m >= v - 1e-9 {
+                return base * m;
+            }
+        }
+        base *= 10.0;
+    }
+}
+
+fn trim_num(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(
+        s: Scenario,
+        seconds: f64,
+        writes: u64,
+        pods: u64,
+        cpu: f64,
+        rss_mib: u64,
+    ) -> ScenarioResult {
+        let mut requests = RequestCounts::default();
+        requests.by_verb.insert("create".into(), writes);
+        requests.by_resource.insert("create pods".into(), writes);
+        ScenarioResult {
+            scenario: s,
+            seconds,
+            pods,
+            requests,
+            cpu_seconds: cpu,
+            peak_rss_bytes: rss_mib * 1024 * 1024,
+            join_latency: (s == Scenario::S3).then_some(Latency {
+                samples: 10,
+                p50_ms: seconds * 10.0,
+                p99_ms: seconds * 20.0,
+                max_ms: seconds * 20.0,
+            }),
+        }
+    }
+
+    fn run(c: ControllerId, factor: f64) -> ControllerRun {
+        ControllerRun {
+            controller: c,
+            client_limits: "none".into(),
+            startup_seconds: 1.0,
+            scenarios: [
+                Scenario::S1,
+                Scenario::S2,
+                Scenario::S3,
+                Scenario::S5,
+                Scenario::S4,
+            ]
+            .into_iter()
+            .map(|s| {
+                result(
+                    s,
+                    10.0 * factor,
+                    (100.0 * factor) as u64,
+                    100,
+                    4.0 * factor,
+                    (100.0 * factor) as u64,
+                )
+            })
+            .collect(),
+        }
+    }
+
+    fn report() -> Report {
+        Report {
+            date: "2026-12-01T10:00:00Z".into(),
+            command: "cargo xtask bench --nodes 100".into(),
+            machine: Machine {
+                cpu: "Test CPU".into(),
+                cpus: 2,
+                memory_gib: 24,
+                kernel: "6.1".into(),
+            },
+            versions: BTreeMap::from([("kubernetes".into(), "v1.36.3".into())]),
+            idle_seconds: 60,
+            sizes: vec![SizeResult {
+                nodes: 100,
+                cluster_up_seconds: 12.0,
+                load_before: Load::parse("1.00 2.00 3.00 1/100 42"),
+                load_after: None,
+                floor: vec![result(Scenario::S1, 4.0, 100, 100, 0.0, 0)],
+                runs: vec![
+                    run(ControllerId::UpstreamDefault, 2.0),
+                    run(ControllerId::UpstreamEqual, 1.0),
+                    run(ControllerId::EverynodeAppsV1, 0.5),
+                ],
+            }],
+            notes: vec!["5000 nodes not run".into()],
+        }
+    }
+
+    #[test]
+    fn targets_compare_everynode_with_both_upstream_settings_and_the_floor() {
+        let r = report();
+        let checks = target_checks(&r.sizes[0]);
+        let s1_default = checks
+            .iter()
+            .find(|c| c.metric == "S1 converge s" && c.reference == "upstream (QPS 20/30)")
+            .unwrap();
+        assert_eq!(s1_default.ratio, Some(0.25));
+        assert!(s1_default.met());
+        let floor = checks
+            .iter()
+            .find(|c| c.metric == "S1 converge s" && c.reference == "floor")
+            .unwrap();
+        assert_eq!(floor.ratio, Some(5.0 / 4.0));
+        assert!(!floor.met());
+        let rss_equal = checks
+            .iter()
+            .find(|c| c.metric == "peak RSS MiB" && c.reference == "upstream (unlimited)")
+            .unwrap();
+        assert_eq!(rss_equal.ratio, Some(0.5));
+        assert!(rss_equal.met());
+        // No everynode v1alpha1 run: no checks for it.
+        assert!(
+            checks
+                .iter()
+                .all(|c| c.everynode == ControllerId::EverynodeAppsV1)
+        );
+    }
+
+    #[test]
+    fn markdown_has_tables_and_is_deterministic() {
+        let r = report();
+        let md = markdown(&r);
+        assert_eq!(md, markdown(&r));
+        assert!(md.contains("## 100 nodes"));
+        assert!(md.contains("| floor (minimal client) | 4.0 |"));
+        assert!(md.contains(
+            "| everynode apps/v1 | 5.0 | 5.0 | 5.0 | 5.0 | 50 | 10.0 | 50 | 0.50 | 50 / 100 | 1.0 |"
+        ));
+        assert!(md.contains("| create pods | 1000 | 500 | 250 |"));
+        assert!(md.contains("shortened with `--idle-seconds`"));
+        assert!(md.contains("1.00 / 2.00 / 3.00"));
+        assert!(md.contains("**missed**"));
+    }
+
+    #[test]
+    fn svg_is_well_formed_and_has_a_bar_per_value() {
+        let r = report();
+        let svg = svg(&r);
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        // Floor: S1 only; three runs × four scenarios.
+        assert_eq!(svg.matches("<title>").count(), 1 + 3 * 4);
+        assert!(svg.contains("100 nodes"));
+        assert_eq!(svg, super::svg(&r));
+        assert_eq!(file_suffix(&r), "100");
+    }
+
+    #[test]
+    fn nice_ceilings() {
+        assert_eq!(nice_ceiling(0.0), 1.0);
+        assert_eq!(nice_ceiling(3.2), 5.0);
+        assert_eq!(nice_ceiling(10.0), 10.0);
+        assert_eq!(nice_ceiling(11.0), 20.0);
+        assert_eq!(nice_ceiling(230.0), 500.0);
+    }
+
+    #[test]
+    fn load_parses_proc_loadavg() {
+        let l = Load::parse("0.52 0.58 0.59 1/467 12345").unwrap();
+        assert_eq!(l.fifteen, 0.59);
+        assert!(Load::parse("").is_none());
+    }
+}
