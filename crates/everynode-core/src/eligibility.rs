@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{NodeSelectorRequirement, PodTemplateSpec, Taint
 
 use crate::reason::NodeExcluded;
 use crate::snapshot::NodeView;
+use crate::strs;
 
 /// Taint keys of the default tolerations (§2.2).
 pub mod taint_keys {
@@ -38,23 +39,6 @@ pub struct Eligibility {
     pub should_continue_running: bool,
     /// Why the node is excluded (`None` when `should_run`).
     pub excluded: Option<NodeExcluded>,
-}
-
-impl Eligibility {
-    fn eligible() -> Self {
-        Self {
-            should_run: true,
-            should_continue_running: true,
-            excluded: None,
-        }
-    }
-    fn excluded(reason: NodeExcluded, keep: bool) -> Self {
-        Self {
-            should_run: false,
-            should_continue_running: keep,
-            excluded: Some(reason),
-        }
-    }
 }
 
 fn exists(key: &str, effect: &str) -> Toleration {
@@ -224,6 +208,100 @@ impl Req {
     }
 }
 
+/// A toleration compiled for repeated taint checks: the same decision as [`tolerates`] without
+/// re-reading the operator and re-parsing the value for every taint.
+#[derive(Clone, Debug)]
+struct CompiledToleration {
+    /// Required taint effect (`None`: any).
+    effect: Option<String>,
+    /// Required taint key (`None`: any).
+    key: Option<String>,
+    op: TolerationOp,
+}
+
+#[derive(Clone, Debug)]
+enum TolerationOp {
+    /// `""`/`Equal`: the taint value (empty when absent) equals this one.
+    Equal(String),
+    Exists,
+    /// Numeric `Gt`/`Lt` against a valid int64 toleration value.
+    Gt(i64),
+    Lt(i64),
+    /// Unknown operator, or `Gt`/`Lt` with an invalid value.
+    Never,
+}
+
+impl CompiledToleration {
+    fn new(t: &Toleration) -> Self {
+        let value = t.value.as_deref().unwrap_or("");
+        let op = match t.operator.as_deref().unwrap_or("") {
+            "" | "Equal" => TolerationOp::Equal(value.to_owned()),
+            "Exists" => TolerationOp::Exists,
+            op @ ("Gt" | "Lt") => match parse_decimal(value) {
+                Some(n) if op == "Gt" => TolerationOp::Gt(n),
+                Some(n) => TolerationOp::Lt(n),
+                None => TolerationOp::Never,
+            },
+            _ => TolerationOp::Never,
+        };
+        Self {
+            effect: t.effect.clone().filter(|e| !e.is_empty()),
+            key: t.key.clone().filter(|k| !k.is_empty()),
+            op,
+        }
+    }
+
+    /// Same result as [`tolerates`] for the toleration this was compiled from.
+    fn tolerates(&self, taint: &Taint) -> bool {
+        if self.effect.as_ref().is_some_and(|e| *e != taint.effect)
+            || self.key.as_ref().is_some_and(|k| *k != taint.key)
+        {
+            return false;
+        }
+        let taint_value = || taint.value.as_deref().unwrap_or("");
+        match &self.op {
+            TolerationOp::Equal(v) => v == taint_value(),
+            TolerationOp::Exists => true,
+            TolerationOp::Gt(t) => parse_decimal(taint_value()).is_some_and(|n| n > *t),
+            TolerationOp::Lt(t) => parse_decimal(taint_value()).is_some_and(|n| n < *t),
+            TolerationOp::Never => false,
+        }
+    }
+}
+
+/// The predicate's outcome for one node, borrowing what the reason needs: the owned
+/// [`NodeExcluded`] is only built for excluded nodes ([`NodeMatcher::reason`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Verdict<'n> {
+    /// The node should run a daemon pod.
+    Eligible,
+    /// The template's `spec.nodeName` names another node.
+    NodeName,
+    /// Entry `.0` of the node selector does not match.
+    Selector(usize),
+    /// No required affinity term matches.
+    Affinity,
+    /// An untolerated taint; existing pods keep running unless it is `NoExecute`.
+    Taint {
+        /// The reported taint.
+        taint: &'n Taint,
+        /// `shouldContinueRunning`.
+        keep: bool,
+    },
+}
+
+impl Verdict<'_> {
+    /// `shouldRun`.
+    pub(crate) fn should_run(self) -> bool {
+        matches!(self, Self::Eligible)
+    }
+
+    /// `shouldContinueRunning`.
+    pub(crate) fn should_continue_running(self) -> bool {
+        matches!(self, Self::Eligible | Self::Taint { keep: true, .. })
+    }
+}
+
 /// The §2.1 predicate, compiled from a pod template.
 #[derive(Clone, Debug)]
 pub struct NodeMatcher {
@@ -232,6 +310,7 @@ pub struct NodeMatcher {
     /// `None`: no required affinity (matches all). `Some(terms)`: terms ORed, each ANDed.
     required_terms: Option<Vec<Vec<Req>>>,
     tolerations: Vec<Toleration>,
+    compiled_tolerations: Vec<CompiledToleration>,
 }
 
 impl NodeMatcher {
@@ -272,11 +351,14 @@ impl NodeMatcher {
                     })
                     .collect()
             });
+        let tolerations = effective_tolerations(template);
+        let compiled_tolerations = tolerations.iter().map(CompiledToleration::new).collect();
         Self {
             node_name,
             node_selector,
             required_terms,
-            tolerations: effective_tolerations(template),
+            tolerations,
+            compiled_tolerations,
         }
     }
 
@@ -287,25 +369,24 @@ impl NodeMatcher {
 
     /// `NodeShouldRunDaemonPod(node) → (shouldRun, shouldContinueRunning)` with the reason.
     pub fn evaluate(&self, node: &NodeView) -> Eligibility {
+        let verdict = self.check(node);
+        Eligibility {
+            should_run: verdict.should_run(),
+            should_continue_running: verdict.should_continue_running(),
+            excluded: self.reason(verdict),
+        }
+    }
+
+    /// The predicate without building the reason.
+    pub(crate) fn check<'n>(&self, node: &'n NodeView) -> Verdict<'n> {
         if let Some(wanted) = &self.node_name
             && *wanted != node.name
         {
-            return Eligibility::excluded(
-                NodeExcluded::NodeNameMismatch {
-                    node_name: wanted.clone(),
-                },
-                false,
-            );
+            return Verdict::NodeName;
         }
-        for (k, v) in &self.node_selector {
-            if node.labels.get(k) != Some(v) {
-                return Eligibility::excluded(
-                    NodeExcluded::NodeSelectorMismatch {
-                        key: k.clone(),
-                        value: v.clone(),
-                    },
-                    false,
-                );
+        for (i, (k, v)) in self.node_selector.iter().enumerate() {
+            if !strs::label(&node.labels, k).is_some_and(|got| strs::eq(got, v)) {
+                return Verdict::Selector(i);
             }
         }
         if let Some(terms) = &self.required_terms
@@ -313,7 +394,10 @@ impl NodeMatcher {
                 .iter()
                 .any(|reqs| reqs.iter().all(|r| r.matches(node)))
         {
-            return Eligibility::excluded(NodeExcluded::NodeAffinityMismatch, false);
+            return Verdict::Affinity;
+        }
+        if node.taints.is_empty() {
+            return Verdict::Eligible;
         }
         let mut first: Option<&Taint> = None;
         let mut no_execute: Option<&Taint> = None;
@@ -321,7 +405,7 @@ impl NodeMatcher {
             if taint.effect != "NoSchedule" && taint.effect != "NoExecute" {
                 continue;
             }
-            if self.tolerations.iter().any(|t| tolerates(t, taint)) {
+            if self.compiled_tolerations.iter().any(|t| t.tolerates(taint)) {
                 continue;
             }
             first.get_or_insert(taint);
@@ -331,16 +415,35 @@ impl NodeMatcher {
             }
         }
         match no_execute.or(first) {
-            None => Eligibility::eligible(),
-            Some(t) => Eligibility::excluded(
-                NodeExcluded::TaintNotTolerated {
-                    key: t.key.clone(),
-                    value: t.value.clone().unwrap_or_default(),
-                    effect: t.effect.clone(),
-                },
-                no_execute.is_none(),
-            ),
+            None => Verdict::Eligible,
+            Some(taint) => Verdict::Taint {
+                taint,
+                keep: no_execute.is_none(),
+            },
         }
+    }
+
+    /// Why a node with this verdict is excluded (`None` when eligible).
+    pub(crate) fn reason(&self, verdict: Verdict<'_>) -> Option<NodeExcluded> {
+        Some(match verdict {
+            Verdict::Eligible => return None,
+            Verdict::NodeName => NodeExcluded::NodeNameMismatch {
+                node_name: self.node_name.clone().unwrap_or_default(),
+            },
+            Verdict::Selector(i) => {
+                let (key, value) = self.node_selector.get(i)?;
+                NodeExcluded::NodeSelectorMismatch {
+                    key: key.clone(),
+                    value: value.clone(),
+                }
+            }
+            Verdict::Affinity => NodeExcluded::NodeAffinityMismatch,
+            Verdict::Taint { taint: t, .. } => NodeExcluded::TaintNotTolerated {
+                key: t.key.clone(),
+                value: t.value.clone().unwrap_or_default(),
+                effect: t.effect.clone(),
+            },
+        })
     }
 }
 

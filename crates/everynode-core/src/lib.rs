@@ -15,6 +15,7 @@
 pub mod backoff;
 pub mod budget;
 pub mod eligibility;
+pub mod explain;
 pub mod manage;
 pub mod plan;
 pub mod reason;
@@ -25,9 +26,11 @@ pub mod selector;
 pub mod snapshot;
 mod state;
 pub mod status;
+mod strs;
 
 pub use backoff::{BackoffConfig, BackoffEntry};
 pub use eligibility::{Eligibility, NodeMatcher, node_should_run};
+pub use explain::{Deferrals, NodeName};
 pub use manage::{EventReason, PlanEvent};
 pub use plan::{BackoffUpdate, NodeDecision, Plan, PlanError, PodCreate, PodDelete, plan};
 pub use reason::{CreateReason, Deferred, DeleteReason, NodeExcluded, RevisionDeleteReason};

@@ -87,6 +87,13 @@ pub(crate) fn manage(state: &State<'_>, ctx: &ManageCtx<'_>) -> ManageOut {
             continue;
         }
         if elig.should_continue_running {
+            if let [pi] = *slot.pods.as_slice() {
+                let pod = &state.pods[pi];
+                if !pod.deleting && !pod.phase.is_terminal() {
+                    // The common case: one running pod, nothing to do.
+                    continue;
+                }
+            }
             running.clear();
             let mut blocked = false;
             for &pi in &slot.pods {
@@ -113,7 +120,9 @@ pub(crate) fn manage(state: &State<'_>, ctx: &ManageCtx<'_>) -> ManageOut {
                             reason: EventReason::FailedDaemonPod,
                             message: format!(
                                 "Found failed daemon pod {}/{} on node {}, will try to kill it",
-                                ctx.namespace, pod.name, node
+                                ctx.namespace,
+                                state.name(pi),
+                                node
                             ),
                         });
                         out.deletes
@@ -125,7 +134,9 @@ pub(crate) fn manage(state: &State<'_>, ctx: &ManageCtx<'_>) -> ManageOut {
                             reason: EventReason::SucceededDaemonPod,
                             message: format!(
                                 "Found succeeded daemon pod {}/{} on node {}, will try to delete it",
-                                ctx.namespace, pod.name, slot.node.name
+                                ctx.namespace,
+                                state.name(pi),
+                                slot.node.name
                             ),
                         });
                         out.deletes

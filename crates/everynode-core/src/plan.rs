@@ -7,20 +7,20 @@
 //! fake pod control does) → the `RollingUpdate` step (§6) on that copy → history cleanup →
 //! status (§7) of the final copy.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use everynode_api::labels::{CONTROLLER_REVISION_HASH, POD_TEMPLATE_GENERATION};
 use everynode_api::{DaemonSetStatus, UpdateStrategyType};
-use fnv::FnvHashMap;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use crate::backoff::BackoffEntry;
 use crate::budget::{BudgetError, allows_surge, budget};
 use crate::eligibility::NodeMatcher;
+use crate::explain::{self, Deferrals, NodeName};
 use crate::manage::{EventReason, ManageCtx, PlanEvent, manage};
 use crate::reason::{CreateReason, Deferred, DeleteReason, NodeExcluded};
 use crate::render::pod_name_variant;
@@ -30,8 +30,9 @@ use crate::revision::{
 use crate::rollout::{NodeRef, RolloutCtx, rolling_update};
 use crate::selector::{Selector, SelectorError};
 use crate::snapshot::{NodeView, PlanInput, PodView, RevisionView};
-use crate::state::{PodList, Slot, State, WPod};
+use crate::state::{InputPod, PodList, Slot, SlotElig, State};
 use crate::status::{StatusCounts, count};
+use crate::strs::{self, NameIndex};
 
 /// A pod to create.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -73,18 +74,18 @@ pub struct BackoffUpdate {
 /// What the plan decided about one node (for `explain`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NodeDecision {
-    /// Node name.
-    pub node: String,
+    /// Node name (shares one buffer with the other decisions of the plan).
+    pub node: NodeName,
     /// A daemon pod should run here.
     pub should_run: bool,
     /// An existing daemon pod may keep running.
     pub should_continue_running: bool,
     /// Why the node is excluded, if it is.
-    pub excluded: Option<NodeExcluded>,
+    pub excluded: Option<Box<NodeExcluded>>,
     /// Daemon pods mapped to the node before the plan.
     pub pods: usize,
-    /// Things deferred on this node.
-    pub deferred: Vec<Deferred>,
+    /// Things deferred on this node, in order.
+    pub deferred: Deferrals,
 }
 
 /// A non-fatal problem; the runtime should log it and retry with backoff.
@@ -208,7 +209,8 @@ struct Builder<'a> {
     state: State<'a>,
     /// Input pods that exist but are not in the working state (terminal and deleting), by node.
     hidden: Vec<(&'a str, usize)>,
-    deferred: Vec<(usize, Deferred)>,
+    /// With `explain`, one decision per slot (deferrals are added as they happen).
+    decisions: Vec<NodeDecision>,
     hash: String,
 }
 
@@ -221,13 +223,12 @@ impl<'a> Builder<'a> {
     }
 
     fn delete(&mut self, node: NodeRef<'a>, pod: usize, reason: DeleteReason) {
-        let wp = &self.state.pods[pod];
-        let uid = wp
-            .input
+        let uid = self.state.pods[pod]
+            .input()
             .map(|i| self.input.pods[i].uid.clone())
             .unwrap_or_default();
         self.plan.deletes.push(PodDelete {
-            pod: wp.name.to_string(),
+            pod: self.state.name(pod).to_owned(),
             uid,
             node: self.node_name(node).to_owned(),
             reason,
@@ -243,7 +244,7 @@ impl<'a> Builder<'a> {
         self.state.slots[slot]
             .pods
             .iter()
-            .any(|&p| self.state.pods[p].name == name)
+            .any(|&p| self.state.name(p) == name)
             || self
                 .hidden
                 .iter()
@@ -270,8 +271,8 @@ impl<'a> Builder<'a> {
     }
 
     fn defer(&mut self, slot: usize, d: Deferred) {
-        if self.input.config.explain {
-            self.deferred.push((slot, d));
+        if let Some(decision) = self.decisions.get_mut(slot) {
+            decision.deferred.push(d);
         }
     }
 }
@@ -381,97 +382,141 @@ fn record_claim(pod: &PodView, selector: &Selector, out: &mut Plan) -> bool {
     }
 }
 
-/// The distinct hash labels of the claimed pods (the live revisions for history cleanup), each
-/// compared with the current hash once.
+/// The distinct hash labels of the claimed pods other than the current hash (with it, the live
+/// revisions for history cleanup).
 #[derive(Default)]
 struct PodHashes<'a> {
-    /// `(label, label == current hash)`, in first-seen order.
-    labels: Vec<(&'a str, bool)>,
+    /// Labels other than the current hash, in first-seen order.
+    others: Vec<&'a str>,
 }
 
 impl<'a> PodHashes<'a> {
     /// Records `label` and returns whether it is the current hash.
     fn is_current(&mut self, label: &'a str, current: &str) -> bool {
-        if let Some(&(_, is_current)) = self.labels.iter().find(|(l, _)| *l == label) {
-            return is_current;
+        if strs::eq(label, current) {
+            return true;
         }
-        let is_current = label == current;
-        self.labels.push((label, is_current));
-        is_current
+        if !self.others.iter().any(|l| strs::eq(l, label)) {
+            self.others.push(label);
+        }
+        false
     }
 }
 
-/// The node list of the working copy.
-struct NodeTable<'a> {
-    /// Nodes sorted by name with their predicate.
-    slots: Vec<Slot<'a>>,
-    /// Node name → slot (the last one for duplicate names).
-    slot_of: FnvHashMap<&'a str, usize>,
-    /// With `explain`, one decision per slot; `pods` and `deferred` are filled in later.
-    decisions: Vec<NodeDecision>,
+/// The node names in slot order, in one buffer: mapping pods to nodes compares each pod's
+/// target with this buffer rather than with each node's own (scattered) name string, and
+/// `explain` shares it.
+struct NodeNames {
+    buffer: String,
+    /// Name `i` is `buffer[bounds[i]..bounds[i + 1]]`.
+    bounds: Vec<u32>,
 }
 
-/// Sorts the nodes by name (stable; the input usually already is sorted) and evaluates the
-/// predicate, reading each node's name, labels and taints in one pass.
-fn build_slots<'a>(nodes: &'a [NodeView], matcher: &NodeMatcher, explain: bool) -> NodeTable<'a> {
+impl NodeNames {
+    fn with_capacity(nodes: &[NodeView]) -> Self {
+        let mut bounds = Vec::with_capacity(nodes.len() + 1);
+        bounds.push(0);
+        Self {
+            buffer: String::with_capacity(nodes.iter().map(|n| n.name.len()).sum()),
+            bounds,
+        }
+    }
+
+    fn push(&mut self, name: &str) {
+        self.buffer.push_str(name);
+        self.bounds.push(explain::offset(self.buffer.len()));
+    }
+
+    /// `(start, end)` of name `i` in the buffer.
+    fn range(&self, i: usize) -> (u32, u32) {
+        match self.bounds.get(i..i + 2) {
+            Some(&[start, end]) => (start, end),
+            _ => (0, 0),
+        }
+    }
+
+    /// Name `i`.
+    fn get(&self, i: usize) -> &str {
+        let (start, end) = self.range(i);
+        self.buffer
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+}
+
+/// The node list: nodes sorted by name (stable; the input usually already is sorted) with
+/// their predicate, their names, and the slot of each name (the last one for duplicates).
+fn build_slots<'a>(
+    nodes: &'a [NodeView],
+    matcher: &NodeMatcher,
+) -> (Vec<Slot<'a>>, NodeNames, NameIndex) {
     let mut slots = Vec::with_capacity(nodes.len());
-    let mut slot_of = FnvHashMap::with_capacity_and_hasher(nodes.len(), Default::default());
-    let mut decisions = Vec::with_capacity(if explain { nodes.len() } else { 0 });
+    let mut names = NodeNames::with_capacity(nodes);
+    // Built in the same pass while the nodes are sorted (each name is read once), rebuilt
+    // after sorting otherwise.
+    let mut slot_of = NameIndex::with_capacity(nodes.len());
     let mut sorted = true;
     let mut previous: Option<&str> = None;
     for (i, node) in nodes.iter().enumerate() {
         let name = node.name.as_str();
-        sorted = sorted && previous.is_none_or(|p| p <= name);
+        sorted = sorted && previous.is_none_or(|p| strs::cmp(p, name).is_le());
         previous = Some(name);
         if sorted {
-            // Otherwise the map is rebuilt in name order below.
-            slot_of.insert(name, i);
-        }
-        let elig = matcher.evaluate(node);
-        if explain {
-            decisions.push(NodeDecision {
-                node: node.name.clone(),
-                should_run: elig.should_run,
-                should_continue_running: elig.should_continue_running,
-                excluded: elig.excluded.clone(),
-                pods: 0,
-                deferred: Vec::new(),
-            });
+            names.push(name);
+            slot_of.insert(name, i, |j| names.get(j));
         }
         slots.push(Slot {
             node,
-            elig: elig.into(),
+            elig: SlotElig::new(matcher.check(node), matcher),
             pods: PodList::Empty,
         });
     }
     if !sorted {
-        let mut order: Vec<usize> = (0..nodes.len()).collect();
-        order.sort_by(|&a, &b| nodes[a].name.cmp(&nodes[b].name));
-        slots = permute(slots, &order);
-        decisions = permute(decisions, &order);
-        slot_of.clear();
-        slot_of.extend(
-            slots
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.node.name.as_str(), i)),
-        );
+        slots.sort_by(|a, b| a.node.name.cmp(&b.node.name));
+        names = NodeNames::with_capacity(nodes);
+        slot_of = NameIndex::with_capacity(slots.len());
+        for (i, slot) in slots.iter().enumerate() {
+            names.push(&slot.node.name);
+            slot_of.insert(&slot.node.name, i, |j| names.get(j));
+        }
     }
-    NodeTable {
-        slots,
-        slot_of,
-        decisions,
-    }
+    (slots, names, slot_of)
 }
 
-/// `items` reordered so that item `k` of the result is `items[order[k]]` (`order` is a
-/// permutation of the indices; an empty `items` stays empty).
-fn permute<T>(items: Vec<T>, order: &[usize]) -> Vec<T> {
-    let mut items: Vec<Option<T>> = items.into_iter().map(Some).collect();
-    order
-        .iter()
-        .filter_map(|&i| items.get_mut(i)?.take())
-        .collect()
+/// Pods read ahead at a time by [`warm_pods`].
+const WARM_BLOCK: usize = 32;
+
+/// Reads the scattered heap objects that claiming and mapping the next [`WARM_BLOCK`] `pods`
+/// reads (each pod's label map, its first and last labels, its target node name) in a loop
+/// without dependencies between pods, so the CPU overlaps the cache misses; the main loop then
+/// finds them in cache instead of waiting for one miss after another (the pod loop is long and
+/// each pod's lookups depend on each other). Returns a value derived from what it read.
+fn warm_pods(pods: &[PodView]) -> usize {
+    let first = |s: &str| usize::from(s.as_bytes().first().copied().unwrap_or(0));
+    pods.iter().take(WARM_BLOCK).fold(0, |sum, pod| {
+        let labels = [pod.labels.first_key_value(), pod.labels.last_key_value()];
+        let labels = labels
+            .into_iter()
+            .flatten()
+            .fold(0, |s, (k, v)| s + first(k) + first(v));
+        sum + labels + pod.target_node.as_deref().map_or(0, first)
+    })
+}
+
+/// The per-node decisions for `explain`, before anything is deferred, into `out`.
+fn node_decisions(state: &State<'_>, names: NodeNames, out: &mut Vec<NodeDecision>) {
+    let buffer: Arc<str> = Arc::from(names.buffer.as_str());
+    out.extend(state.slots.iter().enumerate().map(|(i, slot)| {
+        let (start, end) = names.range(i);
+        NodeDecision {
+            node: NodeName::in_buffer(&buffer, start, end),
+            should_run: slot.elig.should_run,
+            should_continue_running: slot.elig.should_continue_running,
+            excluded: slot.elig.excluded.clone(),
+            pods: slot.pods.len(),
+            deferred: Deferrals::new(),
+        }
+    }));
 }
 
 fn plan_pods(
@@ -515,26 +560,24 @@ fn plan_pods(
 
     // Working state: nodes sorted by name with the predicate, claimed pods by target node.
     let matcher = NodeMatcher::new(template);
-    let NodeTable {
-        slots,
-        slot_of,
-        decisions: mut node_decisions,
-    } = build_slots(&input.nodes, &matcher, explain);
-    let mut state = State {
-        pods: Vec::with_capacity(input.pods.len()),
-        slots,
-        vanished: BTreeMap::new(),
-    };
+    // The plan's biggest output, allocated before the working state: freeing that state at the
+    // end then does not leave a large free area on top of the heap, which the allocator may
+    // hand back to the system only to ask for it again in the next plan.
+    let mut decisions = Vec::with_capacity(if explain { input.nodes.len() } else { 0 });
+    let (slots, names, slot_of) = build_slots(&input.nodes, &matcher);
+    let mut state = State::new(&input.pods, slots);
     // Claim the pods (§4.3 step 1) and map the claimed ones to their nodes, in one pass.
     let mut hashes = PodHashes::default();
     let mut hidden = Vec::new();
+    let mut crowded = Vec::new();
     for (i, pod) in input.pods.iter().enumerate() {
+        if i % WARM_BLOCK == 0 {
+            std::hint::black_box(warm_pods(input.pods.get(i..).unwrap_or_default()));
+        }
         if !record_claim(pod, selector, &mut out) {
             continue;
         }
-        let label_is_current = pod
-            .labels
-            .get(CONTROLLER_REVISION_HASH)
+        let label_is_current = strs::label(&pod.labels, CONTROLLER_REVISION_HASH)
             .is_some_and(|h| hashes.is_current(h, &hash));
         let Some(target) = pod.target_node.as_deref() else {
             out.ignored_pods.push((
@@ -551,32 +594,36 @@ fn plan_pods(
             && relabel
                 .binary_search_by(|(n, _)| n.as_str().cmp(pod.name.as_str()))
                 .is_ok();
-        let idx = state.pods.len();
         // A relabelled pod carries the current hash.
         let current = relabelled || label_is_current;
         let updated = (current && !hash.is_empty())
             || generation.is_some_and(|g| {
-                pod.labels.get(POD_TEMPLATE_GENERATION).map(String::as_str) == Some(g)
+                strs::label(&pod.labels, POD_TEMPLATE_GENERATION).is_some_and(|v| strs::eq(v, g))
             });
         let available = pod.ready
             && match available_before {
                 None => true,
                 Some(limit) => pod.ready_since.is_some_and(|t| t < limit),
             };
-        state.pods.push(WPod {
-            name: Cow::Borrowed(pod.name.as_str()),
-            current,
-            updated,
-            available,
+        let idx = state.add_input(InputPod {
+            index: i,
             scheduled: pod.node_name.is_some(),
             created: pod.created,
             phase: pod.phase,
             ready: pod.ready,
             deleting: pod.deleting(),
-            input: Some(i),
+            current,
+            updated,
+            available,
         });
-        match slot_of.get(target) {
-            Some(&s) => state.slots[s].pods.push(idx),
+        match slot_of.get(target, |i| names.get(i)) {
+            Some(s) => {
+                let list = &mut state.slots[s].pods;
+                if list.len() == 1 {
+                    crowded.push(s);
+                }
+                list.push(idx);
+            }
             None => state.vanished.entry(target).or_default().push(idx),
         }
     }
@@ -585,9 +632,9 @@ fn plan_pods(
     out.release_pods.sort();
     out.ignored_pods.sort();
     out.history.relabel_pods = relabel;
-    state.sort_pods();
-    for (decision, slot) in node_decisions.iter_mut().zip(&state.slots) {
-        decision.pods = slot.pods.len();
+    state.sort_pods(&crowded);
+    if explain {
+        node_decisions(&state, names, &mut decisions);
     }
 
     let mut b = Builder {
@@ -595,7 +642,7 @@ fn plan_pods(
         plan: out,
         state,
         hidden,
-        deferred: Vec::new(),
+        decisions,
         hash: String::new(),
     };
     b.hash = hash;
@@ -662,13 +709,13 @@ fn plan_pods(
             match budget(&strategy, i32::try_from(desired).unwrap_or(i32::MAX)) {
                 Err(e) => b.plan.errors.push(e.into()),
                 Ok(budget) => {
-                    let rctx = RolloutCtx { budget };
-                    let ro = rolling_update(&b.state, &rctx);
-                    for (node, d) in ro.deferred {
-                        if let NodeRef::Slot(s) = node {
-                            b.defer(s, d);
+                    let rctx = RolloutCtx { budget, explain };
+                    let decisions = &mut b.decisions;
+                    let ro = rolling_update(&b.state, &rctx, &mut |slot, d| {
+                        if let Some(decision) = decisions.get_mut(slot) {
+                            decision.deferred.push(d);
                         }
-                    }
+                    });
                     for (n, (node, pod, reason)) in ro.deletes.into_iter().enumerate() {
                         if n >= burst {
                             if let NodeRef::Slot(s) = node {
@@ -690,7 +737,7 @@ fn plan_pods(
         }
 
         // History cleanup (§5.5): hashes of every pod that still exists or was just created.
-        let mut live: BTreeSet<&str> = hashes.labels.iter().map(|&(h, _)| h).collect();
+        let mut live: BTreeSet<&str> = hashes.others.iter().copied().collect();
         live.insert(b.hash.as_str());
         let cleanup = cleanup_history(
             &old_revisions,
@@ -726,13 +773,7 @@ fn plan_pods(
     b.plan.status = Some(status);
 
     if explain {
-        for (slot, d) in std::mem::take(&mut b.deferred) {
-            let deferred = &mut node_decisions[slot].deferred;
-            // Most nodes defer one thing: do not let the first push allocate room for four.
-            deferred.reserve_exact(1);
-            deferred.push(d);
-        }
-        b.plan.nodes = node_decisions;
+        b.plan.nodes = std::mem::take(&mut b.decisions);
     }
     b.plan
 }

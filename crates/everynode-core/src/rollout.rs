@@ -20,7 +20,7 @@
 //! deterministic (first by name) here.
 
 use crate::budget::Budget;
-use crate::reason::{CreateReason, Deferred, DeleteReason, NodeExcluded};
+use crate::reason::{CreateReason, Deferred, DeleteReason};
 use crate::state::State;
 
 /// Where a node lives in the working state.
@@ -31,10 +31,9 @@ pub(crate) enum NodeRef<'a> {
 }
 
 /// A node whose available old pod could be updated under the budget.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Candidate<'a> {
     pub node: NodeRef<'a>,
-    pub node_name: &'a str,
     pub old_pod: usize,
 }
 
@@ -51,10 +50,8 @@ pub(crate) struct Classification<'a> {
     pub forced_creates: Vec<usize>,
     /// Budgeted candidates, in walk order.
     pub candidates: Vec<Candidate<'a>>,
-    /// Surge: available old pods on nodes that should no longer run them.
-    pub ineligible: Vec<(NodeRef<'a>, usize, NodeExcluded)>,
-    /// Per-node notes for `explain`.
-    pub deferred: Vec<(usize, Deferred)>,
+    /// Surge: available old pods on nodes that should no longer run them: `(slot, pod)`.
+    pub ineligible: Vec<(usize, usize)>,
 }
 
 /// Order in which candidates are taken.
@@ -68,11 +65,22 @@ pub enum CandidateOrder {
 /// Inputs shared by classification and selection.
 pub(crate) struct RolloutCtx {
     pub budget: Budget,
+    /// Collect the per-node deferrals (they only feed `explain`).
+    pub explain: bool,
 }
 
 /// `findUpdatedPodsOnNode`: the single new and single old non-deleted pod; `None` when the
 /// node has two of either kind (manage prunes first).
 fn split_pods(state: &State<'_>, pods: &[usize]) -> Option<(Option<usize>, Option<usize>)> {
+    if let [pi] = *pods {
+        // The common case.
+        let pod = &state.pods[pi];
+        return Some(match (pod.deleting, pod.updated) {
+            (true, _) => (None, None),
+            (false, true) => (Some(pi), None),
+            (false, false) => (None, Some(pi)),
+        });
+    }
     let (mut new, mut old) = (None, None);
     for &pi in pods {
         let pod = &state.pods[pi];
@@ -88,33 +96,28 @@ fn split_pods(state: &State<'_>, pods: &[usize]) -> Option<(Option<usize>, Optio
     Some((new, old))
 }
 
-/// Nodes the rolling update looks at: every node with pods (including vanished ones), plus
-/// desired nodes without pods (upstream inserts empty entries for them).
-fn walk<'s, 'a>(
-    state: &'s State<'a>,
-) -> impl Iterator<Item = (NodeRef<'a>, &'a str, &'s [usize])> + 's {
-    let slots = state.slots.iter().enumerate().filter_map(|(i, s)| {
-        (s.elig.should_run || !s.pods.is_empty()).then_some((
-            NodeRef::Slot(i),
-            s.node.name.as_str(),
-            s.pods.as_slice(),
-        ))
-    });
-    let vanished = state
-        .vanished
-        .iter()
-        .filter(|(_, p)| !p.is_empty())
-        .map(|(n, p)| (NodeRef::Vanished(n), *n, p.as_slice()));
-    slots.chain(vanished)
+/// Visits the nodes the rolling update looks at: every node with pods (including vanished
+/// ones), plus desired nodes without pods (upstream inserts empty entries for them).
+fn walk<'a>(state: &State<'a>, mut visit: impl FnMut(NodeRef<'a>, &[usize])) {
+    for (i, s) in state.slots.iter().enumerate() {
+        if s.elig.should_run || !s.pods.is_empty() {
+            visit(NodeRef::Slot(i), s.pods.as_slice());
+        }
+    }
+    for (n, p) in &state.vanished {
+        if !p.is_empty() {
+            visit(NodeRef::Vanished(n), p);
+        }
+    }
 }
 
 /// Classification without surge (§6.1).
 pub(crate) fn classify_unavailable<'a>(state: &State<'a>, _ctx: &RolloutCtx) -> Classification<'a> {
     let mut c = Classification::default();
-    for (node, name, pods) in walk(state) {
+    walk(state, |node, pods| {
         let Some((new, old)) = split_pods(state, pods) else {
             c.in_use += 1;
-            continue;
+            return;
         };
         match (new, old) {
             (None, None) | (Some(_), Some(_)) => c.in_use += 1,
@@ -129,25 +132,25 @@ pub(crate) fn classify_unavailable<'a>(state: &State<'a>, _ctx: &RolloutCtx) -> 
                         .push((node, o, DeleteReason::OldPodUnavailable));
                     c.in_use += 1;
                 } else {
-                    c.candidates.push(Candidate {
-                        node,
-                        node_name: name,
-                        old_pod: o,
-                    });
+                    c.candidates.push(Candidate { node, old_pod: o });
                 }
             }
         }
-    }
+    });
     c
 }
 
 /// Classification with surge (§6.2).
-pub(crate) fn classify_surge<'a>(state: &State<'a>, _ctx: &RolloutCtx) -> Classification<'a> {
+pub(crate) fn classify_surge<'a>(
+    state: &State<'a>,
+    ctx: &RolloutCtx,
+    defer: &mut dyn FnMut(usize, Deferred),
+) -> Classification<'a> {
     let mut c = Classification::default();
-    for (node, name, pods) in walk(state) {
+    walk(state, |node, pods| {
         let Some((new, old)) = split_pods(state, pods) else {
             c.in_use += 1;
-            continue;
+            return;
         };
         let avail = |i: usize| state.pods[i].available;
         match (old, new) {
@@ -155,11 +158,11 @@ pub(crate) fn classify_surge<'a>(state: &State<'a>, _ctx: &RolloutCtx) -> Classi
             (None, Some(n)) if avail(n) => c.available += 1,
             _ => {}
         }
-        let Some(o) = old else { continue };
+        let Some(o) = old else { return };
         let slot = match node {
             NodeRef::Slot(i) => i,
             // Upstream fails the whole step on a node missing from the cache; we leave it alone.
-            NodeRef::Vanished(_) => continue,
+            NodeRef::Vanished(_) => return,
         };
         let elig = &state.slots[slot].elig;
         match new {
@@ -172,14 +175,10 @@ pub(crate) fn classify_surge<'a>(state: &State<'a>, _ctx: &RolloutCtx) -> Classi
                 }
             }
             None => {
-                if let Some(why) = elig.excluded.as_deref().filter(|_| !elig.should_run) {
-                    c.ineligible.push((node, o, why.clone()));
+                if !elig.should_run && elig.excluded.is_some() {
+                    c.ineligible.push((slot, o));
                 } else {
-                    c.candidates.push(Candidate {
-                        node,
-                        node_name: name,
-                        old_pod: o,
-                    });
+                    c.candidates.push(Candidate { node, old_pod: o });
                 }
             }
             Some(n) => {
@@ -188,20 +187,24 @@ pub(crate) fn classify_surge<'a>(state: &State<'a>, _ctx: &RolloutCtx) -> Classi
                         .push((node, o, DeleteReason::NewPodAvailable));
                 } else {
                     c.in_use += 1;
-                    c.deferred.push((slot, Deferred::WaitingForAvailability));
+                    if ctx.explain {
+                        defer(slot, Deferred::WaitingForAvailability);
+                    }
                 }
             }
         }
-    }
+    });
     c
 }
 
-/// Takes up to `room` candidates in `order`; returns `(taken, deferred)`.
+/// Orders `candidates` and takes up to `room` of them; returns how many are taken (the first
+/// ones; the rest are deferred).
 pub(crate) fn select<'a>(
-    mut candidates: Vec<Candidate<'a>>,
+    state: &State<'a>,
+    candidates: &mut [Candidate<'a>],
     room: i32,
     order: CandidateOrder,
-) -> (Vec<Candidate<'a>>, Vec<Candidate<'a>>) {
+) -> usize {
     match order {
         // The walk visits slots in node-name order, then vanished nodes in name order: the
         // candidates are already sorted unless some are on vanished nodes.
@@ -210,15 +213,19 @@ pub(crate) fn select<'a>(
                 .iter()
                 .any(|c| matches!(c.node, NodeRef::Vanished(_)))
             {
-                candidates.sort_by(|a, b| a.node_name.cmp(b.node_name));
+                let name = |c: &Candidate<'a>| -> &'a str {
+                    match c.node {
+                        NodeRef::Slot(i) => state.slots[i].node.name.as_str(),
+                        NodeRef::Vanished(n) => n,
+                    }
+                };
+                candidates.sort_by(|a, b| name(a).cmp(name(b)));
             }
         }
     }
-    let room = usize::try_from(room.max(0))
+    usize::try_from(room.max(0))
         .unwrap_or(0)
-        .min(candidates.len());
-    let rest = candidates.split_off(room);
-    (candidates, rest)
+        .min(candidates.len())
 }
 
 /// What the rolling update decided.
@@ -226,59 +233,69 @@ pub(crate) fn select<'a>(
 pub(crate) struct RolloutOut<'a> {
     pub creates: Vec<(usize, CreateReason)>,
     pub deletes: Vec<(NodeRef<'a>, usize, DeleteReason)>,
-    pub deferred: Vec<(NodeRef<'a>, Deferred)>,
 }
 
-/// One rolling-update pass over the working state.
-pub(crate) fn rolling_update<'a>(state: &State<'a>, ctx: &RolloutCtx) -> RolloutOut<'a> {
+/// One rolling-update pass over the working state; with `ctx.explain`, what it defers on a
+/// node is reported to `defer` as it goes.
+pub(crate) fn rolling_update<'a>(
+    state: &State<'a>,
+    ctx: &RolloutCtx,
+    defer: &mut dyn FnMut(usize, Deferred),
+) -> RolloutOut<'a> {
     let mut out = RolloutOut::default();
     if ctx.budget.max_surge == 0 {
-        let c = classify_unavailable(state, ctx);
+        let mut c = classify_unavailable(state, ctx);
         let room = ctx.budget.max_unavailable - c.in_use;
-        let (taken, rest) = select(c.candidates, room, CandidateOrder::NodeName);
+        let taken = select(state, &mut c.candidates, room, CandidateOrder::NodeName);
         out.deletes = c.forced_deletes;
         out.deletes.extend(
-            taken
-                .into_iter()
+            c.candidates[..taken]
+                .iter()
                 .map(|t| (t.node, t.old_pod, DeleteReason::RollingUpdate)),
         );
-        out.deferred.extend(
-            rest.into_iter()
-                .map(|t| (t.node, Deferred::UpdateBudgetExhausted)),
-        );
+        if ctx.explain {
+            defer_rest(&c.candidates[taken..], defer);
+        }
         return out;
     }
-    let c = classify_surge(state, ctx);
-    out.deferred.extend(
-        c.deferred
-            .iter()
-            .map(|(s, d)| (NodeRef::Slot(*s), d.clone())),
-    );
+    let mut c = classify_surge(state, ctx, defer);
     out.deletes = c.forced_deletes;
     let deletable = usize::try_from((c.available - ctx.budget.desired).max(0)).unwrap_or(0);
-    for (i, (node, pod, why)) in c.ineligible.into_iter().enumerate() {
+    for (i, &(slot, pod)) in c.ineligible.iter().enumerate() {
+        let node = NodeRef::Slot(slot);
         if i < deletable {
-            out.deletes
-                .push((node, pod, DeleteReason::IneligibleAfterSurge(why)));
-        } else {
-            out.deferred.push((node, Deferred::KeptForAvailability));
+            if let Some(why) = state.slots[slot].elig.excluded.as_deref() {
+                out.deletes
+                    .push((node, pod, DeleteReason::IneligibleAfterSurge(why.clone())));
+            }
+        } else if ctx.explain {
+            defer(slot, Deferred::KeptForAvailability);
         }
     }
     let room = ctx.budget.max_surge - c.in_use;
-    let (taken, rest) = select(c.candidates, room, CandidateOrder::NodeName);
+    let taken = select(state, &mut c.candidates, room, CandidateOrder::NodeName);
     out.creates = c
         .forced_creates
         .into_iter()
         .map(|s| (s, CreateReason::ReplaceUnavailable))
         .collect();
-    for t in taken {
+    for t in &c.candidates[..taken] {
         if let NodeRef::Slot(s) = t.node {
             out.creates.push((s, CreateReason::Surge));
         }
     }
-    out.deferred.extend(
-        rest.into_iter()
-            .map(|t| (t.node, Deferred::UpdateBudgetExhausted)),
-    );
+    if ctx.explain {
+        defer_rest(&c.candidates[taken..], defer);
+    }
     out
+}
+
+/// Candidates beyond the budget wait for it (nodes missing from the node list are not
+/// reported).
+fn defer_rest(rest: &[Candidate<'_>], defer: &mut dyn FnMut(usize, Deferred)) {
+    for t in rest {
+        if let NodeRef::Slot(s) = t.node {
+            defer(s, Deferred::UpdateBudgetExhausted);
+        }
+    }
 }

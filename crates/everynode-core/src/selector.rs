@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use crate::strs;
+
 /// A selector that cannot be evaluated.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SelectorError {
@@ -31,6 +33,18 @@ enum Op {
     NotIn(Vec<String>),
     Exists,
     DoesNotExist,
+}
+
+impl Op {
+    /// Whether a label value (`None`: no such label) satisfies the operator.
+    fn matches(&self, got: Option<&str>) -> bool {
+        match self {
+            Op::In(vals) => got.is_some_and(|g| vals.iter().any(|v| v == g)),
+            Op::NotIn(vals) => got.is_none_or(|g| vals.iter().all(|v| v != g)),
+            Op::Exists => got.is_some(),
+            Op::DoesNotExist => got.is_none(),
+        }
+    }
 }
 
 /// A compiled label selector.
@@ -83,15 +97,12 @@ impl Selector {
 
     /// Whether `labels` satisfy every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
-            && self.exprs.iter().all(|(k, op)| {
-                let got = labels.get(k);
-                match op {
-                    Op::In(vals) => got.is_some_and(|g| vals.iter().any(|v| v == g)),
-                    Op::NotIn(vals) => got.is_none_or(|g| vals.iter().all(|v| v != g)),
-                    Op::Exists => got.is_some(),
-                    Op::DoesNotExist => got.is_none(),
-                }
-            })
+        self.labels
+            .iter()
+            .all(|(k, v)| strs::label(labels, k).is_some_and(|got| strs::eq(got, v)))
+            && self
+                .exprs
+                .iter()
+                .all(|(k, op)| op.matches(strs::label(labels, k).map(String::as_str)))
     }
 }

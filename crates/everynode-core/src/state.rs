@@ -2,27 +2,31 @@
 //! (`getNodesToDaemonPods`), with virtual creates/deletes applied between the manage and
 //! rolling-update steps, and the pod predicates shared by those steps (§4.6, §6.0).
 
-use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::eligibility::Eligibility;
+use crate::eligibility::{NodeMatcher, Verdict};
 use crate::reason::NodeExcluded;
-use crate::snapshot::{NodeView, PodPhase};
+use crate::snapshot::{NodeView, PodPhase, PodView};
 
-/// A pod in the working copy (real or virtually created).
+/// A pod in the working copy (real or virtually created): a small record (the working copy
+/// is walked several times per plan); the name is looked up through [`State::name`].
 #[derive(Clone, Debug)]
-pub(crate) struct WPod<'a> {
-    pub name: Cow<'a, str>,
+pub(crate) struct WPod {
+    /// Creation time (`Timestamp::UNIX_EPOCH` when unknown, see `has_created`).
+    created: Timestamp,
+    /// Index of the input pod, or for virtual pods of the name in [`State::created`].
+    source: u32,
+    /// A virtual pod (created by this plan).
+    is_virtual: bool,
+    /// `metadata.creationTimestamp` is known.
+    has_created: bool,
     pub scheduled: bool,
-    pub created: Option<Timestamp>,
     pub phase: PodPhase,
     pub ready: bool,
     pub deleting: bool,
-    /// Index of the input pod, `None` for virtual pods.
-    pub input: Option<usize>,
     /// The hash label equals the current hash (manage's notion of "new").
     pub current: bool,
     /// `IsPodUpdated` for the current hash and template generation.
@@ -31,18 +35,33 @@ pub(crate) struct WPod<'a> {
     pub available: bool,
 }
 
-impl WPod<'_> {
-    /// Pod ordering (§4.6): scheduled first, then creation time, then name.
-    pub fn order(&self, other: &Self) -> Ordering {
-        other
-            .scheduled
-            .cmp(&self.scheduled)
-            .then_with(|| self.created.cmp(&other.created))
-            .then_with(|| self.name.cmp(&other.name))
+/// What the working copy records about an input pod.
+pub(crate) struct InputPod {
+    /// Index in the input pods.
+    pub index: usize,
+    pub scheduled: bool,
+    pub created: Option<Timestamp>,
+    pub phase: PodPhase,
+    pub ready: bool,
+    pub deleting: bool,
+    pub current: bool,
+    pub updated: bool,
+    pub available: bool,
+}
+
+impl WPod {
+    /// `metadata.creationTimestamp`.
+    pub fn created(&self) -> Option<Timestamp> {
+        self.has_created.then_some(self.created)
+    }
+
+    /// Index of the input pod, `None` for virtual pods.
+    pub fn input(&self) -> Option<usize> {
+        (!self.is_virtual).then_some(self.source as usize)
     }
 }
 
-/// A node's [`Eligibility`] in the working copy: the flags inline and the (rarely present)
+/// A node's eligibility in the working copy: the flags inline and the (rarely present)
 /// reason boxed, which keeps [`Slot`] small — the slot list is walked several times per plan.
 #[derive(Clone, Debug)]
 pub(crate) struct SlotElig {
@@ -51,12 +70,16 @@ pub(crate) struct SlotElig {
     pub excluded: Option<Box<NodeExcluded>>,
 }
 
-impl From<Eligibility> for SlotElig {
-    fn from(e: Eligibility) -> Self {
+impl SlotElig {
+    /// The slot record of `verdict` (the reason is only built for excluded nodes).
+    pub fn new(verdict: Verdict<'_>, matcher: &NodeMatcher) -> Self {
         Self {
-            should_run: e.should_run,
-            should_continue_running: e.should_continue_running,
-            excluded: e.excluded.map(Box::new),
+            should_run: verdict.should_run(),
+            should_continue_running: verdict.should_continue_running(),
+            excluded: match verdict {
+                Verdict::Eligible => None,
+                v => matcher.reason(v).map(Box::new),
+            },
         }
     }
 }
@@ -73,7 +96,11 @@ pub(crate) struct Slot<'a> {
 /// The working copy.
 #[derive(Clone, Debug)]
 pub(crate) struct State<'a> {
-    pub pods: Vec<WPod<'a>>,
+    /// The input pods (for names).
+    pub inputs: &'a [PodView],
+    pub pods: Vec<WPod>,
+    /// Names of the virtual pods.
+    pub created: Vec<String>,
     /// Node list sorted by name.
     pub slots: Vec<Slot<'a>>,
     /// Pods whose target node is not in the node list, by node name.
@@ -81,15 +108,72 @@ pub(crate) struct State<'a> {
 }
 
 impl<'a> State<'a> {
-    /// Sorts every node's pods by the §4.6 ordering.
-    pub fn sort_pods(&mut self) {
-        let pods = &self.pods;
-        for slot in &mut self.slots {
-            slot.pods.sort_by(|a, b| pods[*a].order(&pods[*b]));
+    /// An empty working copy over `inputs` and the node list `slots`.
+    pub fn new(inputs: &'a [PodView], slots: Vec<Slot<'a>>) -> Self {
+        Self {
+            inputs,
+            pods: Vec::with_capacity(inputs.len()),
+            created: Vec::new(),
+            slots,
+            vanished: BTreeMap::new(),
         }
-        for list in self.vanished.values_mut() {
-            list.sort_by(|a, b| pods[*a].order(&pods[*b]));
+    }
+
+    /// Adds an input pod; returns its index in the working copy.
+    pub fn add_input(&mut self, p: InputPod) -> usize {
+        let idx = self.pods.len();
+        self.pods.push(WPod {
+            created: p.created.unwrap_or(Timestamp::UNIX_EPOCH),
+            // Pod counts beyond u32 are far beyond any cluster (and any memory).
+            source: p.index as u32,
+            is_virtual: false,
+            has_created: p.created.is_some(),
+            scheduled: p.scheduled,
+            phase: p.phase,
+            ready: p.ready,
+            deleting: p.deleting,
+            current: p.current,
+            updated: p.updated,
+            available: p.available,
+        });
+        idx
+    }
+
+    /// The name of pod `pi`.
+    pub fn name(&self, pi: usize) -> &str {
+        let pod = &self.pods[pi];
+        let source = pod.source as usize;
+        if pod.is_virtual {
+            self.created.get(source).map_or("", String::as_str)
+        } else {
+            self.inputs.get(source).map_or("", |p| p.name.as_str())
         }
+    }
+
+    /// Pod ordering (§4.6): scheduled first, then creation time, then name.
+    pub fn order(&self, a: usize, b: usize) -> Ordering {
+        let (x, y) = (&self.pods[a], &self.pods[b]);
+        y.scheduled
+            .cmp(&x.scheduled)
+            .then_with(|| x.created().cmp(&y.created()))
+            .then_with(|| self.name(a).cmp(self.name(b)))
+    }
+
+    /// Sorts every node's pods by the §4.6 ordering; `crowded` lists the slots with more than
+    /// one pod (the others are sorted already).
+    pub fn sort_pods(&mut self, crowded: &[usize]) {
+        for &s in crowded {
+            if let Some(slot) = self.slots.get_mut(s) {
+                let mut list = std::mem::take(&mut slot.pods);
+                list.sort_by(|a, b| self.order(*a, *b));
+                self.slots[s].pods = list;
+            }
+        }
+        let mut vanished = std::mem::take(&mut self.vanished);
+        for list in vanished.values_mut() {
+            list.sort_by(|a, b| self.order(*a, *b));
+        }
+        self.vanished = vanished;
     }
 
     /// Virtually deletes pod `idx` from slot `slot` (or from a vanished node when `None`).
@@ -107,23 +191,24 @@ impl<'a> State<'a> {
     pub fn add_created(&mut self, slot: usize, name: String, now: Timestamp) {
         let idx = self.pods.len();
         self.pods.push(WPod {
-            name: Cow::Owned(name),
+            created: now,
+            source: self.created.len() as u32,
+            is_virtual: true,
+            has_created: true,
             scheduled: false,
-            created: Some(now),
             phase: PodPhase::Pending,
             ready: false,
             deleting: false,
-            input: None,
             current: true,
             updated: true,
             available: false,
         });
+        self.created.push(name);
         // Unscheduled pods sort after scheduled ones and creation `now` is the latest time, so
         // appending keeps the order except against other unscheduled pods created at `now`.
-        let pods = &self.pods;
-        let list = &mut self.slots[slot].pods;
-        let pos = list.partition_point(|p| pods[*p].order(&pods[idx]) == Ordering::Less);
-        list.insert(pos, idx);
+        let list = &self.slots[slot].pods;
+        let pos = list.partition_point(|p| self.order(*p, idx) == Ordering::Less);
+        self.slots[slot].pods.insert(pos, idx);
     }
 }
 
@@ -138,6 +223,7 @@ pub(crate) enum PodList {
 }
 
 impl PodList {
+    #[inline]
     pub fn as_slice(&self) -> &[usize] {
         match self {
             Self::Empty => &[],
@@ -146,6 +232,7 @@ impl PodList {
         }
     }
 
+    #[inline]
     pub fn push(&mut self, idx: usize) {
         match self {
             Self::Empty => *self = Self::One(idx),
