@@ -102,9 +102,16 @@ pub(crate) async fn publish<K: SetResource>(
         action: action.to_owned(),
         secondary: None,
     };
-    if let Err(err) = ctx.recorder.publish(&event, &set.object_ref(&())).await {
-        tracing::debug!(error = %err, reason, "publishing event failed");
-    }
+    // Off the write path: a reconcile never waits for its Events (upstream's recorder is
+    // asynchronous too); the recorder folds repeats into a series.
+    let recorder = ctx.recorder.clone();
+    let regarding = set.object_ref(&());
+    let reason = reason.to_owned();
+    tokio::spawn(async move {
+        if let Err(err) = recorder.publish(&event, &regarding).await {
+            tracing::debug!(error = %err, reason, "publishing event failed");
+        }
+    });
 }
 
 async fn adopt_and_release<K: SetResource>(
