@@ -159,12 +159,7 @@ impl Cluster {
                 ("kwok".to_owned(), versions::KWOK.to_owned()),
             ]),
         };
-        let json = serde_json::to_string_pretty(&state).map_err(|e| Error::Format {
-            path: dir.state_file(),
-            message: e.to_string(),
-        })?;
-        std::fs::write(dir.state_file(), json + "\n")
-            .map_err(|e| Error::io("write", dir.state_file(), e))?;
+        write_state(&dir, &state)?;
         tracing::info!(
             "starting control plane in {} (ports {}, builtin DaemonSet controller {}{})",
             dir.root().display(),
@@ -410,12 +405,7 @@ impl Cluster {
             process::stop(pid, Duration::from_secs(10)).await;
         }
         self.state.settings.builtin_daemonset_controller = on;
-        let json = serde_json::to_string_pretty(&self.state).map_err(|e| Error::Format {
-            path: self.dir.state_file(),
-            message: e.to_string(),
-        })?;
-        std::fs::write(self.dir.state_file(), json + "\n")
-            .map_err(|e| Error::io("write", self.dir.state_file(), e))?;
+        write_state(&self.dir, &self.state)?;
         // The controller manager's flags do not use the cache; its binary is the recorded one.
         let cache = Cache::pinned();
         let args = flags::args(
@@ -467,31 +457,15 @@ impl Cluster {
     /// [`down`] (and the watchdog) stop it too, as long as its command line mentions the cluster
     /// directory. Returns the PID.
     pub fn spawn_extra(&mut self, name: &str, program: &Path, args: &[String]) -> Result<u32> {
-        use std::os::unix::process::CommandExt as _;
-        let log = self.dir.extra_log(name);
-        let out = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(|e| Error::io("open log", &log, e))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| Error::io("open log", &log, e))?;
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| Error::Command {
-                command: format!("{name}: {}", program.display()),
-                message: format!("cannot start: {e}"),
-            })?;
+        let child = process::spawn_named(
+            name,
+            program,
+            args,
+            &self.dir.extra_log(name),
+            &self.dir.extra_pid_file(name),
+            "",
+        )?;
         let pid = child.id();
-        let pid_file = self.dir.extra_pid_file(name);
-        std::fs::write(&pid_file, format!("{pid}\n"))
-            .map_err(|e| Error::io("write", &pid_file, e))?;
         self.children.push(child);
         Ok(pid)
     }
@@ -822,6 +796,16 @@ async fn prepare_dir(dir: &ClusterDir, ports: &Ports) -> Result<()> {
         }
     }
     std::fs::create_dir_all(dir.root()).map_err(|e| Error::io("create directory", dir.root(), e))
+}
+
+/// Records `state` in `cluster.json`.
+fn write_state(dir: &ClusterDir, state: &ClusterState) -> Result<()> {
+    let json = serde_json::to_string_pretty(state).map_err(|e| Error::Format {
+        path: dir.state_file(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(dir.state_file(), json + "\n")
+        .map_err(|e| Error::io("write", dir.state_file(), e))
 }
 
 /// Stops the cluster recorded in `dir` — exactly the recorded PIDs, and only while they still

@@ -21,6 +21,25 @@ pub fn spawn(
     log: &Path,
     pid_file: &Path,
 ) -> Result<Child> {
+    spawn_named(
+        component.name(),
+        program,
+        args,
+        log,
+        pid_file,
+        " (run `cargo xtask cluster build`)",
+    )
+}
+
+/// [`spawn`] for any process; `name` labels errors and `hint` follows a failed start.
+pub fn spawn_named(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    pid_file: &Path,
+    hint: &str,
+) -> Result<Child> {
     use std::os::unix::process::CommandExt as _;
     let out = File::options()
         .create(true)
@@ -36,8 +55,8 @@ pub fn spawn(
         .process_group(0)
         .spawn()
         .map_err(|e| Error::Command {
-            command: format!("{component}: {}", program.display()),
-            message: format!("cannot start: {e} (run `cargo xtask cluster build`)"),
+            command: format!("{name}: {}", program.display()),
+            message: format!("cannot start: {e}{hint}"),
         })?;
     std::fs::write(pid_file, format!("{}\n", child.id()))
         .map_err(|e| Error::io("write", pid_file, e))?;
