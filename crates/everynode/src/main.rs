@@ -335,11 +335,7 @@ fn cli_plan(cli: &Cli, args: &PlanArgs) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_owned());
             let (mut set, api_version) = cli::plan::read_set(&args.file, &namespace)?;
-            let kind = if api_version == "apps/v1" {
-                cli::sets::SetKind::AppsV1
-            } else {
-                cli::sets::SetKind::Everynode
-            };
+            let kind = cli::sets::SetKind::of_api_version(&api_version);
             // An existing set of the name: its pods, revisions and status count.
             if let Ok(existing) =
                 cli::sets::find(&client, &set.namespace, &set.name, Some(kind)).await

@@ -183,6 +183,15 @@ pub fn revision_template(revision: &ControllerRevision) -> Option<Value> {
     Some(template)
 }
 
+/// A revision's `controller-revision-hash`, or its name for revisions without the label.
+fn revision_hash(revision: &ControllerRevision) -> String {
+    revision
+        .labels()
+        .get(CONTROLLER_REVISION_HASH)
+        .cloned()
+        .unwrap_or_else(|| revision.name_any())
+}
+
 /// One row of `rollout history`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryRow {
@@ -204,11 +213,7 @@ pub fn history_rows(
     revisions
         .iter()
         .map(|rev| {
-            let hash = rev
-                .labels()
-                .get(CONTROLLER_REVISION_HASH)
-                .cloned()
-                .unwrap_or_else(|| rev.name_any());
+            let hash = revision_hash(rev);
             HistoryRow {
                 revision: rev.revision,
                 current: current_hash == Some(hash.as_str()),
@@ -260,12 +265,7 @@ fn current_hash(set: &FoundSet, revisions: &[ControllerRevision]) -> Option<Stri
                 .as_ref()
                 .is_some_and(|data| everynode_core::data_matches(&set.view.spec.template, &data.0))
         })
-        .map(|rev| {
-            rev.labels()
-                .get(CONTROLLER_REVISION_HASH)
-                .cloned()
-                .unwrap_or_else(|| rev.name_any())
-        })
+        .map(revision_hash)
 }
 
 /// `rollout history`: the table, or one revision's template as YAML.
@@ -328,14 +328,7 @@ pub async fn undo(client: &Client, set: &FoundSet, to: Option<i64>) -> anyhow::R
         None => revisions
             .iter()
             .rev()
-            .find(|r| {
-                current.as_deref()
-                    != Some(
-                        r.labels()
-                            .get(CONTROLLER_REVISION_HASH)
-                            .map_or(r.name_any().as_str(), |h| h.as_str()),
-                    )
-            })
+            .find(|r| current.as_deref() != Some(revision_hash(r).as_str()))
             .with_context(|| {
                 format!("{} has no earlier revision to roll back to", set.display())
             })?,

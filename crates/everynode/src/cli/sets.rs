@@ -20,6 +20,23 @@ pub enum SetKind {
 }
 
 impl SetKind {
+    /// The kind's `apiVersion`.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Self::Everynode => "everynode.dev/v1alpha1",
+            Self::AppsV1 => "apps/v1",
+        }
+    }
+
+    /// The kind of a manifest's `apiVersion` (everynode's unless it is `apps/v1`).
+    pub fn of_api_version(api_version: &str) -> Self {
+        if api_version == Self::AppsV1.api_version() {
+            Self::AppsV1
+        } else {
+            Self::Everynode
+        }
+    }
+
     /// `kind.group` as kubectl prints it.
     pub fn resource(self) -> &'static str {
         match self {

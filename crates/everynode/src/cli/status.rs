@@ -1,12 +1,9 @@
 //! `everynode status`: a kubectl-like summary of a set and a grid with one cell per node, or a
 //! table of every set.
 
-use anyhow::Context;
 use everynode_core::{NodeView, PlanInput, PodView, RevisionView, Timestamp};
-use k8s_openapi::api::apps::v1::ControllerRevision;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::ListParams;
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
 use serde::Serialize;
 
 use super::rollout;
@@ -131,22 +128,11 @@ pub struct SetStatus {
 /// Reads the set's nodes, pods and revisions and classifies every node.
 pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow::Result<SetStatus> {
     let namespace = &set.view.namespace;
-    let nodes: Vec<Node> = Api::<Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .context("listing nodes")?
-        .items;
-    let pods: Vec<Pod> = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .with_context(|| format!("listing pods in {namespace}"))?
-        .items;
-    let revisions: Vec<ControllerRevision> =
-        Api::<ControllerRevision>::namespaced(client.clone(), namespace)
-            .list(&ListParams::default())
-            .await
-            .with_context(|| format!("listing ControllerRevisions in {namespace}"))?
-            .items;
+    let super::plan::Snapshot {
+        nodes,
+        pods,
+        revisions,
+    } = super::plan::live_snapshot(client, namespace).await?;
 
     let mut input = PlanInput::new(set.view.clone(), now);
     input.nodes = nodes.iter().map(NodeView::from_node).collect();
@@ -467,10 +453,7 @@ pub fn table(sets: &[FoundSet], all_namespaces: bool) -> String {
         rows.push(vec![
             set.view.namespace.clone(),
             set.view.name.clone(),
-            match set.kind {
-                super::sets::SetKind::Everynode => "everynode.dev/v1alpha1".to_owned(),
-                super::sets::SetKind::AppsV1 => "apps/v1".to_owned(),
-            },
+            set.kind.api_version().to_owned(),
             s.desired_number_scheduled.to_string(),
             s.current_number_scheduled.to_string(),
             s.number_ready.to_string(),
