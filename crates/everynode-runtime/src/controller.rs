@@ -77,36 +77,13 @@ impl<K: SetResource> Caches<K> {
         let namespace = config.namespace.as_deref();
         let watch_config = watcher::Config::default().any_semantic();
 
-        let (sets, set_writer) = reflector::store::<K>();
-        let set_events = watcher(scoped::<K>(client, namespace), watch_config.clone())
-            .default_backoff()
-            .modify(|set| set.managed_fields_mut().clear())
-            .reflect(set_writer)
-            .touched_objects();
-
-        let (pods, pod_writer) = reflector::store::<Pod>();
-        let pod_events = watcher(scoped::<Pod>(client, namespace), watch_config.clone())
-            .default_backoff()
-            .modify(|pod| pod.managed_fields_mut().clear())
-            .reflect(pod_writer)
-            .touched_objects();
-
-        let (revisions, revision_writer) = reflector::store::<ControllerRevision>();
-        let revision_events = watcher(
+        let (sets, set_events) = cached_watch(scoped::<K>(client, namespace), &watch_config);
+        let (pods, pod_events) = cached_watch(scoped::<Pod>(client, namespace), &watch_config);
+        let (revisions, revision_events) = cached_watch(
             scoped::<ControllerRevision>(client, namespace),
-            watch_config.clone(),
-        )
-        .default_backoff()
-        .modify(|rev| rev.managed_fields_mut().clear())
-        .reflect(revision_writer)
-        .touched_objects();
-
-        let (nodes, node_writer) = reflector::store::<Node>();
-        let node_events = watcher(Api::<Node>::all(client.clone()), watch_config)
-            .default_backoff()
-            .modify(|node| node.managed_fields_mut().clear())
-            .reflect(node_writer)
-            .filter_map(placement_changes());
+            &watch_config,
+        );
+        let (nodes, node_events) = cached_watch(Api::<Node>::all(client.clone()), &watch_config);
 
         let every_set = {
             let sets = sets.clone();
@@ -117,29 +94,31 @@ impl<K: SetResource> Caches<K> {
                     .collect::<Vec<_>>()
             }
         };
-        let owners_of_pod = {
-            let sets = sets.clone();
-            move |pod: Pod| owners_of(&sets, &pod)
-        };
-        let owners_of_revision = {
-            let sets = sets.clone();
-            move |rev: ControllerRevision| owners_of(&sets, &rev)
-        };
         let tasks = vec![
             forward(
                 "sets",
-                set_events,
+                set_events.touched_objects(),
                 |set: K| vec![ObjectRef::from_obj(&set)],
                 triggers,
             ),
-            forward("pods", pod_events, owners_of_pod, triggers),
             forward(
-                "controllerrevisions",
-                revision_events,
-                owners_of_revision,
+                "pods",
+                pod_events.touched_objects(),
+                owners_with::<K, Pod>(&sets),
                 triggers,
             ),
-            forward("nodes", node_events, every_set, triggers),
+            forward(
+                "controllerrevisions",
+                revision_events.touched_objects(),
+                owners_with::<K, ControllerRevision>(&sets),
+                triggers,
+            ),
+            forward(
+                "nodes",
+                node_events.filter_map(placement_changes()),
+                every_set,
+                triggers,
+            ),
         ];
         Self {
             sets,
@@ -149,6 +128,35 @@ impl<K: SetResource> Caches<K> {
             tasks,
         }
     }
+}
+
+/// A watch of `api` feeding a new store, with managedFields stripped; the returned stream
+/// yields the watch events after the store has applied them.
+fn cached_watch<T>(
+    api: Api<T>,
+    config: &watcher::Config,
+) -> (
+    Store<T>,
+    impl Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static,
+)
+where
+    T: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    T::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store::<T>();
+    let events = watcher(api, config.clone())
+        .default_backoff()
+        .modify(|obj| obj.managed_fields_mut().clear())
+        .reflect(writer);
+    (store, events)
+}
+
+/// Maps a pod or revision to the sets it concerns ([`owners_of`]).
+fn owners_with<K: SetResource, O: Resource>(
+    sets: &Store<K>,
+) -> impl Fn(O) -> Vec<ObjectRef<K>> + Send + 'static {
+    let sets = sets.clone();
+    move |obj: O| owners_of(&sets, &obj)
 }
 
 /// Polls one watch for ever (keeping its store current) and hands the sets each change concerns

@@ -1,6 +1,10 @@
 //! `deploy/` applies cleanly: every manifest passes a server-side dry-run against the local
 //! cluster (the namespace is created for real so namespaced objects can be checked).
 
+mod common;
+
+use common::start_controller_as;
+use everynode_runtime::Target;
 use everynode_testkit::TestEnv;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
@@ -95,8 +99,6 @@ async fn service_account_client(env: &TestEnv) -> kube::Client {
 
 #[tokio::test]
 async fn the_controller_works_with_exactly_the_rbac_in_deploy() {
-    use std::sync::Arc;
-
     use everynode_testkit::{eventually, pods};
     use k8s_openapi::api::core::v1::{Pod, Secret};
     use kube::api::{ListParams, PostParams};
@@ -127,22 +129,7 @@ async fn the_controller_works_with_exactly_the_rbac_in_deploy() {
     assert!(denied.to_string().contains("forbidden"), "{denied}");
 
     // the controller, running as the ServiceAccount, does its whole job
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(everynode_runtime::run(
-        sa,
-        everynode_runtime::ControllerConfig {
-            namespace: Some(env.namespace().to_owned()),
-            workers: 2,
-            instance: Some("rbac-test".into()),
-            ..Default::default()
-        },
-        Arc::new(everynode_runtime::metrics::Metrics::default()),
-        Arc::new(everynode_runtime::http::Readiness::default()),
-        std::future::ready(()),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let controller = start_controller_as(sa, &env, Target::Everynode).await;
     let set: everynode_api::DaemonSet = serde_json::from_value(serde_json::json!({
         "apiVersion": "everynode.dev/v1alpha1", "kind": "DaemonSet",
         "metadata": {"name": "agent", "namespace": env.namespace()},
@@ -194,26 +181,10 @@ async fn the_controller_works_with_exactly_the_rbac_in_deploy() {
         },
     )
     .await;
-    let _ = stop.send(());
-    controller.abort();
+    drop(controller);
 
     // The same ServiceAccount runs the built-in apps/v1 sets with --target apps/v1.
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(everynode_runtime::run(
-        sa_for_apps,
-        everynode_runtime::ControllerConfig {
-            namespace: Some(env.namespace().to_owned()),
-            workers: 2,
-            instance: Some("rbac-test-apps".into()),
-            target: everynode_runtime::Target::AppsV1,
-        },
-        Arc::new(everynode_runtime::metrics::Metrics::default()),
-        Arc::new(everynode_runtime::http::Readiness::default()),
-        std::future::ready(()),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let _controller = start_controller_as(sa_for_apps, &env, Target::AppsV1).await;
     let built_in: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(serde_json::json!({
         "apiVersion": "apps/v1", "kind": "DaemonSet",
         "metadata": {"name": "builtin", "namespace": env.namespace()},
@@ -255,6 +226,4 @@ async fn the_controller_works_with_exactly_the_rbac_in_deploy() {
         },
     )
     .await;
-    let _ = stop.send(());
-    controller.abort();
 }

@@ -29,6 +29,24 @@ async fn everynode(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `everynode rollout status -n NS SET --timeout SECONDS`.
+async fn rollout_status(env: &TestEnv, set: &str, timeout_seconds: u64) -> (i32, String, String) {
+    let timeout = timeout_seconds.to_string();
+    everynode(
+        env,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            env.namespace(),
+            set,
+            "--timeout",
+            &timeout,
+        ],
+    )
+    .await
+}
+
 fn start_controller(env: &TestEnv, target: &str) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_everynode"))
         .args([
@@ -195,19 +213,7 @@ async fn status_and_rollout_commands_on_an_everynode_set() {
 
     // A rolling update, followed to the end.
     apply(&env, v1, &manifest(&env, v1, "agent", "agent:v2")).await;
-    let (code, out, err) = everynode(
-        &env,
-        &[
-            "rollout",
-            "status",
-            "-n",
-            env.namespace(),
-            "agent",
-            "--timeout",
-            "60",
-        ],
-    )
-    .await;
+    let (code, out, err) = rollout_status(&env, "agent", 60).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.ends_with("daemon set \"agent\" successfully rolled out\n"),
@@ -245,19 +251,7 @@ async fn status_and_rollout_commands_on_an_everynode_set() {
         everynode(&env, &["rollout", "undo", "-n", env.namespace(), "agent"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("rolled back to revision 1"), "{out}");
-    let (code, _, err) = everynode(
-        &env,
-        &[
-            "rollout",
-            "status",
-            "-n",
-            env.namespace(),
-            "agent",
-            "--timeout",
-            "60",
-        ],
-    )
-    .await;
+    let (code, _, err) = rollout_status(&env, "agent", 60).await;
     assert_eq!(code, 0, "{err}");
     let set = sets_api(&env, v1).get("agent").await.expect("get set");
     assert_eq!(
@@ -279,38 +273,14 @@ async fn status_and_rollout_commands_on_an_everynode_set() {
         "{}",
         set.data
     );
-    let (code, _, err) = everynode(
-        &env,
-        &[
-            "rollout",
-            "status",
-            "-n",
-            env.namespace(),
-            "agent",
-            "--timeout",
-            "60",
-        ],
-    )
-    .await;
+    let (code, _, err) = rollout_status(&env, "agent", 60).await;
     assert_eq!(code, 0, "{err}");
 
     // A rollout that cannot finish times out with a non-zero exit.
     let mut stuck = manifest(&env, v1, "agent", "agent:v3");
     stuck["spec"]["updateStrategy"] = json!({"type": "OnDelete"});
     apply(&env, v1, &stuck).await;
-    let (code, _, err) = everynode(
-        &env,
-        &[
-            "rollout",
-            "status",
-            "-n",
-            env.namespace(),
-            "agent",
-            "--timeout",
-            "3",
-        ],
-    )
-    .await;
+    let (code, _, err) = rollout_status(&env, "agent", 3).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("timed out"), "{err}");
 }
@@ -327,19 +297,7 @@ async fn status_and_rollout_status_on_a_built_in_set() {
     )
     .await;
     wait_nodes_in_state(&env, "exporter", &nodes, "updated").await;
-    let (code, out, err) = everynode(
-        &env,
-        &[
-            "rollout",
-            "status",
-            "-n",
-            env.namespace(),
-            "exporter",
-            "--timeout",
-            "60",
-        ],
-    )
-    .await;
+    let (code, out, err) = rollout_status(&env, "exporter", 60).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("successfully rolled out"), "{out}");
     let (_, text, _) = everynode(&env, &["status", "-n", env.namespace(), "exporter"]).await;

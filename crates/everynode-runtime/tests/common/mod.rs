@@ -35,6 +35,15 @@ impl Drop for RunningController {
 
 /// Starts a controller for `target` scoped to the test's namespace (installing the CRD first).
 pub async fn start_controller(env: &TestEnv, target: Target) -> RunningController {
+    start_controller_as(env.client(), env, target).await
+}
+
+/// [`start_controller`] with the controller's own client (e.g. a ServiceAccount's).
+pub async fn start_controller_as(
+    client: kube::Client,
+    env: &TestEnv,
+    target: Target,
+) -> RunningController {
     everynode_testkit::install_crd(&env.client()).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = ControllerConfig {
@@ -45,7 +54,7 @@ pub async fn start_controller(env: &TestEnv, target: Target) -> RunningControlle
     };
     let readiness = Arc::new(Readiness::default());
     let task = tokio::spawn(everynode_runtime::run(
-        env.client(),
+        client,
         config,
         Arc::new(Metrics::default()),
         readiness.clone(),
