@@ -111,6 +111,26 @@ pub(crate) fn label<'m>(labels: &'m BTreeMap<String, String>, key: &str) -> Opti
     }
 }
 
+/// The first byte of `s` (0 when empty): reading it brings the string into cache.
+#[inline]
+pub(crate) fn touch(s: &str) -> usize {
+    usize::from(s.as_bytes().first().copied().unwrap_or(0))
+}
+
+/// Reads the first byte of every key and value of a label map (of the first and last ones
+/// for big maps), bringing them into cache; returns a value derived from what it read.
+pub(crate) fn touch_labels(labels: &BTreeMap<String, String>) -> usize {
+    if labels.len() <= 2 || labels.len() > SCAN_MAX {
+        let ends = [labels.first_key_value(), labels.last_key_value()];
+        return ends
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| touch(k) + touch(v))
+            .sum();
+    }
+    labels.iter().map(|(k, v)| touch(k) + touch(v)).sum()
+}
+
 /// A fast, non-cryptographic hash of a short string: eight bytes per folded multiply.
 #[inline]
 pub(crate) fn hash(s: &str) -> u64 {
