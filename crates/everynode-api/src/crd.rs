@@ -78,7 +78,39 @@ fn bound_for_cel_cost(root: &mut JSONSchemaProps) {
     {
         value.max_length = Some(LABEL_VALUE_MAX);
     }
-    for budget in ["maxUnavailable", "maxSurge"] {
+    let rolling = ["spec", "updateStrategy", "rollingUpdate"];
+    if let Some(order) = property(root, &[&rolling[..], &["order"]].concat()) {
+        if let Some(label) = property(order, &["label"]) {
+            label.max_length = Some(LABEL_KEY_MAX);
+        }
+        if let Some(values) = property(order, &["values"]) {
+            values.max_items = Some(SELECTOR_TERMS_MAX);
+            if let Some(JSONSchemaPropsOrArray::Schema(value)) = values.items.as_mut() {
+                value.max_length = Some(LABEL_VALUE_MAX);
+            }
+        }
+        if let Some(type_) = property(order, &["type"]) {
+            type_.max_length = Some(16);
+        }
+    }
+    if let Some(policy) = property(root, &[&rolling[..], &["newNodePolicy"]].concat()) {
+        policy.max_length = Some(16);
+    }
+    if let Some(expressions) = property(
+        root,
+        &[&rolling[..], &["selector", "matchExpressions"]].concat(),
+    ) {
+        expressions.max_items = Some(SELECTOR_TERMS_MAX);
+        if let Some(JSONSchemaPropsOrArray::Schema(requirement)) = expressions.items.as_mut() {
+            if let Some(operator) = property(requirement, &["operator"]) {
+                operator.max_length = Some(16);
+            }
+            if let Some(values) = property(requirement, &["values"]) {
+                values.max_items = Some(SELECTOR_TERMS_MAX);
+            }
+        }
+    }
+    for budget in ["maxUnavailable", "maxSurge", "partition"] {
         let path = ["spec", "updateStrategy", "rollingUpdate", budget];
         if let Some(budget) = property(root, &path) {
             budget.max_length = Some(16);
@@ -377,18 +409,47 @@ pub(crate) mod rules {
         )
     }
 
-    /// apps/v1: surge and unavailability budgets are mutually exclusive.
-    pub fn budget_not_both_set() -> Rule {
-        let rule = rolling_update_with(&format!(
-            "!{} && !{}",
-            is_zero("maxUnavailable"),
-            is_zero("maxSurge")
-        ));
+    /// The canary node selector uses known operators with the right number of values.
+    pub fn node_selector_valid() -> Rule {
         invalid(
-            rule,
-            ".rollingUpdate.maxSurge",
-            "spec.updateStrategy.rollingUpdate.maxSurge: may not be set when maxUnavailable is \
-             non-zero (maxUnavailable defaults to 1); set maxUnavailable: 0 to surge, or maxSurge: 0",
+            "!has(self.matchExpressions) || self.matchExpressions.all(r, \
+             r.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'] && \
+             ((r.operator == 'In' || r.operator == 'NotIn') == (has(r.values) && size(r.values) > 0)))"
+                .to_owned(),
+            ".matchExpressions",
+            "spec.updateStrategy.rollingUpdate.selector.matchExpressions: operator must be In, \
+             NotIn, Exists or DoesNotExist; In and NotIn need at least one value, Exists and \
+             DoesNotExist take none",
+        )
+    }
+
+    /// `newNodePolicy` is `Latest` or `Stable`.
+    pub fn new_node_policy_known() -> Rule {
+        Rule::new("self == 'Latest' || self == 'Stable'")
+            .message(
+                "spec.updateStrategy.rollingUpdate.newNodePolicy: Unsupported value: use Latest \
+                 (a joining node gets the newest revision) or Stable (it gets the last revision \
+                 that was available everywhere)",
+            )
+            .reason(Reason::FieldValueInvalid)
+    }
+
+    /// `order`: a known type, with `label` exactly when ordering by a label, and `values`
+    /// exactly for `LabelValues`.
+    pub fn order_fields_match_type() -> Rule {
+        let by_label =
+            "(has(self.type) && (self.type == 'LabelValues' || self.type == 'Priority'))";
+        invalid(
+            format!(
+                "(!has(self.type) || self.type in ['Name', 'LabelValues', 'Priority']) && \
+                 ({by_label} == (has(self.label) && size(self.label) > 0)) && \
+                 ((has(self.type) && self.type == 'LabelValues') == (has(self.values) && size(self.values) > 0))"
+            ),
+            ".type",
+            "spec.updateStrategy.rollingUpdate.order: type must be Name (by node name, the \
+             default), LabelValues (set label and values: the label's values in update order) or \
+             Priority (set label: a node label holding an integer, highest first); label and \
+             values are only allowed with the types that use them",
         )
     }
 

@@ -13,6 +13,6 @@ pub mod labels;
 pub mod v1alpha1;
 
 pub use v1alpha1::{
-    DaemonSet, DaemonSetSpec, DaemonSetStatus, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
-    UpdateStrategyType,
+    DaemonSet, DaemonSetSpec, DaemonSetStatus, DaemonSetUpdateStrategy, NewNodePolicy,
+    RevisionPods, RollingUpdateDaemonSet, RolloutOrder, RolloutOrderType, UpdateStrategyType,
 };

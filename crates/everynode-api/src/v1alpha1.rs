@@ -73,14 +73,21 @@ pub struct DaemonSetSpec {
     #[schemars(extend("default" = 10))]
     #[x_kube(validation = rules::non_negative("spec.revisionHistoryLimit"))]
     pub revision_history_limit: Option<i32>,
+
+    /// Stop updating existing pods; nodes that join still get a pod (of the revision
+    /// `rollingUpdate.newNodePolicy` picks). Defaults to false. everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+
+    /// Change no pod at all, not even on nodes that join or leave; existing pods keep running and
+    /// the status keeps being reported. Defaults to false. everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<bool>,
 }
 
 /// How a DaemonSet replaces pods when its template changes.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(
-    validation = rules::budget_not_both_zero(),
-    validation = rules::budget_not_both_set(),
-)]
+#[x_kube(validation = rules::budget_not_both_zero())]
 #[serde(rename_all = "camelCase")]
 pub struct DaemonSetUpdateStrategy {
     /// `RollingUpdate` (default) replaces pods automatically within the budget of
@@ -115,15 +122,14 @@ impl UpdateStrategyType {
     }
 }
 
-/// The budget of a rolling update.
+/// The budget of a rolling update, and which nodes it may touch in which order.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RollingUpdateDaemonSet {
     /// How many nodes may be without an available daemon pod during the update, as a number or a
-    /// percentage of the desired nodes (rounded up). Defaults to 1. Must be 0 when `maxSurge`
-    /// is not 0.
+    /// percentage of the desired nodes (rounded up). Defaults to 1, or to 0 when `maxSurge` is
+    /// set and not 0. everynode allows both budgets at once (apps/v1 does not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = 1))]
     #[x_kube(validation = rules::int_or_percent("spec.updateStrategy.rollingUpdate.maxUnavailable"))]
     pub max_unavailable: Option<IntOrString>,
 
@@ -133,6 +139,107 @@ pub struct RollingUpdateDaemonSet {
     #[schemars(extend("default" = 0))]
     #[x_kube(validation = rules::int_or_percent("spec.updateStrategy.rollingUpdate.maxSurge"))]
     pub max_surge: Option<IntOrString>,
+
+    /// How many of the desired nodes stay on their old revision, as a number or a percentage
+    /// (rounded up); the nodes last in `order` are kept. Lower it step by step for manual
+    /// batches. Defaults to 0. everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::int_or_percent("spec.updateStrategy.rollingUpdate.partition"))]
+    pub partition: Option<IntOrString>,
+
+    /// Only nodes whose labels match are updated (canary nodes); others keep their old pod.
+    /// Unset: every node. everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::node_selector_valid())]
+    pub selector: Option<LabelSelector>,
+
+    /// The revision a node gets while the rollout is held for it (by `partition`, `selector`
+    /// or `spec.paused`): `Latest` (default, as apps/v1) or `Stable` (the last revision that
+    /// was available on every node). everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::new_node_policy_known())]
+    pub new_node_policy: Option<String>,
+
+    /// Which nodes are updated first. Defaults to by node name. everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<RolloutOrder>,
+}
+
+/// The order in which a rolling update visits nodes. Deterministic; ties go by node name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = rules::order_fields_match_type())]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutOrder {
+    /// `Name` (default): by node name. `LabelValues`: by the position of the node's `label`
+    /// value in `values`. `Priority`: by the node's `label` value as an integer, highest first.
+    /// Nodes without the label (or with a value not listed, or not an integer) go last.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+
+    /// The node label to order by (`LabelValues`, `Priority`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+
+    /// The label values in update order (`LabelValues`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+}
+
+/// The node orders of a rolling update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RolloutOrderType {
+    /// By node name.
+    Name,
+    /// By the position of a node label's value in a list.
+    LabelValues,
+    /// By a node label's integer value, highest first.
+    Priority,
+}
+
+impl RolloutOrder {
+    /// The order type with its default (`Name`); unknown values (rejected at admission) yield
+    /// `None`.
+    pub fn order_type(&self) -> Option<RolloutOrderType> {
+        match self.type_.as_deref() {
+            None | Some("") | Some("Name") => Some(RolloutOrderType::Name),
+            Some("LabelValues") => Some(RolloutOrderType::LabelValues),
+            Some("Priority") => Some(RolloutOrderType::Priority),
+            Some(_) => None,
+        }
+    }
+}
+
+/// Which revision a node gets while the rollout is held for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NewNodePolicy {
+    /// The newest revision (apps/v1 behaviour).
+    #[default]
+    Latest,
+    /// The last revision that was available on every node.
+    Stable,
+}
+
+impl RollingUpdateDaemonSet {
+    /// `newNodePolicy` with its default; unknown values (rejected at admission) yield `None`.
+    pub fn new_node_policy(&self) -> Option<NewNodePolicy> {
+        match self.new_node_policy.as_deref() {
+            None | Some("") | Some("Latest") => Some(NewNodePolicy::Latest),
+            Some("Stable") => Some(NewNodePolicy::Stable),
+            Some(_) => None,
+        }
+    }
+}
+
+/// Pods of one revision, in the status.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionPods {
+    /// ControllerRevision name.
+    pub revision: String,
+    /// Desired nodes running a pod of this revision.
+    pub pods: i32,
+    /// Of those, nodes whose pod is available.
+    pub available: i32,
 }
 
 /// Observed state of an everynode DaemonSet: every apps/v1 `DaemonSetStatus` counter, plus
@@ -178,6 +285,22 @@ pub struct DaemonSetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collision_count: Option<i32>,
 
+    /// ControllerRevision of the current template (everynode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_revision: Option<String>,
+
+    /// ControllerRevision that most desired nodes run (everynode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<String>,
+
+    /// Last ControllerRevision that was available on every desired node (everynode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<String>,
+
+    /// Desired nodes per revision, newest revision first (everynode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods_per_revision: Option<Vec<RevisionPods>>,
+
     /// Conditions of the set. The controller keeps conditions written by others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
@@ -197,9 +320,10 @@ impl DaemonSetUpdateStrategy {
 }
 
 impl DaemonSetSpec {
-    /// The update strategy with apps/v1 defaulting applied: `RollingUpdate` with
-    /// `maxUnavailable: 1, maxSurge: 0` when unset, and the rolling update budget filled in
-    /// when the type is `RollingUpdate`.
+    /// The update strategy with defaulting applied: `RollingUpdate` with `maxUnavailable: 1,
+    /// maxSurge: 0` when unset, and the rolling update budget filled in when the type is
+    /// `RollingUpdate` (`maxUnavailable` defaults to 0 when `maxSurge` is not 0; every manifest
+    /// apps/v1 accepts sets it explicitly in that case, so apps/v1 behaviour is unchanged).
     pub fn effective_update_strategy(&self) -> DaemonSetUpdateStrategy {
         let mut strategy = self.update_strategy.clone().unwrap_or_default();
         if strategy.type_.as_deref().is_none_or(str::is_empty) {
@@ -207,8 +331,14 @@ impl DaemonSetSpec {
         }
         if strategy.strategy_type() == Some(UpdateStrategyType::RollingUpdate) {
             let rolling = strategy.rolling_update.get_or_insert_with(Default::default);
-            rolling.max_unavailable.get_or_insert(IntOrString::Int(1));
-            rolling.max_surge.get_or_insert(IntOrString::Int(0));
+            let surge = rolling.max_surge.get_or_insert(IntOrString::Int(0));
+            let surges = match surge {
+                IntOrString::Int(n) => *n != 0,
+                IntOrString::String(s) => s.trim_start_matches('0') != "%",
+            };
+            rolling
+                .max_unavailable
+                .get_or_insert(IntOrString::Int(if surges { 0 } else { 1 }));
         }
         strategy
     }
@@ -221,5 +351,15 @@ impl DaemonSetSpec {
     /// `revisionHistoryLimit` with its default (10).
     pub fn effective_revision_history_limit(&self) -> i32 {
         self.revision_history_limit.unwrap_or(10)
+    }
+
+    /// `spec.paused` with its default (false).
+    pub fn is_paused(&self) -> bool {
+        self.paused.unwrap_or(false)
+    }
+
+    /// `spec.frozen` with its default (false).
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.unwrap_or(false)
     }
 }

@@ -161,4 +161,37 @@ fn defaults_match_apps_v1() {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(1)));
     assert_eq!(rolling.max_surge, Some(IntOrString::Int(0)));
+
+    // everynode accepts maxSurge alone; maxUnavailable then defaults to 0 (surge only), so no
+    // manifest apps/v1 accepts changes meaning.
+    for surge in [IntOrString::Int(1), IntOrString::String("10%".to_owned())] {
+        spec.update_strategy = Some(everynode_api::DaemonSetUpdateStrategy {
+            type_: None,
+            rolling_update: Some(everynode_api::RollingUpdateDaemonSet {
+                max_surge: Some(surge.clone()),
+                ..Default::default()
+            }),
+        });
+        let rolling = spec
+            .effective_update_strategy()
+            .rolling_update
+            .expect("set");
+        assert_eq!(
+            rolling.max_unavailable,
+            Some(IntOrString::Int(0)),
+            "{surge:?}"
+        );
+    }
+    spec.update_strategy = Some(everynode_api::DaemonSetUpdateStrategy {
+        type_: None,
+        rolling_update: Some(everynode_api::RollingUpdateDaemonSet {
+            max_surge: Some(IntOrString::String("0%".to_owned())),
+            ..Default::default()
+        }),
+    });
+    let rolling = spec
+        .effective_update_strategy()
+        .rolling_update
+        .expect("set");
+    assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(1)));
 }

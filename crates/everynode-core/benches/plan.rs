@@ -69,10 +69,12 @@ fn input() -> PlanInput {
                 rolling_update: Some(RollingUpdateDaemonSet {
                     max_unavailable: Some(IntOrString::String("10%".into())),
                     max_surge: None,
+                    ..Default::default()
                 }),
             }),
             min_ready_seconds: Some(10),
             revision_history_limit: Some(10),
+            ..Default::default()
         },
         template_generation: None,
         deleting: false,

@@ -14,6 +14,7 @@
 
 pub mod backoff;
 pub mod budget;
+pub mod controls;
 pub mod eligibility;
 pub mod explain;
 pub mod manage;
@@ -29,6 +30,7 @@ pub mod status;
 mod strs;
 
 pub use backoff::{BackoffConfig, BackoffEntry};
+pub use controls::{Controls, ControlsError, NodeOrder};
 pub use eligibility::{Eligibility, NodeMatcher, node_should_run};
 pub use explain::{Deferrals, NodeName};
 pub use manage::{EventReason, PlanEvent};
@@ -37,7 +39,9 @@ pub use reason::{CreateReason, Deferred, DeleteReason, NodeExcluded, RevisionDel
 pub use render::{
     RenderParams, controller_owner_reference, deterministic_pod_name, render_pod, target_node_name,
 };
-pub use revision::{HistoryPlan, NewRevision, data_matches, hash_template, revision_data};
+pub use revision::{
+    HistoryPlan, NewRevision, data_matches, hash_template, revision_data, template_from_data,
+};
 pub use snapshot::{
     NodeView, Owner, PlanConfig, PlanInput, PodPhase, PodView, RevisionView, SetView, SnapshotError,
 };

@@ -7,31 +7,34 @@
 //! fake pod control does) → the `RollingUpdate` step (§6) on that copy → history cleanup →
 //! status (§7) of the final copy.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use everynode_api::labels::{CONTROLLER_REVISION_HASH, POD_TEMPLATE_GENERATION};
-use everynode_api::{DaemonSetStatus, UpdateStrategyType};
+use everynode_api::{DaemonSetStatus, NewNodePolicy, RevisionPods, UpdateStrategyType};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use crate::backoff::BackoffEntry;
 use crate::budget::{BudgetError, allows_surge, budget};
+use crate::controls::{Controls, ControlsError};
 use crate::eligibility::NodeMatcher;
 use crate::explain::{self, Deferrals, NodeName};
 use crate::manage::{EventReason, ManageCtx, PlanEvent, manage};
 use crate::reason::{CreateReason, Deferred, DeleteReason, NodeExcluded};
 use crate::render::pod_name_variant;
 use crate::revision::{
-    Claim, HistoryPlan, TemplateDigest, claim, cleanup_history, construct_history,
+    Claim, HistoryPlan, TemplateDigest, claim, cleanup_history, construct_history, rev_hash,
+    revision_name, template_from_data,
 };
-use crate::rollout::{NodeRef, RolloutCtx, rolling_update};
+use crate::rollout::{NodeRef, RolloutCtx, rolling_update, updated_nodes};
 use crate::selector::{Selector, SelectorError};
-use crate::snapshot::{NodeView, PlanInput, PodView, RevisionView};
+use crate::snapshot::{NodeView, PlanInput, PodView, RevisionView, SetView};
 use crate::state::{InputPod, PodList, Slot, SlotElig, State};
-use crate::status::{StatusCounts, count};
+use crate::status::{RolloutFacts, RolloutStatus, StatusCounts, count, rollout_conditions};
 use crate::strs::{self, NameIndex};
 
 /// A pod to create.
@@ -97,6 +100,9 @@ pub enum PlanError {
     /// The rolling update budget is invalid; the rolling update step is skipped.
     #[error(transparent)]
     Budget(#[from] BudgetError),
+    /// A rollout control is invalid; the rolling update step is skipped.
+    #[error(transparent)]
+    Controls(#[from] ControlsError),
 }
 
 /// The outcome of one plan. Apply in this order: adopt/release, history, deletes, creates,
@@ -112,6 +118,10 @@ pub struct Plan {
     pub history: HistoryPlan,
     /// Pods to create, by node name.
     pub creates: Vec<PodCreate>,
+    /// Pod templates of older revisions that `creates` use, by hash (`newNodePolicy: Stable`);
+    /// other creates use the set's template.
+    #[serde(skip)]
+    pub templates: BTreeMap<String, PodTemplateSpec>,
     /// Pods to delete.
     pub deletes: Vec<PodDelete>,
     /// Failed-pod backoff entries to store.
@@ -252,22 +262,25 @@ impl<'a> Builder<'a> {
             || self.plan.deletes.iter().any(|d| d.pod == name)
     }
 
-    fn create(&mut self, slot: usize, reason: CreateReason) {
+    /// Creates a pod of the current revision, or of `older` (a hash) for a held node.
+    fn create(&mut self, slot: usize, reason: CreateReason, older: Option<&str>) {
         let set_name = &self.input.set.name;
         let node = self.state.slots[slot].node.name.as_str();
+        let hash = older.unwrap_or(&self.hash).to_owned();
         let mut variant = 0;
-        let mut name = pod_name_variant(set_name, node, &self.hash, variant);
+        let mut name = pod_name_variant(set_name, node, &hash, variant);
         while self.name_taken(slot, &name) && variant < 16 {
             variant += 1;
-            name = pod_name_variant(set_name, node, &self.hash, variant);
+            name = pod_name_variant(set_name, node, &hash, variant);
         }
         self.plan.creates.push(PodCreate {
             node: node.to_owned(),
             pod_name: name.clone(),
-            hash: self.hash.clone(),
+            hash,
             reason,
         });
-        self.state.add_created(slot, name, self.input.now);
+        self.state
+            .add_created(slot, name, self.input.now, older.is_none());
     }
 
     fn defer(&mut self, slot: usize, d: Deferred) {
@@ -658,6 +671,24 @@ fn plan_pods(
     b.hash = hash;
     let strategy = spec.effective_update_strategy();
 
+    let desired = i32::try_from(b.state.slots.iter().filter(|s| s.elig.should_run).count())
+        .unwrap_or(i32::MAX);
+    let controls = match Controls::from_spec(spec, desired) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            b.plan.errors.push(e.into());
+            None
+        }
+    };
+    let frozen = spec.is_frozen();
+    // The revision a held node gets under `newNodePolicy: Stable` (when it differs from the
+    // current one and its template is known).
+    let stable = controls
+        .as_ref()
+        .filter(|c| c.new_node_policy == NewNodePolicy::Stable && c.can_hold())
+        .and_then(|_| stable_revision(set, &old_revisions, &b.hash));
+
+    let mut rollout_acted = false;
     if input.expectations_satisfied {
         // manage (§4.3).
         let key_generation = set
@@ -697,58 +728,117 @@ fn plan_pods(
                 },
                 (None, None) => continue,
             };
-            if n >= burst {
+            if frozen || n >= burst {
                 if let NodeRef::Slot(s) = node {
-                    b.defer(s, Deferred::BurstLimit);
+                    b.defer(
+                        s,
+                        if frozen {
+                            Deferred::SetFrozen
+                        } else {
+                            Deferred::BurstLimit
+                        },
+                    );
                 }
                 continue;
             }
             b.delete(node, pod, reason);
         }
+        // Under a partition, nodes beyond `desired - partition` updated ones are held.
+        let mut partition_room = controls.as_ref().map_or(i32::MAX, |c| {
+            if c.partition > 0 {
+                desired - c.partition - updated_nodes(&b.state)
+            } else {
+                i32::MAX
+            }
+        });
         for (n, (slot, reason)) in mo.creates.into_iter().enumerate() {
-            if n >= burst {
-                b.defer(slot, Deferred::BurstLimit);
+            if frozen || n >= burst {
+                b.defer(
+                    slot,
+                    if frozen {
+                        Deferred::SetFrozen
+                    } else {
+                        Deferred::BurstLimit
+                    },
+                );
                 continue;
             }
-            b.create(slot, reason);
+            let held = controls
+                .as_ref()
+                .is_some_and(|c| c.held(b.state.slots[slot].node).is_some() || partition_room <= 0);
+            match &stable {
+                Some((hash, template)) if held => {
+                    b.plan.templates.insert(hash.clone(), template.clone());
+                    b.create(slot, CreateReason::MissingPodStable, Some(hash));
+                }
+                _ => {
+                    partition_room -= 1;
+                    b.create(slot, reason, None);
+                }
+            }
         }
 
         // RollingUpdate (§6) on the state with manage's writes observed.
-        if strategy.strategy_type() == Some(UpdateStrategyType::RollingUpdate) {
-            let desired = b.state.slots.iter().filter(|s| s.elig.should_run).count();
-            match budget(&strategy, i32::try_from(desired).unwrap_or(i32::MAX)) {
+        if strategy.strategy_type() == Some(UpdateStrategyType::RollingUpdate)
+            && let Some(controls) = controls.as_ref()
+        {
+            match budget(&strategy, desired) {
                 Err(e) => b.plan.errors.push(e.into()),
                 Ok(budget) => {
-                    let rctx = RolloutCtx { budget, explain };
+                    let rctx = RolloutCtx {
+                        budget,
+                        explain,
+                        controls,
+                    };
                     let decisions = &mut b.decisions;
                     let ro = rolling_update(&b.state, &rctx, &mut |slot, d| {
                         if let Some(decision) = decisions.get_mut(slot) {
                             decision.deferred.push(d);
                         }
                     });
+                    rollout_acted = !ro.deletes.is_empty() || !ro.creates.is_empty();
                     for (n, (node, pod, reason)) in ro.deletes.into_iter().enumerate() {
-                        if n >= burst {
+                        if frozen || n >= burst {
                             if let NodeRef::Slot(s) = node {
-                                b.defer(s, Deferred::BurstLimit);
+                                b.defer(
+                                    s,
+                                    if frozen {
+                                        Deferred::SetFrozen
+                                    } else {
+                                        Deferred::BurstLimit
+                                    },
+                                );
                             }
                             continue;
                         }
                         b.delete(node, pod, reason);
                     }
                     for (n, (slot, reason)) in ro.creates.into_iter().enumerate() {
-                        if n >= burst {
-                            b.defer(slot, Deferred::BurstLimit);
+                        if frozen || n >= burst {
+                            b.defer(
+                                slot,
+                                if frozen {
+                                    Deferred::SetFrozen
+                                } else {
+                                    Deferred::BurstLimit
+                                },
+                            );
                             continue;
                         }
-                        b.create(slot, reason);
+                        b.create(slot, reason, None);
                     }
                 }
             }
         }
 
-        // History cleanup (§5.5): hashes of every pod that still exists or was just created.
+        // History cleanup (§5.5): hashes of every pod that still exists or was just created,
+        // and the stable revision (a joining node may need it).
         let mut live: BTreeSet<&str> = hashes.others.iter().copied().collect();
         live.insert(b.hash.as_str());
+        let stored_stable = stored_stable_hash(set, &old_revisions);
+        if let Some(h) = stored_stable {
+            live.insert(h);
+        }
         let cleanup = cleanup_history(
             &old_revisions,
             spec.effective_revision_history_limit(),
@@ -765,7 +855,7 @@ fn plan_pods(
     } else {
         None
     };
-    let status = counts.apply_to(stored, observed);
+    let mut status = counts.apply_to(stored, observed);
     let generation_lags = match (set.generation, stored.and_then(|s| s.observed_generation)) {
         (Some(g), Some(o)) => o < g,
         (Some(_), None) => true,
@@ -773,6 +863,28 @@ fn plan_pods(
     };
     b.plan.status_changed = stored.is_none_or(|s| !counts.equals(s))
         || (input.expectations_satisfied && generation_lags);
+    if input.config.rollout_status {
+        let rollout = rollout_status(&b, &old_revisions, stable.as_ref().map(|(h, _)| h.as_str()));
+        b.plan.status_changed |= stored.is_none_or(|s| !rollout.equals(s));
+        rollout.apply_to(&mut status);
+        let holds = controls
+            .as_ref()
+            .is_some_and(|c| c.partition > 0 || c.selector.is_some());
+        let facts = RolloutFacts {
+            paused: spec.is_paused(),
+            frozen,
+            complete: rollout.complete(counts.desired),
+            held: holds && !rollout_acted && counts.unavailable == 0,
+            desired: counts.desired,
+            updated: counts.updated,
+            update_revision: &rollout.update_revision,
+        };
+        let previous = stored.and_then(|s| s.conditions.as_deref());
+        if let Some(conditions) = rollout_conditions(previous, &facts, now, set.generation) {
+            status.conditions = Some(conditions);
+            b.plan.status_changed = true;
+        }
+    }
     if min_ready > 0 && counts.ready != counts.available {
         min_requeue(
             &mut b.plan.requeue_after,
@@ -786,4 +898,87 @@ fn plan_pods(
         b.plan.nodes = std::mem::take(&mut b.decisions);
     }
     b.plan
+}
+
+/// The stored stable revision's hash, when it is one of the set's old revisions.
+fn stored_stable_hash<'r>(set: &SetView, old: &[&'r RevisionView]) -> Option<&'r str> {
+    let name = set.status.as_ref()?.stable_revision.as_deref()?;
+    old.iter().find(|r| r.name == name).map(|r| rev_hash(r))
+}
+
+/// The stable revision's hash and template, when it differs from `current_hash` and its
+/// template can be read from the revision.
+fn stable_revision(
+    set: &SetView,
+    old: &[&RevisionView],
+    current_hash: &str,
+) -> Option<(String, PodTemplateSpec)> {
+    let name = set.status.as_ref()?.stable_revision.as_deref()?;
+    let rev = old.iter().find(|r| r.name == name)?;
+    let hash = rev_hash(rev);
+    if hash == current_hash {
+        return None;
+    }
+    Some((hash.to_owned(), template_from_data(&rev.data)?))
+}
+
+/// everynode's rollout status of the final working state: the desired nodes' first pods
+/// counted per revision.
+fn rollout_status(
+    b: &Builder<'_>,
+    old: &[&RevisionView],
+    stable_hash: Option<&str>,
+) -> RolloutStatus {
+    let set = &b.input.set;
+    // (hash, pods, available); few distinct hashes.
+    let mut per_hash: Vec<(&str, i32, i32)> = Vec::new();
+    let mut desired = 0;
+    for slot in b.state.slots.iter().filter(|s| s.elig.should_run) {
+        desired += 1;
+        let Some(&first) = slot.pods.first() else {
+            continue;
+        };
+        let pod = &b.state.pods[first];
+        let hash = if pod.current {
+            Some(b.hash.as_str())
+        } else if let Some(i) = pod.input() {
+            strs::label(&b.input.pods[i].labels, CONTROLLER_REVISION_HASH).map(String::as_str)
+        } else {
+            stable_hash
+        };
+        let Some(hash) = hash else { continue };
+        match per_hash.iter_mut().find(|(h, _, _)| strs::eq(h, hash)) {
+            Some(entry) => {
+                entry.1 += 1;
+                entry.2 += i32::from(pod.available);
+            }
+            None => per_hash.push((hash, 1, i32::from(pod.available))),
+        }
+    }
+    let number = |hash: &str| -> i64 {
+        if hash == b.hash {
+            return b.plan.history.current_revision;
+        }
+        old.iter()
+            .find(|r| rev_hash(r) == hash)
+            .map_or(0, |r| r.revision)
+    };
+    let per = per_hash
+        .into_iter()
+        .map(|(hash, pods, available)| {
+            (
+                number(hash),
+                RevisionPods {
+                    revision: revision_name(&set.name, hash),
+                    pods,
+                    available,
+                },
+            )
+        })
+        .collect();
+    let stored_stable = set
+        .status
+        .as_ref()
+        .and_then(|s| s.stable_revision.as_deref());
+    RolloutStatus::compute(&b.plan.history.current, desired, per, stored_stable)
 }

@@ -88,6 +88,9 @@ pub enum CreateReason {
     ReplaceUnavailable,
     /// Rolling update with surge: a new pod next to an available old one, within `maxSurge`.
     Surge,
+    /// The node has no daemon pod and the rollout is held for it (`newNodePolicy: Stable`): it
+    /// gets the stable revision.
+    MissingPodStable,
 }
 
 impl CreateReason {
@@ -98,6 +101,7 @@ impl CreateReason {
             Self::NoRunningPod => "NoRunningPod",
             Self::ReplaceUnavailable => "ReplaceUnavailable",
             Self::Surge => "Surge",
+            Self::MissingPodStable => "MissingPodStable",
         }
     }
 }
@@ -114,6 +118,11 @@ impl fmt::Display for CreateReason {
                 )
             }
             Self::Surge => write!(f, "pod created: surge pod for the rolling update"),
+            Self::MissingPodStable => write!(
+                f,
+                "pod created: node has no daemon pod; the rollout is held here, so it gets the \
+                 stable revision (newNodePolicy: Stable)"
+            ),
         }
     }
 }
@@ -212,6 +221,17 @@ pub enum Deferred {
     BurstLimit,
     /// Rolling update: old pod on an ineligible node kept until enough pods are available.
     KeptForAvailability,
+    /// Rolling update: `spec.paused` holds the node's old pod.
+    RolloutPaused,
+    /// `spec.frozen`: no pod is created or deleted.
+    SetFrozen,
+    /// Rolling update: the node does not match `rollingUpdate.selector`.
+    NotSelected,
+    /// Rolling update: `rollingUpdate.partition` keeps the node on its old revision.
+    HeldByPartition {
+        /// The scaled partition (nodes kept on the old revision).
+        partition: i32,
+    },
 }
 
 impl Deferred {
@@ -224,6 +244,10 @@ impl Deferred {
             Self::WaitingForAvailability => "WaitingForAvailability",
             Self::BurstLimit => "BurstLimit",
             Self::KeptForAvailability => "KeptForAvailability",
+            Self::RolloutPaused => "RolloutPaused",
+            Self::SetFrozen => "SetFrozen",
+            Self::NotSelected => "NotSelected",
+            Self::HeldByPartition { .. } => "HeldByPartition",
         }
     }
 }
@@ -250,6 +274,16 @@ impl fmt::Display for Deferred {
                     "delete deferred: kept until enough pods are available elsewhere"
                 )
             }
+            Self::RolloutPaused => write!(f, "update deferred: rollout paused (spec.paused)"),
+            Self::SetFrozen => write!(f, "deferred: set frozen (spec.frozen), no pod is changed"),
+            Self::NotSelected => write!(
+                f,
+                "update deferred: node does not match spec.updateStrategy.rollingUpdate.selector"
+            ),
+            Self::HeldByPartition { partition } => write!(
+                f,
+                "update deferred: held on the old revision by partition ({partition} node(s) stay)"
+            ),
         }
     }
 }

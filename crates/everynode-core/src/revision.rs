@@ -150,6 +150,16 @@ pub fn revision_data(template: &PodTemplateSpec) -> Value {
     data_from_normalized(&normalize(&template_value(template)))
 }
 
+/// The pod template stored in revision `data` (`{"spec":{"template":{…}}}`), or `None` when
+/// the data holds no decodable template.
+pub fn template_from_data(data: &Value) -> Option<PodTemplateSpec> {
+    let mut template = data.get("spec")?.get("template")?.clone();
+    if let Value::Object(fields) = &mut template {
+        fields.remove("$patch");
+    }
+    serde_json::from_value(template).ok()
+}
+
 /// Whether revision `data` describes `template` (semantic comparison after normalising).
 pub fn data_matches(template: &PodTemplateSpec, data: &Value) -> bool {
     revision_data(template) == normalize(data)
@@ -235,7 +245,7 @@ pub struct HistoryPlan {
 }
 
 /// Hash label of a revision, falling back to its name (legacy migration).
-fn rev_hash(rev: &RevisionView) -> &str {
+pub(crate) fn rev_hash(rev: &RevisionView) -> &str {
     rev.labels
         .get(CONTROLLER_REVISION_HASH)
         .map(String::as_str)

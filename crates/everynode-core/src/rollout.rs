@@ -12,14 +12,17 @@
 //!    the walk order) and takes as many as the remaining budget allows; the rest are reported
 //!    as deferred.
 //!
-//! Partition / canary node selectors / pause / freeze become classification filters (a
-//! candidate that is not allowed yet is simply not a candidate); node ordering by label or
-//! priority and zone-by-zone waves become a [`CandidateOrder`] plus a cap on the selection;
-//! bake time, pacing and progress deadlines become inputs to the budget and the requeue.
-//! Upstream visits nodes in Go map order; candidates taken are therefore arbitrary there and
-//! deterministic (first by name) here.
+//! everynode's controls ([`Controls`]) plug in here: pause and the canary node selector are
+//! classification filters (a held node is neither a candidate nor replaced when unavailable),
+//! the partition caps how many nodes the classification may hand on (first in update order),
+//! the node order sorts the candidates, and with both budgets set the candidates the surge
+//! budget cannot take may still be replaced under `maxUnavailable`. Zone-by-zone waves and
+//! pacing become further caps on the selection. Upstream visits nodes in Go map order;
+//! candidates taken are therefore arbitrary there and deterministic (first in update order)
+//! here.
 
 use crate::budget::Budget;
+use crate::controls::{Controls, NodeOrder};
 use crate::reason::{CreateReason, Deferred, DeleteReason};
 use crate::state::State;
 
@@ -44,6 +47,8 @@ pub(crate) struct Classification<'a> {
     pub in_use: i32,
     /// Nodes counted available (surge: for the ineligible-node rule).
     pub available: i32,
+    /// Surge: nodes without an available pod (for `maxUnavailable` when both budgets are set).
+    pub unavailable: i32,
     /// Deletions taken regardless of budget.
     pub forced_deletes: Vec<(NodeRef<'a>, usize, DeleteReason)>,
     /// Creations taken regardless of budget (surge, old pod unavailable).
@@ -54,19 +59,23 @@ pub(crate) struct Classification<'a> {
     pub ineligible: Vec<(usize, usize)>,
 }
 
-/// Order in which candidates are taken.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum CandidateOrder {
-    /// By node name (the classification walk order).
-    #[default]
-    NodeName,
-}
-
 /// Inputs shared by classification and selection.
-pub(crate) struct RolloutCtx {
+pub(crate) struct RolloutCtx<'c> {
     pub budget: Budget,
     /// Collect the per-node deferrals (they only feed `explain`).
     pub explain: bool,
+    /// everynode's rollout controls (all unset: apps/v1 behaviour).
+    pub controls: &'c Controls,
+}
+
+impl RolloutCtx<'_> {
+    /// Why the rollout may not touch the old pod on `node`, if it may not.
+    fn held(&self, state: &State<'_>, node: NodeRef<'_>) -> Option<Deferred> {
+        match node {
+            NodeRef::Slot(i) => self.controls.held(state.slots[i].node),
+            NodeRef::Vanished(_) => None,
+        }
+    }
 }
 
 /// `findUpdatedPodsOnNode`: the single new and single old non-deleted pod; `None` when the
@@ -112,7 +121,11 @@ fn walk<'a>(state: &State<'a>, mut visit: impl FnMut(NodeRef<'a>, &[usize])) {
 }
 
 /// Classification without surge (§6.1).
-pub(crate) fn classify_unavailable<'a>(state: &State<'a>, _ctx: &RolloutCtx) -> Classification<'a> {
+pub(crate) fn classify_unavailable<'a>(
+    state: &State<'a>,
+    ctx: &RolloutCtx<'_>,
+    defer: &mut dyn FnMut(usize, Deferred),
+) -> Classification<'a> {
     let mut c = Classification::default();
     walk(state, |node, pods| {
         let Some((new, old)) = split_pods(state, pods) else {
@@ -127,7 +140,12 @@ pub(crate) fn classify_unavailable<'a>(state: &State<'a>, _ctx: &RolloutCtx) -> 
                 }
             }
             (None, Some(o)) => {
-                if !state.pods[o].available {
+                if let Some(why) = ctx.held(state, node) {
+                    if !state.pods[o].available {
+                        c.in_use += 1;
+                    }
+                    defer_on(node, why, ctx, defer);
+                } else if !state.pods[o].available {
                     c.forced_deletes
                         .push((node, o, DeleteReason::OldPodUnavailable));
                     c.in_use += 1;
@@ -143,20 +161,27 @@ pub(crate) fn classify_unavailable<'a>(state: &State<'a>, _ctx: &RolloutCtx) -> 
 /// Classification with surge (§6.2).
 pub(crate) fn classify_surge<'a>(
     state: &State<'a>,
-    ctx: &RolloutCtx,
+    ctx: &RolloutCtx<'_>,
     defer: &mut dyn FnMut(usize, Deferred),
 ) -> Classification<'a> {
     let mut c = Classification::default();
     walk(state, |node, pods| {
         let Some((new, old)) = split_pods(state, pods) else {
             c.in_use += 1;
+            c.unavailable += 1;
             return;
         };
         let avail = |i: usize| state.pods[i].available;
         match (old, new) {
             (Some(o), _) if avail(o) => c.available += 1,
             (None, Some(n)) if avail(n) => c.available += 1,
-            _ => {}
+            _ => {
+                if !matches!(new, Some(n) if avail(n))
+                    && matches!(node, NodeRef::Slot(i) if state.slots[i].elig.should_run)
+                {
+                    c.unavailable += 1;
+                }
+            }
         }
         let Some(o) = old else { return };
         let slot = match node {
@@ -165,6 +190,13 @@ pub(crate) fn classify_surge<'a>(
             NodeRef::Vanished(_) => return,
         };
         let elig = &state.slots[slot].elig;
+        if new.is_none()
+            && elig.should_run
+            && let Some(why) = ctx.held(state, node)
+        {
+            defer_on(node, why, ctx, defer);
+            return;
+        }
         match new {
             None if !avail(o) => {
                 if elig.should_run {
@@ -197,35 +229,109 @@ pub(crate) fn classify_surge<'a>(
     c
 }
 
-/// Orders `candidates` and takes up to `room` of them; returns how many are taken (the first
-/// ones; the rest are deferred).
+/// Compares two nodes in update order. By name, nodes missing from the node list sort among
+/// the others by name; by a label, they go last (by name).
+fn compare_nodes(
+    state: &State<'_>,
+    order: &NodeOrder,
+    a: NodeRef<'_>,
+    b: NodeRef<'_>,
+) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let name = |n: NodeRef<'_>| -> String {
+        match n {
+            NodeRef::Slot(i) => state.slots[i].node.name.clone(),
+            NodeRef::Vanished(v) => v.to_owned(),
+        }
+    };
+    match (a, b) {
+        // Slots are sorted by name.
+        (NodeRef::Slot(x), NodeRef::Slot(y)) if *order == NodeOrder::Name => x.cmp(&y),
+        (NodeRef::Slot(x), NodeRef::Slot(y)) => {
+            order.compare(state.slots[x].node, state.slots[y].node)
+        }
+        _ if *order == NodeOrder::Name => name(a).cmp(&name(b)),
+        (NodeRef::Slot(_), NodeRef::Vanished(_)) => Ordering::Less,
+        (NodeRef::Vanished(_), NodeRef::Slot(_)) => Ordering::Greater,
+        (NodeRef::Vanished(x), NodeRef::Vanished(y)) => x.cmp(y),
+    }
+}
+
+/// Orders `candidates` (update order) and takes up to `room` of them; returns how many are
+/// taken (the first ones; the rest are deferred).
 pub(crate) fn select<'a>(
     state: &State<'a>,
     candidates: &mut [Candidate<'a>],
     room: i32,
-    order: CandidateOrder,
+    order: &NodeOrder,
 ) -> usize {
-    match order {
-        // The walk visits slots in node-name order, then vanished nodes in name order: the
-        // candidates are already sorted unless some are on vanished nodes.
-        CandidateOrder::NodeName => {
-            if candidates
-                .iter()
-                .any(|c| matches!(c.node, NodeRef::Vanished(_)))
-            {
-                let name = |c: &Candidate<'a>| -> &'a str {
-                    match c.node {
-                        NodeRef::Slot(i) => state.slots[i].node.name.as_str(),
-                        NodeRef::Vanished(n) => n,
-                    }
-                };
-                candidates.sort_by(|a, b| name(a).cmp(name(b)));
-            }
-        }
+    // The walk visits slots in node-name order, then vanished nodes in name order: by name,
+    // the candidates are already sorted unless some are on vanished nodes.
+    if *order != NodeOrder::Name
+        || candidates
+            .iter()
+            .any(|c| matches!(c.node, NodeRef::Vanished(_)))
+    {
+        candidates.sort_by(|a, b| compare_nodes(state, order, a.node, b.node));
     }
     usize::try_from(room.max(0))
         .unwrap_or(0)
         .min(candidates.len())
+}
+
+/// Desired nodes that already run a (non-terminating) pod of the current revision.
+pub(crate) fn updated_nodes(state: &State<'_>) -> i32 {
+    let n = state
+        .slots
+        .iter()
+        .filter(|s| s.elig.should_run)
+        .filter(|s| {
+            s.pods.iter().any(|&p| {
+                let pod = &state.pods[p];
+                pod.updated && !pod.deleting
+            })
+        })
+        .count();
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// `partition`: of the nodes the classification would start updating (replacing an
+/// unavailable old pod, or a candidate), only the first in update order until
+/// `desired - partition` nodes run the current revision; the others keep their old pod.
+fn hold_by_partition<'a>(
+    state: &State<'a>,
+    c: &mut Classification<'a>,
+    ctx: &RolloutCtx<'_>,
+    defer: &mut dyn FnMut(usize, Deferred),
+) {
+    let partition = ctx.controls.partition;
+    if partition <= 0 {
+        return;
+    }
+    let allowed = ctx.budget.desired - partition - updated_nodes(state);
+    let mut starting: Vec<NodeRef<'a>> = c
+        .forced_deletes
+        .iter()
+        .filter(|(_, _, reason)| *reason == DeleteReason::OldPodUnavailable)
+        .map(|(node, _, _)| *node)
+        .chain(c.forced_creates.iter().map(|&s| NodeRef::Slot(s)))
+        .chain(c.candidates.iter().map(|t| t.node))
+        .filter(|node| matches!(node, NodeRef::Slot(i) if state.slots[*i].elig.should_run))
+        .collect();
+    let allowed = usize::try_from(allowed.max(0)).unwrap_or(0);
+    if starting.len() <= allowed {
+        return;
+    }
+    starting.sort_by(|a, b| compare_nodes(state, &ctx.controls.order, *a, *b));
+    let held = starting.split_off(allowed);
+    let is_held = |node: &NodeRef<'_>| held.contains(node);
+    c.forced_deletes
+        .retain(|(node, _, reason)| *reason != DeleteReason::OldPodUnavailable || !is_held(node));
+    c.forced_creates.retain(|&s| !is_held(&NodeRef::Slot(s)));
+    c.candidates.retain(|t| !is_held(&t.node));
+    for node in held {
+        defer_on(node, Deferred::HeldByPartition { partition }, ctx, defer);
+    }
 }
 
 /// What the rolling update decided.
@@ -239,14 +345,16 @@ pub(crate) struct RolloutOut<'a> {
 /// node is reported to `defer` as it goes.
 pub(crate) fn rolling_update<'a>(
     state: &State<'a>,
-    ctx: &RolloutCtx,
+    ctx: &RolloutCtx<'_>,
     defer: &mut dyn FnMut(usize, Deferred),
 ) -> RolloutOut<'a> {
     let mut out = RolloutOut::default();
+    let order = &ctx.controls.order;
     if ctx.budget.max_surge == 0 {
-        let mut c = classify_unavailable(state, ctx);
+        let mut c = classify_unavailable(state, ctx, defer);
+        hold_by_partition(state, &mut c, ctx, defer);
         let room = ctx.budget.max_unavailable - c.in_use;
-        let taken = select(state, &mut c.candidates, room, CandidateOrder::NodeName);
+        let taken = select(state, &mut c.candidates, room, order);
         out.deletes = c.forced_deletes;
         out.deletes.extend(
             c.candidates[..taken]
@@ -259,6 +367,7 @@ pub(crate) fn rolling_update<'a>(
         return out;
     }
     let mut c = classify_surge(state, ctx, defer);
+    hold_by_partition(state, &mut c, ctx, defer);
     out.deletes = c.forced_deletes;
     let deletable = usize::try_from((c.available - ctx.budget.desired).max(0)).unwrap_or(0);
     for (i, &(slot, pod)) in c.ineligible.iter().enumerate() {
@@ -273,7 +382,7 @@ pub(crate) fn rolling_update<'a>(
         }
     }
     let room = ctx.budget.max_surge - c.in_use;
-    let taken = select(state, &mut c.candidates, room, CandidateOrder::NodeName);
+    let taken = select(state, &mut c.candidates, room, order);
     out.creates = c
         .forced_creates
         .into_iter()
@@ -284,10 +393,33 @@ pub(crate) fn rolling_update<'a>(
             out.creates.push((s, CreateReason::Surge));
         }
     }
+    // Both budgets (everynode): candidates the surge budget cannot take may lose their pod
+    // while fewer than `maxUnavailable` nodes are without an available one.
+    let rest = &c.candidates[taken..];
+    let unavailable_room =
+        usize::try_from((ctx.budget.max_unavailable - c.unavailable).max(0)).unwrap_or(0);
+    let replaced = unavailable_room.min(rest.len());
+    out.deletes.extend(
+        rest[..replaced]
+            .iter()
+            .map(|t| (t.node, t.old_pod, DeleteReason::RollingUpdate)),
+    );
     if ctx.explain {
-        defer_rest(&c.candidates[taken..], defer);
+        defer_rest(&rest[replaced..], defer);
     }
     out
+}
+
+/// Reports `why` for `node` (nodes missing from the node list are not reported).
+fn defer_on(
+    node: NodeRef<'_>,
+    why: Deferred,
+    ctx: &RolloutCtx<'_>,
+    defer: &mut dyn FnMut(usize, Deferred),
+) {
+    if let (true, NodeRef::Slot(s)) = (ctx.explain, node) {
+        defer(s, why);
+    }
 }
 
 /// Candidates beyond the budget wait for it (nodes missing from the node list are not

@@ -308,6 +308,9 @@ pub struct PlanConfig {
     pub burst_replicas: usize,
     /// Produce per-node decisions for `explain` (cheap; can be turned off for hot paths).
     pub explain: bool,
+    /// Fill in everynode's rollout status (revisions, pods per revision, rollout conditions);
+    /// off for apps/v1 sets, whose status stays exactly as upstream writes it.
+    pub rollout_status: bool,
 }
 
 impl Default for PlanConfig {
@@ -316,6 +319,7 @@ impl Default for PlanConfig {
             backoff: BackoffConfig::default(),
             burst_replicas: 250,
             explain: true,
+            rollout_status: true,
         }
     }
 }

@@ -187,8 +187,9 @@ impl<'a> State<'a> {
         }
     }
 
-    /// Virtually creates a pod of `hash` on slot `slot` (unscheduled, not ready, created `now`).
-    pub fn add_created(&mut self, slot: usize, name: String, now: Timestamp) {
+    /// Virtually creates a pod on slot `slot` (unscheduled, not ready, created `now`), of the
+    /// current revision or (`current: false`) of an older one.
+    pub fn add_created(&mut self, slot: usize, name: String, now: Timestamp, current: bool) {
         let idx = self.pods.len();
         self.pods.push(WPod {
             created: now,
@@ -199,8 +200,8 @@ impl<'a> State<'a> {
             phase: PodPhase::Pending,
             ready: false,
             deleting: false,
-            current: true,
-            updated: true,
+            current,
+            updated: current,
             available: false,
         });
         self.created.push(name);

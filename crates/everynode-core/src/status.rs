@@ -148,10 +148,26 @@ pub struct SchedulingUpdate {
 }
 
 impl SchedulingUpdate {
-    /// Puts the conditions into a plan's status, marking the status changed when they are.
+    /// Puts the `PodsScheduled` condition into a plan's status (keeping the plan's other
+    /// conditions), marking the status changed when it changes.
     pub fn apply_to(&self, plan: &mut crate::plan::Plan) {
         if let Some(status) = plan.status.as_mut().filter(|_| self.changed) {
-            status.conditions.clone_from(&self.conditions);
+            let mut conditions: Vec<Condition> = status
+                .conditions
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| c.type_ != PODS_SCHEDULED_CONDITION)
+                .collect();
+            conditions.extend(
+                self.conditions
+                    .iter()
+                    .flatten()
+                    .filter(|c| c.type_ == PODS_SCHEDULED_CONDITION)
+                    .cloned(),
+            );
+            conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+            status.conditions = (!conditions.is_empty()).then_some(conditions);
             plan.status_changed = true;
         }
     }
@@ -331,4 +347,208 @@ mod scheduling_tests {
             .collect();
         assert_eq!(types, ["Audited", "PodsScheduled"]);
     }
+}
+
+/// everynode's rollout status (not written for apps/v1 sets).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RolloutStatus {
+    /// ControllerRevision of the current template.
+    pub update_revision: String,
+    /// ControllerRevision that most desired nodes run.
+    pub current_revision: Option<String>,
+    /// Last ControllerRevision available on every desired node.
+    pub stable_revision: Option<String>,
+    /// Desired nodes per revision, newest first.
+    pub pods_per_revision: Vec<everynode_api::RevisionPods>,
+}
+
+impl RolloutStatus {
+    /// The rollout status from the desired nodes' pods counted per revision (`(revision
+    /// number, counts)`, any order): `update_revision` is the current revision's name; the
+    /// stable revision becomes it once every desired node runs an available pod of it, and
+    /// stays `stored_stable` otherwise.
+    pub fn compute(
+        update_revision: &str,
+        desired: i32,
+        mut per: Vec<(i64, everynode_api::RevisionPods)>,
+        stored_stable: Option<&str>,
+    ) -> Self {
+        per.sort_by(|(na, a), (nb, b)| nb.cmp(na).then_with(|| a.revision.cmp(&b.revision)));
+        let current_revision = per
+            .iter()
+            .max_by(|(na, a), (nb, b)| a.pods.cmp(&b.pods).then_with(|| na.cmp(nb)))
+            .map(|(_, r)| r.revision.clone());
+        let everywhere = desired > 0
+            && per.len() == 1
+            && per[0].1.revision == update_revision
+            && per[0].1.available == desired;
+        let stable_revision = if everywhere {
+            Some(update_revision.to_owned())
+        } else {
+            stored_stable.map(str::to_owned)
+        };
+        Self {
+            update_revision: update_revision.to_owned(),
+            current_revision,
+            stable_revision,
+            pods_per_revision: per.into_iter().map(|(_, r)| r).collect(),
+        }
+    }
+
+    /// Every desired node runs an available pod of the update revision.
+    pub fn complete(&self, desired: i32) -> bool {
+        desired == 0
+            || (self.pods_per_revision.len() == 1
+                && self.pods_per_revision[0].revision == self.update_revision
+                && self.pods_per_revision[0].available == desired)
+    }
+
+    /// Whether `status` already says this.
+    pub fn equals(&self, status: &DaemonSetStatus) -> bool {
+        status.update_revision.as_deref() == Some(self.update_revision.as_str())
+            && status.current_revision == self.current_revision
+            && status.stable_revision == self.stable_revision
+            && status.pods_per_revision.as_deref().unwrap_or_default() == self.pods_per_revision
+    }
+
+    /// Writes the fields into `status`.
+    pub fn apply_to(&self, status: &mut DaemonSetStatus) {
+        status.update_revision = Some(self.update_revision.clone());
+        status.current_revision.clone_from(&self.current_revision);
+        status.stable_revision.clone_from(&self.stable_revision);
+        status.pods_per_revision = Some(self.pods_per_revision.clone());
+    }
+}
+
+/// Condition type: `spec.paused` is in effect.
+pub const ROLLOUT_PAUSED_CONDITION: &str = "RolloutPaused";
+/// Condition type: `spec.frozen` is in effect.
+pub const ROLLOUT_FROZEN_CONDITION: &str = "RolloutFrozen";
+/// Condition type: where the rollout stands.
+pub const PROGRESSING_CONDITION: &str = "Progressing";
+
+/// What the rollout conditions are computed from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RolloutFacts<'a> {
+    /// `spec.paused`.
+    pub paused: bool,
+    /// `spec.frozen`.
+    pub frozen: bool,
+    /// Every desired node runs an available pod of the update revision.
+    pub complete: bool,
+    /// The rollout did nothing this round and partition or the node selector hold the rest.
+    pub held: bool,
+    /// Desired nodes.
+    pub desired: i32,
+    /// Desired nodes on the update revision.
+    pub updated: i32,
+    /// Update revision name.
+    pub update_revision: &'a str,
+}
+
+/// The set's conditions with `RolloutPaused`, `RolloutFrozen` (present once set, `False` after)
+/// and `Progressing` (`Unknown` while paused or frozen, as a paused Deployment); `None` when
+/// the stored list already says so. `lastTransitionTime` moves only when a status flips.
+pub fn rollout_conditions(
+    previous: Option<&[Condition]>,
+    facts: &RolloutFacts<'_>,
+    now: Timestamp,
+    generation: Option<i64>,
+) -> Option<Vec<Condition>> {
+    let previous = previous.unwrap_or_default();
+    let find = |t: &str| previous.iter().find(|c| c.type_ == t);
+    let mut wanted: Vec<(&str, &str, &str, String)> = Vec::new();
+    for (type_, on, what) in [
+        (ROLLOUT_PAUSED_CONDITION, facts.paused, "paused"),
+        (ROLLOUT_FROZEN_CONDITION, facts.frozen, "frozen"),
+    ] {
+        if on {
+            wanted.push((
+                type_,
+                "True",
+                if facts.paused && type_ == ROLLOUT_PAUSED_CONDITION {
+                    "Paused"
+                } else {
+                    "Frozen"
+                },
+                format!("spec.{what} is set"),
+            ));
+        } else if find(type_).is_some() {
+            wanted.push((
+                type_,
+                "False",
+                if type_ == ROLLOUT_PAUSED_CONDITION {
+                    "Resumed"
+                } else {
+                    "Unfrozen"
+                },
+                format!("spec.{what} is not set"),
+            ));
+        }
+    }
+    let progress = format!(
+        "{} of {} node(s) run revision {}",
+        facts.updated, facts.desired, facts.update_revision
+    );
+    let progressing = if facts.frozen {
+        (
+            "Unknown",
+            "RolloutFrozen",
+            format!("set frozen; {progress}"),
+        )
+    } else if facts.complete {
+        (
+            "True",
+            "RolloutComplete",
+            format!("{progress}, all available"),
+        )
+    } else if facts.paused {
+        (
+            "Unknown",
+            "RolloutPaused",
+            format!("rollout paused; {progress}"),
+        )
+    } else if facts.held {
+        (
+            "True",
+            "RolloutHeld",
+            format!("{progress}; partition or node selector hold the rest"),
+        )
+    } else {
+        ("True", "RollingOut", progress)
+    };
+    wanted.push((
+        PROGRESSING_CONDITION,
+        progressing.0,
+        progressing.1,
+        progressing.2,
+    ));
+
+    let mut changed = false;
+    let mut conditions: Vec<Condition> = previous.to_vec();
+    for (type_, status, reason, message) in wanted {
+        let before = find(type_);
+        if before.is_some_and(|c| c.status == status && c.reason == reason && c.message == message)
+        {
+            continue;
+        }
+        changed = true;
+        let last_transition_time = before
+            .filter(|c| c.status == status)
+            .map_or(Time(now), |c| c.last_transition_time.clone());
+        conditions.retain(|c| c.type_ != type_);
+        conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            last_transition_time,
+            observed_generation: generation,
+        });
+    }
+    if !changed {
+        return None;
+    }
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    Some(conditions)
 }

@@ -380,12 +380,15 @@ async fn create_pods<K: SetResource>(
         let (batch, rest) = remaining.split_at(batch_size.min(remaining.len()));
         remaining = rest;
         let results = join_all(batch.iter().map(|create| {
+            // A held node may get an older revision (`newNodePolicy: Stable`): its template,
+            // and no template-generation label (that would mark the pod current).
+            let older = plan.templates.get(&create.hash);
             let pod = render_pod(&RenderParams {
                 set_name: &input.set.name,
                 namespace: &input.set.namespace,
-                template: &input.set.spec.template,
+                template: older.unwrap_or(&input.set.spec.template),
                 hash: &create.hash,
-                template_generation: input.set.template_generation,
+                template_generation: input.set.template_generation.filter(|_| older.is_none()),
                 owner: &owner,
                 node: &create.node,
                 pod_name: &create.pod_name,

@@ -66,7 +66,7 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
         },
     );
 
-    let input = snapshot(&ctx, view.clone(), outstanding == 0);
+    let input = snapshot(&ctx, view.clone(), outstanding == 0, K::ROLLOUT_STATUS);
     let mut plan = everynode_core::plan(&input);
     let placement = scheduling(&ctx, &view, input.now);
     placement.apply_to(&mut plan);
@@ -87,7 +87,7 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
         // Some write failed, so the planned status (which counts every planned write as done)
         // is wrong. Write the status the caches show instead, as upstream does, then retry.
         let generation = view.generation;
-        let mut observed = everynode_core::plan(&snapshot(&ctx, view, false));
+        let mut observed = everynode_core::plan(&snapshot(&ctx, view, false, K::ROLLOUT_STATUS));
         placement.apply_to(&mut observed);
         // A full sync was attempted, so the status speaks for this generation (upstream too).
         if let Some(status) = observed.status.as_mut()
@@ -133,8 +133,14 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
     Ok(Action::requeue(requeue))
 }
 
-/// Builds the planner's input from the caches.
-fn snapshot(ctx: &Context, set: SetView, expectations_satisfied: bool) -> PlanInput {
+/// Builds the planner's input from the caches (`rollout_status`: see
+/// [`SetResource::ROLLOUT_STATUS`]).
+fn snapshot(
+    ctx: &Context,
+    set: SetView,
+    expectations_satisfied: bool,
+    rollout_status: bool,
+) -> PlanInput {
     let nodes: Vec<NodeView> = ctx
         .nodes
         .state()
@@ -170,6 +176,7 @@ fn snapshot(ctx: &Context, set: SetView, expectations_satisfied: bool) -> PlanIn
     input.expectations_satisfied = expectations_satisfied;
     // Per-node decisions are for the CLI's explain; the controller does not read them.
     input.config.explain = false;
+    input.config.rollout_status = rollout_status;
     input
 }
 

@@ -54,6 +54,10 @@ pub trait SetResource:
 
     /// `status` as this kind stores it, for a status patch.
     fn status_json(&self, status: &everynode_api::DaemonSetStatus) -> Result<Value, Error>;
+
+    /// Whether the kind's status carries everynode's rollout status (revisions, pods per
+    /// revision, rollout conditions); apps/v1 keeps upstream's status exactly.
+    const ROLLOUT_STATUS: bool;
 }
 
 fn key(meta: &impl ResourceExt) -> String {
@@ -65,6 +69,8 @@ fn key(meta: &impl ResourceExt) -> String {
 }
 
 impl SetResource for everynode_api::DaemonSet {
+    const ROLLOUT_STATUS: bool = true;
+
     fn selector(&self) -> Option<&LabelSelector> {
         Some(&self.spec.selector)
     }
@@ -86,6 +92,8 @@ impl SetResource for everynode_api::DaemonSet {
 }
 
 impl SetResource for apps::DaemonSet {
+    const ROLLOUT_STATUS: bool = false;
+
     fn selector(&self) -> Option<&LabelSelector> {
         self.spec.as_ref().map(|spec| &spec.selector)
     }

@@ -471,6 +471,7 @@ async fn surge_rollout_completes_and_on_delete_waits_for_deletions() {
                 k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0),
             ),
             max_surge: Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1)),
+            ..Default::default()
         }),
     });
     let mut on_delete = daemon_set(&env, "ondelete", "agent:v1");

@@ -256,6 +256,7 @@ async fn a_surge_rollout_moves_pods_between_tainted_nodes_by_tolerations() {
             max_unavailable: Some(
                 k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0),
             ),
+            ..Default::default()
         }),
     });
     sets.create(&PostParams::default(), &set)

@@ -171,6 +171,26 @@ enum RolloutCommand {
         #[command(flatten)]
         target: SetArgs,
     },
+    /// Stop updating existing pods (spec.paused); joining nodes still get a pod.
+    Pause {
+        #[command(flatten)]
+        target: SetArgs,
+    },
+    /// Clear spec.paused: the rollout goes on.
+    Resume {
+        #[command(flatten)]
+        target: SetArgs,
+    },
+    /// Change no pod at all, not even on joining or leaving nodes (spec.frozen).
+    Freeze {
+        #[command(flatten)]
+        target: SetArgs,
+    },
+    /// Clear spec.frozen.
+    Unfreeze {
+        #[command(flatten)]
+        target: SetArgs,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -386,7 +406,11 @@ async fn cli_rollout(client: kube::Client, command: &RolloutCommand) -> anyhow::
     let (RolloutCommand::Status { target, .. }
     | RolloutCommand::History { target, .. }
     | RolloutCommand::Undo { target, .. }
-    | RolloutCommand::Restart { target }) = command;
+    | RolloutCommand::Restart { target }
+    | RolloutCommand::Pause { target }
+    | RolloutCommand::Resume { target }
+    | RolloutCommand::Freeze { target }
+    | RolloutCommand::Unfreeze { target }) = command;
     let namespace = namespace_of(&client, &target.scope);
     let style = cli::style::Style::detect(target.scope.no_color);
     match command {
@@ -417,6 +441,19 @@ async fn cli_rollout(client: kube::Client, command: &RolloutCommand) -> anyhow::
             let set = cli::sets::find(&client, &namespace, &target.set, target.scope.kind).await?;
             let now = everynode_core::Timestamp::now();
             println!("{}", cli::rollout::restart(&client, &set, now).await?);
+        }
+        RolloutCommand::Pause { .. }
+        | RolloutCommand::Resume { .. }
+        | RolloutCommand::Freeze { .. }
+        | RolloutCommand::Unfreeze { .. } => {
+            let (hold, on) = match command {
+                RolloutCommand::Pause { .. } => (cli::rollout::Hold::Paused, true),
+                RolloutCommand::Resume { .. } => (cli::rollout::Hold::Paused, false),
+                RolloutCommand::Freeze { .. } => (cli::rollout::Hold::Frozen, true),
+                _ => (cli::rollout::Hold::Frozen, false),
+            };
+            let set = cli::sets::find(&client, &namespace, &target.set, target.scope.kind).await?;
+            println!("{}", cli::rollout::hold(&client, &set, hold, on).await?);
         }
     }
     Ok(())

@@ -80,6 +80,7 @@ pub fn new_set(name: &str) -> SetView {
             update_strategy: Some(on_delete()),
             min_ready_seconds: None,
             revision_history_limit: Some(2),
+            ..Default::default()
         },
         template_generation: None,
         deleting: false,
@@ -101,6 +102,7 @@ pub fn rolling(max_unavailable: IntOrString) -> DaemonSetUpdateStrategy {
         rolling_update: Some(RollingUpdateDaemonSet {
             max_unavailable: Some(max_unavailable),
             max_surge: None,
+            ..Default::default()
         }),
     }
 }
@@ -112,6 +114,7 @@ pub fn surge(max_surge: IntOrString) -> DaemonSetUpdateStrategy {
         rolling_update: Some(RollingUpdateDaemonSet {
             max_unavailable: Some(IntOrString::Int(0)),
             max_surge: Some(max_surge),
+            ..Default::default()
         }),
     }
 }

@@ -1,4 +1,5 @@
-//! `everynode rollout status | history | undo | restart`, for both kinds of set.
+//! `everynode rollout status | history | undo | restart` for both kinds of set, and
+//! `pause | resume | freeze | unfreeze` for everynode sets.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -48,7 +49,11 @@ pub fn progress(set: &SetView) -> Progress {
     let on_delete =
         set.spec.effective_update_strategy().strategy_type() == Some(UpdateStrategyType::OnDelete);
     let (complete, message) = if updated < desired {
-        let hint = if on_delete {
+        let hint = if set.spec.is_frozen() {
+            " (set frozen: `everynode rollout unfreeze` lets it go on)"
+        } else if set.spec.is_paused() {
+            " (rollout paused: `everynode rollout resume` lets it go on)"
+        } else if on_delete {
             " (OnDelete: delete the old pods to update them)"
         } else {
             ""
@@ -370,6 +375,46 @@ pub async fn restart(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow:
     }}}}});
     sets::patch(client, set, &Patch::Merge(patch)).await?;
     Ok(format!("{} restarted", set.display()))
+}
+
+/// A rollout hold `rollout pause|resume|freeze|unfreeze` sets or clears.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// `spec.paused`.
+    Paused,
+    /// `spec.frozen`.
+    Frozen,
+}
+
+impl Hold {
+    fn field(self) -> &'static str {
+        match self {
+            Self::Paused => "paused",
+            Self::Frozen => "frozen",
+        }
+    }
+}
+
+/// Sets (`on`) or clears `spec.paused` / `spec.frozen` of an everynode set.
+pub async fn hold(client: &Client, set: &FoundSet, hold: Hold, on: bool) -> anyhow::Result<String> {
+    if set.kind != SetKind::Everynode {
+        bail!(
+            "{} has no spec.{}: pause and freeze are everynode rollout controls; run the set as an \
+             everynode.dev DaemonSet (change its apiVersion to everynode.dev/v1alpha1)",
+            set.display(),
+            hold.field()
+        );
+    }
+    let value = if on { json!(true) } else { Value::Null };
+    let patch = json!({"spec": {hold.field(): value}});
+    sets::patch(client, set, &Patch::Merge(patch)).await?;
+    let verb = match (hold, on) {
+        (Hold::Paused, true) => "paused",
+        (Hold::Paused, false) => "resumed",
+        (Hold::Frozen, true) => "frozen",
+        (Hold::Frozen, false) => "unfrozen",
+    };
+    Ok(format!("{} {verb}", set.display()))
 }
 
 #[cfg(test)]
