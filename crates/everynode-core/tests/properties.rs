@@ -284,3 +284,99 @@ fn shuffle<T>(v: &mut [T], mut seed: u64) {
         v.swap(i, j);
     }
 }
+
+/// A rolling update with everynode's controls: both budgets, a partition, canary nodes.
+fn controlled(
+    max_unavailable: i32,
+    max_surge: i32,
+    partition: i32,
+    canary_only: bool,
+) -> DaemonSetUpdateStrategy {
+    DaemonSetUpdateStrategy {
+        type_: Some("RollingUpdate".to_owned()),
+        rolling_update: Some(everynode_api::RollingUpdateDaemonSet {
+            max_unavailable: Some(IntOrString::Int(max_unavailable)),
+            max_surge: Some(IntOrString::Int(max_surge)),
+            partition: Some(IntOrString::Int(partition)),
+            selector: canary_only.then(|| {
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                    match_labels: Some(labels(&[("canary", "yes")])),
+                    ..Default::default()
+                }
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Rolling out with a partition and canary nodes: after every plan, at most
+    /// `desired - partition` desired nodes run the new revision, none outside the canary
+    /// selector does, no more than `maxUnavailable` nodes are without an available pod (all
+    /// start available) and no more than `maxSurge` surge; the rollout stops at exactly the
+    /// allowed nodes.
+    #[test]
+    fn partition_selector_and_both_budgets_are_never_crossed(
+        canary in prop::collection::vec(any::<bool>(), 1..14),
+        max_unavailable in 0i32..3,
+        max_surge in 0i32..3,
+        partition in 0i32..8,
+        canary_only in any::<bool>(),
+    ) {
+        let max_unavailable = if max_surge == 0 { max_unavailable.max(1) } else { max_unavailable };
+        let nodes: Vec<NodeGen> = canary.iter().map(|_| NodeGen { selected: true, taint: 0, pods: Vec::new() }).collect();
+        let mut c = build(&nodes, controlled(max_unavailable, max_surge, partition, canary_only));
+        for (node, is_canary) in c.nodes.iter_mut().zip(&canary) {
+            if *is_canary {
+                node.labels.insert("canary".to_owned(), "yes".to_owned());
+            }
+        }
+        // Everything on the first revision and available.
+        for _ in 0..3 {
+            let p = c.plan();
+            c.apply(&p);
+            settle(&mut c);
+        }
+        prop_assert_eq!(unavailable_nodes(&c), 0);
+        c.set_image("foo/v2");
+        let hash = c.current_hash();
+        let desired = c.nodes.len();
+        let allowed = desired.saturating_sub(usize::try_from(partition).unwrap());
+        for _ in 0..(4 * desired + 6) {
+            let p = c.plan();
+            prop_assert!(p.errors.is_empty(), "{:?}", p.errors);
+            c.apply(&p);
+            let updated: Vec<&str> = c
+                .pods
+                .iter()
+                .filter(|p| p.labels.get("controller-revision-hash") == Some(&hash))
+                .filter_map(|p| p.target_node.as_deref())
+                .collect();
+            let mut updated_nodes = updated.clone();
+            updated_nodes.sort_unstable();
+            updated_nodes.dedup();
+            prop_assert!(updated_nodes.len() <= allowed, "{} updated > {} allowed", updated_nodes.len(), allowed);
+            if canary_only {
+                for n in &updated_nodes {
+                    let node = c.nodes.iter().find(|x| x.name == *n).unwrap();
+                    prop_assert!(node.labels.contains_key("canary"), "non-canary node {} updated", n);
+                }
+            }
+            prop_assert!(unavailable_nodes(&c) <= usize::try_from(max_unavailable).unwrap());
+            prop_assert!(surging_nodes(&c, &hash) <= usize::try_from(max_surge).unwrap());
+            if p.is_noop() {
+                break;
+            }
+            settle(&mut c);
+        }
+        let eligible = if canary_only { canary.iter().filter(|x| **x).count() } else { desired };
+        let updated = c
+            .pods
+            .iter()
+            .filter(|p| p.labels.get("controller-revision-hash") == Some(&hash))
+            .count();
+        prop_assert_eq!(updated, eligible.min(allowed), "rollout stopped early or late");
+    }
+}

@@ -1,0 +1,412 @@
+//! everynode's rollout controls (not in apps/v1): both budgets, partition, canary node
+//! selector, node order, `newNodePolicy`, pause and freeze, and the rollout status.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use everynode_api::labels::CONTROLLER_REVISION_HASH;
+use everynode_api::{DaemonSetUpdateStrategy, RollingUpdateDaemonSet, RolloutOrder};
+use everynode_core::{CreateReason, Deferred, DeleteReason, Plan};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+fn rolling_with(f: impl FnOnce(&mut RollingUpdateDaemonSet)) -> DaemonSetUpdateStrategy {
+    let mut r = RollingUpdateDaemonSet {
+        max_unavailable: Some(IntOrString::Int(1)),
+        ..Default::default()
+    };
+    f(&mut r);
+    DaemonSetUpdateStrategy {
+        type_: Some("RollingUpdate".to_owned()),
+        rolling_update: Some(r),
+    }
+}
+
+/// `n` nodes (`node-0`..), every one running an available pod of the current template.
+fn rolled_out(n: usize, strategy: DaemonSetUpdateStrategy) -> Cluster {
+    let mut c = Cluster::with_strategy(new_set("agent"), strategy);
+    c.add_nodes(0, n, BTreeMap::new());
+    c.expect_sync(n, 0, 0);
+    c.mark_pods_ready();
+    c.expect_sync(0, 0, 0);
+    c
+}
+
+fn deleted_nodes(p: &Plan) -> Vec<&str> {
+    p.deletes.iter().map(|d| d.node.as_str()).collect()
+}
+
+fn deferred(p: &Plan, node: &str) -> Vec<Deferred> {
+    p.nodes
+        .iter()
+        .find(|d| d.node == node)
+        .map(|d| d.deferred.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Pods per hash label.
+fn pods_with_hash(c: &Cluster, hash: &str) -> usize {
+    c.pods
+        .iter()
+        .filter(|p| p.labels.get(CONTROLLER_REVISION_HASH).map(String::as_str) == Some(hash))
+        .count()
+}
+
+#[test]
+fn both_budgets_surge_first_then_replace_within_max_unavailable() {
+    let mut c = rolled_out(
+        10,
+        rolling_with(|r| {
+            r.max_surge = Some(IntOrString::Int(2));
+            r.max_unavailable = Some(IntOrString::Int(3));
+        }),
+    );
+    c.set_image("agent:v2");
+    let p = c.expect_sync(2, 3, 0);
+    assert!(p.creates.iter().all(|x| x.reason == CreateReason::Surge));
+    assert!(
+        p.deletes
+            .iter()
+            .all(|x| x.reason == DeleteReason::RollingUpdate)
+    );
+    // Surge on the first two nodes by name, replacement on the next three.
+    let created: Vec<&str> = p.creates.iter().map(|x| x.node.as_str()).collect();
+    assert_eq!(created, ["node-0", "node-1"]);
+    assert_eq!(deleted_nodes(&p), ["node-2", "node-3", "node-4"]);
+    // Nothing more until something becomes available: 3 nodes are down, 2 surge pods pending.
+    c.expect_sync(3, 0, 0);
+    c.expect_sync(0, 0, 0);
+}
+
+#[test]
+fn surge_alone_defaults_max_unavailable_to_zero() {
+    let mut c = rolled_out(
+        4,
+        rolling_with(|r| {
+            r.max_unavailable = None;
+            r.max_surge = Some(IntOrString::Int(1));
+        }),
+    );
+    c.set_image("agent:v2");
+    let p = c.expect_sync(1, 0, 0);
+    assert_eq!(p.creates[0].reason, CreateReason::Surge);
+}
+
+#[test]
+fn partition_keeps_the_last_nodes_in_order_on_the_old_revision() {
+    let mut c = rolled_out(
+        5,
+        rolling_with(|r| {
+            r.max_unavailable = Some(IntOrString::Int(5));
+            r.partition = Some(IntOrString::Int(2));
+        }),
+    );
+    let old = c.current_hash();
+    c.set_image("agent:v2");
+    let p = c.expect_sync(0, 3, 0);
+    assert_eq!(deleted_nodes(&p), ["node-0", "node-1", "node-2"]);
+    for node in ["node-3", "node-4"] {
+        assert_eq!(
+            deferred(&p, node),
+            [Deferred::HeldByPartition { partition: 2 }],
+            "{node}"
+        );
+    }
+    c.expect_sync(3, 0, 0);
+    c.mark_pods_ready();
+    let p = c.expect_sync(0, 0, 0);
+    assert_eq!(pods_with_hash(&c, &old), 2);
+    let status = p.status.unwrap();
+    let progressing = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|x| x.type_ == "Progressing")
+        .unwrap();
+    assert_eq!(progressing.reason, "RolloutHeld");
+    assert_eq!(status.pods_per_revision.unwrap().len(), 2);
+
+    // Lowering the partition releases the next batch.
+    c.set_strategy(rolling_with(|r| {
+        r.max_unavailable = Some(IntOrString::Int(5));
+        r.partition = Some(IntOrString::Int(1));
+    }));
+    let p = c.expect_sync(0, 1, 0);
+    assert_eq!(deleted_nodes(&p), ["node-3"]);
+}
+
+#[test]
+fn partition_percentage_rounds_up_and_held_unavailable_pods_stay() {
+    let mut c = rolled_out(
+        10,
+        rolling_with(|r| {
+            r.max_unavailable = Some(IntOrString::Int(10));
+            r.partition = Some(IntOrString::String("25%".to_owned()));
+        }),
+    );
+    // An unavailable old pod on a held node is not replaced (that would cross the partition).
+    c.set_image("agent:v2");
+    let last = c
+        .pods
+        .iter_mut()
+        .find(|p| p.target_node.as_deref() == Some("node-9"))
+        .unwrap();
+    last.ready = false;
+    let p = c.expect_sync(0, 7, 0);
+    assert!(!deleted_nodes(&p).contains(&"node-9"));
+    assert_eq!(deleted_nodes(&p).last(), Some(&"node-6"));
+}
+
+#[test]
+fn canary_selector_updates_only_matching_nodes() {
+    let mut c = rolled_out(
+        5,
+        rolling_with(|r| {
+            r.max_unavailable = Some(IntOrString::Int(5));
+            r.selector = Some(LabelSelector {
+                match_labels: Some(labels(&[("canary", "true")])),
+                ..Default::default()
+            });
+        }),
+    );
+    for n in ["node-1", "node-3"] {
+        c.node_mut(n)
+            .labels
+            .insert("canary".to_owned(), "true".to_owned());
+    }
+    c.set_image("agent:v2");
+    let p = c.expect_sync(0, 2, 0);
+    assert_eq!(deleted_nodes(&p), ["node-1", "node-3"]);
+    assert_eq!(deferred(&p, "node-0"), [Deferred::NotSelected]);
+    c.expect_sync(2, 0, 0);
+    c.mark_pods_ready();
+    c.expect_sync(0, 0, 0);
+}
+
+#[test]
+fn label_values_order_updates_zone_by_zone() {
+    let mut c = Cluster::with_strategy(
+        new_set("agent"),
+        rolling_with(|r| {
+            r.order = Some(RolloutOrder {
+                type_: Some("LabelValues".to_owned()),
+                label: Some("zone".to_owned()),
+                values: Some(vec!["b".to_owned(), "a".to_owned()]),
+            });
+        }),
+    );
+    for (i, zone) in ["a", "b", "a", "b"].iter().enumerate() {
+        c.nodes
+            .push(node(&format!("node-{i}"), labels(&[("zone", zone)])));
+    }
+    c.expect_sync(4, 0, 0);
+    c.mark_pods_ready();
+    c.set_image("agent:v2");
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let p = c.expect_sync(0, 1, 0);
+        order.push(p.deletes[0].node.clone());
+        c.expect_sync(1, 0, 0);
+        c.mark_pods_ready();
+    }
+    assert_eq!(order, ["node-1", "node-3", "node-0", "node-2"]);
+}
+
+#[test]
+fn priority_order_goes_highest_first() {
+    let mut c = Cluster::with_strategy(
+        new_set("agent"),
+        rolling_with(|r| {
+            r.max_unavailable = Some(IntOrString::Int(2));
+            r.order = Some(RolloutOrder {
+                type_: Some("Priority".to_owned()),
+                label: Some("prio".to_owned()),
+                values: None,
+            });
+        }),
+    );
+    for (i, prio) in ["1", "30", "x", "7"].iter().enumerate() {
+        c.nodes
+            .push(node(&format!("node-{i}"), labels(&[("prio", prio)])));
+    }
+    c.expect_sync(4, 0, 0);
+    c.mark_pods_ready();
+    c.set_image("agent:v2");
+    let p = c.expect_sync(0, 2, 0);
+    assert_eq!(deleted_nodes(&p), ["node-1", "node-3"]);
+}
+
+#[test]
+fn paused_stops_updates_but_joining_nodes_get_pods() {
+    let mut c = rolled_out(3, rolling_with(|_| {}));
+    c.set.spec.paused = Some(true);
+    c.set_image("agent:v2");
+    let new_hash = c.current_hash();
+    let p = c.expect_sync(0, 0, 0);
+    assert_eq!(deferred(&p, "node-0"), [Deferred::RolloutPaused]);
+    let conditions = p.status.unwrap().conditions.unwrap();
+    let paused = conditions
+        .iter()
+        .find(|x| x.type_ == "RolloutPaused")
+        .unwrap();
+    assert_eq!(
+        (paused.status.as_str(), paused.reason.as_str()),
+        ("True", "Paused")
+    );
+    let progressing = conditions
+        .iter()
+        .find(|x| x.type_ == "Progressing")
+        .unwrap();
+    assert_eq!(progressing.status, "Unknown");
+
+    c.add_nodes(3, 1, BTreeMap::new());
+    let p = c.expect_sync(1, 0, 0);
+    // Latest (the default): the newest revision.
+    assert_eq!(p.creates[0].hash, new_hash);
+    assert_eq!(p.creates[0].reason, CreateReason::MissingPod);
+
+    // Resumed: the rollout goes on once the joining node's pod is available.
+    c.set.spec.paused = None;
+    c.mark_pods_ready();
+    let p = c.expect_sync(0, 1, 0);
+    let conditions = p.status.unwrap().conditions.unwrap();
+    let paused = conditions
+        .iter()
+        .find(|x| x.type_ == "RolloutPaused")
+        .unwrap();
+    assert_eq!(
+        (paused.status.as_str(), paused.reason.as_str()),
+        ("False", "Resumed")
+    );
+}
+
+#[test]
+fn stable_policy_gives_held_joining_nodes_the_stable_revision() {
+    let mut c = rolled_out(
+        3,
+        rolling_with(|r| {
+            r.partition = Some(IntOrString::String("100%".to_owned()));
+            r.new_node_policy = Some("Stable".to_owned());
+        }),
+    );
+    let v1 = c.current_hash();
+    let stable = c.set.status.clone().unwrap().stable_revision.unwrap();
+    assert_eq!(stable, format!("agent-{v1}"));
+
+    c.set_image("agent:v2");
+    c.expect_sync(0, 0, 0);
+    c.add_nodes(3, 1, BTreeMap::new());
+    let p = c.expect_sync(1, 0, 0);
+    assert_eq!(p.creates[0].hash, v1);
+    assert_eq!(p.creates[0].reason, CreateReason::MissingPodStable);
+    let template = p.templates.get(&v1).unwrap();
+    let image = template.spec.as_ref().unwrap().containers[0].image.clone();
+    let v1_image = c.revisions.iter().find(|r| r.name == stable).unwrap().data["spec"]["template"]
+        ["spec"]["containers"][0]["image"]
+        .as_str()
+        .map(str::to_owned);
+    assert_eq!(image, v1_image);
+    assert_ne!(image.as_deref(), Some("agent:v2"));
+    // The stable revision stays; the new pod counts as old, not updated.
+    let status = p.status.unwrap();
+    assert_eq!(status.stable_revision.as_deref(), Some(stable.as_str()));
+    assert_eq!(status.updated_number_scheduled, Some(0));
+
+    // Latest (default) gives the joining node the newest revision.
+    let mut latest = rolled_out(
+        3,
+        rolling_with(|r| r.partition = Some(IntOrString::String("100%".to_owned()))),
+    );
+    latest.set_image("agent:v2");
+    latest.expect_sync(0, 0, 0);
+    latest.add_nodes(3, 1, BTreeMap::new());
+    let p = latest.expect_sync(1, 0, 0);
+    assert_eq!(p.creates[0].hash, latest.current_hash());
+}
+
+#[test]
+fn frozen_changes_no_pod_at_all() {
+    let mut c = rolled_out(3, rolling_with(|_| {}));
+    c.set.spec.frozen = Some(true);
+    c.set_image("agent:v2");
+    c.add_nodes(3, 1, BTreeMap::new());
+    let p = c.expect_sync(0, 0, 0);
+    assert_eq!(deferred(&p, "node-3"), [Deferred::SetFrozen]);
+    let conditions = p.status.unwrap().conditions.unwrap();
+    let frozen = conditions
+        .iter()
+        .find(|x| x.type_ == "RolloutFrozen")
+        .unwrap();
+    assert_eq!(frozen.status, "True");
+
+    // Unfrozen: the joining node gets its pod first (it counts as unavailable until then).
+    c.set.spec.frozen = None;
+    c.expect_sync(1, 0, 0);
+    c.mark_pods_ready();
+    c.expect_sync(0, 1, 0);
+}
+
+#[test]
+fn status_reports_revisions_while_rolling_and_once_complete() {
+    let mut c = rolled_out(2, rolling_with(|_| {}));
+    let v1 = format!("agent-{}", c.current_hash());
+    let status = c.set.status.clone().unwrap();
+    assert_eq!(status.update_revision.as_deref(), Some(v1.as_str()));
+    assert_eq!(status.stable_revision.as_deref(), Some(v1.as_str()));
+    c.set_image("agent:v2");
+    let v2 = format!("agent-{}", c.current_hash());
+    c.expect_sync(0, 1, 0);
+    let p = c.expect_sync(1, 0, 0);
+    let status = p.status.unwrap();
+    assert_eq!(status.update_revision.as_deref(), Some(v2.as_str()));
+    assert_eq!(status.stable_revision.as_deref(), Some(v1.as_str()));
+    let per: Vec<(String, i32, i32)> = status
+        .pods_per_revision
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.revision, r.pods, r.available))
+        .collect();
+    assert_eq!(per, [(v2.clone(), 1, 0), (v1.clone(), 1, 1)]);
+    let progressing = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|x| x.type_ == "Progressing")
+        .unwrap();
+    assert_eq!(progressing.reason, "RollingOut");
+
+    c.mark_pods_ready();
+    c.expect_sync(0, 1, 0);
+    c.expect_sync(1, 0, 0);
+    c.mark_pods_ready();
+    let p = c.expect_sync(0, 0, 0);
+    let status = p.status.unwrap();
+    assert_eq!(status.stable_revision.as_deref(), Some(v2.as_str()));
+    assert_eq!(status.current_revision.as_deref(), Some(v2.as_str()));
+    let progressing = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|x| x.type_ == "Progressing")
+        .unwrap();
+    assert_eq!(
+        (progressing.status.as_str(), progressing.reason.as_str()),
+        ("True", "RolloutComplete")
+    );
+}
+
+#[test]
+fn apps_v1_sets_get_no_rollout_status() {
+    let mut c = Cluster::new(new_set("agent"));
+    c.config.rollout_status = false;
+    c.add_nodes(0, 2, BTreeMap::new());
+    let p = c.expect_sync(2, 0, 0);
+    let status = p.status.unwrap();
+    assert_eq!(status.update_revision, None);
+    assert_eq!(status.pods_per_revision, None);
+    assert_eq!(status.conditions, None);
+}
