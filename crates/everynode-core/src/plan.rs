@@ -688,7 +688,7 @@ fn plan_pods(
         .filter(|c| c.new_node_policy == NewNodePolicy::Stable && c.can_hold())
         .and_then(|_| stable_revision(set, &old_revisions, &b.hash));
 
-    let mut rollout_acted = false;
+    let mut rollout_held = false;
     if input.expectations_satisfied {
         // manage (§4.3).
         let key_generation = set
@@ -796,7 +796,7 @@ fn plan_pods(
                             decision.deferred.push(d);
                         }
                     });
-                    rollout_acted = !ro.deletes.is_empty() || !ro.creates.is_empty();
+                    rollout_held = ro.held_only;
                     for (n, (node, pod, reason)) in ro.deletes.into_iter().enumerate() {
                         if frozen || n >= burst {
                             if let NodeRef::Slot(s) = node {
@@ -867,14 +867,11 @@ fn plan_pods(
         let rollout = rollout_status(&b, &old_revisions, stable.as_ref().map(|(h, _)| h.as_str()));
         b.plan.status_changed |= stored.is_none_or(|s| !rollout.equals(s));
         rollout.apply_to(&mut status);
-        let holds = controls
-            .as_ref()
-            .is_some_and(|c| c.partition > 0 || c.selector.is_some());
         let facts = RolloutFacts {
             paused: spec.is_paused(),
             frozen,
             complete: rollout.complete(counts.desired),
-            held: holds && !rollout_acted && counts.unavailable == 0,
+            held: rollout_held,
             desired: counts.desired,
             updated: counts.updated,
             update_revision: &rollout.update_revision,

@@ -49,6 +49,8 @@ pub(crate) struct Classification<'a> {
     pub available: i32,
     /// Surge: nodes without an available pod (for `maxUnavailable` when both budgets are set).
     pub unavailable: i32,
+    /// Nodes whose old pod the controls hold (pause, canary selector, partition).
+    pub held: usize,
     /// Deletions taken regardless of budget.
     pub forced_deletes: Vec<(NodeRef<'a>, usize, DeleteReason)>,
     /// Creations taken regardless of budget (surge, old pod unavailable).
@@ -144,6 +146,7 @@ pub(crate) fn classify_unavailable<'a>(
                     if !state.pods[o].available {
                         c.in_use += 1;
                     }
+                    c.held += 1;
                     defer_on(node, why, ctx, defer);
                 } else if !state.pods[o].available {
                     c.forced_deletes
@@ -194,6 +197,7 @@ pub(crate) fn classify_surge<'a>(
             && elig.should_run
             && let Some(why) = ctx.held(state, node)
         {
+            c.held += 1;
             defer_on(node, why, ctx, defer);
             return;
         }
@@ -324,6 +328,7 @@ fn hold_by_partition<'a>(
     }
     starting.sort_by(|a, b| compare_nodes(state, &ctx.controls.order, *a, *b));
     let held = starting.split_off(allowed);
+    c.held += held.len();
     let is_held = |node: &NodeRef<'_>| held.contains(node);
     c.forced_deletes
         .retain(|(node, _, reason)| *reason != DeleteReason::OldPodUnavailable || !is_held(node));
@@ -339,6 +344,20 @@ fn hold_by_partition<'a>(
 pub(crate) struct RolloutOut<'a> {
     pub creates: Vec<(usize, CreateReason)>,
     pub deletes: Vec<(NodeRef<'a>, usize, DeleteReason)>,
+    /// Nothing is in flight or waiting for budget, and the controls hold some nodes: the
+    /// rollout went as far as it may.
+    pub held_only: bool,
+}
+
+impl Classification<'_> {
+    /// Only held nodes are left: no candidate, no forced action, nothing in flight.
+    fn held_only(&self) -> bool {
+        self.held > 0
+            && self.candidates.is_empty()
+            && self.forced_deletes.is_empty()
+            && self.forced_creates.is_empty()
+            && self.in_use == 0
+    }
 }
 
 /// One rolling-update pass over the working state; with `ctx.explain`, what it defers on a
@@ -353,6 +372,7 @@ pub(crate) fn rolling_update<'a>(
     if ctx.budget.max_surge == 0 {
         let mut c = classify_unavailable(state, ctx, defer);
         hold_by_partition(state, &mut c, ctx, defer);
+        out.held_only = c.held_only();
         let room = ctx.budget.max_unavailable - c.in_use;
         let taken = select(state, &mut c.candidates, room, order);
         out.deletes = c.forced_deletes;
@@ -368,6 +388,7 @@ pub(crate) fn rolling_update<'a>(
     }
     let mut c = classify_surge(state, ctx, defer);
     hold_by_partition(state, &mut c, ctx, defer);
+    out.held_only = c.held_only() && c.ineligible.is_empty();
     out.deletes = c.forced_deletes;
     let deletable = usize::try_from((c.available - ctx.budget.desired).max(0)).unwrap_or(0);
     for (i, &(slot, pod)) in c.ineligible.iter().enumerate() {

@@ -436,7 +436,7 @@ pub struct RolloutFacts<'a> {
     pub frozen: bool,
     /// Every desired node runs an available pod of the update revision.
     pub complete: bool,
-    /// The rollout did nothing this round and partition or the node selector hold the rest.
+    /// The rollout went as far as the controls allow: only held nodes are left.
     pub held: bool,
     /// Desired nodes.
     pub desired: i32,

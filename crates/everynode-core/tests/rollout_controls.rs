@@ -128,7 +128,13 @@ fn partition_keeps_the_last_nodes_in_order_on_the_old_revision() {
         .find(|x| x.type_ == "Progressing")
         .unwrap();
     assert_eq!(progressing.reason, "RolloutHeld");
-    assert_eq!(status.pods_per_revision.unwrap().len(), 2);
+    let per: Vec<(i32, i32)> = status
+        .pods_per_revision
+        .unwrap()
+        .iter()
+        .map(|r| (r.pods, r.available))
+        .collect();
+    assert_eq!(per, [(3, 3), (2, 2)], "newest revision first");
 
     // Lowering the partition releases the next batch.
     c.set_strategy(rolling_with(|r| {

@@ -48,7 +48,18 @@ pub fn progress(set: &SetView) -> Progress {
     let name = &set.name;
     let on_delete =
         set.spec.effective_update_strategy().strategy_type() == Some(UpdateStrategyType::OnDelete);
-    let (complete, message) = if updated < desired {
+    let held = status.conditions.iter().flatten().any(|c| {
+        c.type_ == everynode_core::status::PROGRESSING_CONDITION && c.reason == "RolloutHeld"
+    });
+    let (complete, message) = if held {
+        // As kubectl reports a partitioned StatefulSet.
+        (
+            true,
+            format!(
+                "partitioned roll out complete: {updated} new pods have been updated (the rest are held by partition or the node selector)..."
+            ),
+        )
+    } else if updated < desired {
         let hint = if set.spec.is_frozen() {
             " (set frozen: `everynode rollout unfreeze` lets it go on)"
         } else if set.spec.is_paused() {

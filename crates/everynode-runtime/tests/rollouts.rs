@@ -1,0 +1,292 @@
+//! everynode's rollout controls on the real local control plane: a watcher records every pod
+//! event while a rollout runs, and the test checks the order, the budget, the partition and
+//! pause against the record.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+mod common;
+
+use common::*;
+use everynode_api::DaemonSet;
+use everynode_runtime::Target;
+use everynode_testkit::{TestEnv, consistently, eventually, pods};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+
+/// What the watcher saw: pods by name, and derived facts checked after every event.
+#[derive(Default)]
+struct Record {
+    /// Pod name → (node, image, ready, terminating).
+    pods: BTreeMap<String, (String, String, bool, bool)>,
+    /// Nodes whose `agent:v1` pod started terminating (or vanished), in order.
+    replaced: Vec<String>,
+    /// Most nodes seen at once without a ready, non-terminating pod (after `armed`).
+    max_unavailable: usize,
+    /// Nodes to check; set once the first revision is ready everywhere.
+    armed: Vec<String>,
+}
+
+impl Record {
+    fn observe(&mut self, pod: &Pod, gone: bool) {
+        let name = pod.name_any();
+        let node = pinned_node(pod).unwrap_or_default();
+        let image = image_of(pod).unwrap_or_default();
+        let terminating = gone || pod.metadata.deletion_timestamp.is_some();
+        let was_live = self.pods.get(&name).is_some_and(|p| !p.3);
+        if image == "agent:v1" && terminating && was_live && !self.replaced.contains(&node) {
+            self.replaced.push(node.clone());
+        }
+        if gone {
+            self.pods.remove(&name);
+        } else {
+            self.pods
+                .insert(name, (node, image, pods::is_ready(pod), terminating));
+        }
+        let unavailable = self
+            .armed
+            .iter()
+            .filter(|n| {
+                !self
+                    .pods
+                    .values()
+                    .any(|(node, _, ready, terminating)| node == *n && *ready && !*terminating)
+            })
+            .count();
+        self.max_unavailable = self.max_unavailable.max(unavailable);
+    }
+}
+
+/// Records every event of the test namespace's pods until dropped.
+fn record_pods(env: &TestEnv) -> (Arc<Mutex<Record>>, tokio::task::JoinHandle<()>) {
+    let record = Arc::new(Mutex::new(Record::default()));
+    let sink = record.clone();
+    let stream = watcher(env.api::<Pod>(), watcher::Config::default());
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            let Ok(event) = event else { continue };
+            let mut r = sink
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match event {
+                watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                    r.observe(&pod, false);
+                }
+                watcher::Event::Delete(pod) => r.observe(&pod, true),
+                watcher::Event::Init | watcher::Event::InitDone => {}
+            }
+        }
+    });
+    (record, task)
+}
+
+fn set(env: &TestEnv) -> DaemonSet {
+    serde_json::from_value(json!({
+        "apiVersion": "everynode.dev/v1alpha1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": env.namespace()},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {
+                "metadata": {"labels": {"app": "agent"}},
+                "spec": {
+                    "nodeSelector": env.group_selector(),
+                    "containers": [{"name": "agent", "image": "agent:v1"}]
+                }
+            },
+            "updateStrategy": {"rollingUpdate": {
+                "maxUnavailable": 1,
+                "partition": 1,
+                "order": {"type": "LabelValues", "label": "zone", "values": ["z-c", "z-a", "z-b"]}
+            }}
+        }
+    }))
+    .unwrap_or_else(|e| panic!("test set does not decode: {e}"))
+}
+
+fn condition(set: &DaemonSet, type_: &str) -> Option<(String, String)> {
+    set.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+async fn wait_for_set(env: &TestEnv, what: &str, check: impl Fn(&DaemonSet) -> bool) -> DaemonSet {
+    let sets = env.api::<DaemonSet>();
+    eventually(what, TIMEOUT, || async {
+        let s = sets.get("agent").await.map_err(|e| e.to_string())?;
+        if check(&s) {
+            Ok(s)
+        } else {
+            Err(format!("{:?}", s.status))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn ordered_partitioned_rollout_keeps_budget_then_pause_holds_and_resume_completes() {
+    let env = TestEnv::new("rollout-order").await;
+    let nodes = env.add_nodes(5).await;
+    // Zones: node 0 z-a, 1 z-b, 2 z-c, 3 z-a, 4 z-b → update order 2, 0, 3, 1, (4 kept).
+    let zones = ["z-a", "z-b", "z-c", "z-a", "z-b"];
+    for (node, zone) in nodes.iter().zip(zones) {
+        env.label_node(node, "zone", Some(zone)).await;
+    }
+    let expected_order: Vec<String> = [2, 0, 3, 1].iter().map(|&i| nodes[i].clone()).collect();
+    let kept = nodes[4].clone();
+
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = env.api::<DaemonSet>();
+    sets.create(&PostParams::default(), &set(&env))
+        .await
+        .expect("create set");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+    let first = wait_for_set(&env, "the first revision to be stable", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.stable_revision.is_some() && st.stable_revision == st.update_revision
+        })
+    })
+    .await;
+    assert_eq!(
+        condition(&first, "Progressing"),
+        Some(("True".into(), "RolloutComplete".into()))
+    );
+
+    let (record, watch) = record_pods(&env);
+    eventually("the watcher to see every pod", TIMEOUT, || async {
+        let r = record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if r.pods.len() == nodes.len() {
+            Ok(())
+        } else {
+            Err(format!("{} pods", r.pods.len()))
+        }
+    })
+    .await;
+    record
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .armed = nodes.clone();
+
+    let image = |image: &str| json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": image}]}}}});
+    sets.patch(
+        "agent",
+        &PatchParams::default(),
+        &Patch::Merge(image("agent:v2")),
+    )
+    .await
+    .expect("new image");
+    let held = wait_for_set(&env, "the rollout to stop at the partition", |s| {
+        condition(s, "Progressing").is_some_and(|(_, reason)| reason == "RolloutHeld")
+    })
+    .await;
+    let status = held.status.clone().unwrap_or_default();
+    let per: Vec<(i32, i32)> = status
+        .pods_per_revision
+        .unwrap_or_default()
+        .iter()
+        .map(|r| (r.pods, r.available))
+        .collect();
+    assert_eq!(per, [(4, 4), (1, 1)], "newest revision first");
+    assert_eq!(
+        status.stable_revision,
+        first.status.and_then(|s| s.stable_revision)
+    );
+    {
+        let r = record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        assert_eq!(
+            r.replaced, expected_order,
+            "update order by zone, then name"
+        );
+        assert_eq!(
+            r.max_unavailable, 1,
+            "maxUnavailable 1 held at every pod event"
+        );
+    }
+    let on_kept: Vec<String> = set_pods(&env, "agent")
+        .await
+        .iter()
+        .filter(|p| pinned_node(p).as_deref() == Some(kept.as_str()))
+        .filter_map(image_of)
+        .collect();
+    assert_eq!(
+        on_kept,
+        ["agent:v1"],
+        "partition keeps the last node in order"
+    );
+
+    // Paused with the partition lifted: nothing moves.
+    sets.patch(
+        "agent",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"paused": true, "updateStrategy": {"rollingUpdate": {"partition": 0}}}})),
+    )
+    .await
+    .expect("pause");
+    wait_for_set(&env, "RolloutPaused=True", |s| {
+        condition(s, "RolloutPaused") == Some(("True".into(), "Paused".into()))
+    })
+    .await;
+    let before = record
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .replaced
+        .len();
+    consistently(
+        "no pod replaced while paused",
+        Duration::from_secs(3),
+        || async {
+            let r = record
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if r.replaced.len() == before {
+                Ok(())
+            } else {
+                Err(format!("replaced {:?}", r.replaced))
+            }
+        },
+    )
+    .await;
+
+    // Resumed: the last node follows and the new revision becomes stable.
+    sets.patch(
+        "agent",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"paused": null}})),
+    )
+    .await
+    .expect("resume");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v2").await;
+    let done = wait_for_set(&env, "the rollout to complete", |s| {
+        condition(s, "Progressing") == Some(("True".into(), "RolloutComplete".into()))
+    })
+    .await;
+    let status = done.status.unwrap_or_default();
+    assert_eq!(status.stable_revision, status.update_revision);
+    assert_eq!(
+        condition(&sets.get("agent").await.expect("get"), "RolloutPaused"),
+        Some(("False".into(), "Resumed".into()))
+    );
+    let r = record
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut all = expected_order.clone();
+    all.push(kept);
+    assert_eq!(r.replaced, all);
+    assert_eq!(r.max_unavailable, 1);
+    drop(r);
+    watch.abort();
+}
