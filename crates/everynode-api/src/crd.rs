@@ -96,6 +96,9 @@ fn bound_for_cel_cost(root: &mut JSONSchemaProps) {
     if let Some(policy) = property(root, &[&rolling[..], &["newNodePolicy"]].concat()) {
         policy.max_length = Some(16);
     }
+    if let Some(key) = property(root, &[&rolling[..], &["topologyKey"]].concat()) {
+        key.max_length = Some(LABEL_KEY_MAX);
+    }
     if let Some(expressions) = property(
         root,
         &[&rolling[..], &["selector", "matchExpressions"]].concat(),
@@ -110,7 +113,12 @@ fn bound_for_cel_cost(root: &mut JSONSchemaProps) {
             }
         }
     }
-    for budget in ["maxUnavailable", "maxSurge", "partition"] {
+    for budget in [
+        "maxUnavailable",
+        "maxSurge",
+        "partition",
+        "maxUnavailablePerDomain",
+    ] {
         let path = ["spec", "updateStrategy", "rollingUpdate", budget];
         if let Some(budget) = property(root, &path) {
             budget.max_length = Some(16);
@@ -457,6 +465,24 @@ pub(crate) mod rules {
     pub fn non_negative(field: &str) -> Rule {
         Rule::new("self >= 0")
             .message(format!("{field}: must be greater than or equal to 0").as_str())
+    }
+
+    /// A positive integer setting.
+    pub fn positive(field: &str) -> Rule {
+        Rule::new("self > 0").message(format!("{field}: must be greater than 0").as_str())
+    }
+
+    /// The per-domain fields only mean something with `topologyKey`.
+    pub fn domain_fields_need_topology_key() -> Rule {
+        invalid(
+            "(has(self.topologyKey) && size(self.topologyKey) > 0) || \
+             (!has(self.maxUnavailablePerDomain) && !has(self.bakeSeconds))"
+                .to_owned(),
+            ".topologyKey",
+            "spec.updateStrategy.rollingUpdate.topologyKey: Required value: \
+             maxUnavailablePerDomain and bakeSeconds apply to topology domains; set topologyKey \
+             (e.g. topology.kubernetes.io/zone) or remove them",
+        )
     }
 
     /// `status.collisionCount` only ever grows.

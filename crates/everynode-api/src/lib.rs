@@ -14,5 +14,6 @@ pub mod v1alpha1;
 
 pub use v1alpha1::{
     DaemonSet, DaemonSetSpec, DaemonSetStatus, DaemonSetUpdateStrategy, NewNodePolicy,
-    RevisionPods, RollingUpdateDaemonSet, RolloutOrder, RolloutOrderType, UpdateStrategyType,
+    RevisionPods, RollingUpdateDaemonSet, RolloutOrder, RolloutOrderType, RolloutWave,
+    UpdateStrategyType,
 };

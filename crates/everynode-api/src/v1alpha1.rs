@@ -124,6 +124,7 @@ impl UpdateStrategyType {
 
 /// The budget of a rolling update, and which nodes it may touch in which order.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = rules::domain_fields_need_topology_key())]
 #[serde(rename_all = "camelCase")]
 pub struct RollingUpdateDaemonSet {
     /// How many nodes may be without an available daemon pod during the update, as a number or a
@@ -163,6 +164,37 @@ pub struct RollingUpdateDaemonSet {
     /// Which nodes are updated first. Defaults to by node name. everynode only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<RolloutOrder>,
+
+    /// Update one topology domain at a time: nodes are grouped by this node label (e.g.
+    /// `topology.kubernetes.io/zone`); the next domain starts only when every pod of the
+    /// current one is available (and has baked). Domains go in `order` (by their first node),
+    /// nodes without the label last. everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_key: Option<String>,
+
+    /// With `topologyKey`: how many nodes of the current domain may be updating at once, as a
+    /// number or a percentage of the domain's desired nodes (rounded up). Unset: only the
+    /// set-wide budget applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::int_or_percent("spec.updateStrategy.rollingUpdate.maxUnavailablePerDomain"))]
+    pub max_unavailable_per_domain: Option<IntOrString>,
+
+    /// With `topologyKey`: seconds every pod of a finished domain must stay available before
+    /// the next domain starts. Defaults to 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::non_negative("spec.updateStrategy.rollingUpdate.bakeSeconds"))]
+    pub bake_seconds: Option<i32>,
+
+    /// Seconds between the starts of two batches of node updates, however fast pods become
+    /// ready. Defaults to 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::non_negative("spec.updateStrategy.rollingUpdate.minSecondsBetweenBatches"))]
+    pub min_seconds_between_batches: Option<i32>,
+
+    /// At most this many node updates start in any 60 seconds. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::positive("spec.updateStrategy.rollingUpdate.maxNodesPerMinute"))]
+    pub max_nodes_per_minute: Option<i32>,
 }
 
 /// The order in which a rolling update visits nodes. Deterministic; ties go by node name.
@@ -228,6 +260,21 @@ impl RollingUpdateDaemonSet {
             Some(_) => None,
         }
     }
+}
+
+/// The topology domain a rollout is updating.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutWave {
+    /// The domain (value of the topology label; empty for nodes without it).
+    pub domain: String,
+    /// Its position in domain order, from 1.
+    pub index: i32,
+    /// Number of domains.
+    pub domains: i32,
+    /// The domain is done and baking until then; the next one starts afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baked_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// Pods of one revision, in the status.
@@ -296,6 +343,10 @@ pub struct DaemonSetStatus {
     /// Last ControllerRevision that was available on every desired node (everynode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_revision: Option<String>,
+
+    /// The topology wave in progress (rollingUpdate.topologyKey; everynode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<RolloutWave>,
 
     /// Desired nodes per revision, newest revision first (everynode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]

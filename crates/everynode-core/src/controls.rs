@@ -8,6 +8,7 @@
 use std::cmp::Ordering;
 
 use everynode_api::{DaemonSetSpec, NewNodePolicy, RolloutOrderType, UpdateStrategyType};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::budget::{BudgetError, scaled_value};
 use crate::reason::Deferred;
@@ -110,6 +111,37 @@ pub struct Controls {
     pub order: NodeOrder,
     /// Revision for nodes the rollout is held on.
     pub new_node_policy: NewNodePolicy,
+    /// Zone-by-zone waves (`topologyKey`).
+    pub topology: Option<Topology>,
+    /// Rate limits on starting node updates.
+    pub pacing: Pacing,
+}
+
+/// Update one topology domain at a time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Topology {
+    /// The node label that names a node's domain.
+    pub key: String,
+    /// `maxUnavailablePerDomain` (scaled per domain when used).
+    pub per_domain: Option<IntOrString>,
+    /// `bakeSeconds`.
+    pub bake_seconds: i64,
+}
+
+/// `minSecondsBetweenBatches` and `maxNodesPerMinute`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pacing {
+    /// Seconds between the starts of two batches (0: no limit).
+    pub min_seconds_between_batches: i64,
+    /// Node updates started in any 60 seconds (`None`: no limit).
+    pub max_nodes_per_minute: Option<i32>,
+}
+
+impl Pacing {
+    /// Whether any limit is set.
+    pub fn is_set(&self) -> bool {
+        self.min_seconds_between_batches > 0 || self.max_nodes_per_minute.is_some()
+    }
 }
 
 impl Controls {
@@ -141,6 +173,19 @@ impl Controls {
         controls.new_node_policy = rolling.new_node_policy().ok_or_else(|| {
             ControlsError::NewNodePolicy(rolling.new_node_policy.clone().unwrap_or_default())
         })?;
+        if let Some(key) = rolling.topology_key.as_ref().filter(|k| !k.is_empty()) {
+            controls.topology = Some(Topology {
+                key: key.clone(),
+                per_domain: rolling.max_unavailable_per_domain.clone(),
+                bake_seconds: i64::from(rolling.bake_seconds.unwrap_or(0).max(0)),
+            });
+        }
+        controls.pacing = Pacing {
+            min_seconds_between_batches: i64::from(
+                rolling.min_seconds_between_batches.unwrap_or(0).max(0),
+            ),
+            max_nodes_per_minute: rolling.max_nodes_per_minute.map(|n| n.max(0)),
+        };
         if let Some(order) = &rolling.order {
             let label = order.label.clone().filter(|l| !l.is_empty());
             controls.order = match order.order_type() {

@@ -689,6 +689,7 @@ fn plan_pods(
         .and_then(|_| stable_revision(set, &old_revisions, &b.hash));
 
     let mut rollout_held = false;
+    let mut rollout_wave = None;
     if input.expectations_satisfied {
         // manage (§4.3).
         let key_generation = set
@@ -789,6 +790,8 @@ fn plan_pods(
                         budget,
                         explain,
                         controls,
+                        now,
+                        min_ready: i64::from(min_ready),
                     };
                     let decisions = &mut b.decisions;
                     let ro = rolling_update(&b.state, &rctx, &mut |slot, d| {
@@ -797,6 +800,10 @@ fn plan_pods(
                         }
                     });
                     rollout_held = ro.held_only;
+                    rollout_wave = ro.wave;
+                    if let Some(r) = ro.requeue {
+                        min_requeue(&mut b.plan.requeue_after, r);
+                    }
                     for (n, (node, pod, reason)) in ro.deletes.into_iter().enumerate() {
                         if frozen || n >= burst {
                             if let NodeRef::Slot(s) = node {
@@ -864,7 +871,16 @@ fn plan_pods(
     b.plan.status_changed = stored.is_none_or(|s| !counts.equals(s))
         || (input.expectations_satisfied && generation_lags);
     if input.config.rollout_status {
-        let rollout = rollout_status(&b, &old_revisions, stable.as_ref().map(|(h, _)| h.as_str()));
+        let mut rollout =
+            rollout_status(&b, &old_revisions, stable.as_ref().map(|(h, _)| h.as_str()));
+        rollout.wave = rollout_wave.map(|w| everynode_api::RolloutWave {
+            domain: w.domain,
+            index: i32::try_from(w.index).unwrap_or(i32::MAX),
+            domains: i32::try_from(w.domains).unwrap_or(i32::MAX),
+            baked_at: w
+                .baked_at
+                .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+        });
         b.plan.status_changed |= stored.is_none_or(|s| !rollout.equals(s));
         rollout.apply_to(&mut status);
         let facts = RolloutFacts {
@@ -875,6 +891,7 @@ fn plan_pods(
             desired: counts.desired,
             updated: counts.updated,
             update_revision: &rollout.update_revision,
+            wave: rollout.wave.as_ref(),
         };
         let previous = stored.and_then(|s| s.conditions.as_deref());
         if let Some(conditions) = rollout_conditions(previous, &facts, now, set.generation) {

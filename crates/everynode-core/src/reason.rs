@@ -232,6 +232,17 @@ pub enum Deferred {
         /// The scaled partition (nodes kept on the old revision).
         partition: i32,
     },
+    /// Rolling update: the node's topology domain has not started yet.
+    WaitingForWave {
+        /// The domain being updated (or baking).
+        current: String,
+    },
+    /// Rolling update: `minSecondsBetweenBatches` / `maxNodesPerMinute` hold the start.
+    Paced {
+        /// Time until another update may start.
+        #[serde(with = "duration_secs")]
+        wait: Duration,
+    },
 }
 
 impl Deferred {
@@ -248,6 +259,8 @@ impl Deferred {
             Self::SetFrozen => "SetFrozen",
             Self::NotSelected => "NotSelected",
             Self::HeldByPartition { .. } => "HeldByPartition",
+            Self::WaitingForWave { .. } => "WaitingForWave",
+            Self::Paced { .. } => "Paced",
         }
     }
 }
@@ -283,6 +296,15 @@ impl fmt::Display for Deferred {
             Self::HeldByPartition { partition } => write!(
                 f,
                 "update deferred: held on the old revision by partition ({partition} node(s) stay)"
+            ),
+            Self::WaitingForWave { current } => write!(
+                f,
+                "update deferred: waiting for its topology domain; domain {current:?} goes first"
+            ),
+            Self::Paced { wait } => write!(
+                f,
+                "update deferred: rollout pacing, next start in {}",
+                HumanDuration(*wait)
             ),
         }
     }

@@ -21,6 +21,10 @@
 //! candidates taken are therefore arbitrary there and deterministic (first in update order)
 //! here.
 
+use std::time::Duration;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
 use crate::budget::Budget;
 use crate::controls::{Controls, NodeOrder};
 use crate::reason::{CreateReason, Deferred, DeleteReason};
@@ -51,6 +55,8 @@ pub(crate) struct Classification<'a> {
     pub unavailable: i32,
     /// Nodes whose old pod the controls hold (pause, canary selector, partition).
     pub held: usize,
+    /// Nodes whose update waits for its wave or for pacing.
+    pub waiting: usize,
     /// Deletions taken regardless of budget.
     pub forced_deletes: Vec<(NodeRef<'a>, usize, DeleteReason)>,
     /// Creations taken regardless of budget (surge, old pod unavailable).
@@ -68,6 +74,10 @@ pub(crate) struct RolloutCtx<'c> {
     pub explain: bool,
     /// everynode's rollout controls (all unset: apps/v1 behaviour).
     pub controls: &'c Controls,
+    /// The plan's clock (bake time, pacing).
+    pub now: Timestamp,
+    /// `minReadySeconds` (when a pod became available).
+    pub min_ready: i64,
 }
 
 impl RolloutCtx<'_> {
@@ -299,44 +309,324 @@ pub(crate) fn updated_nodes(state: &State<'_>) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// `partition`: of the nodes the classification would start updating (replacing an
-/// unavailable old pod, or a candidate), only the first in update order until
-/// `desired - partition` nodes run the current revision; the others keep their old pod.
-fn hold_by_partition<'a>(
-    state: &State<'a>,
+/// Removes the update starts (replacements of unavailable old pods, candidates) on the nodes
+/// for which `hold` gives a reason, and reports it; returns how many were removed.
+/// `held`: the controls hold these nodes for good (partition), as opposed to for a while
+/// (waves).
+fn hold_starts<'a>(
     c: &mut Classification<'a>,
     ctx: &RolloutCtx<'_>,
     defer: &mut dyn FnMut(usize, Deferred),
-) {
-    let partition = ctx.controls.partition;
-    if partition <= 0 {
-        return;
+    held_for_good: bool,
+    hold: impl Fn(NodeRef<'a>) -> Option<Deferred>,
+) -> usize {
+    let mut held = Vec::new();
+    c.forced_deletes.retain(|&(node, _, ref reason)| {
+        if *reason != DeleteReason::OldPodUnavailable {
+            return true;
+        }
+        hold(node).map(|why| held.push((node, why))).is_none()
+    });
+    c.forced_creates.retain(|&s| {
+        hold(NodeRef::Slot(s))
+            .map(|why| held.push((NodeRef::Slot(s), why)))
+            .is_none()
+    });
+    c.candidates
+        .retain(|t| hold(t.node).map(|why| held.push((t.node, why))).is_none());
+    let n = held.len();
+    if held_for_good {
+        c.held += n;
+    } else {
+        c.waiting += n;
     }
-    let allowed = ctx.budget.desired - partition - updated_nodes(state);
-    let mut starting: Vec<NodeRef<'a>> = c
+    for (node, why) in held {
+        defer_on(node, why, ctx, defer);
+    }
+    n
+}
+
+/// Slots the update starts are on, in update order (desired nodes only).
+fn starting_slots(state: &State<'_>, c: &Classification<'_>, order: &NodeOrder) -> Vec<usize> {
+    let mut slots: Vec<usize> = c
         .forced_deletes
         .iter()
         .filter(|(_, _, reason)| *reason == DeleteReason::OldPodUnavailable)
         .map(|(node, _, _)| *node)
         .chain(c.forced_creates.iter().map(|&s| NodeRef::Slot(s)))
         .chain(c.candidates.iter().map(|t| t.node))
-        .filter(|node| matches!(node, NodeRef::Slot(i) if state.slots[*i].elig.should_run))
+        .filter_map(|node| match node {
+            NodeRef::Slot(i) if state.slots[i].elig.should_run => Some(i),
+            _ => None,
+        })
         .collect();
+    slots.sort_by(|a, b| compare_nodes(state, order, NodeRef::Slot(*a), NodeRef::Slot(*b)));
+    slots
+}
+
+/// `partition`: of the nodes the classification would start updating (replacing an
+/// unavailable old pod, or a candidate), only the first in update order until
+/// `desired - partition` nodes run the current revision; the others keep their old pod.
+/// Returns which slots the partition holds.
+fn hold_by_partition(
+    state: &State<'_>,
+    c: &mut Classification<'_>,
+    ctx: &RolloutCtx<'_>,
+    defer: &mut dyn FnMut(usize, Deferred),
+) -> Vec<bool> {
+    let mut held = vec![false; state.slots.len()];
+    let partition = ctx.controls.partition;
+    if partition <= 0 {
+        return held;
+    }
+    let allowed = ctx.budget.desired - partition - updated_nodes(state);
     let allowed = usize::try_from(allowed.max(0)).unwrap_or(0);
-    if starting.len() <= allowed {
+    let starting = starting_slots(state, c, &ctx.controls.order);
+    for &slot in starting.iter().skip(allowed) {
+        held[slot] = true;
+    }
+    hold_starts(c, ctx, defer, true, |node| match node {
+        NodeRef::Slot(i) if held[i] => Some(Deferred::HeldByPartition { partition }),
+        _ => None,
+    });
+    held
+}
+
+/// The topology wave of a rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct WaveInfo {
+    pub domain: String,
+    /// From 1.
+    pub index: usize,
+    pub domains: usize,
+    /// The domain is done and bakes until then.
+    pub baked_at: Option<Timestamp>,
+}
+
+/// When the pod became available (Ready since + minReadySeconds), for a scheduled input pod.
+fn available_since(state: &State<'_>, pod: usize, min_ready: i64) -> Option<Timestamp> {
+    let input = state.pods[pod].input()?;
+    let ready = state.inputs[input].ready_since?;
+    ready.checked_add(SignedDuration::from_secs(min_ready)).ok()
+}
+
+/// Zone-by-zone waves: only the first domain (in update order) that is not done — or done
+/// but still baking — may start updates, within `maxUnavailablePerDomain`.
+fn hold_by_wave(
+    state: &State<'_>,
+    c: &mut Classification<'_>,
+    ctx: &RolloutCtx<'_>,
+    partition_held: &[bool],
+    defer: &mut dyn FnMut(usize, Deferred),
+    requeue: &mut Option<Duration>,
+) -> Option<WaveInfo> {
+    let topology = ctx.controls.topology.as_ref()?;
+    let order = &ctx.controls.order;
+    let domain_of = |i: usize| -> &str {
+        state.slots[i]
+            .node
+            .labels
+            .get(&topology.key)
+            .map_or("", String::as_str)
+    };
+    // Domains: (value, best rank, slots in update order).
+    let mut domains: Vec<(&str, i64, Vec<usize>)> = Vec::new();
+    for (i, slot) in state.slots.iter().enumerate() {
+        if !slot.elig.should_run {
+            continue;
+        }
+        let d = domain_of(i);
+        let rank = order.rank(slot.node);
+        match domains.iter_mut().find(|(v, _, _)| *v == d) {
+            Some(entry) => {
+                entry.1 = entry.1.min(rank);
+                entry.2.push(i);
+            }
+            None => domains.push((d, rank, vec![i])),
+        }
+    }
+    domains.sort_by(|a, b| (a.0.is_empty(), a.1, a.0).cmp(&(b.0.is_empty(), b.1, b.0)));
+    let now = ctx.now;
+    let mut current = None;
+    for (index, (value, _, slots)) in domains.iter().enumerate() {
+        let mut done = true;
+        let mut last_available: Option<Timestamp> = None;
+        for &slot in slots {
+            if partition_held[slot] || ctx.controls.held(state.slots[slot].node).is_some() {
+                continue;
+            }
+            let updated = state.slots[slot].pods.iter().find(|&&p| {
+                let pod = &state.pods[p];
+                pod.updated && pod.available && !pod.deleting
+            });
+            match updated {
+                None => {
+                    done = false;
+                    break;
+                }
+                Some(&p) => {
+                    if let Some(t) = available_since(state, p, ctx.min_ready) {
+                        last_available = Some(last_available.map_or(t, |l| l.max(t)));
+                    }
+                }
+            }
+        }
+        if !done {
+            current = Some((index, *value, None));
+            break;
+        }
+        if topology.bake_seconds > 0
+            && let Some(baked_at) = last_available.and_then(|t| {
+                t.checked_add(SignedDuration::from_secs(topology.bake_seconds))
+                    .ok()
+            })
+            && baked_at > now
+        {
+            let wait = now.duration_until(baked_at).unsigned_abs();
+            *requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
+            current = Some((index, *value, Some(baked_at)));
+            break;
+        }
+    }
+    let (index, value, baked_at) = current?;
+    let in_domain: Vec<bool> = {
+        let mut v = vec![false; state.slots.len()];
+        for &s in &domains[index].2 {
+            v[s] = true;
+        }
+        v
+    };
+    let baking = baked_at.is_some();
+    hold_starts(c, ctx, defer, false, |node| match node {
+        NodeRef::Slot(i) if baking || !in_domain[i] => Some(Deferred::WaitingForWave {
+            current: value.to_owned(),
+        }),
+        _ => None,
+    });
+    // The per-domain budget: nodes of the domain updating at once.
+    if let Some(per_domain) = &topology.per_domain {
+        let size = i32::try_from(domains[index].2.len()).unwrap_or(i32::MAX);
+        let max = crate::budget::scaled_value(
+            per_domain,
+            size,
+            "spec.updateStrategy.rollingUpdate.maxUnavailablePerDomain",
+        )
+        .unwrap_or(0)
+        .max(1);
+        let busy = domains[index]
+            .2
+            .iter()
+            .filter(|&&s| {
+                let pods = &state.slots[s].pods;
+                let available = pods
+                    .iter()
+                    .any(|&p| state.pods[p].available && !state.pods[p].deleting);
+                let updating = pods.iter().any(|&p| {
+                    let pod = &state.pods[p];
+                    pod.updated && !pod.available && !pod.deleting
+                });
+                !available || updating
+            })
+            .count();
+        let room = usize::try_from(max).unwrap_or(0).saturating_sub(busy);
+        let mut candidates = std::mem::take(&mut c.candidates);
+        candidates.sort_by(|a, b| compare_nodes(state, order, a.node, b.node));
+        for t in candidates.drain(room.min(candidates.len())..) {
+            defer_on(t.node, Deferred::UpdateBudgetExhausted, ctx, defer);
+        }
+        c.candidates = candidates;
+    }
+    Some(WaveInfo {
+        domain: value.to_owned(),
+        index: index + 1,
+        domains: domains.len(),
+        baked_at,
+    })
+}
+
+/// Pacing: no new update starts within `minSecondsBetweenBatches` of the newest pod of the
+/// current revision, and no more than `maxNodesPerMinute` pods of it created in the last 60
+/// seconds (the pods' creation times are the record, so a restarted controller keeps pace).
+/// Replacements of unavailable old pods are repairs and not paced.
+fn pace(
+    state: &State<'_>,
+    c: &mut Classification<'_>,
+    ctx: &RolloutCtx<'_>,
+    defer: &mut dyn FnMut(usize, Deferred),
+    requeue: &mut Option<Duration>,
+) {
+    let pacing = ctx.controls.pacing;
+    if !pacing.is_set() || c.candidates.is_empty() {
         return;
     }
-    starting.sort_by(|a, b| compare_nodes(state, &ctx.controls.order, *a, *b));
-    let held = starting.split_off(allowed);
-    c.held += held.len();
-    let is_held = |node: &NodeRef<'_>| held.contains(node);
-    c.forced_deletes
-        .retain(|(node, _, reason)| *reason != DeleteReason::OldPodUnavailable || !is_held(node));
-    c.forced_creates.retain(|&s| !is_held(&NodeRef::Slot(s)));
-    c.candidates.retain(|t| !is_held(&t.node));
-    for node in held {
-        defer_on(node, Deferred::HeldByPartition { partition }, ctx, defer);
+    let now = ctx.now;
+    let created: Vec<Timestamp> = state
+        .slots
+        .iter()
+        .flat_map(|s| s.pods.iter())
+        .map(|&p| &state.pods[p])
+        .filter(|pod| pod.updated && !pod.deleting)
+        .map(|pod| pod.created().unwrap_or(now))
+        .collect();
+    let mut allowed = c.candidates.len();
+    let mut wait: Option<Duration> = None;
+    let mut hold_for = |d: Duration| wait = Some(wait.map_or(d, |w| w.max(d)));
+    if pacing.min_seconds_between_batches > 0
+        && let Some(newest) = created.iter().max()
+        && let Ok(next) = newest.checked_add(SignedDuration::from_secs(
+            pacing.min_seconds_between_batches,
+        ))
+        && next > now
+    {
+        allowed = 0;
+        hold_for(now.duration_until(next).unsigned_abs());
     }
+    if let Some(per_minute) = pacing.max_nodes_per_minute {
+        let minute_ago = now
+            .checked_sub(SignedDuration::from_secs(60))
+            .unwrap_or(Timestamp::MIN);
+        let mut recent: Vec<Timestamp> = created.into_iter().filter(|t| *t > minute_ago).collect();
+        recent.sort();
+        let room = usize::try_from(per_minute)
+            .unwrap_or(0)
+            .saturating_sub(recent.len());
+        if room < allowed {
+            allowed = room;
+            if let Some(oldest) = recent.first()
+                && let Ok(frees) = oldest.checked_add(SignedDuration::from_secs(60))
+            {
+                hold_for(now.duration_until(frees).unsigned_abs());
+            }
+        }
+    }
+    if allowed >= c.candidates.len() {
+        return;
+    }
+    // Starts of this round are not pods yet: a minute is the longest they can hold the rate.
+    let wait = wait.unwrap_or(Duration::from_secs(60));
+    *requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
+    let order = &ctx.controls.order;
+    c.candidates
+        .sort_by(|a, b| compare_nodes(state, order, a.node, b.node));
+    let rest = c.candidates.split_off(allowed);
+    c.waiting += rest.len();
+    for t in rest {
+        defer_on(t.node, Deferred::Paced { wait }, ctx, defer);
+    }
+}
+
+/// Partition, waves and pacing, in that order, on a classification.
+fn apply_controls(
+    state: &State<'_>,
+    c: &mut Classification<'_>,
+    ctx: &RolloutCtx<'_>,
+    defer: &mut dyn FnMut(usize, Deferred),
+    requeue: &mut Option<Duration>,
+) -> Option<WaveInfo> {
+    let partition_held = hold_by_partition(state, c, ctx, defer);
+    let wave = hold_by_wave(state, c, ctx, &partition_held, defer, requeue);
+    pace(state, c, ctx, defer, requeue);
+    wave
 }
 
 /// What the rolling update decided.
@@ -347,12 +637,17 @@ pub(crate) struct RolloutOut<'a> {
     /// Nothing is in flight or waiting for budget, and the controls hold some nodes: the
     /// rollout went as far as it may.
     pub held_only: bool,
+    /// The topology wave (with `topologyKey`).
+    pub wave: Option<WaveInfo>,
+    /// Plan again after this (bake end, pacing).
+    pub requeue: Option<Duration>,
 }
 
 impl Classification<'_> {
     /// Only held nodes are left: no candidate, no forced action, nothing in flight.
     fn held_only(&self) -> bool {
         self.held > 0
+            && self.waiting == 0
             && self.candidates.is_empty()
             && self.forced_deletes.is_empty()
             && self.forced_creates.is_empty()
@@ -371,7 +666,7 @@ pub(crate) fn rolling_update<'a>(
     let order = &ctx.controls.order;
     if ctx.budget.max_surge == 0 {
         let mut c = classify_unavailable(state, ctx, defer);
-        hold_by_partition(state, &mut c, ctx, defer);
+        out.wave = apply_controls(state, &mut c, ctx, defer, &mut out.requeue);
         out.held_only = c.held_only();
         let room = ctx.budget.max_unavailable - c.in_use;
         let taken = select(state, &mut c.candidates, room, order);
@@ -387,7 +682,7 @@ pub(crate) fn rolling_update<'a>(
         return out;
     }
     let mut c = classify_surge(state, ctx, defer);
-    hold_by_partition(state, &mut c, ctx, defer);
+    out.wave = apply_controls(state, &mut c, ctx, defer, &mut out.requeue);
     out.held_only = c.held_only() && c.ineligible.is_empty();
     out.deletes = c.forced_deletes;
     let deletable = usize::try_from((c.available - ctx.budget.desired).max(0)).unwrap_or(0);

@@ -360,6 +360,8 @@ pub struct RolloutStatus {
     pub stable_revision: Option<String>,
     /// Desired nodes per revision, newest first.
     pub pods_per_revision: Vec<everynode_api::RevisionPods>,
+    /// The topology wave in progress.
+    pub wave: Option<everynode_api::RolloutWave>,
 }
 
 impl RolloutStatus {
@@ -392,6 +394,7 @@ impl RolloutStatus {
             current_revision,
             stable_revision,
             pods_per_revision: per.into_iter().map(|(_, r)| r).collect(),
+            wave: None,
         }
     }
 
@@ -409,6 +412,7 @@ impl RolloutStatus {
             && status.current_revision == self.current_revision
             && status.stable_revision == self.stable_revision
             && status.pods_per_revision.as_deref().unwrap_or_default() == self.pods_per_revision
+            && status.wave == self.wave
     }
 
     /// Writes the fields into `status`.
@@ -417,6 +421,7 @@ impl RolloutStatus {
         status.current_revision.clone_from(&self.current_revision);
         status.stable_revision.clone_from(&self.stable_revision);
         status.pods_per_revision = Some(self.pods_per_revision.clone());
+        status.wave.clone_from(&self.wave);
     }
 }
 
@@ -444,6 +449,8 @@ pub struct RolloutFacts<'a> {
     pub updated: i32,
     /// Update revision name.
     pub update_revision: &'a str,
+    /// The topology wave in progress.
+    pub wave: Option<&'a everynode_api::RolloutWave>,
 }
 
 /// The set's conditions with `RolloutPaused`, `RolloutFrozen` (present once set, `False` after)
@@ -486,10 +493,19 @@ pub fn rollout_conditions(
             ));
         }
     }
-    let progress = format!(
+    let mut progress = format!(
         "{} of {} node(s) run revision {}",
         facts.updated, facts.desired, facts.update_revision
     );
+    if let Some(w) = facts.wave {
+        progress.push_str(&format!(
+            "; wave {}/{}: domain {:?}",
+            w.index, w.domains, w.domain
+        ));
+        if w.baked_at.is_some() {
+            progress.push_str(" done, baking");
+        }
+    }
     let progressing = if facts.frozen {
         (
             "Unknown",

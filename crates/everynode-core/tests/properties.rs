@@ -380,3 +380,107 @@ proptest! {
         prop_assert_eq!(updated, eligible.min(allowed), "rollout stopped early or late");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Zone-by-zone waves and pacing: every update start (an old pod deleted) is in the first
+    /// domain that is not fully updated, never more nodes of a domain are updating than
+    /// `maxUnavailablePerDomain`, starts in any 60 s never exceed `maxNodesPerMinute`, two
+    /// batches are never closer than `minSecondsBetweenBatches`; and the rollout completes.
+    #[test]
+    fn waves_and_pacing_are_never_crossed(
+        zones in prop::collection::vec(0usize..4, 2..10),
+        max_unavailable in 1i32..4,
+        per_domain in prop::option::of(1i32..3),
+        bake in 0i64..2,
+        per_minute in prop::option::of(1i32..4),
+        min_between in 0i32..2,
+        step in 5u64..40,
+    ) {
+        const ZONES: [&str; 4] = ["z0", "z1", "z2", ""];
+        let nodes: Vec<NodeGen> = zones.iter().map(|_| NodeGen { selected: true, taint: 0, pods: Vec::new() }).collect();
+        let strategy = DaemonSetUpdateStrategy {
+            type_: Some("RollingUpdate".to_owned()),
+            rolling_update: Some(everynode_api::RollingUpdateDaemonSet {
+                max_unavailable: Some(IntOrString::Int(max_unavailable)),
+                topology_key: Some("zone".to_owned()),
+                max_unavailable_per_domain: per_domain.map(IntOrString::Int),
+                bake_seconds: Some(i32::try_from(bake * 45).unwrap()),
+                max_nodes_per_minute: per_minute,
+                min_seconds_between_batches: Some(min_between * 20),
+                ..Default::default()
+            }),
+        };
+        let mut c = build(&nodes, strategy);
+        for (node, zone) in c.nodes.iter_mut().zip(&zones) {
+            if !ZONES[*zone].is_empty() {
+                node.labels.insert("zone".to_owned(), ZONES[*zone].to_owned());
+            }
+        }
+        for _ in 0..3 {
+            let p = c.plan();
+            c.apply(&p);
+            settle(&mut c);
+        }
+        c.set_image("foo/v2");
+        let hash = c.current_hash();
+        let zone_of = |c: &Cluster, node: &str| -> String {
+            c.nodes.iter().find(|n| n.name == node).and_then(|n| n.labels.get("zone").cloned()).unwrap_or_default()
+        };
+        // Domain order: by value, nodes without the label last.
+        let mut order: Vec<String> = c.nodes.iter().map(|n| n.labels.get("zone").cloned().unwrap_or_default()).collect();
+        order.sort_by(|a, b| (a.is_empty(), a).cmp(&(b.is_empty(), b)));
+        order.dedup();
+        let mut starts: Vec<(k8s_openapi::jiff::Timestamp, String)> = Vec::new();
+        let mut finished = false;
+        for _ in 0..(12 * zones.len() + 40) {
+            let p = c.plan();
+            prop_assert!(p.errors.is_empty(), "{:?}", p.errors);
+            for d in &p.deletes {
+                let old = c.pods.iter().find(|x| x.name == d.pod).is_some_and(|x| x.labels.get("controller-revision-hash") != Some(&hash));
+                if old {
+                    let zone = zone_of(&c, &d.node);
+                    // Every earlier domain is fully updated.
+                    let position = order.iter().position(|z| *z == zone).unwrap();
+                    for earlier in &order[..position] {
+                        for n in c.nodes.iter().filter(|n| n.labels.get("zone").cloned().unwrap_or_default() == *earlier) {
+                            let updated = c.pods.iter().any(|x| x.target_node.as_deref() == Some(n.name.as_str()) && x.labels.get("controller-revision-hash") == Some(&hash) && x.ready);
+                            prop_assert!(updated, "node {} of earlier domain {:?} not updated when {} of {:?} started", n.name, earlier, d.node, zone);
+                        }
+                    }
+                    starts.push((c.now, d.node.clone()));
+                }
+            }
+            c.apply(&p);
+            if let Some(max) = per_domain {
+                for zone in &order {
+                    let busy = c.nodes.iter()
+                        .filter(|n| n.labels.get("zone").cloned().unwrap_or_default() == *zone)
+                        .filter(|n| !c.pods.iter().any(|x| x.target_node.as_deref() == Some(n.name.as_str()) && x.ready))
+                        .count();
+                    prop_assert!(busy <= usize::try_from(max).unwrap(), "{} nodes of {:?} updating, max {}", busy, zone, max);
+                }
+            }
+            if p.is_noop() && p.requeue_after.is_none() {
+                finished = true;
+                break;
+            }
+            settle(&mut c);
+            c.advance(Duration::from_secs(step));
+        }
+        prop_assert!(finished, "rollout did not finish");
+        let updated = c.pods.iter().filter(|x| x.labels.get("controller-revision-hash") == Some(&hash)).count();
+        prop_assert_eq!(updated, zones.len());
+        for (i, (t, _)) in starts.iter().enumerate() {
+            if let Some(max) = per_minute {
+                let window = starts[i..].iter().filter(|(u, _)| u.duration_since(*t) < k8s_openapi::jiff::SignedDuration::from_secs(60)).count();
+                prop_assert!(window <= usize::try_from(max).unwrap(), "{} starts within 60 s of {}", window, t);
+            }
+            if let Some((next, _)) = starts[i..].iter().find(|(u, _)| u > t) {
+                let gap = next.duration_since(*t);
+                prop_assert!(gap >= k8s_openapi::jiff::SignedDuration::from_secs(i64::from(min_between * 20)), "batches {} apart", gap);
+            }
+        }
+    }
+}

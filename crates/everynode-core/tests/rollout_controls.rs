@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use common::*;
 use everynode_api::labels::CONTROLLER_REVISION_HASH;
@@ -415,4 +416,105 @@ fn apps_v1_sets_get_no_rollout_status() {
     assert_eq!(status.update_revision, None);
     assert_eq!(status.pods_per_revision, None);
     assert_eq!(status.conditions, None);
+}
+
+/// Six nodes over zones a, b, c (two each), rolled out on the first revision.
+fn zoned(f: impl FnOnce(&mut RollingUpdateDaemonSet)) -> Cluster {
+    let mut c = Cluster::with_strategy(new_set("agent"), rolling_with(f));
+    for (i, zone) in ["a", "b", "c", "a", "b", "c"].iter().enumerate() {
+        c.nodes
+            .push(node(&format!("node-{i}"), labels(&[("zone", zone)])));
+    }
+    c.expect_sync(6, 0, 0);
+    c.mark_pods_ready();
+    c.expect_sync(0, 0, 0);
+    c
+}
+
+#[test]
+fn topology_waves_update_one_domain_at_a_time_and_bake() {
+    let mut c = zoned(|r| {
+        r.max_unavailable = Some(IntOrString::Int(4));
+        r.topology_key = Some("zone".to_owned());
+        r.bake_seconds = Some(60);
+    });
+    c.set_image("agent:v2");
+    let p = c.expect_sync(0, 2, 0);
+    assert_eq!(deleted_nodes(&p), ["node-0", "node-3"], "zone a first");
+    assert_eq!(
+        deferred(&p, "node-1"),
+        [Deferred::WaitingForWave {
+            current: "a".to_owned()
+        }]
+    );
+    let wave = p.status.unwrap().wave.unwrap();
+    assert_eq!(
+        (wave.domain.as_str(), wave.index, wave.domains),
+        ("a", 1, 3)
+    );
+    c.expect_sync(2, 0, 0);
+    c.mark_pods_ready();
+    // Zone a is done; it bakes for 60 s before zone b starts.
+    let p = c.expect_sync(0, 0, 0);
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(60)));
+    assert!(p.status.unwrap().wave.unwrap().baked_at.is_some());
+    c.advance(Duration::from_secs(59));
+    c.expect_sync(0, 0, 0);
+    c.advance(Duration::from_secs(2));
+    let p = c.expect_sync(0, 2, 0);
+    assert_eq!(deleted_nodes(&p), ["node-1", "node-4"], "then zone b");
+}
+
+#[test]
+fn per_domain_budget_limits_each_wave() {
+    let mut c = zoned(|r| {
+        r.max_unavailable = Some(IntOrString::Int(6));
+        r.topology_key = Some("zone".to_owned());
+        r.max_unavailable_per_domain = Some(IntOrString::String("50%".to_owned()));
+    });
+    c.set_image("agent:v2");
+    let p = c.expect_sync(0, 1, 0);
+    assert_eq!(deleted_nodes(&p), ["node-0"]);
+    assert_eq!(deferred(&p, "node-3"), [Deferred::UpdateBudgetExhausted]);
+}
+
+#[test]
+fn min_seconds_between_batches_paces_the_rollout() {
+    let mut c = rolled_out(
+        3,
+        rolling_with(|r| r.min_seconds_between_batches = Some(30)),
+    );
+    c.set_image("agent:v2");
+    c.expect_sync(0, 1, 0);
+    c.expect_sync(1, 0, 0);
+    c.mark_pods_ready();
+    // The new pod was created just now: the next batch waits 30 s.
+    let p = c.expect_sync(0, 0, 0);
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(30)));
+    assert!(matches!(
+        deferred(&p, "node-1").as_slice(),
+        [Deferred::Paced { .. }]
+    ));
+    c.advance(Duration::from_secs(30));
+    c.expect_sync(0, 1, 0);
+}
+
+#[test]
+fn max_nodes_per_minute_caps_starts_in_any_minute() {
+    let mut c = rolled_out(
+        5,
+        rolling_with(|r| {
+            r.max_unavailable = Some(IntOrString::Int(5));
+            r.max_nodes_per_minute = Some(2);
+        }),
+    );
+    c.set_image("agent:v2");
+    c.expect_sync(0, 2, 0);
+    c.expect_sync(2, 0, 0);
+    c.mark_pods_ready();
+    c.advance(Duration::from_secs(59));
+    let p = c.expect_sync(0, 0, 0);
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(1)));
+    c.advance(Duration::from_secs(1));
+    c.expect_sync(0, 2, 0);
 }
