@@ -26,6 +26,8 @@ struct Record {
     pods: BTreeMap<String, (String, String, bool, bool)>,
     /// Nodes whose `agent:v1` pod started terminating (or vanished), in order.
     replaced: Vec<String>,
+    /// When each of `replaced` was seen.
+    replaced_at: Vec<std::time::Instant>,
     /// Most nodes seen at once without a ready, non-terminating pod (after `armed`).
     max_unavailable: usize,
     /// Nodes to check; set once the first revision is ready everywhere.
@@ -41,6 +43,7 @@ impl Record {
         let was_live = self.pods.get(&name).is_some_and(|p| !p.3);
         if image == "agent:v1" && terminating && was_live && !self.replaced.contains(&node) {
             self.replaced.push(node.clone());
+            self.replaced_at.push(std::time::Instant::now());
         }
         if gone {
             self.pods.remove(&name);
@@ -71,9 +74,7 @@ fn record_pods(env: &TestEnv) -> (Arc<Mutex<Record>>, tokio::task::JoinHandle<()
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             let Ok(event) = event else { continue };
-            let mut r = sink
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut r = lock(&sink);
             match event {
                 watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
                     r.observe(&pod, false);
@@ -87,6 +88,17 @@ fn record_pods(env: &TestEnv) -> (Arc<Mutex<Record>>, tokio::task::JoinHandle<()
 }
 
 fn set(env: &TestEnv) -> DaemonSet {
+    set_with(
+        env,
+        json!({
+            "maxUnavailable": 1,
+            "partition": 1,
+            "order": {"type": "LabelValues", "label": "zone", "values": ["z-c", "z-a", "z-b"]}
+        }),
+    )
+}
+
+fn set_with(env: &TestEnv, rolling_update: serde_json::Value) -> DaemonSet {
     serde_json::from_value(json!({
         "apiVersion": "everynode.dev/v1alpha1",
         "kind": "DaemonSet",
@@ -100,11 +112,7 @@ fn set(env: &TestEnv) -> DaemonSet {
                     "containers": [{"name": "agent", "image": "agent:v1"}]
                 }
             },
-            "updateStrategy": {"rollingUpdate": {
-                "maxUnavailable": 1,
-                "partition": 1,
-                "order": {"type": "LabelValues", "label": "zone", "values": ["z-c", "z-a", "z-b"]}
-            }}
+            "updateStrategy": {"rollingUpdate": rolling_update}
         }
     }))
     .unwrap_or_else(|e| panic!("test set does not decode: {e}"))
@@ -118,6 +126,26 @@ fn condition(set: &DaemonSet, type_: &str) -> Option<(String, String)> {
         .iter()
         .find(|c| c.type_ == type_)
         .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+fn lock(record: &Mutex<Record>) -> std::sync::MutexGuard<'_, Record> {
+    record
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Waits until the watcher has seen every pod, then arms the budget check on `nodes`.
+async fn arm(record: &Mutex<Record>, nodes: &[String]) {
+    eventually("the watcher to see every pod", TIMEOUT, || async {
+        let r = lock(record);
+        if r.pods.len() == nodes.len() {
+            Ok(())
+        } else {
+            Err(format!("{} pods", r.pods.len()))
+        }
+    })
+    .await;
+    lock(record).armed = nodes.to_vec();
 }
 
 async fn wait_for_set(env: &TestEnv, what: &str, check: impl Fn(&DaemonSet) -> bool) -> DaemonSet {
@@ -163,21 +191,7 @@ async fn ordered_partitioned_rollout_keeps_budget_then_pause_holds_and_resume_co
     );
 
     let (record, watch) = record_pods(&env);
-    eventually("the watcher to see every pod", TIMEOUT, || async {
-        let r = record
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if r.pods.len() == nodes.len() {
-            Ok(())
-        } else {
-            Err(format!("{} pods", r.pods.len()))
-        }
-    })
-    .await;
-    record
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .armed = nodes.clone();
+    arm(&record, &nodes).await;
 
     let image = |image: &str| json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": image}]}}}});
     sets.patch(
@@ -204,9 +218,7 @@ async fn ordered_partitioned_rollout_keeps_budget_then_pause_holds_and_resume_co
         first.status.and_then(|s| s.stable_revision)
     );
     {
-        let r = record
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let r = lock(&record);
         assert_eq!(
             r.replaced, expected_order,
             "update order by zone, then name"
@@ -240,18 +252,12 @@ async fn ordered_partitioned_rollout_keeps_budget_then_pause_holds_and_resume_co
         condition(s, "RolloutPaused") == Some(("True".into(), "Paused".into()))
     })
     .await;
-    let before = record
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .replaced
-        .len();
+    let before = lock(&record).replaced.len();
     consistently(
         "no pod replaced while paused",
         Duration::from_secs(3),
         || async {
-            let r = record
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let r = lock(&record);
             if r.replaced.len() == before {
                 Ok(())
             } else {
@@ -280,13 +286,97 @@ async fn ordered_partitioned_rollout_keeps_budget_then_pause_holds_and_resume_co
         condition(&sets.get("agent").await.expect("get"), "RolloutPaused"),
         Some(("False".into(), "Resumed".into()))
     );
-    let r = record
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let r = lock(&record);
     let mut all = expected_order.clone();
     all.push(kept);
     assert_eq!(r.replaced, all);
     assert_eq!(r.max_unavailable, 1);
+    drop(r);
+    watch.abort();
+}
+
+#[tokio::test]
+async fn topology_waves_go_zone_by_zone_with_bake_time_and_pacing() {
+    let env = TestEnv::new("rollout-waves").await;
+    let nodes = env.add_nodes(6).await;
+    let zones = ["z-a", "z-b", "z-c", "z-a", "z-b", "z-c"];
+    for (node, zone) in nodes.iter().zip(zones) {
+        env.label_node(node, "zone", Some(zone)).await;
+    }
+    let zone_of = |node: &str| {
+        nodes
+            .iter()
+            .position(|n| n == node)
+            .map_or("?", |i| zones[i])
+    };
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = env.api::<DaemonSet>();
+    let spec = set_with(
+        &env,
+        json!({
+            "maxUnavailable": 2,
+            "topologyKey": "zone",
+            "bakeSeconds": 3,
+            "minSecondsBetweenBatches": 2
+        }),
+    );
+    sets.create(&PostParams::default(), &spec)
+        .await
+        .expect("create set");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+
+    let (record, watch) = record_pods(&env);
+    arm(&record, &nodes).await;
+    sets.patch(
+        "agent",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": "agent:v2"}]}}}})),
+    )
+    .await
+    .expect("new image");
+    let waving = wait_for_set(&env, "status.wave to name the first zone", |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.wave.as_ref())
+            .is_some_and(|w| w.domain == "z-a" && w.index == 1 && w.domains == 3)
+    })
+    .await;
+    assert!(waving.status.is_some());
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v2").await;
+    wait_for_set(&env, "the rollout to complete", |s| {
+        condition(s, "Progressing") == Some(("True".into(), "RolloutComplete".into()))
+            && s.status.as_ref().is_some_and(|st| st.wave.is_none())
+    })
+    .await;
+
+    let r = lock(&record);
+    let replaced_zones: Vec<&str> = r.replaced.iter().map(|n| zone_of(n)).collect();
+    assert_eq!(
+        replaced_zones,
+        ["z-a", "z-a", "z-b", "z-b", "z-c", "z-c"],
+        "one zone at a time, in order: {:?}",
+        r.replaced
+    );
+    assert!(
+        r.max_unavailable <= 2,
+        "maxUnavailable 2 held at every pod event"
+    );
+    // Zone b starts only after zone a was available for the bake time (3 s), and so on.
+    for next_zone in [2, 4] {
+        let gap = r.replaced_at[next_zone].duration_since(r.replaced_at[next_zone - 1]);
+        assert!(
+            gap >= Duration::from_secs(3),
+            "next zone started {gap:?} after the previous one"
+        );
+    }
+    // Batches never start closer than 2 s (two starts at the same moment are one batch).
+    for pair in r.replaced_at.windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        assert!(
+            gap < Duration::from_millis(500) || gap >= Duration::from_millis(1900),
+            "batches {gap:?} apart"
+        );
+    }
     drop(r);
     watch.abort();
 }

@@ -276,6 +276,46 @@ async fn status_and_rollout_commands_on_an_everynode_set() {
     let (code, _, err) = rollout_status(&env, "agent", 60).await;
     assert_eq!(code, 0, "{err}");
 
+    // Pause holds a new template; status says so; resume lets it finish.
+    let (code, out, err) =
+        everynode(&env, &["rollout", "pause", "-n", env.namespace(), "agent"]).await;
+    assert_eq!(
+        (code, out.trim()),
+        (0, "daemonset.everynode.dev/agent paused"),
+        "{err}"
+    );
+    let set = sets_api(&env, v1).get("agent").await.expect("get set");
+    assert_eq!(set.data["spec"]["paused"], true);
+    apply(&env, v1, &manifest(&env, v1, "agent", "agent:v4")).await;
+    let (code, out, _) = rollout_status(&env, "agent", 3).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("rollout paused"), "{out}");
+    let (code, out, err) =
+        everynode(&env, &["rollout", "resume", "-n", env.namespace(), "agent"]).await;
+    assert_eq!(
+        (code, out.trim()),
+        (0, "daemonset.everynode.dev/agent resumed"),
+        "{err}"
+    );
+    let set = sets_api(&env, v1).get("agent").await.expect("get set");
+    assert!(set.data["spec"].get("paused").is_none(), "{}", set.data);
+    let (code, _, err) = rollout_status(&env, "agent", 60).await;
+    assert_eq!(code, 0, "{err}");
+    for (verb, done, frozen) in [
+        ("freeze", "frozen", Some(true)),
+        ("unfreeze", "unfrozen", None),
+    ] {
+        let (code, out, err) =
+            everynode(&env, &["rollout", verb, "-n", env.namespace(), "agent"]).await;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.trim(), format!("daemonset.everynode.dev/agent {done}"));
+        let set = sets_api(&env, v1).get("agent").await.expect("get set");
+        assert_eq!(
+            set.data["spec"].get("frozen").and_then(Value::as_bool),
+            frozen
+        );
+    }
+
     // A rollout that cannot finish times out with a non-zero exit.
     let mut stuck = manifest(&env, v1, "agent", "agent:v3");
     stuck["spec"]["updateStrategy"] = json!({"type": "OnDelete"});
@@ -302,4 +342,15 @@ async fn status_and_rollout_status_on_a_built_in_set() {
     assert!(out.contains("successfully rolled out"), "{out}");
     let (_, text, _) = everynode(&env, &["status", "-n", env.namespace(), "exporter"]).await;
     assert!(text.starts_with("daemonset.apps/exporter in "), "{text}");
+    // Pause is an everynode control; the built-in set has no such field.
+    let (code, _, err) = everynode(
+        &env,
+        &["rollout", "pause", "-n", env.namespace(), "exporter"],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("pause and freeze are everynode rollout controls"),
+        "{err}"
+    );
 }
