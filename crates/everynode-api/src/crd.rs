@@ -96,6 +96,9 @@ fn bound_for_cel_cost(root: &mut JSONSchemaProps) {
     if let Some(policy) = property(root, &[&rolling[..], &["newNodePolicy"]].concat()) {
         policy.max_length = Some(16);
     }
+    if let Some(kind) = property(root, &[&rolling[..], &["rollingUpdateType"]].concat()) {
+        kind.max_length = Some(32);
+    }
     if let Some(key) = property(root, &[&rolling[..], &["topologyKey"]].concat()) {
         key.max_length = Some(LABEL_KEY_MAX);
     }
@@ -465,6 +468,30 @@ pub(crate) mod rules {
     pub fn non_negative(field: &str) -> Rule {
         Rule::new("self >= 0")
             .message(format!("{field}: must be greater than or equal to 0").as_str())
+    }
+
+    /// `rollingUpdateType` is `Recreate` or `InPlaceIfPossible`.
+    pub fn rolling_update_type_known() -> Rule {
+        Rule::new("self == 'Recreate' || self == 'InPlaceIfPossible'")
+            .message(
+                "spec.updateStrategy.rollingUpdate.rollingUpdateType: Unsupported value: use \
+                 Recreate (delete the old pod, create a new one) or InPlaceIfPossible (patch the \
+                 images of the running pod when only images changed)",
+            )
+            .reason(Reason::FieldValueInvalid)
+    }
+
+    /// In-place updates keep the pod, so there is no old pod to surge next to.
+    pub fn in_place_without_surge() -> Rule {
+        invalid(
+            "!has(self.rollingUpdateType) || self.rollingUpdateType != 'InPlaceIfPossible' || \
+             !has(self.maxSurge) || string(self.maxSurge).matches('^0+%?$')"
+                .to_owned(),
+            ".maxSurge",
+            "spec.updateStrategy.rollingUpdate.maxSurge: Forbidden: an in-place update keeps the \
+             pod, so there is no old pod to start a new one next to; set maxSurge: 0 (and use \
+             maxUnavailable), or rollingUpdateType: Recreate",
+        )
     }
 
     /// A positive integer setting.

@@ -17,3 +17,8 @@ pub const CONTROLLER_FIELD_MANAGER: &str = "everynode";
 
 /// Node field that daemon pods are pinned to through required node affinity.
 pub const NODE_NAME_FIELD: &str = "metadata.name";
+
+/// Annotation on a pod updated in place: JSON object of container name → the image its status
+/// reported before the patch. The pod counts as unavailable until every listed container
+/// reports another image (and the pod is Ready).
+pub const IN_PLACE_UPDATE_ANNOTATION: &str = "everynode.dev/in-place-update";

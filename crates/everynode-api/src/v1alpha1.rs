@@ -124,7 +124,10 @@ impl UpdateStrategyType {
 
 /// The budget of a rolling update, and which nodes it may touch in which order.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(validation = rules::domain_fields_need_topology_key())]
+#[x_kube(
+    validation = rules::domain_fields_need_topology_key(),
+    validation = rules::in_place_without_surge(),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct RollingUpdateDaemonSet {
     /// How many nodes may be without an available daemon pod during the update, as a number or a
@@ -191,6 +194,15 @@ pub struct RollingUpdateDaemonSet {
     #[x_kube(validation = rules::non_negative("spec.updateStrategy.rollingUpdate.minSecondsBetweenBatches"))]
     pub min_seconds_between_batches: Option<i32>,
 
+    /// `Recreate` (default): a node's update deletes the old pod and creates a new one.
+    /// `InPlaceIfPossible`: when only container images (and template labels/annotations)
+    /// changed, patch the running pod instead, so it keeps its name, IP and node; any other
+    /// change is recreated. An in-place pod counts as unavailable until its containers run the
+    /// new images and it is Ready. Not with `maxSurge`. everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::rolling_update_type_known())]
+    pub rolling_update_type: Option<String>,
+
     /// At most this many node updates start in any 60 seconds. Unset: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = rules::positive("spec.updateStrategy.rollingUpdate.maxNodesPerMinute"))]
@@ -252,6 +264,11 @@ pub enum NewNodePolicy {
 }
 
 impl RollingUpdateDaemonSet {
+    /// `rollingUpdateType: InPlaceIfPossible`.
+    pub fn in_place_if_possible(&self) -> bool {
+        self.rolling_update_type.as_deref() == Some("InPlaceIfPossible")
+    }
+
     /// `newNodePolicy` with its default; unknown values (rejected at admission) yield `None`.
     pub fn new_node_policy(&self) -> Option<NewNodePolicy> {
         match self.new_node_policy.as_deref() {

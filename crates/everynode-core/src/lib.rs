@@ -17,6 +17,7 @@ pub mod budget;
 pub mod controls;
 pub mod eligibility;
 pub mod explain;
+pub mod inplace;
 pub mod manage;
 pub mod plan;
 pub mod reason;
@@ -34,7 +35,9 @@ pub use controls::{Controls, ControlsError, NodeOrder};
 pub use eligibility::{Eligibility, NodeMatcher, node_should_run};
 pub use explain::{Deferrals, NodeName};
 pub use manage::{EventReason, PlanEvent};
-pub use plan::{BackoffUpdate, NodeDecision, Plan, PlanError, PodCreate, PodDelete, plan};
+pub use plan::{
+    BackoffUpdate, NodeDecision, Plan, PlanError, PodCreate, PodDelete, PodUpdate, plan,
+};
 pub use reason::{CreateReason, Deferred, DeleteReason, NodeExcluded, RevisionDeleteReason};
 pub use render::{
     RenderParams, controller_owner_reference, deterministic_pod_name, render_pod, target_node_name,

@@ -23,6 +23,7 @@ use crate::budget::{BudgetError, allows_surge, budget};
 use crate::controls::{Controls, ControlsError};
 use crate::eligibility::NodeMatcher;
 use crate::explain::{self, Deferrals, NodeName};
+use crate::inplace::ImageChanges;
 use crate::manage::{EventReason, ManageCtx, PlanEvent, manage};
 use crate::reason::{CreateReason, Deferred, DeleteReason, NodeExcluded};
 use crate::render::pod_name_variant;
@@ -61,6 +62,26 @@ pub struct PodDelete {
     pub node: String,
     /// Why.
     pub reason: DeleteReason,
+}
+
+/// A pod to update in place (`rollingUpdateType: InPlaceIfPossible`): patch its container
+/// images, labels and annotations instead of recreating it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PodUpdate {
+    /// Pod name.
+    pub pod: String,
+    /// Pod UID (a patch precondition).
+    pub uid: String,
+    /// Node the pod runs on.
+    pub node: String,
+    /// The revision hash the pod gets.
+    pub hash: String,
+    /// `(container, image)` to set.
+    pub images: Vec<(String, String)>,
+    /// Template labels to set (with the hash label).
+    pub labels: BTreeMap<String, String>,
+    /// Template annotations to set.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A backoff entry to store (key: set UID / `key_generation` / node).
@@ -124,6 +145,8 @@ pub struct Plan {
     pub templates: BTreeMap<String, PodTemplateSpec>,
     /// Pods to delete.
     pub deletes: Vec<PodDelete>,
+    /// Pods to update in place (apply after the deletes).
+    pub updates: Vec<PodUpdate>,
     /// Failed-pod backoff entries to store.
     pub backoff_updates: Vec<BackoffUpdate>,
     /// Events to publish on the set (SuccessfulCreate/Delete are the runtime's own).
@@ -155,6 +178,7 @@ impl Plan {
             && self.release_pods.is_empty()
             && self.creates.is_empty()
             && self.deletes.is_empty()
+            && self.updates.is_empty()
             && h.adopt.is_empty()
             && h.release.is_empty()
             && h.add_hash_label.is_empty()
@@ -190,6 +214,12 @@ impl Plan {
                 .filter(|d| d.node == node)
                 .map(|d| format!("{} ({})", d.reason, d.pod)),
         );
+        lines.extend(
+            self.updates
+                .iter()
+                .filter(|u| u.node == node)
+                .map(|u| format!("{IN_PLACE_REASON} ({})", u.pod)),
+        );
         lines
     }
 }
@@ -202,12 +232,19 @@ impl fmt::Display for Plan {
         for d in &self.deletes {
             writeln!(f, "delete {} on {}: {}", d.pod, d.node, d.reason)?;
         }
+        for u in &self.updates {
+            writeln!(f, "update {} on {}: {IN_PLACE_REASON}", u.pod, u.node)?;
+        }
         for e in &self.events {
             writeln!(f, "event {}: {}", e.reason.as_str(), e.message)?;
         }
         Ok(())
     }
 }
+
+/// Why a pod is updated in place.
+const IN_PLACE_REASON: &str =
+    "pod updated in place: only container images changed (rollingUpdateType: InPlaceIfPossible)";
 
 fn min_requeue(cur: &mut Option<Duration>, d: Duration) {
     *cur = Some(cur.map_or(d, |c| c.min(d)));
@@ -281,6 +318,33 @@ impl<'a> Builder<'a> {
         });
         self.state
             .add_created(slot, name, self.input.now, older.is_none());
+    }
+
+    /// Updates `pod` on `slot` in place to the current revision (its containers restart: it
+    /// counts as unavailable until Ready on the new images).
+    fn update_in_place(&mut self, slot: usize, pod: usize, images: Vec<(String, String)>) {
+        let template = &self.input.set.spec.template;
+        let meta = template.metadata.as_ref();
+        let mut labels = meta.and_then(|m| m.labels.clone()).unwrap_or_default();
+        labels.insert(CONTROLLER_REVISION_HASH.to_owned(), self.hash.clone());
+        let uid = self.state.pods[pod]
+            .input()
+            .map(|i| self.input.pods[i].uid.clone())
+            .unwrap_or_default();
+        self.plan.updates.push(PodUpdate {
+            pod: self.state.name(pod).to_owned(),
+            uid,
+            node: self.state.slots[slot].node.name.clone(),
+            hash: self.hash.clone(),
+            images,
+            labels,
+            annotations: meta.and_then(|m| m.annotations.clone()).unwrap_or_default(),
+        });
+        let p = &mut self.state.pods[pod];
+        p.current = true;
+        p.updated = true;
+        p.ready = false;
+        p.available = false;
     }
 
     fn defer(&mut self, slot: usize, d: Deferred) {
@@ -804,6 +868,11 @@ fn plan_pods(
                     if let Some(r) = ro.requeue {
                         min_requeue(&mut b.plan.requeue_after, r);
                     }
+                    let in_place = strategy
+                        .rolling_update
+                        .as_ref()
+                        .is_some_and(|r| r.in_place_if_possible());
+                    let mut in_place_templates = InPlaceTemplates::default();
                     for (n, (node, pod, reason)) in ro.deletes.into_iter().enumerate() {
                         if frozen || n >= burst {
                             if let NodeRef::Slot(s) = node {
@@ -816,6 +885,15 @@ fn plan_pods(
                                     },
                                 );
                             }
+                            continue;
+                        }
+                        if in_place
+                            && reason == DeleteReason::RollingUpdate
+                            && let NodeRef::Slot(slot) = node
+                            && let Some(images) =
+                                in_place_templates.changes(&b, pod, &old_revisions)
+                        {
+                            b.update_in_place(slot, pod, images);
                             continue;
                         }
                         b.delete(node, pod, reason);
@@ -995,4 +1073,33 @@ fn rollout_status(
         .as_ref()
         .and_then(|s| s.stable_revision.as_deref());
     RolloutStatus::compute(&b.plan.history.current, desired, per, stored_stable)
+}
+
+/// Image changes from a pod's revision to the current template, cached per revision hash.
+#[derive(Default)]
+struct InPlaceTemplates {
+    by_hash: Vec<(String, Option<ImageChanges>)>,
+}
+
+impl InPlaceTemplates {
+    /// The in-place changes for `pod` (`None`: recreate it).
+    fn changes(
+        &mut self,
+        b: &Builder<'_>,
+        pod: usize,
+        old: &[&RevisionView],
+    ) -> Option<ImageChanges> {
+        let input = b.state.pods[pod].input()?;
+        let hash = strs::label(&b.input.pods[input].labels, CONTROLLER_REVISION_HASH)?;
+        if let Some((_, changes)) = self.by_hash.iter().find(|(h, _)| h == hash) {
+            return changes.clone();
+        }
+        let changes = old
+            .iter()
+            .find(|r| rev_hash(r) == hash)
+            .and_then(|r| template_from_data(&r.data))
+            .and_then(|t| crate::inplace::in_place_changes(&t, &b.input.set.spec.template));
+        self.by_hash.push((hash.clone(), changes.clone()));
+        changes
+    }
 }

@@ -447,47 +447,48 @@ fn hold_by_wave(
     }
     domains.sort_by(|a, b| (a.0.is_empty(), a.1, a.0).cmp(&(b.0.is_empty(), b.1, b.0)));
     let now = ctx.now;
-    let mut current = None;
-    for (index, (value, _, slots)) in domains.iter().enumerate() {
-        let mut done = true;
-        let mut last_available: Option<Timestamp> = None;
-        for &slot in slots {
-            if partition_held[slot] || ctx.controls.held(state.slots[slot].node).is_some() {
-                continue;
-            }
-            let updated = state.slots[slot].pods.iter().find(|&&p| {
-                let pod = &state.pods[p];
-                pod.updated && pod.available && !pod.deleting
-            });
-            match updated {
-                None => {
-                    done = false;
-                    break;
+    // Per domain: every node the rollout may touch runs an available new pod, and when the
+    // last of them became available.
+    let progress: Vec<(bool, Option<Timestamp>)> = domains
+        .iter()
+        .map(|(_, _, slots)| {
+            let mut last_available: Option<Timestamp> = None;
+            for &slot in slots {
+                if partition_held[slot] || ctx.controls.held(state.slots[slot].node).is_some() {
+                    continue;
                 }
-                Some(&p) => {
-                    if let Some(t) = available_since(state, p, ctx.min_ready) {
-                        last_available = Some(last_available.map_or(t, |l| l.max(t)));
-                    }
+                let updated = state.slots[slot].pods.iter().find(|&&p| {
+                    let pod = &state.pods[p];
+                    pod.updated && pod.available && !pod.deleting
+                });
+                let Some(&p) = updated else {
+                    return (false, None);
+                };
+                if let Some(t) = available_since(state, p, ctx.min_ready) {
+                    last_available = Some(last_available.map_or(t, |l| l.max(t)));
                 }
             }
-        }
-        if !done {
-            current = Some((index, *value, None));
-            break;
-        }
-        if topology.bake_seconds > 0
-            && let Some(baked_at) = last_available.and_then(|t| {
-                t.checked_add(SignedDuration::from_secs(topology.bake_seconds))
-                    .ok()
-            })
-            && baked_at > now
-        {
-            let wait = now.duration_until(baked_at).unsigned_abs();
-            *requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
-            current = Some((index, *value, Some(baked_at)));
-            break;
-        }
+            (true, last_available)
+        })
+        .collect();
+    // No domain left to update: no wave (the last domain does not bake).
+    let next = progress.iter().position(|(done, _)| !done)?;
+    // The latest finished domain before it that is still baking holds it back.
+    let baking = (0..next).rev().find_map(|i| {
+        let baked_at = progress[i]
+            .1?
+            .checked_add(SignedDuration::from_secs(topology.bake_seconds))
+            .ok()?;
+        (topology.bake_seconds > 0 && baked_at > now).then_some((i, baked_at))
+    });
+    if let Some((_, baked_at)) = baking {
+        let wait = now.duration_until(baked_at).unsigned_abs();
+        *requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
     }
+    let current = match baking {
+        Some((i, baked_at)) => Some((i, domains[i].0, Some(baked_at))),
+        None => Some((next, domains[next].0, None)),
+    };
     let (index, value, baked_at) = current?;
     let in_domain: Vec<bool> = {
         let mut v = vec![false; state.slots.len()];

@@ -217,6 +217,34 @@ pub struct PodView {
     pub created: Option<Timestamp>,
 }
 
+/// Whether `pod` was updated in place and some container still reports the image it had
+/// before (see [`everynode_api::labels::IN_PLACE_UPDATE_ANNOTATION`]).
+pub fn in_place_pending(pod: &Pod) -> bool {
+    let Some(before) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(everynode_api::labels::IN_PLACE_UPDATE_ANNOTATION))
+    else {
+        return false;
+    };
+    // An unreadable record is treated as done rather than blocking the rollout forever.
+    let Ok(before) = serde_json::from_str::<BTreeMap<String, String>>(before) else {
+        return false;
+    };
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default();
+    before.iter().any(|(container, old_image)| {
+        statuses
+            .iter()
+            .find(|s| s.name == *container)
+            .is_none_or(|s| s.image == *old_image)
+    })
+}
+
 impl PodView {
     /// Builds the view of a pod, classifying its owner against `set_uid`.
     pub fn from_pod(pod: &Pod, set_uid: &str) -> Self {
@@ -238,7 +266,8 @@ impl PodView {
                 .filter(|n| !n.is_empty()),
             target_node: crate::render::target_node_name(pod).ok(),
             phase: PodPhase::parse(status.and_then(|s| s.phase.as_deref())),
-            ready: ready_cond.is_some_and(|c| c.status == "True"),
+            // A pod updated in place is not ready until its containers run the new images.
+            ready: ready_cond.is_some_and(|c| c.status == "True") && !in_place_pending(pod),
             ready_since: ready_cond
                 .and_then(|c| c.last_transition_time.as_ref())
                 .map(|t| t.0),

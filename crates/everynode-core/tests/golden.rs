@@ -33,8 +33,9 @@ const STEPS: usize = 3;
 /// Expected `(plans, digest)`. Last changed when everynode allowed both budgets at once: the
 /// dumps before and after differed only in scenarios with both `maxSurge` and
 /// `maxUnavailable` non-zero (which apps/v1 rejects) and in the new, empty, output fields
-/// (again when `status.wave` was added: identical apart from `wave: None`).
-const GOLDEN: (usize, u64) = (5764, 3_772_206_331_785_070_468);
+/// (again when `status.wave` and `Plan::updates` were added: identical apart from `wave: None`
+/// and `updates: []`).
+const GOLDEN: (usize, u64) = (5764, 15_491_571_874_096_687_940);
 
 /// xorshift64*: small, deterministic, no dependency.
 struct Rng(u64);

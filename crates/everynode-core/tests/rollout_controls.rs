@@ -463,6 +463,18 @@ fn topology_waves_update_one_domain_at_a_time_and_bake() {
     c.advance(Duration::from_secs(2));
     let p = c.expect_sync(0, 2, 0);
     assert_eq!(deleted_nodes(&p), ["node-1", "node-4"], "then zone b");
+    c.expect_sync(2, 0, 0);
+    c.mark_pods_ready();
+    c.advance(Duration::from_secs(61));
+    let p = c.expect_sync(0, 2, 0);
+    assert_eq!(deleted_nodes(&p), ["node-2", "node-5"], "then zone c");
+    c.expect_sync(2, 0, 0);
+    c.mark_pods_ready();
+    // The last zone does not bake: the rollout is complete and the wave gone.
+    let p = c.expect_sync(0, 0, 0);
+    let status = p.status.unwrap();
+    assert_eq!(status.wave, None);
+    assert_eq!(p.requeue_after, None);
 }
 
 #[test]
@@ -517,4 +529,47 @@ fn max_nodes_per_minute_caps_starts_in_any_minute() {
     assert_eq!(p.requeue_after, Some(Duration::from_secs(1)));
     c.advance(Duration::from_secs(1));
     c.expect_sync(0, 2, 0);
+}
+
+#[test]
+fn in_place_updates_patch_images_and_recreate_for_other_changes() {
+    let mut c = rolled_out(
+        3,
+        rolling_with(|r| r.rolling_update_type = Some("InPlaceIfPossible".to_owned())),
+    );
+    let before: Vec<String> = c.pods.iter().map(|p| p.uid.clone()).collect();
+    c.set_image("agent:v2");
+    let p = c.expect_sync(0, 0, 0);
+    assert_eq!(p.updates.len(), 1);
+    let update = &p.updates[0];
+    assert_eq!(update.node, "node-0");
+    assert_eq!(update.images, [("c".to_owned(), "agent:v2".to_owned())]);
+    assert_eq!(
+        update.labels.get(CONTROLLER_REVISION_HASH),
+        Some(&c.current_hash())
+    );
+    let status = p.status.unwrap();
+    assert_eq!(status.updated_number_scheduled, Some(1));
+    assert_eq!(
+        status.number_unavailable,
+        Some(1),
+        "unavailable until ready again"
+    );
+    // Not ready yet: the budget (maxUnavailable 1) is used up.
+    let p = c.expect_sync(0, 0, 0);
+    assert!(p.updates.is_empty());
+    c.mark_pods_ready();
+    for _ in 0..2 {
+        let p = c.expect_sync(0, 0, 0);
+        assert_eq!(p.updates.len(), 1);
+        c.mark_pods_ready();
+    }
+    let after: Vec<String> = c.pods.iter().map(|p| p.uid.clone()).collect();
+    assert_eq!(before, after, "the same pods, updated in place");
+    c.expect_sync(0, 0, 0);
+
+    // A change other than images recreates the pod.
+    c.update_template(|s| s.host_network = Some(true));
+    let p = c.expect_sync(0, 1, 0);
+    assert!(p.updates.is_empty());
 }

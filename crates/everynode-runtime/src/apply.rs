@@ -1,9 +1,10 @@
-//! Carrying out a plan: ownership, history, pod deletes and creates (slow start), status and
-//! Events — in the order upstream uses.
+//! Carrying out a plan: ownership, history, pod deletes, in-place updates and creates (slow start),
+//! status and Events — in the order upstream uses.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
-use everynode_api::labels::CONTROLLER_REVISION_HASH;
+use everynode_api::labels::{CONTROLLER_REVISION_HASH, IN_PLACE_UPDATE_ANNOTATION};
 use everynode_core::{Plan, PlanInput, RenderParams, controller_owner_reference, render_pod};
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::ControllerRevision;
@@ -12,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -50,16 +52,18 @@ pub async fn apply_plan<K: SetResource>(
                 update.entry,
             );
         }
-        ctx.expectations.expect(
+        ctx.expectations.expect_with_updates(
             &key,
             plan.creates.iter().map(|c| c.pod_name.clone()),
             plan.deletes
                 .iter()
                 .filter(|d| !d.uid.is_empty())
                 .map(|d| d.uid.clone()),
+            plan.updates.iter().map(|u| (u.pod.clone(), u.hash.clone())),
             Instant::now(),
         );
         delete_pods(ctx, set, &key, plan, &pods).await?;
+        update_pods_in_place(ctx, set, &key, plan, &pods).await?;
         create_pods(ctx, set, &key, input, plan, &pods).await
     };
     // The planned status counts the planned writes as done: write it only when they were.
@@ -355,6 +359,110 @@ async fn delete_pods<K: SetResource>(
                 )
                 .await;
                 first_error.get_or_insert(Error::api(format!("deleting pod {}", delete.pod))(err));
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Patches pods updated in place: new container images, the template's labels (with the new
+/// hash) and annotations, and [`IN_PLACE_UPDATE_ANNOTATION`] recording the images the
+/// containers reported before, so the pod counts as unavailable until they restart on the new
+/// ones. The pod's UID is a precondition.
+async fn update_pods_in_place<K: SetResource>(
+    ctx: &Context,
+    set: &K,
+    key: &str,
+    plan: &Plan,
+    pods: &Api<Pod>,
+) -> Result<(), Error> {
+    let namespace = set.namespace().unwrap_or_default();
+    let results = join_all(plan.updates.iter().map(|update| {
+        let cached = ctx
+            .pods
+            .get(&ObjectRef::new(&update.pod).within(&namespace));
+        let before: BTreeMap<&str, String> = update
+            .images
+            .iter()
+            .map(|(container, _)| {
+                let reported = cached
+                    .as_ref()
+                    .and_then(|p| p.status.as_ref())
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|statuses| statuses.iter().find(|s| s.name == *container))
+                    .map(|s| s.image.clone())
+                    .unwrap_or_default();
+                (container.as_str(), reported)
+            })
+            .collect();
+        let mut annotations = serde_json::to_value(&update.annotations).unwrap_or_default();
+        if let Some(map) = annotations.as_object_mut() {
+            map.insert(
+                IN_PLACE_UPDATE_ANNOTATION.to_owned(),
+                serde_json::Value::String(serde_json::to_string(&before).unwrap_or_default()),
+            );
+        }
+        let containers: Vec<serde_json::Value> = update
+            .images
+            .iter()
+            .map(|(name, image)| json!({"name": name, "image": image}))
+            .collect();
+        let patch = json!({
+            "metadata": {"uid": update.uid, "labels": update.labels, "annotations": annotations},
+            "spec": {"containers": containers},
+        });
+        async move {
+            let params = PatchParams::default();
+            (
+                update,
+                pods.patch(&update.pod, &params, &Patch::Strategic(patch))
+                    .await,
+            )
+        }
+    }))
+    .await;
+    let mut first_error = None;
+    for (update, result) in results {
+        match result {
+            Ok(_) => {
+                tracing::info!(pod = %update.pod, node = %update.node, "updated pod in place");
+                let images: Vec<String> = update
+                    .images
+                    .iter()
+                    .map(|(c, i)| format!("{c}={i}"))
+                    .collect();
+                let note = format!(
+                    "Updated pod in place: {} ({})",
+                    update.pod,
+                    images.join(", ")
+                );
+                publish(
+                    ctx,
+                    set,
+                    EventType::Normal,
+                    "SuccessfulUpdate",
+                    "UpdatePod",
+                    note,
+                )
+                .await;
+            }
+            // Gone or replaced: the next plan sees it.
+            Err(err) if is_status(&err, 404) || is_status(&err, 409) => {
+                ctx.expectations.update_failed(key, &update.pod);
+            }
+            Err(err) => {
+                ctx.expectations.update_failed(key, &update.pod);
+                let note = format!("Error updating {} in place: {err}", update.pod);
+                publish(
+                    ctx,
+                    set,
+                    EventType::Warning,
+                    "FailedUpdate",
+                    "UpdatePod",
+                    note,
+                )
+                .await;
+                first_error.get_or_insert(Error::api(format!("updating pod {}", update.pod))(err));
             }
         }
     }

@@ -30,6 +30,8 @@ pub enum CachedPod {
 struct Pending {
     creates: BTreeSet<String>,
     deletes: BTreeSet<String>,
+    /// Pods updated in place: `(name, revision hash)`.
+    updates: BTreeSet<(String, String)>,
     since: Option<Instant>,
 }
 
@@ -49,16 +51,38 @@ impl Expectations {
         deleted_uids: impl IntoIterator<Item = String>,
         now: Instant,
     ) {
+        self.expect_with_updates(set, created_names, deleted_uids, [], now);
+    }
+
+    /// [`Expectations::expect`] plus pods updated in place: `(name, revision hash)`, satisfied
+    /// once the cache shows the pod with that hash (or without the pod).
+    pub fn expect_with_updates(
+        &self,
+        set: &str,
+        created_names: impl IntoIterator<Item = String>,
+        deleted_uids: impl IntoIterator<Item = String>,
+        updates: impl IntoIterator<Item = (String, String)>,
+        now: Instant,
+    ) {
         let pending = Pending {
             creates: created_names.into_iter().collect(),
             deletes: deleted_uids.into_iter().collect(),
+            updates: updates.into_iter().collect(),
             since: Some(now),
         };
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.creates.is_empty() && pending.deletes.is_empty() {
+        if pending.creates.is_empty() && pending.deletes.is_empty() && pending.updates.is_empty() {
             map.remove(set);
         } else {
             map.insert(set.to_owned(), pending);
+        }
+    }
+
+    /// Forgets an in-place update that failed.
+    pub fn update_failed(&self, set: &str, pod: &str) {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pending) = map.get_mut(set) {
+            pending.updates.retain(|(name, _)| name != pod);
         }
     }
 
@@ -76,7 +100,8 @@ impl Expectations {
     }
 
     /// Whether every pending write of `set` shows in the cache (or has expired). `by_name` looks a
-    /// created pod up by name, `by_uid` a deleted pod by UID. Satisfied writes are forgotten.
+    /// created pod up by name, `by_uid` a deleted pod by UID, `shows_hash` whether a pod updated
+    /// in place shows its new revision hash (or is gone). Satisfied writes are forgotten.
     /// Returns the number of writes still outstanding (0 = satisfied).
     pub fn outstanding(
         &self,
@@ -84,6 +109,7 @@ impl Expectations {
         now: Instant,
         by_name: impl Fn(&str) -> CachedPod,
         by_uid: impl Fn(&str) -> CachedPod,
+        shows_hash: impl Fn(&str, &str) -> bool,
     ) -> usize {
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let Some(pending) = map.get_mut(set) else {
@@ -98,7 +124,10 @@ impl Expectations {
         pending
             .deletes
             .retain(|uid| by_uid(uid) == CachedPod::Present);
-        let left = pending.creates.len() + pending.deletes.len();
+        pending
+            .updates
+            .retain(|(name, hash)| !shows_hash(name, hash));
+        let left = pending.creates.len() + pending.deletes.len() + pending.updates.len();
         if left == 0 || expired {
             map.remove(set);
             return 0;
@@ -131,7 +160,8 @@ mod tests {
                 "ns/a",
                 Instant::now(),
                 |_| CachedPod::Absent,
-                |_| CachedPod::Absent
+                |_| CachedPod::Absent,
+                |_, _| true
             ),
             0
         );
@@ -143,7 +173,13 @@ mod tests {
         let t0 = Instant::now();
         e.expect("ns/a", names(&["a-1", "a-2"]), vec![], t0);
         assert_eq!(
-            e.outstanding("ns/a", t0, |_| CachedPod::Absent, |_| CachedPod::Absent),
+            e.outstanding(
+                "ns/a",
+                t0,
+                |_| CachedPod::Absent,
+                |_| CachedPod::Absent,
+                |_, _| true
+            ),
             2
         );
         let seen = |n: &str| {
@@ -153,20 +189,30 @@ mod tests {
                 CachedPod::Absent
             }
         };
-        assert_eq!(e.outstanding("ns/a", t0, seen, |_| CachedPod::Absent), 1);
+        assert_eq!(
+            e.outstanding("ns/a", t0, seen, |_| CachedPod::Absent, |_, _| true),
+            1
+        );
         // a pod that was created and is already terminating was seen too
         assert_eq!(
             e.outstanding(
                 "ns/a",
                 t0,
                 |_| CachedPod::Terminating,
-                |_| CachedPod::Absent
+                |_| CachedPod::Absent,
+                |_, _| true
             ),
             0
         );
         // and once satisfied the record is gone, even if the cache forgets the pod again
         assert_eq!(
-            e.outstanding("ns/a", t0, |_| CachedPod::Absent, |_| CachedPod::Absent),
+            e.outstanding(
+                "ns/a",
+                t0,
+                |_| CachedPod::Absent,
+                |_| CachedPod::Absent,
+                |_, _| true
+            ),
             0
         );
     }
@@ -183,9 +229,40 @@ mod tests {
                 CachedPod::Present
             }
         };
-        assert_eq!(e.outstanding("ns/a", t0, |_| CachedPod::Absent, by_uid), 1);
         assert_eq!(
-            e.outstanding("ns/a", t0, |_| CachedPod::Absent, |_| CachedPod::Absent),
+            e.outstanding("ns/a", t0, |_| CachedPod::Absent, by_uid, |_, _| true),
+            1
+        );
+        assert_eq!(
+            e.outstanding(
+                "ns/a",
+                t0,
+                |_| CachedPod::Absent,
+                |_| CachedPod::Absent,
+                |_, _| true
+            ),
+            0
+        );
+    }
+
+    #[test]
+    fn in_place_updates_are_satisfied_once_the_cache_shows_the_new_hash() {
+        let e = Expectations::default();
+        let t0 = Instant::now();
+        e.expect_with_updates(
+            "ns/a",
+            vec![],
+            vec![],
+            [("a-1".to_owned(), "h2".to_owned())],
+            t0,
+        );
+        let absent = |_: &str| CachedPod::Absent;
+        assert_eq!(
+            e.outstanding("ns/a", t0, absent, absent, |_, h| h == "h1"),
+            1
+        );
+        assert_eq!(
+            e.outstanding("ns/a", t0, absent, absent, |n, h| n == "a-1" && h == "h2"),
             0
         );
     }
@@ -197,7 +274,13 @@ mod tests {
         e.expect("ns/a", names(&["a-1"]), vec![], t0);
         let almost = t0 + EXPECTATIONS_TTL - Duration::from_millis(1);
         assert_eq!(
-            e.outstanding("ns/a", almost, |_| CachedPod::Absent, |_| CachedPod::Absent),
+            e.outstanding(
+                "ns/a",
+                almost,
+                |_| CachedPod::Absent,
+                |_| CachedPod::Absent,
+                |_, _| true
+            ),
             1
         );
         assert_eq!(
@@ -205,7 +288,8 @@ mod tests {
                 "ns/a",
                 t0 + EXPECTATIONS_TTL,
                 |_| CachedPod::Absent,
-                |_| CachedPod::Absent
+                |_| CachedPod::Absent,
+                |_, _| true
             ),
             0
         );
@@ -225,7 +309,10 @@ mod tests {
                 CachedPod::Absent
             }
         };
-        assert_eq!(e.outstanding("ns/a", t0, seen, |_| CachedPod::Present), 0);
+        assert_eq!(
+            e.outstanding("ns/a", t0, seen, |_| CachedPod::Present, |_, _| true),
+            0
+        );
     }
 
     #[test]
@@ -236,11 +323,23 @@ mod tests {
         e.expect("ns/b", names(&["b-1"]), vec![], t0);
         e.forget("ns/a");
         assert_eq!(
-            e.outstanding("ns/a", t0, |_| CachedPod::Absent, |_| CachedPod::Absent),
+            e.outstanding(
+                "ns/a",
+                t0,
+                |_| CachedPod::Absent,
+                |_| CachedPod::Absent,
+                |_, _| true
+            ),
             0
         );
         assert_eq!(
-            e.outstanding("ns/b", t0, |_| CachedPod::Absent, |_| CachedPod::Absent),
+            e.outstanding(
+                "ns/b",
+                t0,
+                |_| CachedPod::Absent,
+                |_| CachedPod::Absent,
+                |_, _| true
+            ),
             1
         );
     }

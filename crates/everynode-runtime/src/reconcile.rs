@@ -64,6 +64,7 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
                 .get(uid)
                 .unwrap_or(&CachedPod::Absent)
         },
+        |name, hash| cached_shows_hash(&ctx, &view.namespace, name, hash),
     );
 
     let input = snapshot(&ctx, view.clone(), outstanding == 0, K::ROLLOUT_STATUS);
@@ -217,6 +218,17 @@ fn scheduling(ctx: &Context, set: &SetView, now: Timestamp) -> SchedulingUpdate 
         .collect();
     let previous = set.status.as_ref().and_then(|s| s.conditions.as_deref());
     everynode_core::status::scheduling_conditions(previous, &blocked, now, set.generation)
+}
+
+/// Whether the cached pod `name` carries revision `hash` (or is gone: nothing to wait for).
+fn cached_shows_hash(ctx: &Context, namespace: &str, name: &str, hash: &str) -> bool {
+    ctx.pods
+        .get(&ObjectRef::new(name).within(namespace))
+        .is_none_or(|pod| {
+            pod.labels()
+                .get(everynode_api::labels::CONTROLLER_REVISION_HASH)
+                .is_some_and(|h| h == hash)
+        })
 }
 
 fn cached_by_name(ctx: &Context, namespace: &str, name: &str) -> CachedPod {

@@ -82,12 +82,21 @@ impl SetResource for everynode_api::DaemonSet {
         })
     }
 
+    /// The status as a merge patch: fields that can go away (the wave once the rollout is past
+    /// it, the current revision of a set without pods) are sent as `null` when unset, since
+    /// a merge patch keeps what it does not mention.
     fn status_json(&self, status: &everynode_api::DaemonSetStatus) -> Result<Value, Error> {
-        serde_json::to_value(status).map_err(|source| Error::Convert {
+        let mut value = serde_json::to_value(status).map_err(|source| Error::Convert {
             set: key(self),
             field: "status",
             source,
-        })
+        })?;
+        if let Some(fields) = value.as_object_mut() {
+            for clearable in ["wave", "currentRevision"] {
+                fields.entry(clearable).or_insert(Value::Null);
+            }
+        }
+        Ok(value)
     }
 }
 
@@ -221,6 +230,16 @@ mod tests {
             value["status"] = status;
         }
         serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn an_everynode_status_patch_clears_the_wave_once_it_is_gone() {
+        let set = everynode_api::DaemonSet::new("agent", everynode_api::DaemonSetSpec::default());
+        let written = set
+            .status_json(&everynode_api::DaemonSetStatus::default())
+            .unwrap();
+        assert_eq!(written["wave"], Value::Null);
+        assert!(written.as_object().unwrap().contains_key("wave"));
     }
 
     #[test]

@@ -316,7 +316,7 @@ async fn topology_waves_go_zone_by_zone_with_bake_time_and_pacing() {
         json!({
             "maxUnavailable": 2,
             "topologyKey": "zone",
-            "bakeSeconds": 3,
+            "bakeSeconds": 4,
             "minSecondsBetweenBatches": 2
         }),
     );
@@ -361,7 +361,8 @@ async fn topology_waves_go_zone_by_zone_with_bake_time_and_pacing() {
         r.max_unavailable <= 2,
         "maxUnavailable 2 held at every pod event"
     );
-    // Zone b starts only after zone a was available for the bake time (3 s), and so on.
+    // Zone b starts only after zone a was available for the bake time (4 s), and so on. The
+    // bake counts from the pods' Ready transition times, which have whole-second precision.
     for next_zone in [2, 4] {
         let gap = r.replaced_at[next_zone].duration_since(r.replaced_at[next_zone - 1]);
         assert!(
@@ -379,4 +380,97 @@ async fn topology_waves_go_zone_by_zone_with_bake_time_and_pacing() {
     }
     drop(r);
     watch.abort();
+}
+
+#[tokio::test]
+async fn in_place_update_keeps_the_pods_and_a_non_image_change_recreates_them() {
+    let env = TestEnv::new("rollout-inplace").await;
+    let nodes = env.add_nodes(3).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = env.api::<DaemonSet>();
+    let spec = set_with(
+        &env,
+        json!({"maxUnavailable": 1, "rollingUpdateType": "InPlaceIfPossible"}),
+    );
+    sets.create(&PostParams::default(), &spec)
+        .await
+        .expect("create set");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+    let uids = |pods: &[Pod]| {
+        let mut uids: Vec<String> = pods.iter().filter_map(|p| p.uid()).collect();
+        uids.sort();
+        uids
+    };
+    let before = uids(&set_pods(&env, "agent").await);
+
+    let image = |image: &str| json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": image}]}}}});
+    sets.patch(
+        "agent",
+        &PatchParams::default(),
+        &Patch::Merge(image("agent:v2")),
+    )
+    .await
+    .expect("new image");
+    wait_for_set(&env, "the in-place rollout to complete", |s| {
+        condition(s, "Progressing") == Some(("True".into(), "RolloutComplete".into()))
+            && s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
+    })
+    .await;
+    let pods = set_pods(&env, "agent").await;
+    assert_eq!(
+        uids(&pods),
+        before,
+        "the same pods (UIDs) after an image change"
+    );
+    for pod in &pods {
+        assert_eq!(image_of(pod).as_deref(), Some("agent:v2"));
+        let reported: Vec<String> = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.image)
+            .collect();
+        assert_eq!(
+            reported,
+            ["agent:v2"],
+            "containers restarted on the new image"
+        );
+        assert!(
+            pod.annotations()
+                .contains_key(everynode_api::labels::IN_PLACE_UPDATE_ANNOTATION),
+            "updated in place: {:?}",
+            pod.annotations()
+        );
+    }
+
+    // Anything but the image: recreated.
+    sets.patch(
+        "agent",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "agent", "image": "agent:v2", "env": [{"name": "MODE", "value": "fast"}]}
+        ]}}}})),
+    )
+    .await
+    .expect("new env");
+    eventually("every pod to be replaced", TIMEOUT, || async {
+        let pods = set_pods(&env, "agent").await;
+        let now = uids(&pods);
+        let ready = pods.iter().filter(|p| pods::is_ready(p)).count();
+        if now.len() == nodes.len()
+            && ready == nodes.len()
+            && now.iter().all(|u| !before.contains(u))
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} pods, {ready} ready, {} kept",
+                now.len(),
+                now.iter().filter(|u| before.contains(u)).count()
+            ))
+        }
+    })
+    .await;
 }

@@ -144,7 +144,7 @@ fn bad_input_names_the_file_the_place_and_what_was_expected() {
     let (code, _, err) = plan("testdata/cli/invalid.yaml", &[]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("testdata/cli/invalid.yaml: invalid DaemonSet: spec.updateStrategy.rollingUpdate.maxSurge"),
+        err.contains("testdata/cli/invalid.yaml: invalid DaemonSet: spec.updateStrategy.rollingUpdate.partition"),
         "{err}"
     );
     let (code, _, err) = everynode(&[

@@ -352,6 +352,14 @@ impl Cluster {
         for d in &plan.deletes {
             self.pods.retain(|p| p.name != d.pod);
         }
+        // An in-place update: new labels; not ready until the containers restart.
+        for u in &plan.updates {
+            if let Some(p) = self.pods.iter_mut().find(|p| p.name == u.pod) {
+                p.labels.extend(u.labels.clone());
+                p.ready = false;
+                p.ready_since = None;
+            }
+        }
         for c in &plan.creates {
             let labels = pod_labels(
                 &self.set.spec.template,
