@@ -474,3 +474,128 @@ async fn in_place_update_keeps_the_pods_and_a_non_image_change_recreates_them() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn canary_nodes_both_budgets_stable_joining_nodes_and_freeze() {
+    let env = TestEnv::new("rollout-canary").await;
+    let nodes = env.add_nodes(4).await;
+    for canary in [&nodes[1], &nodes[2]] {
+        env.label_node(canary, "canary", Some("yes")).await;
+    }
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = env.api::<DaemonSet>();
+    let spec = set_with(
+        &env,
+        json!({
+            "maxUnavailable": 1,
+            "maxSurge": 1,
+            "selector": {"matchLabels": {"canary": "yes"}},
+            "newNodePolicy": "Stable"
+        }),
+    );
+    sets.create(&PostParams::default(), &spec)
+        .await
+        .expect("create set");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+    wait_for_set(&env, "the first revision to be stable", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.stable_revision.is_some() && st.stable_revision == st.update_revision
+        })
+    })
+    .await;
+
+    let (record, watch) = record_pods(&env);
+    arm(&record, &nodes).await;
+    sets.patch(
+        "agent",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": "agent:v2"}]}}}})),
+    )
+    .await
+    .expect("new image");
+    wait_for_set(&env, "the canaries to be done", |s| {
+        condition(s, "Progressing").is_some_and(|(_, reason)| reason == "RolloutHeld")
+    })
+    .await;
+    let image_on = |pods: &[Pod], node: &str| -> Vec<String> {
+        pods.iter()
+            .filter(|p| pinned_node(p).as_deref() == Some(node))
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(image_of)
+            .collect()
+    };
+    let pods = set_pods(&env, "agent").await;
+    for (i, node) in nodes.iter().enumerate() {
+        let expected = if i == 1 || i == 2 {
+            "agent:v2"
+        } else {
+            "agent:v1"
+        };
+        assert_eq!(image_on(&pods, node), [expected], "{node}");
+    }
+    {
+        let r = lock(&record);
+        let mut replaced = r.replaced.clone();
+        replaced.sort();
+        assert_eq!(
+            replaced,
+            [nodes[1].clone(), nodes[2].clone()],
+            "only canaries"
+        );
+        assert!(
+            r.max_unavailable <= 1,
+            "maxUnavailable 1 held at every pod event"
+        );
+    }
+
+    // A node that joins while the rollout is held gets the stable revision.
+    let joined = env.add_nodes(1).await;
+    let mut all = nodes.clone();
+    all.extend(joined.clone());
+    eventually(
+        "the joining node to run the stable revision",
+        TIMEOUT,
+        || async {
+            let pods = set_pods(&env, "agent").await;
+            let images = image_on(&pods, &joined[0]);
+            let ready = pods.iter().any(|p| {
+                pinned_node(p).as_deref() == Some(joined[0].as_str()) && pods::is_ready(p)
+            });
+            if images == ["agent:v1"] && ready {
+                Ok(())
+            } else {
+                Err(format!("{images:?}, ready {ready}"))
+            }
+        },
+    )
+    .await;
+
+    // Frozen: a second joining node gets nothing.
+    sets.patch(
+        "agent",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"frozen": true}})),
+    )
+    .await
+    .expect("freeze");
+    wait_for_set(&env, "RolloutFrozen=True", |s| {
+        condition(s, "RolloutFrozen") == Some(("True".into(), "Frozen".into()))
+    })
+    .await;
+    let late = env.add_nodes(1).await;
+    consistently(
+        "no pod on a node that joins a frozen set",
+        Duration::from_secs(4),
+        || async {
+            let pods = set_pods(&env, "agent").await;
+            let on_late = image_on(&pods, &late[0]);
+            if on_late.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{on_late:?}"))
+            }
+        },
+    )
+    .await;
+    watch.abort();
+}

@@ -191,3 +191,35 @@ fn without_a_cluster_the_error_says_how_to_get_one() {
         "{err}"
     );
 }
+
+#[test]
+fn the_plan_shows_zone_waves_bake_time_and_the_nodes_a_partition_holds() {
+    let (code, out, err) = plan(
+        "testdata/cli/fluent-bit-zones.yaml",
+        &[
+            "--pods",
+            "examples/snapshot/pods.yaml",
+            "--revisions",
+            "examples/snapshot/revisions.yaml",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let wave_lines: Vec<&str> = out.lines().filter(|l| l.starts_with("Wave ")).collect();
+    assert_eq!(wave_lines.len(), 2, "{out}");
+    assert!(wave_lines[1].contains("after waiting"), "{out}");
+    let first_node = |wave: usize| {
+        let at = out.find(wave_lines[wave]).unwrap_or(0) + wave_lines[wave].len() + 1;
+        out[at..]
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(':')
+            .to_owned()
+    };
+    assert_eq!(first_node(0), "kwok-node-002", "zone-c first: {out}");
+    assert_eq!(first_node(1), "kwok-node-001", "then zone-b: {out}");
+    assert!(
+        out.contains("Held: 1 node(s) stay on their revision\n  kwok-node-000: update deferred: held on the old revision by partition"),
+        "{out}"
+    );
+}

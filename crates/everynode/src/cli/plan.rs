@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use everynode_core::{
-    NodeView, Owner, PlanInput, PodPhase, PodView, RevisionView, SetView, Timestamp,
+    Deferred, NodeView, Owner, PlanInput, PodPhase, PodView, RevisionView, SetView, Timestamp,
 };
 use everynode_runtime::target::SetResource;
 use k8s_openapi::api::apps::v1::ControllerRevision;
@@ -140,8 +140,12 @@ pub struct Wave {
     pub creates: Vec<(String, String)>,
     /// Nodes whose pod is deleted, with the reason.
     pub deletes: Vec<(String, String)>,
+    /// Nodes whose pod is updated in place.
+    pub updates: Vec<String>,
     /// Nodes that should run the pod but have no available one right after the step.
     pub unavailable: usize,
+    /// Seconds the rollout waits before this wave (bake time, pacing).
+    pub waits_seconds: u64,
 }
 
 /// What `plan` found.
@@ -160,6 +164,8 @@ pub struct PlanReport {
     pub pods_after: usize,
     /// Whether the simulation converged within its step limit.
     pub converged: bool,
+    /// Nodes the rollout controls keep on their revision at the end, with the reason.
+    pub held: Vec<(String, String)>,
 }
 
 /// Plans `set` against `snapshot` and simulates the rollout.
@@ -181,6 +187,8 @@ pub fn simulate(set: &SetView, snapshot: &Snapshot, start: Timestamp) -> PlanRep
     let mut waves = Vec::new();
     let mut first_decisions = None;
     let mut converged = false;
+    let mut waits = 0;
+    let mut held = Vec::new();
     let min_ready = set.spec.min_ready_seconds.unwrap_or_default();
     for _ in 0..MAX_STEPS {
         let mut input = PlanInput::new(view.clone(), now);
@@ -188,7 +196,8 @@ pub fn simulate(set: &SetView, snapshot: &Snapshot, start: Timestamp) -> PlanRep
         input.pods = pods.clone();
         input.revisions = revisions.clone();
         input.expectations_satisfied = true;
-        input.config.explain = first_decisions.is_none();
+        // Per-node decisions: the first plan's eligibility, and the last one's held nodes.
+        input.config.explain = true;
         let plan = everynode_core::plan(&input);
         if first_decisions.is_none() {
             first_decisions = Some(
@@ -217,15 +226,35 @@ pub fn simulate(set: &SetView, snapshot: &Snapshot, start: Timestamp) -> PlanRep
         if let Some(new) = &plan.history.create {
             revisions.push(revision_view(new));
         }
-        if plan.creates.is_empty() && plan.deletes.is_empty() {
-            if plan.history.create.is_none() {
-                converged = true;
-                break;
+        if plan.creates.is_empty() && plan.deletes.is_empty() && plan.updates.is_empty() {
+            if plan.history.create.is_some() {
+                continue;
             }
-            continue;
+            // A bake time or pacing window: let it pass.
+            let rolling = plan.counts.is_some_and(|c| c.updated < c.desired);
+            if let Some(wait) = plan.requeue_after.filter(|_| rolling) {
+                waits += wait.as_secs().max(1);
+                now = now
+                    .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(
+                        i64::try_from(wait.as_secs().max(1)).unwrap_or(i64::MAX),
+                    ))
+                    .unwrap_or(now);
+                continue;
+            }
+            held = held_nodes(&plan);
+            converged = true;
+            break;
         }
         let deleted: Vec<&str> = plan.deletes.iter().map(|d| d.pod.as_str()).collect();
         pods.retain(|p| !deleted.contains(&p.name.as_str()));
+        // In place: the pod takes the new revision's labels and restarts.
+        for update in &plan.updates {
+            if let Some(pod) = pods.iter_mut().find(|p| p.name == update.pod) {
+                pod.labels.extend(update.labels.clone());
+                pod.phase = PodPhase::Pending;
+                pod.ready = false;
+            }
+        }
         for create in &plan.creates {
             let mut labels = view
                 .spec
@@ -276,7 +305,9 @@ pub fn simulate(set: &SetView, snapshot: &Snapshot, start: Timestamp) -> PlanRep
                 .iter()
                 .map(|d| (d.node.clone(), d.reason.to_string()))
                 .collect(),
+            updates: plan.updates.iter().map(|u| u.node.clone()).collect(),
             unavailable,
+            waits_seconds: std::mem::take(&mut waits),
         };
         merge_step(&mut waves, step);
         // Time passes: every pod runs and is available.
@@ -306,11 +337,32 @@ pub fn simulate(set: &SetView, snapshot: &Snapshot, start: Timestamp) -> PlanRep
         waves,
         pods_after: pods.len(),
         converged,
+        held,
     }
 }
 
 /// Adds a step to the waves: a step that only finishes the previous wave's nodes (the create
 /// after a delete, or the delete after a surge create) belongs to that wave.
+/// Nodes that the rollout controls hold (partition, selector, pause, freeze), with the reason.
+fn held_nodes(plan: &everynode_core::Plan) -> Vec<(String, String)> {
+    plan.nodes
+        .iter()
+        .filter_map(|d| {
+            let why = d.deferred.iter().find(|x| {
+                matches!(
+                    x,
+                    Deferred::HeldByPartition { .. }
+                        | Deferred::NotSelected
+                        | Deferred::RolloutPaused
+                        | Deferred::SetFrozen
+                )
+            })?;
+            let node: &str = &d.node;
+            Some((node.to_owned(), why.to_string()))
+        })
+        .collect()
+}
+
 fn merge_step(waves: &mut Vec<Wave>, step: Wave) {
     if let Some(last) = waves.last_mut() {
         let nodes_of = |w: &Wave| -> std::collections::BTreeSet<String> {
@@ -318,11 +370,13 @@ fn merge_step(waves: &mut Vec<Wave>, step: Wave) {
                 .iter()
                 .chain(&w.deletes)
                 .map(|(n, _)| n.clone())
+                .chain(w.updates.iter().cloned())
                 .collect()
         };
-        if nodes_of(&step).is_subset(&nodes_of(last)) {
+        if step.waits_seconds == 0 && nodes_of(&step).is_subset(&nodes_of(last)) {
             last.creates.extend(step.creates);
             last.deletes.extend(step.deletes);
+            last.updates.extend(step.updates);
             last.unavailable = last.unavailable.max(step.unavailable);
             return;
         }
@@ -388,14 +442,33 @@ pub fn render(report: &PlanReport) -> String {
                 .or_default()
                 .push(format!("create ({reason})"));
         }
+        for node in &wave.updates {
+            by_node
+                .entry(node)
+                .or_default()
+                .push("update in place (only container images changed)".to_owned());
+        }
+        let waits = match wave.waits_seconds {
+            0 => String::new(),
+            s => format!(", after waiting {s}s (bake time or pacing)"),
+        };
         out.push_str(&format!(
-            "Wave {}: {} node(s), at most {} unavailable\n",
+            "Wave {}: {} node(s), at most {} unavailable{waits}\n",
             index + 1,
             by_node.len(),
             wave.unavailable
         ));
         for (node, actions) in by_node {
             out.push_str(&format!("  {node}: {}\n", actions.join(", ")));
+        }
+    }
+    if !report.held.is_empty() {
+        out.push_str(&format!(
+            "Held: {} node(s) stay on their revision\n",
+            report.held.len()
+        ));
+        for (node, why) in &report.held {
+            out.push_str(&format!("  {node}: {why}\n"));
         }
     }
     if report.converged {
