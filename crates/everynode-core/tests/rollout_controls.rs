@@ -49,6 +49,17 @@ fn deferred(p: &Plan, node: &str) -> Vec<Deferred> {
         .unwrap_or_default()
 }
 
+/// `(status, reason)` of the plan's condition `type_`.
+fn condition(p: &Plan, type_: &str) -> (String, String) {
+    let conditions = p.status.as_ref().and_then(|s| s.conditions.clone());
+    let c = conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {:?}", p.status));
+    (c.status, c.reason)
+}
+
 /// Pods per hash label.
 fn pods_with_hash(c: &Cluster, hash: &str) -> usize {
     c.pods
@@ -121,15 +132,10 @@ fn partition_keeps_the_last_nodes_in_order_on_the_old_revision() {
     c.mark_pods_ready();
     let p = c.expect_sync(0, 0, 0);
     assert_eq!(pods_with_hash(&c, &old), 2);
-    let status = p.status.unwrap();
-    let progressing = status
-        .conditions
+    assert_eq!(condition(&p, "Progressing").1, "RolloutHeld");
+    let per: Vec<(i32, i32)> = p
+        .status
         .unwrap()
-        .into_iter()
-        .find(|x| x.type_ == "Progressing")
-        .unwrap();
-    assert_eq!(progressing.reason, "RolloutHeld");
-    let per: Vec<(i32, i32)> = status
         .pods_per_revision
         .unwrap()
         .iter()
@@ -255,20 +261,11 @@ fn paused_stops_updates_but_joining_nodes_get_pods() {
     let new_hash = c.current_hash();
     let p = c.expect_sync(0, 0, 0);
     assert_eq!(deferred(&p, "node-0"), [Deferred::RolloutPaused]);
-    let conditions = p.status.unwrap().conditions.unwrap();
-    let paused = conditions
-        .iter()
-        .find(|x| x.type_ == "RolloutPaused")
-        .unwrap();
     assert_eq!(
-        (paused.status.as_str(), paused.reason.as_str()),
-        ("True", "Paused")
+        condition(&p, "RolloutPaused"),
+        ("True".into(), "Paused".into())
     );
-    let progressing = conditions
-        .iter()
-        .find(|x| x.type_ == "Progressing")
-        .unwrap();
-    assert_eq!(progressing.status, "Unknown");
+    assert_eq!(condition(&p, "Progressing").0, "Unknown");
 
     c.add_nodes(3, 1, BTreeMap::new());
     let p = c.expect_sync(1, 0, 0);
@@ -280,14 +277,9 @@ fn paused_stops_updates_but_joining_nodes_get_pods() {
     c.set.spec.paused = None;
     c.mark_pods_ready();
     let p = c.expect_sync(0, 1, 0);
-    let conditions = p.status.unwrap().conditions.unwrap();
-    let paused = conditions
-        .iter()
-        .find(|x| x.type_ == "RolloutPaused")
-        .unwrap();
     assert_eq!(
-        (paused.status.as_str(), paused.reason.as_str()),
-        ("False", "Resumed")
+        condition(&p, "RolloutPaused"),
+        ("False".into(), "Resumed".into())
     );
 }
 
@@ -343,12 +335,7 @@ fn frozen_changes_no_pod_at_all() {
     c.add_nodes(3, 1, BTreeMap::new());
     let p = c.expect_sync(0, 0, 0);
     assert_eq!(deferred(&p, "node-3"), [Deferred::SetFrozen]);
-    let conditions = p.status.unwrap().conditions.unwrap();
-    let frozen = conditions
-        .iter()
-        .find(|x| x.type_ == "RolloutFrozen")
-        .unwrap();
-    assert_eq!(frozen.status, "True");
+    assert_eq!(condition(&p, "RolloutFrozen").0, "True");
 
     // Unfrozen: the joining node gets its pod first (it counts as unavailable until then).
     c.set.spec.frozen = None;
@@ -368,7 +355,7 @@ fn status_reports_revisions_while_rolling_and_once_complete() {
     let v2 = format!("agent-{}", c.current_hash());
     c.expect_sync(0, 1, 0);
     let p = c.expect_sync(1, 0, 0);
-    let status = p.status.unwrap();
+    let status = p.status.clone().unwrap();
     assert_eq!(status.update_revision.as_deref(), Some(v2.as_str()));
     assert_eq!(status.stable_revision.as_deref(), Some(v1.as_str()));
     let per: Vec<(String, i32, i32)> = status
@@ -378,32 +365,20 @@ fn status_reports_revisions_while_rolling_and_once_complete() {
         .map(|r| (r.revision, r.pods, r.available))
         .collect();
     assert_eq!(per, [(v2.clone(), 1, 0), (v1.clone(), 1, 1)]);
-    let progressing = status
-        .conditions
-        .unwrap()
-        .into_iter()
-        .find(|x| x.type_ == "Progressing")
-        .unwrap();
-    assert_eq!(progressing.reason, "RollingOut");
+    assert_eq!(condition(&p, "Progressing").1, "RollingOut");
 
     c.mark_pods_ready();
     c.expect_sync(0, 1, 0);
     c.expect_sync(1, 0, 0);
     c.mark_pods_ready();
     let p = c.expect_sync(0, 0, 0);
+    assert_eq!(
+        condition(&p, "Progressing"),
+        ("True".into(), "RolloutComplete".into())
+    );
     let status = p.status.unwrap();
     assert_eq!(status.stable_revision.as_deref(), Some(v2.as_str()));
     assert_eq!(status.current_revision.as_deref(), Some(v2.as_str()));
-    let progressing = status
-        .conditions
-        .unwrap()
-        .into_iter()
-        .find(|x| x.type_ == "Progressing")
-        .unwrap();
-    assert_eq!(
-        (progressing.status.as_str(), progressing.reason.as_str()),
-        ("True", "RolloutComplete")
-    );
 }
 
 #[test]

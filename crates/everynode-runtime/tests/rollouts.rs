@@ -128,6 +128,18 @@ fn condition(set: &DaemonSet, type_: &str) -> Option<(String, String)> {
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
+/// Merge-patches the test's set `agent` (`what` names the change for the failure message).
+async fn patch_set(sets: &kube::Api<DaemonSet>, patch: serde_json::Value, what: &str) {
+    sets.patch("agent", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+/// A merge patch that sets the agent container's image.
+fn new_image(image: &str) -> serde_json::Value {
+    json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": image}]}}}})
+}
+
 fn lock(record: &Mutex<Record>) -> std::sync::MutexGuard<'_, Record> {
     record
         .lock()
@@ -193,14 +205,7 @@ async fn ordered_partitioned_rollout_keeps_budget_then_pause_holds_and_resume_co
     let (record, watch) = record_pods(&env);
     arm(&record, &nodes).await;
 
-    let image = |image: &str| json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": image}]}}}});
-    sets.patch(
-        "agent",
-        &PatchParams::default(),
-        &Patch::Merge(image("agent:v2")),
-    )
-    .await
-    .expect("new image");
+    patch_set(&sets, new_image("agent:v2"), "new image").await;
     let held = wait_for_set(&env, "the rollout to stop at the partition", |s| {
         condition(s, "Progressing").is_some_and(|(_, reason)| reason == "RolloutHeld")
     })
@@ -241,13 +246,12 @@ async fn ordered_partitioned_rollout_keeps_budget_then_pause_holds_and_resume_co
     );
 
     // Paused with the partition lifted: nothing moves.
-    sets.patch(
-        "agent",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"paused": true, "updateStrategy": {"rollingUpdate": {"partition": 0}}}})),
+    patch_set(
+        &sets,
+        json!({"spec": {"paused": true, "updateStrategy": {"rollingUpdate": {"partition": 0}}}}),
+        "pause",
     )
-    .await
-    .expect("pause");
+    .await;
     wait_for_set(&env, "RolloutPaused=True", |s| {
         condition(s, "RolloutPaused") == Some(("True".into(), "Paused".into()))
     })
@@ -268,13 +272,7 @@ async fn ordered_partitioned_rollout_keeps_budget_then_pause_holds_and_resume_co
     .await;
 
     // Resumed: the last node follows and the new revision becomes stable.
-    sets.patch(
-        "agent",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"paused": null}})),
-    )
-    .await
-    .expect("resume");
+    patch_set(&sets, json!({"spec": {"paused": null}}), "resume").await;
     wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v2").await;
     let done = wait_for_set(&env, "the rollout to complete", |s| {
         condition(s, "Progressing") == Some(("True".into(), "RolloutComplete".into()))
@@ -327,13 +325,7 @@ async fn topology_waves_go_zone_by_zone_with_bake_time_and_pacing() {
 
     let (record, watch) = record_pods(&env);
     arm(&record, &nodes).await;
-    sets.patch(
-        "agent",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": "agent:v2"}]}}}})),
-    )
-    .await
-    .expect("new image");
+    patch_set(&sets, new_image("agent:v2"), "new image").await;
     let waving = wait_for_set(&env, "status.wave to name the first zone", |s| {
         s.status
             .as_ref()
@@ -403,14 +395,7 @@ async fn in_place_update_keeps_the_pods_and_a_non_image_change_recreates_them() 
     };
     let before = uids(&set_pods(&env, "agent").await);
 
-    let image = |image: &str| json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": image}]}}}});
-    sets.patch(
-        "agent",
-        &PatchParams::default(),
-        &Patch::Merge(image("agent:v2")),
-    )
-    .await
-    .expect("new image");
+    patch_set(&sets, new_image("agent:v2"), "new image").await;
     wait_for_set(&env, "the in-place rollout to complete", |s| {
         condition(s, "Progressing") == Some(("True".into(), "RolloutComplete".into()))
             && s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
@@ -446,15 +431,14 @@ async fn in_place_update_keeps_the_pods_and_a_non_image_change_recreates_them() 
     }
 
     // Anything but the image: recreated.
-    sets.patch(
-        "agent",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [
+    patch_set(
+        &sets,
+        json!({"spec": {"template": {"spec": {"containers": [
             {"name": "agent", "image": "agent:v2", "env": [{"name": "MODE", "value": "fast"}]}
-        ]}}}})),
+        ]}}}}),
+        "new env",
     )
-    .await
-    .expect("new env");
+    .await;
     eventually("every pod to be replaced", TIMEOUT, || async {
         let pods = set_pods(&env, "agent").await;
         let now = uids(&pods);
@@ -506,13 +490,7 @@ async fn canary_nodes_both_budgets_stable_joining_nodes_and_freeze() {
 
     let (record, watch) = record_pods(&env);
     arm(&record, &nodes).await;
-    sets.patch(
-        "agent",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": "agent:v2"}]}}}})),
-    )
-    .await
-    .expect("new image");
+    patch_set(&sets, new_image("agent:v2"), "new image").await;
     wait_for_set(&env, "the canaries to be done", |s| {
         condition(s, "Progressing").is_some_and(|(_, reason)| reason == "RolloutHeld")
     })
@@ -571,13 +549,7 @@ async fn canary_nodes_both_budgets_stable_joining_nodes_and_freeze() {
     .await;
 
     // Frozen: a second joining node gets nothing.
-    sets.patch(
-        "agent",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"frozen": true}})),
-    )
-    .await
-    .expect("freeze");
+    patch_set(&sets, json!({"spec": {"frozen": true}}), "freeze").await;
     wait_for_set(&env, "RolloutFrozen=True", |s| {
         condition(s, "RolloutFrozen") == Some(("True".into(), "Frozen".into()))
     })
