@@ -154,8 +154,26 @@ async fn status_and_rollout_commands_on_an_everynode_set() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("did you mean agent?"), "{err}");
 
-    let status = wait_nodes_in_state(&env, "agent", &nodes, "updated").await;
-    assert_eq!(status["status"]["numberReady"], 2, "{status}");
+    wait_nodes_in_state(&env, "agent", &nodes, "updated").await;
+    // The set's stored status follows the pods a moment later.
+    let status = eventually(
+        "the set's status to count 2 ready pods",
+        TIMEOUT,
+        || async {
+            let (_, out, err) = everynode(
+                &env,
+                &["status", "-n", env.namespace(), "agent", "-o", "json"],
+            )
+            .await;
+            let status: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {err}"))?;
+            if status["status"]["numberReady"] == 2 {
+                Ok(status)
+            } else {
+                Err(status["status"].to_string())
+            }
+        },
+    )
+    .await;
     // Nodes of other tests are excluded by the node selector, each with its reason.
     let excluded = status["nodes"]
         .as_array()
