@@ -263,17 +263,19 @@ struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn node_name(&self, r: NodeRef<'a>) -> &'a str {
-        match r {
-            NodeRef::Slot(i) => self.state.slots[i].node.name.as_str(),
-            NodeRef::Vanished(n) => n,
-        }
+        r.name(&self.state)
+    }
+
+    /// The UID of working pod `pod` (empty for pods this plan creates).
+    fn uid(&self, pod: usize) -> String {
+        self.state.pods[pod]
+            .input()
+            .map(|i| self.input.pods[i].uid.clone())
+            .unwrap_or_default()
     }
 
     fn delete(&mut self, node: NodeRef<'a>, pod: usize, reason: DeleteReason) {
-        let uid = self.state.pods[pod]
-            .input()
-            .map(|i| self.input.pods[i].uid.clone())
-            .unwrap_or_default();
+        let uid = self.uid(pod);
         self.plan.deletes.push(PodDelete {
             pod: self.state.name(pod).to_owned(),
             uid,
@@ -327,10 +329,7 @@ impl<'a> Builder<'a> {
         let meta = template.metadata.as_ref();
         let mut labels = meta.and_then(|m| m.labels.clone()).unwrap_or_default();
         labels.insert(CONTROLLER_REVISION_HASH.to_owned(), self.hash.clone());
-        let uid = self.state.pods[pod]
-            .input()
-            .map(|i| self.input.pods[i].uid.clone())
-            .unwrap_or_default();
+        let uid = self.uid(pod);
         self.plan.updates.push(PodUpdate {
             pod: self.state.name(pod).to_owned(),
             uid,
@@ -783,7 +782,16 @@ fn plan_pods(
         for (slot, d) in mo.deferred {
             b.defer(slot, d);
         }
+        // The `n`th create (or delete) of a step waits when the set is frozen or beyond the
+        // per-plan burst limit.
         let burst = input.config.burst_replicas;
+        let held_back = |n: usize| {
+            if frozen {
+                Some(Deferred::SetFrozen)
+            } else {
+                (n >= burst).then_some(Deferred::BurstLimit)
+            }
+        };
         for (n, (slot, vanished, pod, reason)) in mo.deletes.into_iter().enumerate() {
             let node = match (slot, vanished.as_deref()) {
                 (Some(s), _) => NodeRef::Slot(s),
@@ -793,16 +801,9 @@ fn plan_pods(
                 },
                 (None, None) => continue,
             };
-            if frozen || n >= burst {
+            if let Some(why) = held_back(n) {
                 if let NodeRef::Slot(s) = node {
-                    b.defer(
-                        s,
-                        if frozen {
-                            Deferred::SetFrozen
-                        } else {
-                            Deferred::BurstLimit
-                        },
-                    );
+                    b.defer(s, why);
                 }
                 continue;
             }
@@ -817,15 +818,8 @@ fn plan_pods(
             }
         });
         for (n, (slot, reason)) in mo.creates.into_iter().enumerate() {
-            if frozen || n >= burst {
-                b.defer(
-                    slot,
-                    if frozen {
-                        Deferred::SetFrozen
-                    } else {
-                        Deferred::BurstLimit
-                    },
-                );
+            if let Some(why) = held_back(n) {
+                b.defer(slot, why);
                 continue;
             }
             let held = controls
@@ -833,7 +827,10 @@ fn plan_pods(
                 .is_some_and(|c| c.held(b.state.slots[slot].node).is_some() || partition_room <= 0);
             match &stable {
                 Some((hash, template)) if held => {
-                    b.plan.templates.insert(hash.clone(), template.clone());
+                    b.plan
+                        .templates
+                        .entry(hash.clone())
+                        .or_insert_with(|| template.clone());
                     b.create(slot, CreateReason::MissingPodStable, Some(hash));
                 }
                 _ => {
@@ -874,16 +871,9 @@ fn plan_pods(
                         .is_some_and(|r| r.in_place_if_possible());
                     let mut in_place_templates = InPlaceTemplates::default();
                     for (n, (node, pod, reason)) in ro.deletes.into_iter().enumerate() {
-                        if frozen || n >= burst {
+                        if let Some(why) = held_back(n) {
                             if let NodeRef::Slot(s) = node {
-                                b.defer(
-                                    s,
-                                    if frozen {
-                                        Deferred::SetFrozen
-                                    } else {
-                                        Deferred::BurstLimit
-                                    },
-                                );
+                                b.defer(s, why);
                             }
                             continue;
                         }
@@ -899,15 +889,8 @@ fn plan_pods(
                         b.delete(node, pod, reason);
                     }
                     for (n, (slot, reason)) in ro.creates.into_iter().enumerate() {
-                        if frozen || n >= burst {
-                            b.defer(
-                                slot,
-                                if frozen {
-                                    Deferred::SetFrozen
-                                } else {
-                                    Deferred::BurstLimit
-                                },
-                            );
+                        if let Some(why) = held_back(n) {
+                            b.defer(slot, why);
                             continue;
                         }
                         b.create(slot, reason, None);
@@ -920,9 +903,8 @@ fn plan_pods(
         // and the stable revision (a joining node may need it).
         let mut live: BTreeSet<&str> = hashes.others.iter().copied().collect();
         live.insert(b.hash.as_str());
-        let stored_stable = stored_stable_hash(set, &old_revisions);
-        if let Some(h) = stored_stable {
-            live.insert(h);
+        if let Some(rev) = stored_stable(set, &old_revisions) {
+            live.insert(rev_hash(rev));
         }
         let cleanup = cleanup_history(
             &old_revisions,
@@ -992,10 +974,10 @@ fn plan_pods(
     b.plan
 }
 
-/// The stored stable revision's hash, when it is one of the set's old revisions.
-fn stored_stable_hash<'r>(set: &SetView, old: &[&'r RevisionView]) -> Option<&'r str> {
+/// `status.stableRevision`, when it is one of the set's old revisions.
+fn stored_stable<'r>(set: &SetView, old: &[&'r RevisionView]) -> Option<&'r RevisionView> {
     let name = set.status.as_ref()?.stable_revision.as_deref()?;
-    old.iter().find(|r| r.name == name).map(|r| rev_hash(r))
+    old.iter().find(|r| r.name == name).copied()
 }
 
 /// The stable revision's hash and template, when it differs from `current_hash` and its
@@ -1005,8 +987,7 @@ fn stable_revision(
     old: &[&RevisionView],
     current_hash: &str,
 ) -> Option<(String, PodTemplateSpec)> {
-    let name = set.status.as_ref()?.stable_revision.as_deref()?;
-    let rev = old.iter().find(|r| r.name == name)?;
+    let rev = stored_stable(set, old)?;
     let hash = rev_hash(rev);
     if hash == current_hash {
         return None;

@@ -37,6 +37,16 @@ pub(crate) enum NodeRef<'a> {
     Vanished(&'a str),
 }
 
+impl<'a> NodeRef<'a> {
+    /// The node's name.
+    pub fn name(self, state: &State<'a>) -> &'a str {
+        match self {
+            NodeRef::Slot(i) => state.slots[i].node.name.as_str(),
+            NodeRef::Vanished(n) => n,
+        }
+    }
+}
+
 /// A node whose available old pod could be updated under the budget.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Candidate<'a> {
@@ -245,26 +255,20 @@ pub(crate) fn classify_surge<'a>(
 
 /// Compares two nodes in update order. By name, nodes missing from the node list sort among
 /// the others by name; by a label, they go last (by name).
-fn compare_nodes(
-    state: &State<'_>,
+fn compare_nodes<'a>(
+    state: &State<'a>,
     order: &NodeOrder,
-    a: NodeRef<'_>,
-    b: NodeRef<'_>,
+    a: NodeRef<'a>,
+    b: NodeRef<'a>,
 ) -> std::cmp::Ordering {
     use std::cmp::Ordering;
-    let name = |n: NodeRef<'_>| -> String {
-        match n {
-            NodeRef::Slot(i) => state.slots[i].node.name.clone(),
-            NodeRef::Vanished(v) => v.to_owned(),
-        }
-    };
     match (a, b) {
         // Slots are sorted by name.
         (NodeRef::Slot(x), NodeRef::Slot(y)) if *order == NodeOrder::Name => x.cmp(&y),
         (NodeRef::Slot(x), NodeRef::Slot(y)) => {
             order.compare(state.slots[x].node, state.slots[y].node)
         }
-        _ if *order == NodeOrder::Name => name(a).cmp(&name(b)),
+        _ if *order == NodeOrder::Name => a.name(state).cmp(b.name(state)),
         (NodeRef::Slot(_), NodeRef::Vanished(_)) => Ordering::Less,
         (NodeRef::Vanished(_), NodeRef::Slot(_)) => Ordering::Greater,
         (NodeRef::Vanished(x), NodeRef::Vanished(y)) => x.cmp(y),

@@ -52,7 +52,7 @@ pub async fn apply_plan<K: SetResource>(
                 update.entry,
             );
         }
-        ctx.expectations.expect_with_updates(
+        ctx.expectations.expect(
             &key,
             plan.creates.iter().map(|c| c.pod_name.clone()),
             plan.deletes

@@ -42,21 +42,11 @@ pub struct Expectations {
 }
 
 impl Expectations {
-    /// Records writes about to be issued for `set`: pods created by name, pods deleted by UID.
-    /// Replaces whatever was pending for the set (the caller only writes when nothing is).
+    /// Records writes about to be issued for `set`: pods created by name, pods deleted by UID,
+    /// pods updated in place as `(name, revision hash)` (satisfied once the cache shows the pod
+    /// with that hash, or without the pod). Replaces whatever was pending for the set (the
+    /// caller only writes when nothing is).
     pub fn expect(
-        &self,
-        set: &str,
-        created_names: impl IntoIterator<Item = String>,
-        deleted_uids: impl IntoIterator<Item = String>,
-        now: Instant,
-    ) {
-        self.expect_with_updates(set, created_names, deleted_uids, [], now);
-    }
-
-    /// [`Expectations::expect`] plus pods updated in place: `(name, revision hash)`, satisfied
-    /// once the cache shows the pod with that hash (or without the pod).
-    pub fn expect_with_updates(
         &self,
         set: &str,
         created_names: impl IntoIterator<Item = String>,
@@ -148,6 +138,17 @@ impl Expectations {
 mod tests {
     use super::*;
 
+    /// Outstanding writes of `set` when the cache holds no pod at all.
+    fn with_empty_cache(e: &Expectations, set: &str, now: Instant) -> usize {
+        e.outstanding(
+            set,
+            now,
+            |_| CachedPod::Absent,
+            |_| CachedPod::Absent,
+            |_, _| true,
+        )
+    }
+
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
     }
@@ -155,33 +156,15 @@ mod tests {
     #[test]
     fn nothing_pending_is_satisfied() {
         let e = Expectations::default();
-        assert_eq!(
-            e.outstanding(
-                "ns/a",
-                Instant::now(),
-                |_| CachedPod::Absent,
-                |_| CachedPod::Absent,
-                |_, _| true
-            ),
-            0
-        );
+        assert_eq!(with_empty_cache(&e, "ns/a", Instant::now()), 0);
     }
 
     #[test]
     fn creates_are_satisfied_once_the_cache_shows_them() {
         let e = Expectations::default();
         let t0 = Instant::now();
-        e.expect("ns/a", names(&["a-1", "a-2"]), vec![], t0);
-        assert_eq!(
-            e.outstanding(
-                "ns/a",
-                t0,
-                |_| CachedPod::Absent,
-                |_| CachedPod::Absent,
-                |_, _| true
-            ),
-            2
-        );
+        e.expect("ns/a", names(&["a-1", "a-2"]), vec![], [], t0);
+        assert_eq!(with_empty_cache(&e, "ns/a", t0), 2);
         let seen = |n: &str| {
             if n == "a-1" {
                 CachedPod::Present
@@ -205,23 +188,14 @@ mod tests {
             0
         );
         // and once satisfied the record is gone, even if the cache forgets the pod again
-        assert_eq!(
-            e.outstanding(
-                "ns/a",
-                t0,
-                |_| CachedPod::Absent,
-                |_| CachedPod::Absent,
-                |_, _| true
-            ),
-            0
-        );
+        assert_eq!(with_empty_cache(&e, "ns/a", t0), 0);
     }
 
     #[test]
     fn deletes_are_satisfied_by_a_deletion_timestamp_or_absence() {
         let e = Expectations::default();
         let t0 = Instant::now();
-        e.expect("ns/a", vec![], names(&["uid-1", "uid-2"]), t0);
+        e.expect("ns/a", vec![], names(&["uid-1", "uid-2"]), [], t0);
         let by_uid = |u: &str| {
             if u == "uid-1" {
                 CachedPod::Terminating
@@ -233,23 +207,14 @@ mod tests {
             e.outstanding("ns/a", t0, |_| CachedPod::Absent, by_uid, |_, _| true),
             1
         );
-        assert_eq!(
-            e.outstanding(
-                "ns/a",
-                t0,
-                |_| CachedPod::Absent,
-                |_| CachedPod::Absent,
-                |_, _| true
-            ),
-            0
-        );
+        assert_eq!(with_empty_cache(&e, "ns/a", t0), 0);
     }
 
     #[test]
     fn in_place_updates_are_satisfied_once_the_cache_shows_the_new_hash() {
         let e = Expectations::default();
         let t0 = Instant::now();
-        e.expect_with_updates(
+        e.expect(
             "ns/a",
             vec![],
             vec![],
@@ -271,35 +236,17 @@ mod tests {
     fn pending_writes_expire_after_the_ttl() {
         let e = Expectations::default();
         let t0 = Instant::now();
-        e.expect("ns/a", names(&["a-1"]), vec![], t0);
+        e.expect("ns/a", names(&["a-1"]), vec![], [], t0);
         let almost = t0 + EXPECTATIONS_TTL - Duration::from_millis(1);
-        assert_eq!(
-            e.outstanding(
-                "ns/a",
-                almost,
-                |_| CachedPod::Absent,
-                |_| CachedPod::Absent,
-                |_, _| true
-            ),
-            1
-        );
-        assert_eq!(
-            e.outstanding(
-                "ns/a",
-                t0 + EXPECTATIONS_TTL,
-                |_| CachedPod::Absent,
-                |_| CachedPod::Absent,
-                |_, _| true
-            ),
-            0
-        );
+        assert_eq!(with_empty_cache(&e, "ns/a", almost), 1);
+        assert_eq!(with_empty_cache(&e, "ns/a", t0 + EXPECTATIONS_TTL), 0);
     }
 
     #[test]
     fn failed_writes_are_not_waited_for() {
         let e = Expectations::default();
         let t0 = Instant::now();
-        e.expect("ns/a", names(&["a-1", "a-2"]), names(&["uid-1"]), t0);
+        e.expect("ns/a", names(&["a-1", "a-2"]), names(&["uid-1"]), [], t0);
         e.write_failed("ns/a", Some("a-1"), None);
         e.write_failed("ns/a", None, Some("uid-1"));
         let seen = |n: &str| {
@@ -319,28 +266,10 @@ mod tests {
     fn sets_are_independent_and_forgettable() {
         let e = Expectations::default();
         let t0 = Instant::now();
-        e.expect("ns/a", names(&["a-1"]), vec![], t0);
-        e.expect("ns/b", names(&["b-1"]), vec![], t0);
+        e.expect("ns/a", names(&["a-1"]), vec![], [], t0);
+        e.expect("ns/b", names(&["b-1"]), vec![], [], t0);
         e.forget("ns/a");
-        assert_eq!(
-            e.outstanding(
-                "ns/a",
-                t0,
-                |_| CachedPod::Absent,
-                |_| CachedPod::Absent,
-                |_, _| true
-            ),
-            0
-        );
-        assert_eq!(
-            e.outstanding(
-                "ns/b",
-                t0,
-                |_| CachedPod::Absent,
-                |_| CachedPod::Absent,
-                |_, _| true
-            ),
-            1
-        );
+        assert_eq!(with_empty_cache(&e, "ns/a", t0), 0);
+        assert_eq!(with_empty_cache(&e, "ns/b", t0), 1);
     }
 }
