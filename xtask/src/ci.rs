@@ -237,6 +237,16 @@ async fn run_phases(args: &CiArgs, phases: &mut Phases) -> anyhow::Result<bool> 
             "\ntests failed; component logs of the CI cluster:\n{}",
             cluster.log_tails(60)
         );
+        return Ok(false);
     }
-    Ok(ok)
+
+    // The README's first command, on its own cluster: it must keep working on a fresh machine.
+    let t = Instant::now();
+    let demo = crate::demo::run(crate::demo::DemoArgs {
+        dir: std::env::temp_dir().join(format!("everynode-ci-demo-{}", std::process::id())),
+        keep: false,
+    })
+    .await;
+    phases.record("demo", t, demo.is_ok());
+    demo.map(|code| code == ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! Project automation for everynode.
 //!
+//! - `cargo xtask demo`: the whole system on a local cluster, step by step;
 //! - `cargo xtask cluster build|up|down|status|logs`: the local control plane
 //!   (see `docs/local-cluster.md`);
 //! - `cargo xtask ci`: the whole test command (format, lints, control plane, all tests);
@@ -8,6 +9,7 @@
 
 mod bench;
 mod ci;
+mod demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,13 +30,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Build what is missing, start a local cluster and the controller, and walk through what
+    /// a DaemonSet does (nodes join and leave, a label moves, an image rolls out, the set goes),
+    /// printing the node grid after each step; stops everything at the end.
+    Demo(demo::DemoArgs),
     /// Build, start, stop and inspect the local control plane.
     Cluster {
         #[command(subcommand)]
         command: ClusterCmd,
     },
     /// The project's test command: fmt check, clippy, control plane build + up, `cargo test
-    /// --workspace` against it, and control plane down (always).
+    /// --workspace` against it, the demo, and control plane down (always).
     Ci(ci::CiArgs),
     /// Benchmarks: everynode against the built-in DaemonSet controller on local clusters of
     /// 100 to 5,000 KWOK nodes; writes docs/benchmarks/results-<sizes>.{json,md} and
@@ -63,7 +69,7 @@ enum ClusterCmd {
         /// Cluster directory (state, PKI, kubeconfig, logs).
         #[arg(long, default_value = layout::DEFAULT_CLUSTER_DIR)]
         dir: PathBuf,
-        /// Base port (kube-apiserver); the next five ports are used too.
+        /// Base port (kube-apiserver); the next seven ports are used too.
         #[arg(long, default_value_t = ports::DEFAULT_BASE_PORT)]
         base_port: u16,
         /// Benchmark mode: API Priority and Fairness off, no in-flight request limits.
@@ -127,6 +133,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Cmd::Demo(args) => demo::run(args).await,
         Cmd::Ci(args) => ci::run(args).await,
         Cmd::Bench(args) => bench::run(args).await,
         Cmd::Cluster { command } => cluster(command).await,

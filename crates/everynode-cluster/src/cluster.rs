@@ -116,7 +116,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts a cluster: checks binaries and ports, generates PKI and kubeconfig, starts etcd,
-    /// kube-apiserver, kube-controller-manager, kube-scheduler and KWOK, waits for each to be
+    /// kube-apiserver, kube-controller-manager, kube-scheduler, KWOK and CoreDNS, waits for each to be
     /// ready, then creates the control-plane node and `nodes` workers and waits until they are
     /// Ready. On failure every started process is stopped again and the error carries the tail of
     /// the failing component's log (the logs stay in `<dir>/logs`).
@@ -143,6 +143,8 @@ impl Cluster {
                 .map_err(|e| Error::io("write", dir.audit_policy(), e))?;
         }
         pki::write_kubeconfig(&dir.kubeconfig(), &pki, ports.apiserver, &opts.name)?;
+        std::fs::write(dir.corefile(), flags::corefile(&ports, &dir.kubeconfig()))
+            .map_err(|e| Error::io("write", dir.corefile(), e))?;
         let state = ClusterState {
             name: opts.name.clone(),
             ports,
@@ -157,6 +159,7 @@ impl Cluster {
                 ("etcd".to_owned(), versions::ETCD.to_owned()),
                 ("kubernetes".to_owned(), versions::KUBERNETES.to_owned()),
                 ("kwok".to_owned(), versions::KWOK.to_owned()),
+                ("coredns".to_owned(), versions::COREDNS.to_owned()),
             ]),
         };
         write_state(&dir, &state)?;
@@ -246,20 +249,21 @@ impl Cluster {
             t.elapsed()
         );
 
-        for c in [
+        let after_apiserver = [
             Component::KubeControllerManager,
             Component::KubeScheduler,
             Component::Kwok,
-        ] {
+            Component::CoreDns,
+        ];
+        for c in after_apiserver {
             self.spawn(c, cache, &arg(c))?;
         }
-        for c in [
-            Component::KubeControllerManager,
-            Component::KubeScheduler,
-            Component::Kwok,
-        ] {
-            self.wait_healthy(c, Duration::from_secs(60), |body| body.trim() == "ok")
-                .await?;
+        for c in after_apiserver {
+            // "ok" from the Kubernetes components and KWOK, "OK" from CoreDNS.
+            self.wait_healthy(c, Duration::from_secs(60), |body| {
+                body.trim().eq_ignore_ascii_case("ok")
+            })
+            .await?;
         }
 
         let t = Instant::now();

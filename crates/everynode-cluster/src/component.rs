@@ -1,4 +1,4 @@
-//! The five processes of the local control plane.
+//! The six processes of the local control plane.
 
 use std::fmt;
 
@@ -15,16 +15,19 @@ pub enum Component {
     KubeScheduler,
     /// KWOK controller: plays the kubelet for fake nodes and their pods.
     Kwok,
+    /// CoreDNS: cluster DNS for Services and pods (`cluster.local`) on 127.0.0.1.
+    CoreDns,
 }
 
 impl Component {
     /// All components in start order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Etcd,
         Self::KubeApiserver,
         Self::KubeControllerManager,
         Self::KubeScheduler,
         Self::Kwok,
+        Self::CoreDns,
     ];
 
     /// Name used for the binary, the log file (`logs/<name>.log`) and the PID file.
@@ -36,6 +39,7 @@ impl Component {
             Self::KubeControllerManager => "kube-controller-manager",
             Self::KubeScheduler => "kube-scheduler",
             Self::Kwok => "kwok",
+            Self::CoreDns => "coredns",
         }
     }
 

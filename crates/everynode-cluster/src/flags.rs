@@ -15,12 +15,40 @@ pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 pub const POD_CIDR: &str = "10.244.0.0/16";
 /// Service-account issuer.
 pub const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+/// DNS domain of the cluster, served by CoreDNS.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
 /// Client identity of the process a benchmark measures (a controller under test); the API
 /// server audits its requests in benchmark mode.
 pub const BENCH_MEASURED_USER: &str = "everynode-bench-measured";
 /// Client identity of a benchmark's minimal reference client (the "floor"); audited too.
 pub const BENCH_FLOOR_USER: &str = "everynode-bench-floor";
+
+/// CoreDNS configuration: the `kubernetes` plugin answers for [`CLUSTER_DOMAIN`] (Services,
+/// headless-Service endpoints, and `pods insecure` A records) from the API server, on
+/// 127.0.0.1 only; `/ready` turns OK once its caches have synced. Names outside the cluster
+/// domain get REFUSED (there is no upstream to forward to).
+#[must_use]
+pub fn corefile(ports: &Ports, kubeconfig: &Path) -> String {
+    format!(
+        r#".:{dns} {{
+    bind 127.0.0.1
+    ready 127.0.0.1:{ready}
+    errors
+    log . "{{type}} {{name}} {{rcode}}"
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig}
+        pods insecure
+        ttl 5
+    }}
+    cache 5
+}}
+"#,
+        dns = ports.dns,
+        ready = ports.dns_ready,
+        kubeconfig = kubeconfig.display(),
+    )
+}
 
 /// Audit policy of benchmark mode: request metadata (verb, resource, user, user agent, response
 /// code) of the benchmark identities only — every other client (KWOK heartbeats, the scheduler,
@@ -201,6 +229,7 @@ pub fn args(component: Component, cx: &FlagContext<'_>) -> Vec<String> {
             format!("--server-address=127.0.0.1:{}", ports.kwok),
             "--node-lease-duration-seconds=40".into(),
         ],
+        Component::CoreDns => vec!["-conf".into(), p(cx.dir.corefile())],
     };
     a.shrink_to_fit();
     a
@@ -218,6 +247,7 @@ pub fn health_endpoint(component: Component, ports: &Ports) -> (String, &'static
         ),
         Component::KubeScheduler => (format!("https://127.0.0.1:{}", ports.scheduler), "/healthz"),
         Component::Kwok => (format!("http://127.0.0.1:{}", ports.kwok), "/healthz"),
+        Component::CoreDns => (format!("http://127.0.0.1:{}", ports.dns_ready), "/ready"),
     }
 }
 

@@ -147,11 +147,17 @@ fn kwok_config_current(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|s| s.lines().next() == Some(KWOK_CONFIG_HEADER))
 }
 
+/// Name of the kubectl binary in the cache: not a process of the cluster, but shipped with it
+/// so that tests and the demo never depend on a kubectl installed on the machine.
+pub const KUBECTL: &str = "kubectl";
+
 /// How one binary is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildSpec {
-    /// The component.
-    pub component: Component,
+    /// File name in the cache's `bin/` (a [`Component::name`], or [`KUBECTL`]).
+    pub name: &'static str,
+    /// Arguments that make the binary print its version.
+    pub version_args: &'static [&'static str],
     /// Wrapper module directory name under `tools/`.
     pub module_dir: &'static str,
     /// Go package path of `package main`.
@@ -184,11 +190,13 @@ pub fn kubernetes_ldflags() -> String {
     ld
 }
 
-/// Build specifications in build order (etcd, kwok, then the three Kubernetes binaries).
+/// Build specifications in build order (etcd, kwok, the three Kubernetes binaries, CoreDNS,
+/// kubectl).
 #[must_use]
 pub fn build_specs() -> Vec<BuildSpec> {
     let k8s = |component: Component| BuildSpec {
-        component,
+        name: component.name(),
+        version_args: &["--version"],
         module_dir: "k8s-build",
         package: format!("k8s.io/kubernetes/cmd/{}", component.name()),
         ldflags: kubernetes_ldflags(),
@@ -196,14 +204,16 @@ pub fn build_specs() -> Vec<BuildSpec> {
     };
     vec![
         BuildSpec {
-            component: Component::Etcd,
+            name: Component::Etcd.name(),
+            version_args: &["--version"],
             module_dir: "etcd-build",
             package: "go.etcd.io/etcd/server/v3".to_owned(),
             ldflags: "-s -w".to_owned(),
             version: versions::ETCD,
         },
         BuildSpec {
-            component: Component::Kwok,
+            name: Component::Kwok.name(),
+            version_args: &["--version"],
             module_dir: "kwok-build",
             package: format!("{}/cmd/kwok", versions::KWOK_MODULE),
             ldflags: "-s -w".to_owned(),
@@ -212,25 +222,46 @@ pub fn build_specs() -> Vec<BuildSpec> {
         k8s(Component::KubeApiserver),
         k8s(Component::KubeControllerManager),
         k8s(Component::KubeScheduler),
+        BuildSpec {
+            name: Component::CoreDns.name(),
+            version_args: &["--version"],
+            module_dir: "coredns-build",
+            // The wrapper's own `package main`: CoreDNS with the local cluster's plugins only.
+            package: ".".to_owned(),
+            ldflags: "-s -w".to_owned(),
+            version: versions::COREDNS,
+        },
+        BuildSpec {
+            name: KUBECTL,
+            version_args: &["version", "--client"],
+            // The wrapper's own `package main`, the same as k8s.io/kubernetes/cmd/kubectl.
+            module_dir: "kubectl-build",
+            package: ".".to_owned(),
+            ldflags: kubernetes_ldflags(),
+            version: versions::KUBERNETES,
+        },
     ]
 }
 
 /// Whether `--version` output mentions `version` (with or without the leading `v`) as a word.
-/// Matches `Kubernetes v1.36.3`, `etcd Version: 3.6.16` and `kwok version v0.8.0 go1.26.8 ...`.
+/// Matches `Kubernetes v1.36.3`, `etcd Version: 3.6.16`, `kwok version v0.8.0 go1.26.8 ...` and
+/// `CoreDNS-1.15.0`.
 #[must_use]
 pub fn version_output_matches(output: &str, version: &str) -> bool {
     let bare = version.trim_start_matches('v');
-    output.split_whitespace().any(|w| w == version || w == bare)
+    output
+        .split_whitespace()
+        .any(|w| w == version || w == bare || w.rsplit_once('-').is_some_and(|(_, v)| v == bare))
 }
 
-/// Runs `<binary> --version` and returns its first output line.
-pub fn reported_version(binary: &Path) -> Result<String> {
+/// Runs `<binary> <version_args>` and returns its first output line.
+pub fn reported_version(binary: &Path, version_args: &[&str]) -> Result<String> {
     let out = Command::new(binary)
-        .arg("--version")
+        .args(version_args)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| Error::Command {
-            command: format!("{} --version", binary.display()),
+            command: format!("{} {}", binary.display(), version_args.join(" ")),
             message: e.to_string(),
         })?;
     let text = String::from_utf8_lossy(if out.stdout.is_empty() {
@@ -245,14 +276,11 @@ pub fn reported_version(binary: &Path) -> Result<String> {
 /// configuration exists.
 pub fn check_built(cache: &Cache) -> Result<()> {
     for spec in build_specs() {
-        let bin = cache.binary(spec.component);
+        let bin = cache.binary_named(spec.name);
         let detail = if bin.is_file() {
-            match reported_version(&bin) {
+            match reported_version(&bin, spec.version_args) {
                 Ok(v) if version_output_matches(&v, spec.version) => continue,
-                Ok(v) => format!(
-                    "{} reports {v:?}, expected {}",
-                    spec.component, spec.version
-                ),
+                Ok(v) => format!("{} reports {v:?}, expected {}", spec.name, spec.version),
                 Err(e) => e.to_string(),
             }
         } else {
@@ -285,7 +313,7 @@ pub enum BuildOutcome {
 #[derive(Debug, Clone)]
 pub struct BuildReport {
     /// Per binary, in build order.
-    pub binaries: Vec<(Component, BuildOutcome)>,
+    pub binaries: Vec<(&'static str, BuildOutcome)>,
     /// Whether the KWOK configuration was (re)generated.
     pub kwok_config_generated: bool,
     /// Total wall time.
@@ -332,13 +360,13 @@ pub fn build(cache: &Cache) -> Result<BuildReport> {
     let mut go: Option<String> = None;
     let mut binaries = Vec::new();
     for spec in build_specs() {
-        let bin = cache.binary(spec.component);
+        let bin = cache.binary_named(spec.name);
         if bin.is_file()
-            && let Ok(v) = reported_version(&bin)
+            && let Ok(v) = reported_version(&bin, spec.version_args)
             && version_output_matches(&v, spec.version)
         {
-            tracing::info!("{:<24} cached ({v})", spec.component.name());
-            binaries.push((spec.component, BuildOutcome::Cached));
+            tracing::info!("{:<24} cached ({v})", spec.name);
+            binaries.push((spec.name, BuildOutcome::Cached));
             continue;
         }
         if go.is_none() {
@@ -357,11 +385,7 @@ pub fn build(cache: &Cache) -> Result<BuildReport> {
                 crate::layout::TOOLS_DIR_ENV
             )));
         }
-        tracing::info!(
-            "{:<24} building {} ...",
-            spec.component.name(),
-            spec.package
-        );
+        tracing::info!("{:<24} building {} ...", spec.name, spec.package);
         let t = Instant::now();
         let status = go_command(&module_dir)
             .args(["build", "-ldflags", &spec.ldflags, "-o"])
@@ -382,19 +406,19 @@ pub fn build(cache: &Cache) -> Result<BuildReport> {
                 ),
             });
         }
-        let v = reported_version(&bin)?;
+        let v = reported_version(&bin, spec.version_args)?;
         if !version_output_matches(&v, spec.version) {
             return Err(Error::NotBuilt {
                 dir: bin_dir.clone(),
                 detail: format!(
                     "freshly built {} reports {v:?}, expected {} (does tools/{}/go.mod pin a different version?)",
-                    spec.component, spec.version, spec.module_dir
+                    spec.name, spec.version, spec.module_dir
                 ),
             });
         }
         let took = t.elapsed();
-        tracing::info!("{:<24} built in {:.0?} ({v})", spec.component.name(), took);
-        binaries.push((spec.component, BuildOutcome::Built(took)));
+        tracing::info!("{:<24} built in {:.0?} ({v})", spec.name, took);
+        binaries.push((spec.name, BuildOutcome::Built(took)));
     }
     let kwok_config_generated = if kwok_config_current(&cache.kwok_config()) {
         false
@@ -505,6 +529,8 @@ mod tests {
             "kwok version v0.8.0 go1.26.8 (linux/amd64)",
             "v0.8.0"
         ));
+        assert!(version_output_matches("CoreDNS-1.15.0", "v1.15.0"));
+        assert!(!version_output_matches("CoreDNS-1.15.01", "v1.15.0"));
         assert!(!version_output_matches("Kubernetes v1.36.30", "v1.36.3"));
         assert!(!version_output_matches(
             "Kubernetes v0.0.0-master+$Format:%H$",
@@ -522,9 +548,12 @@ mod tests {
     }
 
     #[test]
-    fn specs_cover_every_component_once() {
-        let mut names: Vec<_> = build_specs().iter().map(|s| s.component).collect();
-        names.sort();
-        assert_eq!(names, Component::ALL.to_vec());
+    fn specs_cover_every_component_and_kubectl_once() {
+        let mut names: Vec<_> = build_specs().iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        let mut expected: Vec<_> = Component::ALL.iter().map(|c| c.name()).collect();
+        expected.push(KUBECTL);
+        expected.sort_unstable();
+        assert_eq!(names, expected);
     }
 }

@@ -71,7 +71,13 @@ impl Cache {
     /// Path of one component's binary.
     #[must_use]
     pub fn binary(&self, component: Component) -> PathBuf {
-        self.bin_dir().join(component.name())
+        self.binary_named(component.name())
+    }
+
+    /// Path of a binary by file name (a component's, or `kubectl`).
+    #[must_use]
+    pub fn binary_named(&self, name: &str) -> PathBuf {
+        self.bin_dir().join(name)
     }
 
     /// Generated KWOK configuration (stages).
@@ -158,6 +164,12 @@ impl ClusterDir {
     #[must_use]
     pub fn extra_pid_file(&self, name: &str) -> PathBuf {
         self.pids_dir().join(format!("{EXTRA_PREFIX}{name}.pid"))
+    }
+
+    /// CoreDNS configuration (see [`crate::flags::corefile`]).
+    #[must_use]
+    pub fn corefile(&self) -> PathBuf {
+        self.root.join("Corefile")
     }
 
     /// Audit policy of the API server in benchmark mode.

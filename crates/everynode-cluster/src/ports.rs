@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 /// Default base port (= the kube-apiserver port) of `cargo xtask cluster up`.
 pub const DEFAULT_BASE_PORT: u16 = 16443;
 /// How many consecutive ports one cluster uses, starting at its base port.
-pub const PORTS_PER_CLUSTER: u16 = 6;
+pub const PORTS_PER_CLUSTER: u16 = 8;
 
 /// The loopback ports of one cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +25,10 @@ pub struct Ports {
     pub scheduler: u16,
     /// KWOK server port: `/healthz`, `/metrics`, node kubelet port (base + 5).
     pub kwok: u16,
+    /// CoreDNS cluster DNS, UDP and TCP (base + 6).
+    pub dns: u16,
+    /// CoreDNS readiness endpoint `/ready` (base + 7).
+    pub dns_ready: u16,
 }
 
 impl Ports {
@@ -46,12 +50,14 @@ impl Ports {
             controller_manager: base + 3,
             scheduler: base + 4,
             kwok: base + 5,
+            dns: base + 6,
+            dns_ready: base + 7,
         })
     }
 
     /// `(port, what)` pairs, in port order.
     #[must_use]
-    pub fn all(&self) -> [(u16, &'static str); 6] {
+    pub fn all(&self) -> [(u16, &'static str); PORTS_PER_CLUSTER as usize] {
         [
             (self.apiserver, "kube-apiserver"),
             (self.etcd_client, "etcd client"),
@@ -59,16 +65,18 @@ impl Ports {
             (self.controller_manager, "kube-controller-manager"),
             (self.scheduler, "kube-scheduler"),
             (self.kwok, "kwok"),
+            (self.dns, "coredns"),
+            (self.dns_ready, "coredns /ready"),
         ]
     }
 
-    /// Human-readable range, e.g. `16443-16448`.
+    /// Human-readable range, e.g. `16443-16450`.
     #[must_use]
     pub fn range(&self) -> String {
-        format!("{}-{}", self.apiserver, self.kwok)
+        format!("{}-{}", self.apiserver, self.dns_ready)
     }
 
-    /// Checks that every port can be bound on 127.0.0.1 right now.
+    /// Checks that every port can be bound on 127.0.0.1 right now (the DNS port for UDP too).
     pub fn check_free(&self) -> Result<()> {
         for (port, what) in self.all() {
             if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
@@ -78,6 +86,13 @@ impl Ports {
                     range: self.range(),
                 });
             }
+        }
+        if std::net::UdpSocket::bind(("127.0.0.1", self.dns)).is_err() {
+            return Err(Error::PortInUse {
+                port: self.dns,
+                what: "coredns (UDP)",
+                range: self.range(),
+            });
         }
         Ok(())
     }
@@ -106,14 +121,14 @@ mod tests {
     fn ports_are_consecutive_and_distinct() {
         let p = Ports::from_base(DEFAULT_BASE_PORT).unwrap();
         let all: Vec<u16> = p.all().iter().map(|(port, _)| *port).collect();
-        assert_eq!(all, (16443..16449).collect::<Vec<_>>());
-        assert_eq!(p.range(), "16443-16448");
+        assert_eq!(all, (16443..16451).collect::<Vec<_>>());
+        assert_eq!(p.range(), "16443-16450");
     }
 
     #[test]
     fn rejects_out_of_range() {
         assert!(Ports::from_base(80).is_err());
-        assert!(Ports::from_base(65533).is_err());
-        assert!(Ports::from_base(65530).is_ok());
+        assert!(Ports::from_base(65530).is_err());
+        assert!(Ports::from_base(65528).is_ok());
     }
 }

@@ -4,10 +4,12 @@
 
 mod common;
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use common::*;
 use everynode_runtime::Target;
+use everynode_testkit::dns::{DnsError, lookup_a};
 use everynode_testkit::{TestEnv, eventually, pods};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod, Service, Taint};
@@ -155,7 +157,7 @@ async fn node_exporter_is_reached_on_the_node_ip_and_host_port() {
 }
 
 #[tokio::test]
-async fn a_headless_service_lists_every_daemon_pod() {
+async fn a_headless_service_resolves_to_every_daemon_pod_in_dns() {
     let env = TestEnv::new("ex-dns").await;
     let nodes = env.add_nodes(2).await;
     let _controller = start_controller(&env, Target::Everynode).await;
@@ -172,6 +174,44 @@ async fn a_headless_service_lists_every_daemon_pod() {
         Some("None")
     );
     wait_service_lists(&env, "node-cache", &nodes).await;
+
+    // The cluster's CoreDNS answers for the Service name with every pod's IP, and for each pod's
+    // own name under the Service (`<ip-with-dashes>.<service>.<namespace>.svc.cluster.local`).
+    let mut pod_ips: Vec<Ipv4Addr> = set_pods(&env, set)
+        .await
+        .into_iter()
+        .filter_map(|p| p.status.and_then(|s| s.pod_ip))
+        .map(|ip| ip.parse().expect("pod IP"))
+        .collect();
+    pod_ips.sort_unstable();
+    assert_eq!(pod_ips.len(), nodes.len(), "one pod IP per node");
+    let dns = env.cluster().dns_server();
+    let service_name = format!("node-cache.{}.svc.cluster.local", env.namespace());
+    eventually(
+        &format!("{service_name} to resolve to the pods' IPs {pod_ips:?}"),
+        TIMEOUT,
+        || async {
+            let got = lookup_a(dns, &service_name)
+                .await
+                .map_err(|e| e.to_string())?;
+            if got == pod_ips {
+                Ok(())
+            } else {
+                Err(format!("got {got:?}"))
+            }
+        },
+    )
+    .await;
+    for ip in &pod_ips {
+        let pod_name = format!("{}.{service_name}", ip.to_string().replace('.', "-"));
+        let got = lookup_a(dns, &pod_name).await.expect("pod DNS name");
+        assert_eq!(got, vec![*ip], "{pod_name}");
+    }
+    let unknown = format!("no-such-service.{}.svc.cluster.local", env.namespace());
+    match lookup_a(dns, &unknown).await {
+        Err(DnsError::Rcode { rcode: 3, .. }) => {}
+        other => panic!("{unknown}: expected NXDOMAIN, got {other:?}"),
+    }
 }
 
 #[tokio::test]

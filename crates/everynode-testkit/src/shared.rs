@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 /// the binaries first if needed) and a watchdog stops it when the process exits.
 pub const CLUSTER_DIR_ENV: &str = "EVERYNODE_TEST_CLUSTER_DIR";
 
-/// First base port tried for clusters started by the test kit (the next free block of six is
+/// First base port tried for clusters started by the test kit (the next free block of eight is
 /// used, so parallel test processes and a developer's `cluster up` on 16443 do not collide).
 pub const TEST_BASE_PORT: u16 = 18443;
 
@@ -47,6 +47,24 @@ impl ClusterInfo {
             Ok(c) => c,
             Err(e) => panic!("cannot create a client for the test cluster: {e}"),
         }
+    }
+
+    /// The kubectl built with the cluster's binaries (same Kubernetes version).
+    #[must_use]
+    pub fn kubectl(&self) -> PathBuf {
+        self.state
+            .binaries
+            .get(everynode_cluster::Component::KubeApiserver.name())
+            .map_or_else(
+                || Cache::pinned().binary_named(gobuild::KUBECTL),
+                |apiserver| apiserver.with_file_name(gobuild::KUBECTL),
+            )
+    }
+
+    /// Address of the cluster's DNS server (CoreDNS, UDP and TCP on 127.0.0.1).
+    #[must_use]
+    pub fn dns_server(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.state.ports.dns))
     }
 
     /// The last `lines` lines of every component log.

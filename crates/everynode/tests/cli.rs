@@ -372,3 +372,143 @@ async fn status_and_rollout_status_on_a_built_in_set() {
         "{err}"
     );
 }
+
+/// `rollout status` watches a rolling update node by node: a line each time the counts change
+/// (a progress bar on a terminal), the updated count never going back, then success.
+#[tokio::test]
+async fn rollout_status_watches_the_update_node_by_node() {
+    let env = TestEnv::new("cli-watch").await;
+    env.add_nodes(3).await;
+    everynode_testkit::install_crd(&env.client()).await;
+    let _controller = start_controller(&env, "everynode.dev/v1alpha1");
+    let v1 = "everynode.dev/v1alpha1";
+    let slow = |image: &str| {
+        let mut set = manifest(&env, v1, "agent", image);
+        // Each node's new pod must stay ready 2 s before the next node's turn.
+        set["spec"]["minReadySeconds"] = json!(2);
+        set["spec"]["updateStrategy"] =
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}});
+        set
+    };
+    apply(&env, v1, &slow("agent:v1")).await;
+    let (code, out, err) = rollout_status(&env, "agent", 60).await;
+    assert_eq!(code, 0, "{out}{err}");
+
+    apply(&env, v1, &slow("agent:v2")).await;
+    let (code, out, err) = rollout_status(&env, "agent", 90).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.last().copied(),
+        Some("daemon set \"agent\" successfully rolled out"),
+        "{out}"
+    );
+    let updated: Vec<u32> = lines
+        .iter()
+        .filter_map(|l| {
+            l.split_once("rollout to finish: ")?
+                .1
+                .split_once(" out of 3 new pods")
+        })
+        .filter_map(|(n, _)| n.parse().ok())
+        .collect();
+    assert!(
+        updated.windows(2).all(|w| w[0] <= w[1]),
+        "the updated count went back: {out}"
+    );
+    for step in [1, 2] {
+        assert!(
+            updated.contains(&step),
+            "no line for {step} of 3 updated: {out}"
+        );
+    }
+}
+
+/// With a symlink named `kubectl-everynode` on PATH, `kubectl everynode ...` runs the CLI (with
+/// the kubectl built alongside the local cluster, so no kubectl needs to be installed).
+#[tokio::test]
+async fn runs_as_a_kubectl_plugin() {
+    let env = TestEnv::new("cli-plugin").await;
+    let nodes = env.add_nodes(1).await;
+    everynode_testkit::install_crd(&env.client()).await;
+    let _controller = start_controller(&env, "everynode.dev/v1alpha1");
+    let v1 = "everynode.dev/v1alpha1";
+    apply(&env, v1, &manifest(&env, v1, "agent", "agent:v1")).await;
+    wait_nodes_in_state(&env, "agent", &nodes, "updated").await;
+
+    let plugins = std::env::temp_dir().join(format!("everynode-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&plugins).expect("create plugin dir");
+    let link = plugins.join("kubectl-everynode");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_everynode"), &link).expect("symlink");
+    let path = format!(
+        "{}:{}",
+        plugins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kubectl = env.cluster().kubectl();
+    let run = |args: Vec<String>, kubeconfig: String| {
+        let (kubectl, path) = (kubectl.clone(), path.clone());
+        async move {
+            let out = tokio::process::Command::new(&kubectl)
+                .args(&args)
+                .env("PATH", path)
+                .env("KUBECONFIG", kubeconfig)
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .unwrap_or_else(|e| panic!("run {}: {e}", kubectl.display()));
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let kubeconfig = env.cluster().kubeconfig().display().to_string();
+    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+
+    let (code, listed, err) = run(args(&["plugin", "list"]), kubeconfig.clone()).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(listed.contains(&link.display().to_string()), "{listed}");
+
+    // KUBECONFIG from the environment, as kubectl passes it on.
+    let (code, out, err) = run(
+        args(&["everynode", "status", "-n", env.namespace(), "agent"]),
+        kubeconfig.clone(),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("daemonset.everynode.dev/agent"), "{out}");
+    assert!(out.contains("desired 1  current 1  ready 1"), "{out}");
+
+    // kubectl-style flags after the plugin name are the plugin's own.
+    let (code, out, err) = run(
+        args(&[
+            "everynode",
+            "explain",
+            "--kubeconfig",
+            &kubeconfig,
+            "--namespace",
+            env.namespace(),
+            "agent",
+            "--node",
+            &nodes[0],
+        ]),
+        "/nonexistent/kubeconfig".to_owned(),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Eligibility: eligible"), "{out}");
+
+    // Errors and exit codes come through kubectl unchanged.
+    let (code, _, err) = run(
+        args(&["everynode", "status", "-n", env.namespace(), "agnet"]),
+        kubeconfig,
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("did you mean agent?"), "{err}");
+    let _ = std::fs::remove_dir_all(&plugins);
+}
