@@ -445,6 +445,28 @@ pub(crate) mod rules {
             .reason(Reason::FieldValueInvalid)
     }
 
+    /// `failurePolicy`: Pause, Rollback or Continue.
+    pub fn failure_policy_known() -> Rule {
+        Rule::new("self in ['Pause', 'Rollback', 'Continue']")
+            .message(
+                "spec.updateStrategy.rollingUpdate.failurePolicy: Unsupported value: use Pause \
+                 (stop updating nodes), Rollback (put the stable revision's template back) or \
+                 Continue (report only)",
+            )
+            .reason(Reason::FieldValueInvalid)
+    }
+
+    /// `unavailableNodePolicy`: Count or Skip.
+    pub fn unavailable_node_policy_known() -> Rule {
+        Rule::new("self == 'Count' || self == 'Skip'")
+            .message(
+                "spec.updateStrategy.rollingUpdate.unavailableNodePolicy: Unsupported value: use \
+                 Count (NotReady nodes use the maxUnavailable budget, as apps/v1) or Skip (they \
+                 are left alone and revisited when they are back)",
+            )
+            .reason(Reason::FieldValueInvalid)
+    }
+
     /// `order`: a known type, with `label` exactly when ordering by a label, and `values`
     /// exactly for `LabelValues`.
     pub fn order_fields_match_type() -> Rule {

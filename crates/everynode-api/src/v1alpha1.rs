@@ -207,6 +207,79 @@ pub struct RollingUpdateDaemonSet {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = rules::positive("spec.updateStrategy.rollingUpdate.maxNodesPerMinute"))]
     pub max_nodes_per_minute: Option<i32>,
+
+    /// The rollout has failed when no new-revision pod becomes available for this many seconds
+    /// while one is pending; `failurePolicy` then acts. Unset: no deadline. everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::positive("spec.updateStrategy.rollingUpdate.progressDeadlineSeconds"))]
+    pub progress_deadline_seconds: Option<i32>,
+
+    /// A new-revision pod that is not Ready this many seconds after it was created counts as a
+    /// failed node (as do crash-looping, image-pull-failing and Failed pods). Unset: only those.
+    /// everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::positive("spec.updateStrategy.rollingUpdate.podReadyDeadlineSeconds"))]
+    pub pod_ready_deadline_seconds: Option<i32>,
+
+    /// A node that turns NotReady, gets a pressure taint or loses its network within this many
+    /// seconds after its new-revision pod was created counts as a failed node: the new daemon
+    /// may be what broke it. Unset: not watched. everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::positive("spec.updateStrategy.rollingUpdate.nodeHealthWindowSeconds"))]
+    pub node_health_window_seconds: Option<i32>,
+
+    /// More failed nodes than this (a number, or a percentage of the desired nodes rounded up)
+    /// fail the rollout at once. Unset: failed nodes alone never fail it. everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::int_or_percent("spec.updateStrategy.rollingUpdate.maxFailedNodes"))]
+    pub max_failed_nodes: Option<IntOrString>,
+
+    /// What a failed rollout does: `Pause` (default: no further node is updated until the
+    /// template changes), `Rollback` (the template goes back to `status.stableRevision`) or
+    /// `Continue` (report only). everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::failure_policy_known())]
+    pub failure_policy: Option<String>,
+
+    /// Nodes that are NotReady or unreachable when their turn comes: `Count` (default, as
+    /// apps/v1: they use the `maxUnavailable` budget and their pod is replaced) or `Skip` (left
+    /// alone and listed in `status.skippedNodes`; updated once they are back). everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::unavailable_node_policy_known())]
+    pub unavailable_node_policy: Option<String>,
+}
+
+/// `failurePolicy` values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Stop updating nodes (the default).
+    #[default]
+    Pause,
+    /// Put the template of `status.stableRevision` back.
+    Rollback,
+    /// Report the failure and go on.
+    Continue,
+}
+
+impl FailurePolicy {
+    /// Parses the field (`None` for unknown values).
+    pub fn parse(value: Option<&str>) -> Option<Self> {
+        match value {
+            None | Some("Pause") => Some(Self::Pause),
+            Some("Rollback") => Some(Self::Rollback),
+            Some("Continue") => Some(Self::Continue),
+            Some(_) => None,
+        }
+    }
+
+    /// The field value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pause => "Pause",
+            Self::Rollback => "Rollback",
+            Self::Continue => "Continue",
+        }
+    }
 }
 
 /// The order in which a rolling update visits nodes. Deterministic; ties go by node name.
@@ -294,6 +367,40 @@ pub struct RolloutWave {
     pub baked_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
+/// A failed rollout (everynode only): set when the update revision failed, kept until the
+/// template changes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutFailure {
+    /// The revision whose rollout failed.
+    pub revision: String,
+    /// `ProgressDeadlineExceeded` or `FailedNodesExceeded`.
+    pub reason: String,
+    /// What happened, in a sentence.
+    pub message: String,
+    /// The policy that acted: `Pause`, `Rollback` or `Continue`.
+    pub policy: String,
+    /// When the failure was detected.
+    pub since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// The failed nodes at that time (at most 50, sorted), each `node: why`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_nodes: Vec<String>,
+}
+
+/// An automatic rollback (everynode only).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRollback {
+    /// The revision that failed and was rolled back.
+    pub rolled_back_from: String,
+    /// The revision whose template was put back (the stable revision).
+    pub rollback_of: String,
+    /// Why (the failure's reason and message).
+    pub reason: String,
+    /// When.
+    pub time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+}
+
 /// Pods of one revision, in the status.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -369,10 +476,36 @@ pub struct DaemonSetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pods_per_revision: Option<Vec<RevisionPods>>,
 
+    /// The failed rollout of the update revision (everynode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<RolloutFailure>,
+
+    /// The last automatic rollback (everynode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RolloutRollback>,
+
+    /// Nodes left out of the rollout by `unavailableNodePolicy: Skip` (at most 50, sorted;
+    /// everynode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_nodes: Option<Vec<String>>,
+
     /// Conditions of the set. The controller keeps conditions written by others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Option<Vec<Condition>>,
+}
+
+impl RollingUpdateDaemonSet {
+    /// Whether any rollout-safety field is set (failure detection or the unavailable-node
+    /// policy).
+    pub fn has_safety_fields(&self) -> bool {
+        self.progress_deadline_seconds.is_some()
+            || self.pod_ready_deadline_seconds.is_some()
+            || self.node_health_window_seconds.is_some()
+            || self.max_failed_nodes.is_some()
+            || self.failure_policy.is_some()
+            || self.unavailable_node_policy.is_some()
+    }
 }
 
 impl DaemonSetUpdateStrategy {

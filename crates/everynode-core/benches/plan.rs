@@ -105,6 +105,7 @@ fn input() -> PlanInput {
             taints,
             unschedulable: false,
             ready: Some(true),
+            problem: None,
         });
         // 40 % updated and available, 5 % updated and not yet ready, 55 % old and available.
         let (hash, ready) = match i % 20 {
@@ -126,6 +127,7 @@ fn input() -> PlanInput {
             ready_since: ready.then_some(ready_since),
             deletion_timestamp: None,
             created: Some(ready_since),
+            trouble: None,
         });
     }
     let rev = |t: &PodTemplateSpec, h: &str, n: i64| RevisionView {

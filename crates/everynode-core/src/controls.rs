@@ -33,6 +33,9 @@ pub enum ControlsError {
     /// `order` is incomplete or of an unknown type.
     #[error("spec.updateStrategy.rollingUpdate.order: {0}")]
     Order(&'static str),
+    /// A rollout-safety field is invalid.
+    #[error(transparent)]
+    Safety(#[from] crate::safety::SafetyError),
 }
 
 /// The order in which a rolling update visits nodes (ties by name).
@@ -115,6 +118,10 @@ pub struct Controls {
     pub topology: Option<Topology>,
     /// Rate limits on starting node updates.
     pub pacing: Pacing,
+    /// Rollout safety: failure detection and the unavailable-node policy.
+    pub safety: crate::safety::Safety,
+    /// The rollout failed and the failure policy stops it (set by the plan).
+    pub failed: bool,
 }
 
 /// Update one topology domain at a time.
@@ -180,6 +187,7 @@ impl Controls {
                 bake_seconds: i64::from(rolling.bake_seconds.unwrap_or(0).max(0)),
             });
         }
+        controls.safety = crate::safety::Safety::from_rolling(rolling, desired)?;
         controls.pacing = Pacing {
             min_seconds_between_batches: i64::from(
                 rolling.min_seconds_between_batches.unwrap_or(0).max(0),
@@ -216,6 +224,9 @@ impl Controls {
         if self.paused {
             return Some(Deferred::RolloutPaused);
         }
+        if self.failed {
+            return Some(Deferred::RolloutFailed);
+        }
         match &self.selector {
             Some(selector) if !selector.matches(&node.labels) => Some(Deferred::NotSelected),
             _ => None,
@@ -224,7 +235,7 @@ impl Controls {
 
     /// Whether any control can hold the rollout on some node.
     pub fn can_hold(&self) -> bool {
-        self.paused || self.partition > 0 || self.selector.is_some()
+        self.paused || self.failed || self.partition > 0 || self.selector.is_some()
     }
 }
 

@@ -24,6 +24,7 @@ pub mod reason;
 pub mod render;
 pub mod revision;
 pub mod rollout;
+pub mod safety;
 pub mod selector;
 pub mod snapshot;
 mod state;
@@ -46,7 +47,8 @@ pub use revision::{
     HistoryPlan, NewRevision, data_matches, hash_template, revision_data, template_from_data,
 };
 pub use snapshot::{
-    NodeView, Owner, PlanConfig, PlanInput, PodPhase, PodView, RevisionView, SetView, SnapshotError,
+    NodeProblem, NodeView, Owner, PlanConfig, PlanInput, PodPhase, PodView, RevisionView, SetView,
+    SnapshotError,
 };
 pub use status::StatusCounts;
 

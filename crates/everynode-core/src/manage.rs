@@ -21,6 +21,8 @@ pub enum EventReason {
     FailedDaemonPod,
     /// Normal: a succeeded pod is about to be deleted.
     SucceededDaemonPod,
+    /// Warning: the rollout of the update revision failed (everynode rollout safety).
+    RolloutFailed,
 }
 
 impl EventReason {
@@ -30,6 +32,7 @@ impl EventReason {
             Self::SelectingAll => "SelectingAll",
             Self::FailedDaemonPod => "FailedDaemonPod",
             Self::SucceededDaemonPod => "SucceededDaemonPod",
+            Self::RolloutFailed => "RolloutFailed",
         }
     }
 

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use everynode_api::labels::{CONTROLLER_REVISION_HASH, POD_TEMPLATE_GENERATION};
-use everynode_api::{DaemonSetStatus, NewNodePolicy, RevisionPods, UpdateStrategyType};
+use everynode_api::{
+    DaemonSetStatus, FailurePolicy, NewNodePolicy, RevisionPods, UpdateStrategyType,
+};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -32,6 +34,7 @@ use crate::revision::{
     revision_name, template_from_data,
 };
 use crate::rollout::{NodeRef, RolloutCtx, rolling_update, updated_nodes};
+use crate::safety::MAX_LISTED_NODES;
 use crate::selector::{Selector, SelectorError};
 use crate::snapshot::{NodeView, PlanInput, PodView, RevisionView, SetView};
 use crate::state::{InputPod, PodList, Slot, SlotElig, State};
@@ -168,6 +171,23 @@ pub struct Plan {
     /// Problems that stopped part of the plan.
     #[serde(skip)]
     pub errors: Vec<PlanError>,
+    /// `failurePolicy: Rollback` after a failure: put this template back into the spec
+    /// (before anything else of the plan; the status records it).
+    #[serde(skip)]
+    pub rollback: Option<PlannedRollback>,
+}
+
+/// An automatic rollback to the stable revision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedRollback {
+    /// The failed revision.
+    pub from: String,
+    /// The stable revision whose template goes back.
+    pub to: String,
+    /// Its template.
+    pub template: PodTemplateSpec,
+    /// Why (the failure's reason and message).
+    pub reason: String,
 }
 
 impl Plan {
@@ -736,7 +756,7 @@ fn plan_pods(
 
     let desired = i32::try_from(b.state.slots.iter().filter(|s| s.elig.should_run).count())
         .unwrap_or(i32::MAX);
-    let controls = match Controls::from_spec(spec, desired) {
+    let mut controls = match Controls::from_spec(spec, desired) {
         Ok(c) => Some(c),
         Err(e) => {
             b.plan.errors.push(e.into());
@@ -744,6 +764,12 @@ fn plan_pods(
         }
     };
     let frozen = spec.is_frozen();
+    let safety = assess_safety(
+        &mut b,
+        controls.as_mut(),
+        &old_revisions,
+        i64::from(min_ready),
+    );
     // The revision a held node gets under `newNodePolicy: Stable` (when it differs from the
     // current one and its template is known).
     let stable = controls
@@ -941,6 +967,19 @@ fn plan_pods(
                 .baked_at
                 .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
         });
+        rollout.failure = safety.failure.clone();
+        rollout.rollback = b
+            .plan
+            .rollback
+            .as_ref()
+            .map(|r| everynode_api::RolloutRollback {
+                rolled_back_from: r.from.clone(),
+                rollback_of: r.to.clone(),
+                reason: r.reason.clone(),
+                time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+            })
+            .or_else(|| stored.and_then(|s| s.rollback.clone()));
+        rollout.skipped_nodes = skipped_nodes(&b, controls.as_ref());
         b.plan.status_changed |= stored.is_none_or(|s| !rollout.equals(s));
         rollout.apply_to(&mut status);
         let facts = RolloutFacts {
@@ -952,6 +991,11 @@ fn plan_pods(
             updated: counts.updated,
             update_revision: &rollout.update_revision,
             wave: rollout.wave.as_ref(),
+            failure: rollout.failure.as_ref(),
+            rollback: rollout.rollback.as_ref(),
+            skipped: rollout.skipped_nodes.len(),
+            unavailable: counts.unavailable,
+            max_unavailable: budget(&strategy, desired).map_or(0, |b| b.max_unavailable),
         };
         let previous = stored.and_then(|s| s.conditions.as_deref());
         if let Some(conditions) = rollout_conditions(previous, &facts, now, set.generation) {
@@ -972,6 +1016,112 @@ fn plan_pods(
         b.plan.nodes = std::mem::take(&mut b.decisions);
     }
     b.plan
+}
+
+/// What rollout safety decided for this plan.
+#[derive(Default)]
+struct SafetyOutcome {
+    /// The failure of the update revision (stored, or found now).
+    failure: Option<everynode_api::RolloutFailure>,
+}
+
+/// Rollout safety on the state before this plan's writes: keeps a stored failure of the update
+/// revision, or looks for a new one (event), and lets the failure policy act — `Pause` and
+/// `Rollback` stop the rollout (`controls.failed`), `Rollback` also plans the template of the
+/// stable revision.
+fn assess_safety(
+    b: &mut Builder<'_>,
+    controls: Option<&mut Controls>,
+    old: &[&RevisionView],
+    min_ready: i64,
+) -> SafetyOutcome {
+    let set = &b.input.set;
+    let now = b.input.now;
+    let update_revision = b.plan.history.current.clone();
+    let mut out = SafetyOutcome {
+        failure: set
+            .status
+            .as_ref()
+            .and_then(|s| s.failure.clone())
+            .filter(|f| f.revision == update_revision),
+    };
+    let Some(controls) = controls else {
+        return out;
+    };
+    let safety = controls.safety.clone();
+    if !safety.detects_failures() {
+        return out;
+    }
+    if out.failure.is_none() {
+        let found = crate::safety::assess(&b.state, &safety, now, min_ready);
+        if let Some(r) = found.requeue {
+            min_requeue(&mut b.plan.requeue_after, r);
+        }
+        if let Some(detected) = found.failure {
+            let failed_nodes: Vec<String> = found
+                .failed_nodes
+                .iter()
+                .take(MAX_LISTED_NODES)
+                .map(|(slot, why)| format!("{}: {why}", b.state.slots[*slot].node.name))
+                .collect();
+            b.plan.events.push(PlanEvent {
+                reason: EventReason::RolloutFailed,
+                message: format!(
+                    "rollout of {update_revision} failed: {}; failurePolicy {}",
+                    detected.message,
+                    safety.policy.as_str()
+                ),
+            });
+            out.failure = Some(everynode_api::RolloutFailure {
+                revision: update_revision.clone(),
+                reason: detected.reason.to_owned(),
+                message: detected.message,
+                policy: safety.policy.as_str().to_owned(),
+                since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+                failed_nodes,
+            });
+        }
+    }
+    let Some(failure) = out.failure.as_ref() else {
+        return out;
+    };
+    if safety.policy == FailurePolicy::Continue {
+        return out;
+    }
+    controls.failed = true;
+    if safety.policy == FailurePolicy::Rollback
+        && let Some(stable) = stored_stable(set, old)
+        && stable.name != update_revision
+        && let Some(template) = template_from_data(&stable.data)
+    {
+        b.plan.rollback = Some(PlannedRollback {
+            from: update_revision,
+            to: stable.name.clone(),
+            template,
+            reason: format!("{}: {}", failure.reason, failure.message),
+        });
+    }
+    out
+}
+
+/// Desired nodes that `unavailableNodePolicy: Skip` leaves out, sorted, at most
+/// [`MAX_LISTED_NODES`].
+fn skipped_nodes(b: &Builder<'_>, controls: Option<&Controls>) -> Vec<String> {
+    if !controls.is_some_and(|c| c.safety.skip_unavailable_nodes) {
+        return Vec::new();
+    }
+    b.state
+        .slots
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| {
+            s.elig.should_run
+                && crate::safety::skipped(&b.state, *i)
+                && s.pods.iter().all(|&p| !b.state.pods[p].updated)
+        })
+        .take(MAX_LISTED_NODES)
+        .map(|(_, s)| s.node.name.clone())
+        .collect()
 }
 
 /// `status.stableRevision`, when it is one of the set's old revisions.

@@ -243,6 +243,11 @@ pub enum Deferred {
         #[serde(with = "duration_secs")]
         wait: Duration,
     },
+    /// Rolling update: the rollout failed (`status.failure`) and `failurePolicy` stopped it.
+    RolloutFailed,
+    /// Rolling update: the node is down (NotReady or unreachable) and
+    /// `unavailableNodePolicy: Skip` leaves it until it is back.
+    SkippedNodeDown,
 }
 
 impl Deferred {
@@ -261,6 +266,8 @@ impl Deferred {
             Self::HeldByPartition { .. } => "HeldByPartition",
             Self::WaitingForWave { .. } => "WaitingForWave",
             Self::Paced { .. } => "Paced",
+            Self::RolloutFailed => "RolloutFailed",
+            Self::SkippedNodeDown => "SkippedNodeDown",
         }
     }
 }
@@ -305,6 +312,14 @@ impl fmt::Display for Deferred {
                 f,
                 "update deferred: rollout pacing, next start in {}",
                 HumanDuration(*wait)
+            ),
+            Self::RolloutFailed => write!(
+                f,
+                "update deferred: the rollout failed (see status.failure); change the template to go on"
+            ),
+            Self::SkippedNodeDown => write!(
+                f,
+                "update deferred: node is down, skipped by unavailableNodePolicy: Skip until it is back"
             ),
         }
     }

@@ -67,6 +67,8 @@ pub(crate) struct Classification<'a> {
     pub held: usize,
     /// Nodes whose update waits for its wave or for pacing.
     pub waiting: usize,
+    /// Nodes left alone because they are down (`unavailableNodePolicy: Skip`).
+    pub skipped: usize,
     /// Deletions taken regardless of budget.
     pub forced_deletes: Vec<(NodeRef<'a>, usize, DeleteReason)>,
     /// Creations taken regardless of budget (surge, old pod unavailable).
@@ -91,6 +93,16 @@ pub(crate) struct RolloutCtx<'c> {
 }
 
 impl RolloutCtx<'_> {
+    /// `unavailableNodePolicy: Skip` leaves `node` alone: it is down and its pods are not of
+    /// the current revision (it was down before its turn).
+    fn skips(&self, state: &State<'_>, node: NodeRef<'_>, pods: &[usize]) -> bool {
+        self.controls.safety.skip_unavailable_nodes
+            && matches!(node, NodeRef::Slot(i) if crate::safety::skipped(state, i))
+            && pods
+                .iter()
+                .all(|&p| !state.pods[p].updated || state.pods[p].deleting)
+    }
+
     /// Why the rollout may not touch the old pod on `node`, if it may not.
     fn held(&self, state: &State<'_>, node: NodeRef<'_>) -> Option<Deferred> {
         match node {
@@ -150,6 +162,11 @@ pub(crate) fn classify_unavailable<'a>(
 ) -> Classification<'a> {
     let mut c = Classification::default();
     walk(state, |node, pods| {
+        if ctx.skips(state, node, pods) {
+            c.skipped += 1;
+            defer_on(node, Deferred::SkippedNodeDown, ctx, defer);
+            return;
+        }
         let Some((new, old)) = split_pods(state, pods) else {
             c.in_use += 1;
             return;
@@ -189,6 +206,11 @@ pub(crate) fn classify_surge<'a>(
 ) -> Classification<'a> {
     let mut c = Classification::default();
     walk(state, |node, pods| {
+        if ctx.skips(state, node, pods) {
+            c.skipped += 1;
+            defer_on(node, Deferred::SkippedNodeDown, ctx, defer);
+            return;
+        }
         let Some((new, old)) = split_pods(state, pods) else {
             c.in_use += 1;
             c.unavailable += 1;

@@ -129,6 +129,90 @@ pub struct NodeView {
     pub unschedulable: bool,
     /// `Ready` condition (display only): `Some(true)` Ready, `Some(false)` not, `None` unknown.
     pub ready: Option<bool>,
+    /// What is wrong with the node, if anything (rollout safety: `unavailableNodePolicy` and
+    /// the node-health guard).
+    pub problem: Option<NodeProblem>,
+}
+
+/// A node that is not healthy: NotReady or unreachable, under memory, disk or PID pressure, or
+/// without network.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeProblem {
+    /// What: `NotReady`, `Unreachable`, `MemoryPressure`, `DiskPressure`, `PIDPressure` or
+    /// `NetworkUnavailable`.
+    pub what: String,
+    /// Since when (the condition's last transition, or the taint's `timeAdded`), if known.
+    pub since: Option<Timestamp>,
+}
+
+impl NodeProblem {
+    /// Whether the node is down (NotReady or unreachable) rather than under pressure.
+    pub fn is_down(&self) -> bool {
+        matches!(self.what.as_str(), "NotReady" | "Unreachable")
+    }
+}
+
+/// Node conditions that mean trouble when `True`, and the taints the node lifecycle
+/// controller puts on for them.
+const PRESSURE: [(&str, &str); 4] = [
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+    (
+        "NetworkUnavailable",
+        "node.kubernetes.io/network-unavailable",
+    ),
+];
+
+/// The first problem of a node, from its conditions, else from its taints.
+fn node_problem(node: &Node, taints: &[Taint]) -> Option<NodeProblem> {
+    let conditions = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let since = |c: &k8s_openapi::api::core::v1::NodeCondition| {
+        c.last_transition_time.as_ref().map(|t| t.0)
+    };
+    if let Some(c) = conditions.iter().find(|c| c.type_ == "Ready")
+        && c.status != "True"
+    {
+        let what = if c.status == "False" {
+            "NotReady"
+        } else {
+            "Unreachable"
+        };
+        return Some(NodeProblem {
+            what: what.to_owned(),
+            since: since(c),
+        });
+    }
+    for (condition, _) in PRESSURE {
+        if let Some(c) = conditions
+            .iter()
+            .find(|c| c.type_ == condition && c.status == "True")
+        {
+            return Some(NodeProblem {
+                what: condition.to_owned(),
+                since: since(c),
+            });
+        }
+    }
+    let taint_problems = [
+        ("NotReady", "node.kubernetes.io/not-ready"),
+        ("Unreachable", "node.kubernetes.io/unreachable"),
+    ]
+    .into_iter()
+    .chain(PRESSURE);
+    for (what, key) in taint_problems {
+        if let Some(t) = taints.iter().find(|t| t.key == key) {
+            return Some(NodeProblem {
+                what: what.to_owned(),
+                since: t.time_added.as_ref().map(|t| t.0),
+            });
+        }
+    }
+    None
 }
 
 impl NodeView {
@@ -145,10 +229,12 @@ impl NodeView {
                 "False" => Some(false),
                 _ => None,
             });
+        let taints = spec.and_then(|s| s.taints.clone()).unwrap_or_default();
         Self {
             name: node.metadata.name.clone().unwrap_or_default(),
             labels: node.metadata.labels.clone().unwrap_or_default(),
-            taints: spec.and_then(|s| s.taints.clone()).unwrap_or_default(),
+            problem: node_problem(node, &taints),
+            taints,
             unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
             ready,
         }
@@ -215,6 +301,37 @@ pub struct PodView {
     pub deletion_timestamp: Option<Timestamp>,
     /// `metadata.creationTimestamp`.
     pub created: Option<Timestamp>,
+    /// A container that cannot run, e.g. `container agent: CrashLoopBackOff` (rollout safety
+    /// counts the node as failed).
+    pub trouble: Option<String>,
+}
+
+/// Container waiting reasons that mean the pod will not run without a change.
+const FAILING_WAITING_REASONS: [&str; 7] = [
+    "CrashLoopBackOff",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// The first container (init containers first) waiting for a reason that means trouble.
+fn pod_trouble(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .find_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.as_deref()?;
+            FAILING_WAITING_REASONS
+                .contains(&reason)
+                .then(|| format!("container {}: {reason}", c.name))
+        })
 }
 
 /// Whether `pod` was updated in place and some container still reports the image it had
@@ -273,6 +390,7 @@ impl PodView {
                 .map(|t| t.0),
             deletion_timestamp: pod.metadata.deletion_timestamp.as_ref().map(|t| t.0),
             created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            trouble: pod_trouble(pod),
         }
     }
 

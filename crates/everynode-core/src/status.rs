@@ -362,6 +362,12 @@ pub struct RolloutStatus {
     pub pods_per_revision: Vec<everynode_api::RevisionPods>,
     /// The topology wave in progress.
     pub wave: Option<everynode_api::RolloutWave>,
+    /// The failure of the update revision.
+    pub failure: Option<everynode_api::RolloutFailure>,
+    /// The last automatic rollback.
+    pub rollback: Option<everynode_api::RolloutRollback>,
+    /// Nodes skipped by `unavailableNodePolicy: Skip`.
+    pub skipped_nodes: Vec<String>,
 }
 
 impl RolloutStatus {
@@ -394,7 +400,7 @@ impl RolloutStatus {
             current_revision,
             stable_revision,
             pods_per_revision: per.into_iter().map(|(_, r)| r).collect(),
-            wave: None,
+            ..Self::default()
         }
     }
 
@@ -413,6 +419,9 @@ impl RolloutStatus {
             && status.stable_revision == self.stable_revision
             && status.pods_per_revision.as_deref().unwrap_or_default() == self.pods_per_revision
             && status.wave == self.wave
+            && status.failure == self.failure
+            && status.rollback == self.rollback
+            && status.skipped_nodes.as_deref().unwrap_or_default() == self.skipped_nodes
     }
 
     /// Writes the fields into `status`.
@@ -422,6 +431,9 @@ impl RolloutStatus {
         status.stable_revision.clone_from(&self.stable_revision);
         status.pods_per_revision = Some(self.pods_per_revision.clone());
         status.wave.clone_from(&self.wave);
+        status.failure.clone_from(&self.failure);
+        status.rollback.clone_from(&self.rollback);
+        status.skipped_nodes = (!self.skipped_nodes.is_empty()).then(|| self.skipped_nodes.clone());
     }
 }
 
@@ -431,6 +443,10 @@ pub const ROLLOUT_PAUSED_CONDITION: &str = "RolloutPaused";
 pub const ROLLOUT_FROZEN_CONDITION: &str = "RolloutFrozen";
 /// Condition type: where the rollout stands.
 pub const PROGRESSING_CONDITION: &str = "Progressing";
+/// Condition type: the update revision's rollout failed (rollout safety).
+pub const ROLLOUT_FAILED_CONDITION: &str = "RolloutFailed";
+/// Condition type: no more nodes are without an available pod than `maxUnavailable` allows.
+pub const AVAILABLE_CONDITION: &str = "Available";
 
 /// What the rollout conditions are computed from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -451,11 +467,23 @@ pub struct RolloutFacts<'a> {
     pub update_revision: &'a str,
     /// The topology wave in progress.
     pub wave: Option<&'a everynode_api::RolloutWave>,
+    /// The failure of the update revision.
+    pub failure: Option<&'a everynode_api::RolloutFailure>,
+    /// The last automatic rollback.
+    pub rollback: Option<&'a everynode_api::RolloutRollback>,
+    /// Nodes skipped by `unavailableNodePolicy: Skip`.
+    pub skipped: usize,
+    /// Desired nodes without an available pod.
+    pub unavailable: i32,
+    /// The scaled `maxUnavailable` (0 for OnDelete).
+    pub max_unavailable: i32,
 }
 
-/// The set's conditions with `RolloutPaused`, `RolloutFrozen` (present once set, `False` after)
-/// and `Progressing` (`Unknown` while paused or frozen, as a paused Deployment); `None` when
-/// the stored list already says so. `lastTransitionTime` moves only when a status flips.
+/// The set's conditions with `RolloutPaused`, `RolloutFrozen` (present once set, `False` after),
+/// `Available`, `Progressing` (`Unknown` while paused or frozen, as a paused Deployment; `False`
+/// once the rollout failed) and `RolloutFailed` (present once a rollout failed, `False` after);
+/// `None` when the stored list already says so. `lastTransitionTime` moves only when a status
+/// flips.
 pub fn rollout_conditions(
     previous: Option<&[Condition]>,
     facts: &RolloutFacts<'_>,
@@ -506,11 +534,75 @@ pub fn rollout_conditions(
             progress.push_str(" done, baking");
         }
     }
+    if facts.skipped > 0 {
+        progress.push_str(&format!(
+            "; {} node(s) down and skipped (unavailableNodePolicy: Skip)",
+            facts.skipped
+        ));
+    }
+    wanted.push(if facts.unavailable <= facts.max_unavailable.max(0) {
+        (
+            AVAILABLE_CONDITION,
+            "True",
+            "MinimumNodesAvailable",
+            format!(
+                "{} node(s) without an available pod, within maxUnavailable ({})",
+                facts.unavailable, facts.max_unavailable
+            ),
+        )
+    } else {
+        (
+            AVAILABLE_CONDITION,
+            "False",
+            "TooManyNodesUnavailable",
+            format!(
+                "{} node(s) without an available pod, more than maxUnavailable ({})",
+                facts.unavailable, facts.max_unavailable
+            ),
+        )
+    });
+    if let Some(failure) = facts.failure {
+        let action = match failure.policy.as_str() {
+            "Rollback" => "rolling back to the stable revision",
+            "Continue" => "continuing (failurePolicy Continue)",
+            _ => "paused: change the template (or `everynode rollout undo`) to go on",
+        };
+        wanted.push((
+            ROLLOUT_FAILED_CONDITION,
+            "True",
+            failure.reason.as_str(),
+            format!(
+                "revision {}: {}; {action}",
+                failure.revision, failure.message
+            ),
+        ));
+    } else if find(ROLLOUT_FAILED_CONDITION).is_some() {
+        let (reason, message) = match facts.rollback {
+            Some(r) => (
+                "RolledBack",
+                format!(
+                    "rolled back from {} to {} ({})",
+                    r.rolled_back_from, r.rollback_of, r.reason
+                ),
+            ),
+            None => (
+                "NewRevision",
+                format!("revision {} has not failed", facts.update_revision),
+            ),
+        };
+        wanted.push((ROLLOUT_FAILED_CONDITION, "False", reason, message));
+    }
     let progressing = if facts.frozen {
         (
             "Unknown",
             "RolloutFrozen",
             format!("set frozen; {progress}"),
+        )
+    } else if let Some(failure) = facts.failure.filter(|_| !facts.complete) {
+        (
+            "False",
+            failure.reason.as_str(),
+            format!("{}; {progress}", failure.message),
         )
     } else if facts.complete {
         (

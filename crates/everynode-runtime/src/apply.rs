@@ -569,6 +569,31 @@ async fn create_pods<K: SetResource>(
 }
 
 /// Writes the status when it changed, with the set's resourceVersion as a precondition.
+/// An automatic rollback: replaces the set with the stable revision's template (the cached
+/// object's resourceVersion is the precondition: a set changed meanwhile is planned again).
+/// Returns the set as stored.
+pub(crate) async fn roll_back<K: SetResource>(
+    ctx: &Context,
+    set: &K,
+    rollback: &everynode_core::plan::PlannedRollback,
+) -> Result<K, Error> {
+    let name = set.name_any();
+    let sets: Api<K> = Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
+    sets.replace(
+        &name,
+        &PostParams {
+            field_manager: Some(everynode_api::labels::CONTROLLER_FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        },
+        &set.with_template(&rollback.template),
+    )
+    .await
+    .map_err(Error::api(format!(
+        "rolling DaemonSet {name} back from {} to {}",
+        rollback.from, rollback.to
+    )))
+}
+
 pub(crate) async fn write_status<K: SetResource>(
     ctx: &Context,
     set: &K,

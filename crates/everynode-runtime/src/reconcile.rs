@@ -12,7 +12,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{Instrument, info_span};
 
-use crate::apply::{apply_plan, publish, write_status};
+use crate::apply::{apply_plan, publish, roll_back, write_status};
 use crate::context::Context;
 use crate::controller::until_ready;
 use crate::error::Error;
@@ -82,6 +82,27 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
             deletes = plan.deletes.len(),
             "carrying out plan"
         );
+    }
+
+    if let Some(rollback) = &plan.rollback {
+        // Only the rollback and the status that records it: the next plan (from the new
+        // generation) replaces the failed pods. Until the rollback succeeds nothing is written.
+        let rolled_back = roll_back(&ctx, set.as_ref(), rollback).await?;
+        tracing::warn!(from = %rollback.from, to = %rollback.to, reason = %rollback.reason, "rolled back");
+        publish(
+            &ctx,
+            set.as_ref(),
+            EventType::Warning,
+            "RolledBack",
+            "Rollback",
+            format!(
+                "rolled back from {} to {}: {}",
+                rollback.from, rollback.to, rollback.reason
+            ),
+        )
+        .await;
+        write_status(&ctx, &rolled_back, &plan).await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
 
     if let Err(err) = apply_plan(&ctx, set.as_ref(), &input, &plan).await {

@@ -6,6 +6,7 @@
 use everynode_core::SetView;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1 as apps;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -58,6 +59,10 @@ pub trait SetResource:
     /// Whether the kind's status carries everynode's rollout status (revisions, pods per
     /// revision, rollout conditions); apps/v1 keeps upstream's status exactly.
     const ROLLOUT_STATUS: bool;
+
+    /// The set with `template` as its pod template (an automatic rollback), for a replace
+    /// that keeps this object's resourceVersion as its precondition.
+    fn with_template(&self, template: &PodTemplateSpec) -> Self;
 }
 
 fn key(meta: &impl ResourceExt) -> String {
@@ -83,8 +88,9 @@ impl SetResource for everynode_api::DaemonSet {
     }
 
     /// The status as a merge patch: fields that can go away (the wave once the rollout is past
-    /// it, the current revision of a set without pods) are sent as `null` when unset, since
-    /// a merge patch keeps what it does not mention.
+    /// it, the current revision of a set without pods, the failure of an earlier template,
+    /// skipped nodes that came back) are sent as `null` when unset, since a merge patch keeps
+    /// what it does not mention.
     fn status_json(&self, status: &everynode_api::DaemonSetStatus) -> Result<Value, Error> {
         let mut value = serde_json::to_value(status).map_err(|source| Error::Convert {
             set: key(self),
@@ -92,11 +98,17 @@ impl SetResource for everynode_api::DaemonSet {
             source,
         })?;
         if let Some(fields) = value.as_object_mut() {
-            for clearable in ["wave", "currentRevision"] {
+            for clearable in ["wave", "currentRevision", "failure", "skippedNodes"] {
                 fields.entry(clearable).or_insert(Value::Null);
             }
         }
         Ok(value)
+    }
+
+    fn with_template(&self, template: &PodTemplateSpec) -> Self {
+        let mut set = self.clone();
+        set.spec.template = template.clone();
+        set
     }
 }
 
@@ -113,6 +125,14 @@ impl SetResource for apps::DaemonSet {
             set: key(self),
             source,
         })
+    }
+
+    fn with_template(&self, template: &PodTemplateSpec) -> Self {
+        let mut set = self.clone();
+        if let Some(spec) = set.spec.as_mut() {
+            spec.template = template.clone();
+        }
+        set
     }
 
     /// The apps/v1 shape: conditions as `DaemonSetCondition` (no `observedGeneration`).

@@ -150,6 +150,7 @@ pub fn node(name: &str, labels: BTreeMap<String, String>) -> NodeView {
         taints: Vec::new(),
         unschedulable: false,
         ready: Some(true),
+        problem: None,
     }
 }
 
@@ -246,6 +247,7 @@ impl Cluster {
             ready_since: None,
             deletion_timestamp: None,
             created: None,
+            trouble: None,
         }
     }
 
@@ -378,6 +380,7 @@ impl Cluster {
                 ready_since: None,
                 deletion_timestamp: None,
                 created: Some(self.now),
+                trouble: None,
             });
         }
         for b in &plan.backoff_updates {
@@ -385,6 +388,11 @@ impl Cluster {
         }
         if let Some(s) = &plan.status {
             self.set.status = Some(s.clone());
+        }
+        // An automatic rollback: the runtime puts the stable template back into the spec.
+        if let Some(r) = &plan.rollback {
+            self.set.spec.template = r.template.clone();
+            self.set.generation = self.set.generation.map(|g| g + 1);
         }
     }
 

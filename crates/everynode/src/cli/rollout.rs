@@ -28,6 +28,8 @@ pub struct Progress {
     pub message: String,
     /// `(updated, available, desired)` when the controller has seen the current generation.
     pub counts: Option<(i32, i32, i32)>,
+    /// The rollout of the update revision failed (rollout safety): why.
+    pub failed: Option<String>,
 }
 
 /// kubectl's DaemonSet rollout status, for both strategies (OnDelete waits for deletions).
@@ -39,12 +41,29 @@ pub fn progress(set: &SetView) -> Progress {
             complete: false,
             message: "Waiting for daemon set spec update to be observed...".to_owned(),
             counts: None,
+            failed: None,
         };
     }
     let desired = status.desired_number_scheduled;
     let updated = status.updated_number_scheduled.unwrap_or_default();
     let available = status.number_available.unwrap_or_default();
     let counts = Some((updated, available, desired));
+    if let Some(failure) = status
+        .failure
+        .as_ref()
+        .filter(|f| status.update_revision.as_deref() == Some(f.revision.as_str()))
+    {
+        let message = format!(
+            "daemon set \"{}\" rollout failed: {} ({}); failurePolicy {}",
+            set.name, failure.message, failure.reason, failure.policy
+        );
+        return Progress {
+            complete: false,
+            message: message.clone(),
+            counts,
+            failed: Some(message),
+        };
+    }
     let name = &set.name;
     let on_delete =
         set.spec.effective_update_strategy().strategy_type() == Some(UpdateStrategyType::OnDelete);
@@ -92,6 +111,7 @@ pub fn progress(set: &SetView) -> Progress {
         complete,
         message,
         counts,
+        failed: None,
     }
 }
 
@@ -125,9 +145,30 @@ pub async fn status(
     let started = Instant::now();
     let terminal = std::io::stdout().is_terminal();
     let mut last = String::new();
+    // The revision being rolled out when the watch began: an automatic rollback from it is a
+    // failure even though the set then completes (on the stable revision).
+    let mut watched: Option<String> = None;
     loop {
         let set = sets::find(client, namespace, name, kind).await?;
-        let now = progress(&set.view);
+        let mut now = progress(&set.view);
+        let status = set.view.status.as_ref();
+        if watched.is_none() && now.counts.is_some() {
+            watched = status.and_then(|s| s.update_revision.clone());
+        }
+        if let Some(rollback) = status.and_then(|s| s.rollback.as_ref())
+            && watched.as_deref() == Some(rollback.rolled_back_from.as_str())
+        {
+            now.failed = Some(format!(
+                "daemon set \"{name}\" rollout failed and was rolled back from {} to {}: {}",
+                rollback.rolled_back_from, rollback.rollback_of, rollback.reason
+            ));
+        }
+        if let Some(failed) = now.failed {
+            if terminal && watch {
+                println!();
+            }
+            bail!("{failed}");
+        }
         let line = match (terminal && watch, now.counts) {
             (true, Some((u, a, d))) if !now.complete => {
                 format!("{}  {}", bar(u, a, d, 30), now.message)
