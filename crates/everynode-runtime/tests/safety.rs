@@ -1,0 +1,337 @@
+//! Rollout safety on the real local control plane: a new revision whose pods never become
+//! ready (KWOK's never-ready simulation) trips the progress deadline, which (a) pauses the
+//! rollout, or (b) rolls the template back to the stable revision without restarting a pod on
+//! the nodes the bad revision never reached; and crash-looping pods trip `maxFailedNodes`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+mod common;
+
+use common::*;
+use everynode_api::DaemonSet;
+use everynode_runtime::Target;
+use everynode_testkit::{NEVER_READY, SIMULATE_LABEL, TestEnv, consistently, eventually};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::ResourceExt;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+fn set_with(env: &TestEnv, rolling_update: serde_json::Value) -> DaemonSet {
+    serde_json::from_value(json!({
+        "apiVersion": "everynode.dev/v1alpha1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": env.namespace()},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {
+                "metadata": {"labels": {"app": "agent"}},
+                "spec": {
+                    "nodeSelector": env.group_selector(),
+                    "containers": [{"name": "agent", "image": "agent:v1"}]
+                }
+            },
+            "updateStrategy": {"rollingUpdate": rolling_update}
+        }
+    }))
+    .unwrap_or_else(|e| panic!("test set does not decode: {e}"))
+}
+
+/// A merge patch to image `agent:v2` whose pods run but never become Ready.
+fn bad_revision() -> serde_json::Value {
+    json!({"spec": {"template": {
+        "metadata": {"labels": {SIMULATE_LABEL: NEVER_READY}},
+        "spec": {"containers": [{"name": "agent", "image": "agent:v2"}]}
+    }}})
+}
+
+fn condition(set: &DaemonSet, type_: &str) -> Option<(String, String)> {
+    set.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+async fn wait_for_set(env: &TestEnv, what: &str, check: impl Fn(&DaemonSet) -> bool) -> DaemonSet {
+    let sets = env.api::<DaemonSet>();
+    eventually(what, TIMEOUT, || async {
+        let s = sets.get("agent").await.map_err(|e| e.to_string())?;
+        if check(&s) {
+            Ok(s)
+        } else {
+            Err(format!("{:?}", s.status))
+        }
+    })
+    .await
+}
+
+/// Pod UID per node, of the set's live pods.
+async fn uids_by_node(env: &TestEnv) -> BTreeMap<String, (String, String)> {
+    set_pods(env, "agent")
+        .await
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            Some((
+                pinned_node(&p)?,
+                (p.uid()?, image_of(&p).unwrap_or_default()),
+            ))
+        })
+        .collect()
+}
+
+/// Warning events on the set with `reason`.
+async fn events(env: &TestEnv, reason: &str) -> Vec<String> {
+    env.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .filter(|e| e.involved_object.name.as_deref() == Some("agent"))
+                .filter_map(|e| e.message)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `count` nodes on `agent:v1`, available; returns the node names.
+async fn rolled_out(env: &TestEnv, count: usize, rolling_update: serde_json::Value) -> Vec<String> {
+    let nodes = env.add_nodes(count).await;
+    env.api::<DaemonSet>()
+        .create(&PostParams::default(), &set_with(env, rolling_update))
+        .await
+        .unwrap_or_else(|e| panic!("create set: {e}"));
+    wait_one_ready_pod_per_node(env, "agent", &nodes, "agent:v1").await;
+    wait_for_set(env, "v1 to be the stable revision", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.stable_revision.is_some() && st.stable_revision == st.update_revision
+        })
+    })
+    .await;
+    nodes
+}
+
+#[tokio::test]
+async fn a_never_ready_revision_trips_the_deadline_and_pauses() {
+    let env = TestEnv::new("safety-pause").await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let nodes = rolled_out(
+        &env,
+        3,
+        json!({"maxUnavailable": 1, "progressDeadlineSeconds": 5}),
+    )
+    .await;
+    let before = uids_by_node(&env).await;
+    env.api::<DaemonSet>()
+        .patch(
+            "agent",
+            &PatchParams::default(),
+            &Patch::Merge(bad_revision()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("patch: {e}"));
+    let failed = wait_for_set(&env, "the rollout to fail on its deadline", |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.failure.as_ref())
+            .is_some_and(|f| f.reason == "ProgressDeadlineExceeded")
+    })
+    .await;
+    assert_eq!(
+        condition(&failed, "Progressing"),
+        Some(("False".into(), "ProgressDeadlineExceeded".into()))
+    );
+    assert_eq!(
+        condition(&failed, "RolloutFailed"),
+        Some(("True".into(), "ProgressDeadlineExceeded".into()))
+    );
+    let failure = failed
+        .status
+        .and_then(|s| s.failure)
+        .unwrap_or_else(|| unreachable!());
+    assert_eq!(failure.policy, "Pause");
+    eventually("a RolloutFailed Warning event", TIMEOUT, || async {
+        let found = events(&env, "RolloutFailed").await;
+        if found.iter().any(|m| m.contains("failurePolicy Pause")) {
+            Ok(())
+        } else {
+            Err(format!("{found:?}"))
+        }
+    })
+    .await;
+    // Paused: one node got the bad revision, the other two keep their v1 pod.
+    consistently(
+        "the rollout to stay paused",
+        Duration::from_secs(6),
+        || async {
+            let now = uids_by_node(&env).await;
+            let changed: Vec<&String> = nodes
+                .iter()
+                .filter(|n| now.get(*n) != before.get(*n))
+                .collect();
+            if changed.len() == 1 && now.get(changed[0]).is_some_and(|(_, i)| i == "agent:v2") {
+                Ok(())
+            } else {
+                Err(format!("changed {changed:?}: {now:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_never_ready_revision_is_rolled_back_without_touching_other_nodes() {
+    let env = TestEnv::new("safety-rollback").await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let nodes = rolled_out(
+        &env,
+        3,
+        json!({"maxUnavailable": 1, "progressDeadlineSeconds": 5, "failurePolicy": "Rollback"}),
+    )
+    .await;
+    let before = uids_by_node(&env).await;
+    let stable = wait_for_set(&env, "a stable revision", |_| true)
+        .await
+        .status
+        .and_then(|s| s.stable_revision)
+        .unwrap_or_default();
+    env.api::<DaemonSet>()
+        .patch(
+            "agent",
+            &PatchParams::default(),
+            &Patch::Merge(bad_revision()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("patch: {e}"));
+    let rolled_back = wait_for_set(&env, "the rollback to the stable revision", |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.rollback.as_ref())
+            .is_some_and(|r| r.rollback_of == stable)
+    })
+    .await;
+    let labels = rolled_back
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    assert!(!labels.contains_key(SIMULATE_LABEL), "{labels:?}");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+    let done = wait_for_set(&env, "the rollback to complete", |s| {
+        condition(s, "Progressing").is_some_and(|(_, r)| r == "RolloutComplete")
+    })
+    .await;
+    assert_eq!(
+        condition(&done, "RolloutFailed"),
+        Some(("False".into(), "RolledBack".into()))
+    );
+    assert_eq!(
+        done.status.as_ref().and_then(|s| s.update_revision.clone()),
+        Some(stable)
+    );
+    // Exactly one node ran the bad revision; the other two kept their pod throughout.
+    let after = uids_by_node(&env).await;
+    let restarted: Vec<&String> = nodes
+        .iter()
+        .filter(|n| after.get(*n) != before.get(*n))
+        .collect();
+    assert_eq!(restarted.len(), 1, "before {before:?}, after {after:?}");
+    assert!(!events(&env, "RolledBack").await.is_empty());
+}
+
+#[tokio::test]
+async fn crash_looping_pods_on_three_nodes_trip_max_failed_nodes_of_two() {
+    let env = TestEnv::new("safety-crash").await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    rolled_out(&env, 4, json!({"maxUnavailable": 4, "maxFailedNodes": 2})).await;
+    env.api::<DaemonSet>()
+        .patch(
+            "agent",
+            &PatchParams::default(),
+            &Patch::Merge(bad_revision()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("patch: {e}"));
+    // KWOK plays the kubelet; a crash loop is what the kubelet would report for these pods.
+    let crash = |env: &TestEnv, pod: Pod| {
+        let api = env.api::<Pod>();
+        async move {
+            let name = pod.name_any();
+            let patch = json!({"status": {"containerStatuses": [{
+                "name": "agent", "image": "agent:v2", "imageID": "", "ready": false,
+                "restartCount": 5, "started": false,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}}
+            }]}});
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{name}: {e}"))
+        }
+    };
+    let v2_pods = || async {
+        set_pods(&env, "agent")
+            .await
+            .into_iter()
+            .filter(|p| image_of(p).as_deref() == Some("agent:v2"))
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .collect::<Vec<_>>()
+    };
+    let pods = eventually("v2 pods running on every node", TIMEOUT, || async {
+        let pods = v2_pods().await;
+        if pods.len() == 4 {
+            Ok(pods)
+        } else {
+            Err(format!("{} v2 pods running", pods.len()))
+        }
+    })
+    .await;
+    for pod in pods.iter().take(2).cloned() {
+        eventually("crash-loop status", TIMEOUT, || crash(&env, pod.clone())).await;
+    }
+    consistently(
+        "two failed nodes are within maxFailedNodes",
+        Duration::from_secs(3),
+        || async {
+            let s = env
+                .api::<DaemonSet>()
+                .get("agent")
+                .await
+                .map_err(|e| e.to_string())?;
+            match s.status.and_then(|st| st.failure) {
+                None => Ok(()),
+                Some(f) => Err(format!("failed already: {f:?}")),
+            }
+        },
+    )
+    .await;
+    eventually("crash-loop status", TIMEOUT, || {
+        crash(&env, pods[2].clone())
+    })
+    .await;
+    let failed = wait_for_set(&env, "maxFailedNodes to trip", |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.failure.as_ref())
+            .is_some_and(|f| f.reason == "FailedNodesExceeded")
+    })
+    .await;
+    let failure = failed
+        .status
+        .and_then(|s| s.failure)
+        .unwrap_or_else(|| unreachable!());
+    assert_eq!(failure.failed_nodes.len(), 3, "{failure:?}");
+    assert!(
+        failure
+            .failed_nodes
+            .iter()
+            .all(|n| n.ends_with("container agent: CrashLoopBackOff")),
+        "{failure:?}"
+    );
+}
