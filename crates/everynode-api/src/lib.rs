@@ -13,7 +13,7 @@ pub mod labels;
 pub mod v1alpha1;
 
 pub use v1alpha1::{
-    DaemonSet, DaemonSetSpec, DaemonSetStatus, DaemonSetUpdateStrategy, FailurePolicy,
-    NewNodePolicy, RevisionPods, RollingUpdateDaemonSet, RolloutFailure, RolloutOrder,
+    BlockedNode, DaemonSet, DaemonSetSpec, DaemonSetStatus, DaemonSetUpdateStrategy, FailurePolicy,
+    NewNodePolicy, ReasonCount, RevisionPods, RollingUpdateDaemonSet, RolloutFailure, RolloutOrder,
     RolloutOrderType, RolloutRollback, RolloutWave, UpdateStrategyType,
 };

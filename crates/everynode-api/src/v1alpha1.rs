@@ -401,6 +401,32 @@ pub struct RolloutRollback {
     pub time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 }
 
+/// A node that does not run an updated, available pod and will not without a change, in the
+/// status (everynode only).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockedNode {
+    /// Node name.
+    pub node: String,
+    /// Machine-readable reason: `TaintNotTolerated`, `NodeSelectorMismatch`,
+    /// `NodeAffinityMismatch`, `NodeNameMismatch`, `Unschedulable`, `CrashLoopBackOff`,
+    /// `ImagePullBackOff` (and the kubelet's other container waiting reasons), `Backoff`,
+    /// `SkippedNodeDown`, `HeldByPartition`, `NotSelected`, `RolloutPaused` or `RolloutFailed`.
+    pub reason: String,
+    /// The details (for `Unschedulable`, the scheduler's own words).
+    pub message: String,
+}
+
+/// How many nodes are blocked for one reason, in the status.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReasonCount {
+    /// The reason (see [`BlockedNode::reason`]).
+    pub reason: String,
+    /// Nodes.
+    pub count: i32,
+}
+
 /// Pods of one revision, in the status.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -488,6 +514,15 @@ pub struct DaemonSetStatus {
     /// everynode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped_nodes: Option<Vec<String>>,
+
+    /// Nodes that are excluded or blocked, each with its reason (at most 50, by node name;
+    /// everynode only). `blockedTotals` counts all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_nodes: Option<Vec<BlockedNode>>,
+
+    /// Excluded or blocked nodes per reason, by reason (everynode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_totals: Option<Vec<ReasonCount>>,
 
     /// Conditions of the set. The controller keeps conditions written by others.
     #[serde(default, skip_serializing_if = "Option::is_none")]

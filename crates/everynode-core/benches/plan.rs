@@ -128,6 +128,7 @@ fn input() -> PlanInput {
             deletion_timestamp: None,
             created: Some(ready_since),
             trouble: None,
+            unschedulable: None,
         });
     }
     let rev = |t: &PodTemplateSpec, h: &str, n: i64| RevisionView {

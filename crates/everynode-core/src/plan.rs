@@ -779,6 +779,9 @@ fn plan_pods(
 
     let mut rollout_held = false;
     let mut rollout_wave = None;
+    // Deferrals that block a node, for `status.blockedNodes` (everynode's rollout status).
+    let report_blocks = input.config.rollout_status;
+    let mut blocked_by: Vec<(usize, Deferred)> = Vec::new();
     if input.expectations_satisfied {
         // manage (§4.3).
         let key_generation = set
@@ -806,6 +809,9 @@ fn plan_pods(
             min_requeue(&mut b.plan.requeue_after, r);
         }
         for (slot, d) in mo.deferred {
+            if report_blocks && d.blocks() {
+                blocked_by.push((slot, d.clone()));
+            }
             b.defer(slot, d);
         }
         // The `n`th create (or delete) of a step waits when the set is frozen or beyond the
@@ -876,12 +882,17 @@ fn plan_pods(
                     let rctx = RolloutCtx {
                         budget,
                         explain,
+                        report_blocks,
                         controls,
                         now,
                         min_ready: i64::from(min_ready),
                     };
                     let decisions = &mut b.decisions;
+                    let blocked = &mut blocked_by;
                     let ro = rolling_update(&b.state, &rctx, &mut |slot, d| {
+                        if report_blocks && d.blocks() {
+                            blocked.push((slot, d.clone()));
+                        }
                         if let Some(decision) = decisions.get_mut(slot) {
                             decision.deferred.push(d);
                         }
@@ -980,6 +991,7 @@ fn plan_pods(
             })
             .or_else(|| stored.and_then(|s| s.rollback.clone()));
         rollout.skipped_nodes = skipped_nodes(&b, controls.as_ref());
+        (rollout.blocked_nodes, rollout.blocked_totals) = blocked_nodes(&b, &blocked_by);
         b.plan.status_changed |= stored.is_none_or(|s| !rollout.equals(s));
         rollout.apply_to(&mut status);
         let facts = RolloutFacts {
@@ -1122,6 +1134,79 @@ fn skipped_nodes(b: &Builder<'_>, controls: Option<&Controls>) -> Vec<String> {
         .take(MAX_LISTED_NODES)
         .map(|(_, s)| s.node.name.clone())
         .collect()
+}
+
+/// Nodes that are excluded or blocked (at most [`MAX_LISTED_NODES`], by name) and the totals
+/// per reason: excluded by the template, a pod the scheduler cannot place, a container that
+/// cannot run, or a deferral that holds the node (`blocked_by`).
+fn blocked_nodes(
+    b: &Builder<'_>,
+    blocked_by: &[(usize, Deferred)],
+) -> (
+    Vec<everynode_api::BlockedNode>,
+    Vec<everynode_api::ReasonCount>,
+) {
+    let mut by_slot: Vec<Option<&Deferred>> = vec![None; b.state.slots.len()];
+    for (slot, d) in blocked_by {
+        if let Some(entry) = by_slot.get_mut(*slot) {
+            entry.get_or_insert(d);
+        }
+    }
+    let mut listed = Vec::new();
+    let mut totals: BTreeMap<String, i32> = BTreeMap::new();
+    for (i, slot) in b.state.slots.iter().enumerate() {
+        let pod = slot
+            .pods
+            .iter()
+            .filter_map(|&p| b.state.pods[p].input())
+            .map(|i| &b.input.pods[i])
+            .find(|p| !p.deleting());
+        let why: Option<(String, Box<dyn Fn() -> String + '_>)> = if !slot.elig.should_run {
+            slot.elig
+                .excluded
+                .as_deref()
+                // A pod that keeps running there (e.g. a NoSchedule taint added later) is not
+                // blocked.
+                .filter(|_| !(slot.elig.should_continue_running && pod.is_some()))
+                .map(|e| {
+                    (
+                        e.code().to_owned(),
+                        Box::new(move || e.to_string()) as Box<dyn Fn() -> String>,
+                    )
+                })
+        } else if let Some(message) = pod.and_then(|p| p.unschedulable.as_deref()) {
+            Some((
+                "Unschedulable".to_owned(),
+                Box::new(move || message.to_owned()),
+            ))
+        } else if let Some(trouble) = pod.and_then(|p| p.trouble.as_deref()) {
+            let reason = trouble.rsplit(": ").next().unwrap_or(trouble).to_owned();
+            Some((reason, Box::new(move || trouble.to_owned())))
+        } else {
+            by_slot[i].map(|d| {
+                (
+                    d.code().to_owned(),
+                    Box::new(move || d.to_string()) as Box<dyn Fn() -> String>,
+                )
+            })
+        };
+        let Some((reason, message)) = why else {
+            continue;
+        };
+        if listed.len() < MAX_LISTED_NODES {
+            listed.push(everynode_api::BlockedNode {
+                node: slot.node.name.clone(),
+                reason: reason.clone(),
+                message: message(),
+            });
+        }
+        *totals.entry(reason).or_default() += 1;
+    }
+    let totals = totals
+        .into_iter()
+        .map(|(reason, count)| everynode_api::ReasonCount { reason, count })
+        .collect();
+    (listed, totals)
 }
 
 /// `status.stableRevision`, when it is one of the set's old revisions.

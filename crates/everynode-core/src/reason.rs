@@ -251,6 +251,20 @@ pub enum Deferred {
 }
 
 impl Deferred {
+    /// Whether the node stays as it is until something changes (a control, the template, the
+    /// node): the reasons listed in `status.blockedNodes`.
+    pub fn blocks(&self) -> bool {
+        matches!(
+            self,
+            Self::RolloutPaused
+                | Self::RolloutFailed
+                | Self::NotSelected
+                | Self::HeldByPartition { .. }
+                | Self::SkippedNodeDown
+                | Self::Backoff { .. }
+        )
+    }
+
     /// Stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {

@@ -84,6 +84,9 @@ pub(crate) struct RolloutCtx<'c> {
     pub budget: Budget,
     /// Collect the per-node deferrals (they only feed `explain`).
     pub explain: bool,
+    /// Report the deferrals that block a node (see [`Deferred::blocks`]) even without
+    /// `explain` (for `status.blockedNodes`).
+    pub report_blocks: bool,
     /// everynode's rollout controls (all unset: apps/v1 behaviour).
     pub controls: &'c Controls,
     /// The plan's clock (bake time, pacing).
@@ -760,7 +763,9 @@ fn defer_on(
     ctx: &RolloutCtx<'_>,
     defer: &mut dyn FnMut(usize, Deferred),
 ) {
-    if let (true, NodeRef::Slot(s)) = (ctx.explain, node) {
+    if let NodeRef::Slot(s) = node
+        && (ctx.explain || (ctx.report_blocks && why.blocks()))
+    {
         defer(s, why);
     }
 }

@@ -304,6 +304,9 @@ pub struct PodView {
     /// A container that cannot run, e.g. `container agent: CrashLoopBackOff` (rollout safety
     /// counts the node as failed).
     pub trouble: Option<String>,
+    /// The scheduler's message while it cannot place the pod (`PodScheduled=False`, reason
+    /// `Unschedulable`).
+    pub unschedulable: Option<String>,
 }
 
 /// Container waiting reasons that mean the pod will not run without a change.
@@ -391,6 +394,16 @@ impl PodView {
             deletion_timestamp: pod.metadata.deletion_timestamp.as_ref().map(|t| t.0),
             created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
             trouble: pod_trouble(pod),
+            unschedulable: status
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| {
+                    cs.iter().find(|c| {
+                        c.type_ == "PodScheduled"
+                            && c.status == "False"
+                            && c.reason.as_deref() == Some("Unschedulable")
+                    })
+                })
+                .map(|c| c.message.clone().unwrap_or_default()),
         }
     }
 

@@ -368,6 +368,10 @@ pub struct RolloutStatus {
     pub rollback: Option<everynode_api::RolloutRollback>,
     /// Nodes skipped by `unavailableNodePolicy: Skip`.
     pub skipped_nodes: Vec<String>,
+    /// Excluded or blocked nodes with their reasons (bounded).
+    pub blocked_nodes: Vec<everynode_api::BlockedNode>,
+    /// Excluded or blocked nodes per reason.
+    pub blocked_totals: Vec<everynode_api::ReasonCount>,
 }
 
 impl RolloutStatus {
@@ -422,6 +426,8 @@ impl RolloutStatus {
             && status.failure == self.failure
             && status.rollback == self.rollback
             && status.skipped_nodes.as_deref().unwrap_or_default() == self.skipped_nodes
+            && status.blocked_nodes.as_deref().unwrap_or_default() == self.blocked_nodes
+            && status.blocked_totals.as_deref().unwrap_or_default() == self.blocked_totals
     }
 
     /// Writes the fields into `status`.
@@ -434,6 +440,9 @@ impl RolloutStatus {
         status.failure.clone_from(&self.failure);
         status.rollback.clone_from(&self.rollback);
         status.skipped_nodes = (!self.skipped_nodes.is_empty()).then(|| self.skipped_nodes.clone());
+        status.blocked_nodes = (!self.blocked_nodes.is_empty()).then(|| self.blocked_nodes.clone());
+        status.blocked_totals =
+            (!self.blocked_totals.is_empty()).then(|| self.blocked_totals.clone());
     }
 }
 

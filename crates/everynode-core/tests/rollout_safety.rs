@@ -465,3 +465,77 @@ fn unknown_policies_are_plan_errors_naming_the_field() {
         );
     }
 }
+
+#[test]
+fn blocked_nodes_name_each_reason_and_totals_count_them_all() {
+    let mut c = rolled_out(
+        8,
+        rolling_with(|r| {
+            r.partition = Some(IntOrString::Int(2));
+            r.unavailable_node_policy = Some("Skip".into());
+            r.max_unavailable = Some(IntOrString::Int(3));
+        }),
+    );
+    // Excluded: a taint on node-8, and 60 nodes the node selector leaves out.
+    c.add_nodes(8, 1, BTreeMap::new());
+    c.node_mut("node-8")
+        .taints
+        .push(taint("dedicated", "db", "NoSchedule"));
+    c.update_template(|s| {
+        s.node_selector = Some(BTreeMap::from([("role".to_owned(), "agent".to_owned())]));
+    });
+    for n in &mut c.nodes {
+        n.labels.insert("role".into(), "agent".into());
+    }
+    for i in 0..60 {
+        c.nodes
+            .push(node(&format!("other-{i:02}"), BTreeMap::new()));
+    }
+    // node-7 is down (skipped); node-0's new pod crash-loops; node-1's cannot be scheduled.
+    let now = c.now;
+    c.node_mut("node-7").problem = Some(NodeProblem {
+        what: "Unreachable".into(),
+        since: Some(now),
+    });
+    c.set_image("agent:v2");
+    c.expect_sync(0, 3, 0);
+    c.expect_sync(3, 0, 0);
+    set_trouble(&mut c, "node-0", "container c: CrashLoopBackOff");
+    let hash = c.current_hash();
+    for p in &mut c.pods {
+        if p.target_node.as_deref() == Some("node-1")
+            && p.labels.get(CONTROLLER_REVISION_HASH) == Some(&hash)
+        {
+            p.unschedulable =
+                Some("0/69 nodes are available: 1 node(s) didn't have free ports".into());
+        }
+    }
+    let p = c.plan();
+    let status = p.status.clone().unwrap();
+    let blocked = status.blocked_nodes.unwrap();
+    let by_node: BTreeMap<&str, &str> = blocked
+        .iter()
+        .map(|b| (b.node.as_str(), b.reason.as_str()))
+        .collect();
+    assert_eq!(by_node["node-0"], "CrashLoopBackOff");
+    assert_eq!(by_node["node-1"], "Unschedulable");
+    assert_eq!(by_node["node-7"], "SkippedNodeDown");
+    assert_eq!(by_node["node-8"], "TaintNotTolerated");
+    // Partition 2 of 8 desired: the last two in order (node-6, and node-7 which is skipped
+    // first) stay on the old revision.
+    assert_eq!(by_node["node-6"], "HeldByPartition");
+    let unschedulable = blocked.iter().find(|b| b.node == "node-1").unwrap();
+    assert!(unschedulable.message.contains("didn't have free ports"));
+    assert_eq!(blocked.len(), 50, "the list is bounded");
+    let totals: BTreeMap<String, i32> = status
+        .blocked_totals
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.reason, t.count))
+        .collect();
+    assert_eq!(totals["NodeSelectorMismatch"], 60);
+    assert_eq!(totals["TaintNotTolerated"], 1);
+    assert_eq!(totals["CrashLoopBackOff"], 1);
+    assert_eq!(totals["Unschedulable"], 1);
+    assert_eq!(totals["SkippedNodeDown"], 1);
+}

@@ -98,7 +98,14 @@ impl SetResource for everynode_api::DaemonSet {
             source,
         })?;
         if let Some(fields) = value.as_object_mut() {
-            for clearable in ["wave", "currentRevision", "failure", "skippedNodes"] {
+            for clearable in [
+                "wave",
+                "currentRevision",
+                "failure",
+                "skippedNodes",
+                "blockedNodes",
+                "blockedTotals",
+            ] {
                 fields.entry(clearable).or_insert(Value::Null);
             }
         }

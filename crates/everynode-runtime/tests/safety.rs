@@ -292,7 +292,7 @@ async fn crash_looping_pods_on_three_nodes_trip_max_failed_nodes_of_two() {
         }
     })
     .await;
-    for pod in pods.iter().take(2).cloned() {
+    for pod in pods.iter().take(2) {
         eventually("crash-loop status", TIMEOUT, || crash(&env, pod.clone())).await;
     }
     consistently(
@@ -334,4 +334,75 @@ async fn crash_looping_pods_on_three_nodes_trip_max_failed_nodes_of_two() {
             .all(|n| n.ends_with("container agent: CrashLoopBackOff")),
         "{failure:?}"
     );
+}
+
+#[tokio::test]
+async fn status_lists_blocked_nodes_with_the_reason_for_each() {
+    let env = TestEnv::new("safety-blocked").await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let nodes = env.add_nodes(5).await;
+    for node in &nodes[1..] {
+        env.label_node(node, "role", Some("agent")).await;
+    }
+    // nodes[0]: no role label. nodes[1]: tainted. nodes[2]: its host port is taken.
+    // nodes[3]: its CPU is taken. nodes[4]: runs the daemon.
+    env.taint_node(&nodes[1], "dedicated", Some("db"), "NoSchedule")
+        .await;
+    let port_taker = everynode_testkit::pods::with_port(
+        everynode_testkit::pods::pod("port-taker", &BTreeMap::new(), Some(&nodes[2])),
+        9100,
+        Some(9100),
+    );
+    env.create_pod(&port_taker).await;
+    let mut cpu_taker =
+        everynode_testkit::pods::pod("cpu-taker", &BTreeMap::new(), Some(&nodes[3]));
+    if let Some(c) = cpu_taker.spec.as_mut().map(|s| &mut s.containers[0]) {
+        c.resources =
+            Some(serde_json::from_value(json!({"requests": {"cpu": "30"}})).unwrap_or_default());
+    }
+    env.create_pod(&cpu_taker).await;
+    env.wait_pod_running("port-taker", TIMEOUT).await;
+    env.wait_pod_running("cpu-taker", TIMEOUT).await;
+
+    let mut set = set_with(&env, json!({"maxUnavailable": 1}));
+    if let Some(spec) = set.spec.template.spec.as_mut() {
+        spec.node_selector
+            .get_or_insert_with(BTreeMap::new)
+            .insert("role".into(), "agent".into());
+        spec.containers[0] = serde_json::from_value(json!({
+            "name": "agent", "image": "agent:v1",
+            "ports": [{"containerPort": 9100, "hostPort": 9100}],
+            "resources": {"requests": {"cpu": "4"}}
+        }))
+        .unwrap_or_else(|e| panic!("container: {e}"));
+    }
+    env.api::<DaemonSet>()
+        .create(&PostParams::default(), &set)
+        .await
+        .unwrap_or_else(|e| panic!("create set: {e}"));
+    let blocked = wait_for_set(&env, "every blocked node in status.blockedNodes", |s| {
+        let listed = s
+            .status
+            .as_ref()
+            .and_then(|st| st.blocked_nodes.as_ref())
+            .map(|l| l.iter().filter(|b| nodes.contains(&b.node)).count())
+            .unwrap_or(0);
+        listed == 4
+    })
+    .await;
+    let by_node: BTreeMap<String, (String, String)> = blocked
+        .status
+        .and_then(|s| s.blocked_nodes)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|b| (b.node, (b.reason, b.message)))
+        .collect();
+    let reason = |n: usize| by_node[&nodes[n]].clone();
+    assert_eq!(reason(0).0, "NodeSelectorMismatch", "{by_node:?}");
+    assert_eq!(reason(1).0, "TaintNotTolerated", "{by_node:?}");
+    assert_eq!(reason(2).0, "Unschedulable", "{by_node:?}");
+    assert!(reason(2).1.contains("free ports"), "{by_node:?}");
+    assert_eq!(reason(3).0, "Unschedulable", "{by_node:?}");
+    assert!(reason(3).1.contains("Insufficient cpu"), "{by_node:?}");
+    assert!(!by_node.contains_key(&nodes[4]), "{by_node:?}");
 }

@@ -248,6 +248,7 @@ impl Cluster {
             deletion_timestamp: None,
             created: None,
             trouble: None,
+            unschedulable: None,
         }
     }
 
@@ -381,6 +382,7 @@ impl Cluster {
                 deletion_timestamp: None,
                 created: Some(self.now),
                 trouble: None,
+                unschedulable: None,
             });
         }
         for b in &plan.backoff_updates {

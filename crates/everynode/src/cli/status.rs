@@ -97,6 +97,12 @@ pub struct NodeDetail {
     pub available: bool,
     /// The scheduler's message when it cannot place the pod.
     pub scheduler: Option<String>,
+    /// A container that cannot run (crash loop, image pull…).
+    pub trouble: Option<String>,
+    /// The controller's `status.blockedNodes` entry for the node: `reason: message`.
+    pub blocked: Option<String>,
+    /// Why the node failed with the new revision (`status.failure.failedNodes`).
+    pub failed: Option<String>,
     /// What the controller defers here (backoff, budget, availability…).
     pub deferred: Vec<String>,
     /// What the controller would do now (create/delete with the reason).
@@ -156,6 +162,7 @@ pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow:
     let hash = plan.history.hash.clone();
     let min_ready = set.view.spec.min_ready_seconds.unwrap_or_default();
     let mut statuses = Vec::with_capacity(plan.nodes.len());
+    let stored = set.view.status.as_ref();
     for decision in &plan.nodes {
         let node: &str = &decision.node;
         let pod = input
@@ -181,6 +188,7 @@ pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow:
             .as_ref()
             .map(ToString::to_string)
             .or_else(|| pod.and_then(|p| unschedulable.get(p.name.as_str()).cloned()))
+            .or_else(|| pod.and_then(|p| p.trouble.clone()))
             .or_else(|| decision.deferred.first().map(ToString::to_string));
         let actions = plan
             .creates
@@ -207,6 +215,20 @@ pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow:
             ready: pod.is_some_and(|p| p.ready),
             available,
             scheduler: pod.and_then(|p| unschedulable.get(p.name.as_str()).cloned()),
+            trouble: pod.and_then(|p| p.trouble.clone()),
+            blocked: stored
+                .and_then(|s| s.blocked_nodes.as_ref())
+                .and_then(|list| {
+                    list.iter()
+                        .find(|b| b.node == node)
+                        .map(|b| format!("{}: {}", b.reason, b.message))
+                }),
+            failed: stored.and_then(|s| s.failure.as_ref()).and_then(|f| {
+                let prefix = format!("{node}: ");
+                f.failed_nodes
+                    .iter()
+                    .find_map(|n| n.strip_prefix(&prefix).map(str::to_owned))
+            }),
             deferred: decision.deferred.iter().map(ToString::to_string).collect(),
             actions,
         };
@@ -381,6 +403,17 @@ pub fn explain(status: &SetStatus, node: Option<&str>, style: Style) -> anyhow::
         }
         if let Some(scheduler) = &d.scheduler {
             out.push_str(&format!("Scheduler:   {scheduler}\n"));
+        }
+        if let Some(trouble) = &d.trouble {
+            out.push_str(&format!("Container:   {trouble}\n"));
+        }
+        if let Some(failed) = &d.failed {
+            out.push_str(&format!(
+                "Failed:      {failed} (counts toward maxFailedNodes)\n"
+            ));
+        }
+        if let Some(blocked) = &d.blocked {
+            out.push_str(&format!("Blocked:     {blocked} (status.blockedNodes)\n"));
         }
         for deferred in &d.deferred {
             out.push_str(&format!("Waiting:     {deferred}\n"));
