@@ -406,3 +406,114 @@ async fn status_lists_blocked_nodes_with_the_reason_for_each() {
     assert!(reason(3).1.contains("Insufficient cpu"), "{by_node:?}");
     assert!(!by_node.contains_key(&nodes[4]), "{by_node:?}");
 }
+
+/// 27 healthy nodes and 3 that never became ready (no kubelet: unmanaged by KWOK), a set that
+/// tolerates every taint (as node agents do) and `maxUnavailable: 10%` (3), then a new image.
+/// Returns the healthy and the down nodes.
+async fn update_with_three_down_nodes(env: &TestEnv, policy: &str) -> (Vec<String>, Vec<String>) {
+    let healthy = env.add_nodes(27).await;
+    let mut down = Vec::new();
+    for _ in 0..3 {
+        down.push(env.add_unmanaged_node().await);
+    }
+    down.sort();
+    let mut set = set_with(
+        env,
+        json!({"maxUnavailable": "10%", "unavailableNodePolicy": policy}),
+    );
+    if let Some(spec) = set.spec.template.spec.as_mut() {
+        spec.tolerations = Some(vec![
+            serde_json::from_value(json!({"operator": "Exists"}))
+                .unwrap_or_else(|e| panic!("toleration: {e}")),
+        ]);
+    }
+    env.api::<DaemonSet>()
+        .create(&PostParams::default(), &set)
+        .await
+        .unwrap_or_else(|e| panic!("create set: {e}"));
+    eventually("a ready v1 pod on every healthy node", TIMEOUT, || async {
+        let ready = on_image(env, "agent:v1", &healthy).await;
+        if ready == healthy.len() {
+            Ok(())
+        } else {
+            Err(format!("{ready} of {}", healthy.len()))
+        }
+    })
+    .await;
+    env.api::<DaemonSet>()
+        .patch(
+            "agent",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"spec": {
+                "containers": [{"name": "agent", "image": "agent:v2"}]
+            }}}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("patch: {e}"));
+    (healthy, down)
+}
+
+/// How many of `nodes` run a Ready pod with `image`.
+async fn on_image(env: &TestEnv, image: &str, nodes: &[String]) -> usize {
+    set_pods(env, "agent")
+        .await
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| image_of(p).as_deref() == Some(image))
+        .filter(|p| everynode_testkit::pods::is_ready(p))
+        .filter(|p| pinned_node(p).is_some_and(|n| nodes.contains(&n)))
+        .count()
+}
+
+#[tokio::test]
+async fn three_down_nodes_out_of_thirty_block_a_rollout_under_count() {
+    let env = TestEnv::new("safety-count").await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let (healthy, _down) = update_with_three_down_nodes(&env, "Count").await;
+    // The down nodes use the whole budget: no healthy node is updated.
+    consistently(
+        "the rollout to stay blocked",
+        Duration::from_secs(8),
+        || async {
+            match on_image(&env, "agent:v2", &healthy).await {
+                0 => Ok(()),
+                n => Err(format!("{n} healthy nodes updated")),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn three_down_nodes_out_of_thirty_are_skipped_under_skip() {
+    let env = TestEnv::new("safety-skip").await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let (healthy, down) = update_with_three_down_nodes(&env, "Skip").await;
+    eventually(
+        "every healthy node on v2",
+        Duration::from_secs(120),
+        || async {
+            let updated = on_image(&env, "agent:v2", &healthy).await;
+            if updated == healthy.len() {
+                Ok(())
+            } else {
+                Err(format!("{updated} of {}", healthy.len()))
+            }
+        },
+    )
+    .await;
+    let set = wait_for_set(&env, "the down nodes listed as skipped", |s| {
+        s.status.as_ref().and_then(|st| st.skipped_nodes.as_ref()) == Some(&down)
+    })
+    .await;
+    let totals = set
+        .status
+        .and_then(|s| s.blocked_totals)
+        .unwrap_or_default();
+    assert!(
+        totals
+            .iter()
+            .any(|t| t.reason == "SkippedNodeDown" && t.count == 3),
+        "{totals:?}"
+    );
+}

@@ -512,3 +512,35 @@ async fn runs_as_a_kubectl_plugin() {
     assert!(err.contains("did you mean agent?"), "{err}");
     let _ = std::fs::remove_dir_all(&plugins);
 }
+
+/// `rollout status` exits non-zero with the reason when the rollout fails its progress
+/// deadline (pods of the new revision never become ready).
+#[tokio::test]
+async fn rollout_status_fails_with_the_reason_when_the_deadline_passes() {
+    let env = TestEnv::new("cli-deadline").await;
+    env.add_nodes(2).await;
+    everynode_testkit::install_crd(&env.client()).await;
+    let _controller = start_controller(&env, "everynode.dev/v1alpha1");
+    let v1 = "everynode.dev/v1alpha1";
+    let mut set = manifest(&env, v1, "agent", "agent:v1");
+    set["spec"]["updateStrategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "progressDeadlineSeconds": 3}});
+    apply(&env, v1, &set).await;
+    let (code, out, err) = rollout_status(&env, "agent", 60).await;
+    assert_eq!(code, 0, "{out}{err}");
+    set["spec"]["template"]["metadata"]["labels"][everynode_testkit::SIMULATE_LABEL] =
+        json!(everynode_testkit::NEVER_READY);
+    set["spec"]["template"]["spec"]["containers"][0]["image"] = json!("agent:v2");
+    apply(&env, v1, &set).await;
+    let (code, out, err) = rollout_status(&env, "agent", 60).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("rollout failed") && err.contains("ProgressDeadlineExceeded"),
+        "{err}"
+    );
+    let (code, explained, err) = everynode(&env, &["status", "-n", env.namespace(), "agent"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        explained.contains("ProgressDeadlineExceeded"),
+        "{explained}"
+    );
+}
