@@ -1136,6 +1136,34 @@ fn skipped_nodes(b: &Builder<'_>, controls: Option<&Controls>) -> Vec<String> {
         .collect()
 }
 
+/// Why a node is listed in `status.blockedNodes`; the message is only built for listed nodes.
+enum Blocked<'a> {
+    Excluded(&'a NodeExcluded),
+    Unschedulable(&'a str),
+    Trouble(&'a str),
+    Deferred(&'a Deferred),
+}
+
+impl<'a> Blocked<'a> {
+    fn reason(&self) -> &'a str {
+        match self {
+            Self::Excluded(e) => e.code(),
+            Self::Unschedulable(_) => "Unschedulable",
+            // `container agent: CrashLoopBackOff` → `CrashLoopBackOff`.
+            Self::Trouble(t) => t.rsplit(": ").next().unwrap_or(t),
+            Self::Deferred(d) => d.code(),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Self::Excluded(e) => e.to_string(),
+            Self::Unschedulable(m) | Self::Trouble(m) => (*m).to_owned(),
+            Self::Deferred(d) => d.to_string(),
+        }
+    }
+}
+
 /// Nodes that are excluded or blocked (at most [`MAX_LISTED_NODES`], by name) and the totals
 /// per reason: excluded by the template, a pod the scheduler cannot place, a container that
 /// cannot run, or a deferral that holds the node (`blocked_by`).
@@ -1153,7 +1181,7 @@ fn blocked_nodes(
         }
     }
     let mut listed = Vec::new();
-    let mut totals: BTreeMap<String, i32> = BTreeMap::new();
+    let mut totals: BTreeMap<&str, i32> = BTreeMap::new();
     for (i, slot) in b.state.slots.iter().enumerate() {
         let pod = slot
             .pods
@@ -1161,50 +1189,39 @@ fn blocked_nodes(
             .filter_map(|&p| b.state.pods[p].input())
             .map(|i| &b.input.pods[i])
             .find(|p| !p.deleting());
-        let why: Option<(String, Box<dyn Fn() -> String + '_>)> = if !slot.elig.should_run {
+        let why = if !slot.elig.should_run {
             slot.elig
                 .excluded
                 .as_deref()
                 // A pod that keeps running there (e.g. a NoSchedule taint added later) is not
                 // blocked.
                 .filter(|_| !(slot.elig.should_continue_running && pod.is_some()))
-                .map(|e| {
-                    (
-                        e.code().to_owned(),
-                        Box::new(move || e.to_string()) as Box<dyn Fn() -> String>,
-                    )
-                })
+                .map(Blocked::Excluded)
         } else if let Some(message) = pod.and_then(|p| p.unschedulable.as_deref()) {
-            Some((
-                "Unschedulable".to_owned(),
-                Box::new(move || message.to_owned()),
-            ))
+            Some(Blocked::Unschedulable(message))
         } else if let Some(trouble) = pod.and_then(|p| p.trouble.as_deref()) {
-            let reason = trouble.rsplit(": ").next().unwrap_or(trouble).to_owned();
-            Some((reason, Box::new(move || trouble.to_owned())))
+            Some(Blocked::Trouble(trouble))
         } else {
-            by_slot[i].map(|d| {
-                (
-                    d.code().to_owned(),
-                    Box::new(move || d.to_string()) as Box<dyn Fn() -> String>,
-                )
-            })
+            by_slot[i].map(Blocked::Deferred)
         };
-        let Some((reason, message)) = why else {
+        let Some(why) = why else {
             continue;
         };
         if listed.len() < MAX_LISTED_NODES {
             listed.push(everynode_api::BlockedNode {
                 node: slot.node.name.clone(),
-                reason: reason.clone(),
-                message: message(),
+                reason: why.reason().to_owned(),
+                message: why.message(),
             });
         }
-        *totals.entry(reason).or_default() += 1;
+        *totals.entry(why.reason()).or_default() += 1;
     }
     let totals = totals
         .into_iter()
-        .map(|(reason, count)| everynode_api::ReasonCount { reason, count })
+        .map(|(reason, count)| everynode_api::ReasonCount {
+            reason: reason.to_owned(),
+            count,
+        })
         .collect();
     (listed, totals)
 }

@@ -11,44 +11,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
+use everynode_api::RollingUpdateDaemonSet;
 use everynode_api::labels::CONTROLLER_REVISION_HASH;
-use everynode_api::{DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
 use everynode_core::{Deferred, DeleteReason, EventReason, NodeProblem, Plan, PlanError};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-
-fn rolling_with(f: impl FnOnce(&mut RollingUpdateDaemonSet)) -> DaemonSetUpdateStrategy {
-    let mut r = RollingUpdateDaemonSet {
-        max_unavailable: Some(IntOrString::Int(1)),
-        ..Default::default()
-    };
-    f(&mut r);
-    DaemonSetUpdateStrategy {
-        type_: Some("RollingUpdate".to_owned()),
-        rolling_update: Some(r),
-    }
-}
-
-/// `n` nodes (`node-0`..), every one running an available pod of the current template, which
-/// is therefore the stable revision.
-fn rolled_out(n: usize, strategy: DaemonSetUpdateStrategy) -> Cluster {
-    let mut c = Cluster::with_strategy(new_set("agent"), strategy);
-    c.add_nodes(0, n, BTreeMap::new());
-    c.expect_sync(n, 0, 0);
-    c.mark_pods_ready();
-    c.expect_sync(0, 0, 0);
-    c
-}
-
-/// `(status, reason)` of the plan's condition `type_`.
-fn condition(p: &Plan, type_: &str) -> (String, String) {
-    let conditions = p.status.as_ref().and_then(|s| s.conditions.clone());
-    let c = conditions
-        .unwrap_or_default()
-        .into_iter()
-        .find(|c| c.type_ == type_)
-        .unwrap_or_else(|| panic!("no {type_} condition in {:?}", p.status));
-    (c.status, c.reason)
-}
 
 fn failure_reason(p: &Plan) -> Option<String> {
     p.status
@@ -77,14 +43,6 @@ fn set_trouble(c: &mut Cluster, node: &str, trouble: &str) {
             p.trouble = Some(trouble.to_owned());
         }
     }
-}
-
-fn deferred(p: &Plan, node: &str) -> Vec<Deferred> {
-    p.nodes
-        .iter()
-        .find(|d| d.node == node)
-        .map(|d| d.deferred.iter().cloned().collect())
-        .unwrap_or_default()
 }
 
 #[test]

@@ -15,7 +15,7 @@ use everynode_testkit::{TestEnv, consistently, eventually, pods};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::watcher;
 use serde_json::json;
 
@@ -98,43 +98,6 @@ fn set(env: &TestEnv) -> DaemonSet {
     )
 }
 
-fn set_with(env: &TestEnv, rolling_update: serde_json::Value) -> DaemonSet {
-    serde_json::from_value(json!({
-        "apiVersion": "everynode.dev/v1alpha1",
-        "kind": "DaemonSet",
-        "metadata": {"name": "agent", "namespace": env.namespace()},
-        "spec": {
-            "selector": {"matchLabels": {"app": "agent"}},
-            "template": {
-                "metadata": {"labels": {"app": "agent"}},
-                "spec": {
-                    "nodeSelector": env.group_selector(),
-                    "containers": [{"name": "agent", "image": "agent:v1"}]
-                }
-            },
-            "updateStrategy": {"rollingUpdate": rolling_update}
-        }
-    }))
-    .unwrap_or_else(|e| panic!("test set does not decode: {e}"))
-}
-
-fn condition(set: &DaemonSet, type_: &str) -> Option<(String, String)> {
-    set.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
-}
-
-/// Merge-patches the test's set `agent` (`what` names the change for the failure message).
-async fn patch_set(sets: &kube::Api<DaemonSet>, patch: serde_json::Value, what: &str) {
-    sets.patch("agent", &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-}
-
 /// A merge patch that sets the agent container's image.
 fn new_image(image: &str) -> serde_json::Value {
     json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": image}]}}}})
@@ -158,19 +121,6 @@ async fn arm(record: &Mutex<Record>, nodes: &[String]) {
     })
     .await;
     lock(record).armed = nodes.to_vec();
-}
-
-async fn wait_for_set(env: &TestEnv, what: &str, check: impl Fn(&DaemonSet) -> bool) -> DaemonSet {
-    let sets = env.api::<DaemonSet>();
-    eventually(what, TIMEOUT, || async {
-        let s = sets.get("agent").await.map_err(|e| e.to_string())?;
-        if check(&s) {
-            Ok(s)
-        } else {
-            Err(format!("{:?}", s.status))
-        }
-    })
-    .await
 }
 
 #[tokio::test]

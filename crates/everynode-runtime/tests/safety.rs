@@ -17,55 +17,12 @@ use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-fn set_with(env: &TestEnv, rolling_update: serde_json::Value) -> DaemonSet {
-    serde_json::from_value(json!({
-        "apiVersion": "everynode.dev/v1alpha1",
-        "kind": "DaemonSet",
-        "metadata": {"name": "agent", "namespace": env.namespace()},
-        "spec": {
-            "selector": {"matchLabels": {"app": "agent"}},
-            "template": {
-                "metadata": {"labels": {"app": "agent"}},
-                "spec": {
-                    "nodeSelector": env.group_selector(),
-                    "containers": [{"name": "agent", "image": "agent:v1"}]
-                }
-            },
-            "updateStrategy": {"rollingUpdate": rolling_update}
-        }
-    }))
-    .unwrap_or_else(|e| panic!("test set does not decode: {e}"))
-}
-
 /// A merge patch to image `agent:v2` whose pods run but never become Ready.
 fn bad_revision() -> serde_json::Value {
     json!({"spec": {"template": {
         "metadata": {"labels": {SIMULATE_LABEL: NEVER_READY}},
         "spec": {"containers": [{"name": "agent", "image": "agent:v2"}]}
     }}})
-}
-
-fn condition(set: &DaemonSet, type_: &str) -> Option<(String, String)> {
-    set.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
-}
-
-async fn wait_for_set(env: &TestEnv, what: &str, check: impl Fn(&DaemonSet) -> bool) -> DaemonSet {
-    let sets = env.api::<DaemonSet>();
-    eventually(what, TIMEOUT, || async {
-        let s = sets.get("agent").await.map_err(|e| e.to_string())?;
-        if check(&s) {
-            Ok(s)
-        } else {
-            Err(format!("{:?}", s.status))
-        }
-    })
-    .await
 }
 
 /// Pod UID per node, of the set's live pods.
@@ -127,14 +84,7 @@ async fn a_never_ready_revision_trips_the_deadline_and_pauses() {
     )
     .await;
     let before = uids_by_node(&env).await;
-    env.api::<DaemonSet>()
-        .patch(
-            "agent",
-            &PatchParams::default(),
-            &Patch::Merge(bad_revision()),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("patch: {e}"));
+    patch_set(&env.api::<DaemonSet>(), bad_revision(), "bad revision").await;
     let failed = wait_for_set(&env, "the rollout to fail on its deadline", |s| {
         s.status
             .as_ref()
@@ -200,14 +150,7 @@ async fn a_never_ready_revision_is_rolled_back_without_touching_other_nodes() {
         .status
         .and_then(|s| s.stable_revision)
         .unwrap_or_default();
-    env.api::<DaemonSet>()
-        .patch(
-            "agent",
-            &PatchParams::default(),
-            &Patch::Merge(bad_revision()),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("patch: {e}"));
+    patch_set(&env.api::<DaemonSet>(), bad_revision(), "bad revision").await;
     let rolled_back = wait_for_set(&env, "the rollback to the stable revision", |s| {
         s.status
             .as_ref()
@@ -251,14 +194,7 @@ async fn crash_looping_pods_on_three_nodes_trip_max_failed_nodes_of_two() {
     let env = TestEnv::new("safety-crash").await;
     let _controller = start_controller(&env, Target::Everynode).await;
     rolled_out(&env, 4, json!({"maxUnavailable": 4, "maxFailedNodes": 2})).await;
-    env.api::<DaemonSet>()
-        .patch(
-            "agent",
-            &PatchParams::default(),
-            &Patch::Merge(bad_revision()),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("patch: {e}"));
+    patch_set(&env.api::<DaemonSet>(), bad_revision(), "bad revision").await;
     // KWOK plays the kubelet; a crash loop is what the kubelet would report for these pods.
     let crash = |env: &TestEnv, pod: Pod| {
         let api = env.api::<Pod>();

@@ -11,8 +11,8 @@ use everynode_api::labels::CONTROLLER_REVISION_HASH;
 use everynode_api::{DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
 use everynode_core::render::pod_labels;
 use everynode_core::{
-    BackoffEntry, NodeView, Owner, Plan, PlanConfig, PlanInput, PodPhase, PodView, RevisionView,
-    SetView, Timestamp, hash_template, plan,
+    BackoffEntry, Deferred, NodeView, Owner, Plan, PlanConfig, PlanInput, PodPhase, PodView,
+    RevisionView, SetView, Timestamp, hash_template, plan,
 };
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -482,4 +482,47 @@ impl Cluster {
     pub fn ready_count(&self) -> usize {
         self.pods.iter().filter(|p| p.ready).count()
     }
+}
+
+/// A `RollingUpdate` strategy with `maxUnavailable: 1` and whatever `f` sets.
+pub fn rolling_with(f: impl FnOnce(&mut RollingUpdateDaemonSet)) -> DaemonSetUpdateStrategy {
+    let mut r = RollingUpdateDaemonSet {
+        max_unavailable: Some(IntOrString::Int(1)),
+        ..Default::default()
+    };
+    f(&mut r);
+    DaemonSetUpdateStrategy {
+        type_: Some("RollingUpdate".to_owned()),
+        rolling_update: Some(r),
+    }
+}
+
+/// `n` nodes (`node-0`..), every one running an available pod of the current template.
+pub fn rolled_out(n: usize, strategy: DaemonSetUpdateStrategy) -> Cluster {
+    let mut c = Cluster::with_strategy(new_set("agent"), strategy);
+    c.add_nodes(0, n, BTreeMap::new());
+    c.expect_sync(n, 0, 0);
+    c.mark_pods_ready();
+    c.expect_sync(0, 0, 0);
+    c
+}
+
+/// What the plan defers on `node` (with `config.explain`).
+pub fn deferred(p: &Plan, node: &str) -> Vec<Deferred> {
+    p.nodes
+        .iter()
+        .find(|d| d.node == node)
+        .map(|d| d.deferred.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// `(status, reason)` of the plan's condition `type_`.
+pub fn condition(p: &Plan, type_: &str) -> (String, String) {
+    let conditions = p.status.as_ref().and_then(|s| s.conditions.clone());
+    let c = conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {:?}", p.status));
+    (c.status, c.reason)
 }

@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use everynode_api::DaemonSet;
 use everynode_runtime::http::Readiness;
 use everynode_runtime::metrics::Metrics;
 use everynode_runtime::{ControllerConfig, Target};
 use everynode_testkit::{TestEnv, eventually, pods};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
+use serde_json::json;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// Pod GC needs ~40 s quarantine plus its 20 s loop after a node is deleted.
@@ -154,4 +156,62 @@ pub async fn service_ready_nodes(env: &TestEnv, service: &str) -> Result<Vec<Str
         .collect();
     nodes.sort();
     Ok(nodes)
+}
+
+/// The test's everynode set `agent` (image `agent:v1`, on the test's nodes) with this
+/// `rollingUpdate`.
+pub fn set_with(env: &TestEnv, rolling_update: serde_json::Value) -> DaemonSet {
+    serde_json::from_value(json!({
+        "apiVersion": "everynode.dev/v1alpha1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": env.namespace()},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {
+                "metadata": {"labels": {"app": "agent"}},
+                "spec": {
+                    "nodeSelector": env.group_selector(),
+                    "containers": [{"name": "agent", "image": "agent:v1"}]
+                }
+            },
+            "updateStrategy": {"rollingUpdate": rolling_update}
+        }
+    }))
+    .unwrap_or_else(|e| panic!("test set does not decode: {e}"))
+}
+
+/// `(status, reason)` of the set's condition `type_`.
+pub fn condition(set: &DaemonSet, type_: &str) -> Option<(String, String)> {
+    set.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Merge-patches the test's set `agent` (`what` names the change for the failure message).
+pub async fn patch_set(sets: &kube::Api<DaemonSet>, patch: serde_json::Value, what: &str) {
+    sets.patch("agent", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+/// Waits until the test's set `agent` passes `check`; returns it.
+pub async fn wait_for_set(
+    env: &TestEnv,
+    what: &str,
+    check: impl Fn(&DaemonSet) -> bool,
+) -> DaemonSet {
+    let sets = env.api::<DaemonSet>();
+    eventually(what, TIMEOUT, || async {
+        let s = sets.get("agent").await.map_err(|e| e.to_string())?;
+        if check(&s) {
+            Ok(s)
+        } else {
+            Err(format!("{:?}", s.status))
+        }
+    })
+    .await
 }
