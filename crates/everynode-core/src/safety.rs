@@ -194,12 +194,21 @@ pub(crate) fn assess(
     let mut last_available: Option<Timestamp> = None;
     let mut oldest_pending: Option<Timestamp> = None;
     for (slot, s) in state.slots.iter().enumerate() {
-        if !s.elig.should_run {
+        // A node the new daemon broke may have left the desired nodes already (the lifecycle
+        // controller's not-ready taint): the health guard still looks at it.
+        let broken = s.node.problem.is_some() && safety.node_health_window.is_some();
+        if !s.elig.should_run && !broken {
             continue;
         }
         for &p in s.pods.iter() {
             let pod = &state.pods[p];
             if !pod.updated || pod.deleting {
+                continue;
+            }
+            if !s.elig.should_run {
+                if let Some(why) = failed_pod(state, safety, slot, p, now, &mut out.requeue) {
+                    out.failed_nodes.push((slot, why));
+                }
                 continue;
             }
             if pod.available {

@@ -274,11 +274,23 @@ fn node_health_guard_counts_nodes_that_break_after_their_update() {
         what: "MemoryPressure".into(),
         since: Some(now),
     });
+    // node-1 turns NotReady, and the lifecycle controller's taint takes it out of the desired
+    // nodes: the guard still counts it.
+    c.node_mut("node-1").problem = Some(NodeProblem {
+        what: "NotReady".into(),
+        since: Some(now),
+    });
+    c.node_mut("node-1")
+        .taints
+        .push(taint("node.kubernetes.io/not-ready", "", "NoSchedule"));
     let p = c.expect_sync(0, 0, 1);
     let failure = p.status.as_ref().and_then(|s| s.failure.clone()).unwrap();
     assert_eq!(
         failure.failed_nodes,
-        ["node-0: node turned MemoryPressure within 60s of the update"]
+        [
+            "node-0: node turned MemoryPressure within 60s of the update",
+            "node-1: node turned NotReady within 60s of the update",
+        ]
     );
 }
 

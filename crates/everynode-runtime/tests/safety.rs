@@ -453,3 +453,138 @@ async fn three_down_nodes_out_of_thirty_are_skipped_under_skip() {
         "{totals:?}"
     );
 }
+
+/// Plays the kubelet's node heartbeat (Ready=True every 5 s) for `nodes` until aborted.
+fn heartbeat(env: &TestEnv, nodes: Vec<String>) -> tokio::task::JoinHandle<()> {
+    let api = env.nodes_api();
+    tokio::spawn(async move {
+        loop {
+            let now = everynode_testkit::pods::now();
+            let patch = json!({"status": {"conditions": [{
+                "type": "Ready", "status": "True", "reason": "KubeletReady",
+                "lastHeartbeatTime": now, "lastTransitionTime": now
+            }]}});
+            for node in &nodes {
+                // A missed beat is retried 5 s later, as a kubelet would.
+                let _ = api
+                    .patch_status(node, &PatchParams::default(), &Patch::Strategic(&patch))
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    })
+}
+
+/// Marks every pending pod of the set on `nodes` Ready (there is no kubelet on them).
+async fn mark_ready_on(env: &TestEnv, nodes: &[String], image: &str) {
+    eventually(
+        &format!("a Ready {image} pod on {nodes:?}"),
+        TIMEOUT,
+        || async {
+            let pods = set_pods(env, "agent").await;
+            let mut ready = 0;
+            for pod in &pods {
+                let on = pinned_node(pod).is_some_and(|n| nodes.contains(&n));
+                if !on
+                    || pod.metadata.deletion_timestamp.is_some()
+                    || image_of(pod).as_deref() != Some(image)
+                    || pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.as_ref())
+                        .is_none()
+                {
+                    continue;
+                }
+                if !everynode_testkit::pods::is_ready(pod) {
+                    env.mark_pod_ready(&pod.name_any()).await;
+                }
+                ready += 1;
+            }
+            if ready == nodes.len() {
+                Ok(())
+            } else {
+                Err(format!("{ready} of {}", nodes.len()))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_that_turns_not_ready_right_after_its_update_trips_the_health_guard() {
+    let env = TestEnv::new("safety-health").await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    // Two nodes without KWOK: the test is their kubelet (heartbeat, pod readiness).
+    let nodes = vec![
+        env.add_unmanaged_node().await,
+        env.add_unmanaged_node().await,
+    ];
+    let beating = heartbeat(&env, nodes.clone());
+    env.wait_nodes_ready(&nodes, TIMEOUT).await;
+    let mut set = set_with(
+        &env,
+        json!({"maxUnavailable": 2, "nodeHealthWindowSeconds": 60, "maxFailedNodes": 0}),
+    );
+    if let Some(spec) = set.spec.template.spec.as_mut() {
+        spec.termination_grace_period_seconds = Some(0);
+    }
+    env.api::<DaemonSet>()
+        .create(&PostParams::default(), &set)
+        .await
+        .unwrap_or_else(|e| panic!("create set: {e}"));
+    mark_ready_on(&env, &nodes, "agent:v1").await;
+    wait_for_set(&env, "v1 to be the stable revision", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.stable_revision.is_some() && st.stable_revision == st.update_revision
+        })
+    })
+    .await;
+    patch_set(
+        &env.api::<DaemonSet>(),
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": "agent:v2"}]}}}}),
+        "new image",
+    )
+    .await;
+    mark_ready_on(&env, &nodes, "agent:v2").await;
+    consistently(
+        "no failure while both nodes stay healthy",
+        Duration::from_secs(3),
+        || async {
+            let s = env
+                .api::<DaemonSet>()
+                .get("agent")
+                .await
+                .map_err(|e| e.to_string())?;
+            match s.status.and_then(|st| st.failure) {
+                None => Ok(()),
+                Some(f) => Err(format!("{f:?}")),
+            }
+        },
+    )
+    .await;
+    // The first node stops beating and reports NotReady, seconds after its update.
+    beating.abort();
+    let still_beating = heartbeat(&env, vec![nodes[1].clone()]);
+    env.set_node_conditions(&nodes[0], &[("Ready", "False")])
+        .await;
+    let failed = wait_for_set(&env, "the node-health guard to fail the rollout", |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.failure.as_ref())
+            .is_some_and(|f| f.reason == "FailedNodesExceeded")
+    })
+    .await;
+    let failure = failed
+        .status
+        .and_then(|s| s.failure)
+        .unwrap_or_else(|| unreachable!());
+    assert_eq!(
+        failure.failed_nodes,
+        [format!(
+            "{}: node turned NotReady within 60s of the update",
+            nodes[0]
+        )]
+    );
+    still_beating.abort();
+}

@@ -518,7 +518,7 @@ async fn runs_as_a_kubectl_plugin() {
 #[tokio::test]
 async fn rollout_status_fails_with_the_reason_when_the_deadline_passes() {
     let env = TestEnv::new("cli-deadline").await;
-    env.add_nodes(2).await;
+    let nodes = env.add_nodes(2).await;
     everynode_testkit::install_crd(&env.client()).await;
     let _controller = start_controller(&env, "everynode.dev/v1alpha1");
     let v1 = "everynode.dev/v1alpha1";
@@ -537,10 +537,25 @@ async fn rollout_status_fails_with_the_reason_when_the_deadline_passes() {
         err.contains("rollout failed") && err.contains("ProgressDeadlineExceeded"),
         "{err}"
     );
-    let (code, explained, err) = everynode(&env, &["status", "-n", env.namespace(), "agent"]).await;
+    let (code, shown, err) = everynode(&env, &["status", "-n", env.namespace(), "agent"]).await;
     assert_eq!(code, 0, "{err}");
-    assert!(
-        explained.contains("ProgressDeadlineExceeded"),
-        "{explained}"
-    );
+    assert!(shown.contains("ProgressDeadlineExceeded"), "{shown}");
+    // The node the failure holds on v1 says so in explain, as in status.blockedNodes.
+    let mut held = Vec::new();
+    for node in &nodes {
+        let (code, explained, err) = everynode(
+            &env,
+            &["explain", "-n", env.namespace(), "agent", "--node", node],
+        )
+        .await;
+        assert_eq!(code, 0, "{err}");
+        if explained.contains("Blocked:     RolloutFailed") {
+            assert!(
+                explained.contains("Waiting:     update deferred: the rollout failed"),
+                "{explained}"
+            );
+            held.push(node.clone());
+        }
+    }
+    assert_eq!(held.len(), 1, "{held:?}");
 }
