@@ -4,8 +4,9 @@
 //! starts a local cluster of KWOK nodes, runs the controller, and walks through what a
 //! DaemonSet does, printing `everynode status` (counters and the node grid) after each step:
 //! the set lands on every selected node; two nodes join and get pods; one leaves and its pod
-//! goes; a label change moves a pod; an image update rolls through; the set is deleted and every
-//! pod goes. It ends by stopping everything it started, also on failure or Ctrl-C.
+//! goes; a label change moves a pod; an image update rolls through; a broken image fails its
+//! progress deadline and is rolled back; the set is deleted and every pod goes. It ends by
+//! stopping everything it started, also on failure or Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,8 @@ const MONITOR_LABEL: &str = "demo.everynode.dev/monitor";
 const CONTROLLER: &str = "everynode-controller";
 /// How long one step may take before the demo gives up.
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+/// `progressDeadlineSeconds` of the demo set.
+const PROGRESS_DEADLINE_SECONDS: i32 = 10;
 /// First base port tried for the demo cluster.
 const DEMO_BASE_PORT: u16 = 17443;
 
@@ -156,7 +159,7 @@ async fn walk_through(cluster: &mut Cluster, everynode: &Path) -> anyhow::Result
     for node in [first, second] {
         label(&nodes, node, Some("true")).await?;
     }
-    apply_set(&client, "example.com/node-monitor:v1").await?;
+    apply_set(&client, "example.com/node-monitor:v1", false).await?;
     wait_pods(&pods, &[first, second], "v1").await?;
     status("One pod per selected node; the third worker and the control-plane node are excluded")
         .await?;
@@ -199,13 +202,26 @@ async fn walk_through(cluster: &mut Cluster, everynode: &Path) -> anyhow::Result
     banner(
         "5. An image update (v1 -> v2) rolls through one node at a time (maxUnavailable 1, minReadySeconds 2)",
     );
-    apply_set(&client, "example.com/node-monitor:v2").await?;
+    apply_set(&client, "example.com/node-monitor:v2", false).await?;
     follow_rollout(&client, everynode, &kubeconfig).await?;
     wait_pods(&pods, &[first, third, &joined[0]], "v2").await?;
     status("Every pod runs v2").await?;
 
-    banner("6. The set is deleted: every pod goes");
+    banner(&format!(
+        "6. A broken image (v3: its pods never become ready): after progressDeadlineSeconds ({PROGRESS_DEADLINE_SECONDS}) the rollout fails and failurePolicy: Rollback puts v2 back"
+    ));
+    apply_set(&client, "example.com/node-monitor:v3", true).await?;
     let sets: Api<everynode_api::DaemonSet> = Api::namespaced(client.clone(), NAMESPACE);
+    wait_until("the automatic rollback", || async {
+        let set = sets.get(SET).await?;
+        Ok(set.status.and_then(|s| s.rollback).is_some())
+    })
+    .await?;
+    status("The rollout failed; the template is v2 again (status.rollback says why)").await?;
+    wait_pods(&pods, &[first, third, &joined[0]], "v2").await?;
+    status("Only the node that got v3 was touched: every pod runs v2 again").await?;
+
+    banner("7. The set is deleted: every pod goes");
     sets.delete(SET, &DeleteParams::foreground())
         .await
         .with_context(|| format!("delete DaemonSet {SET}"))?;
@@ -255,7 +271,13 @@ async fn install_crd(client: &Client) -> anyhow::Result<()> {
 }
 
 /// Server-side applies the demo set with `image`.
-async fn apply_set(client: &Client, image: &str) -> anyhow::Result<()> {
+/// `never_ready`: KWOK runs the pods but never makes them Ready (a broken image).
+async fn apply_set(client: &Client, image: &str, never_ready: bool) -> anyhow::Result<()> {
+    let mut labels = json!({"app": SET});
+    if never_ready {
+        labels[everynode_cluster::gobuild::SIMULATE_LABEL] =
+            json!(everynode_cluster::gobuild::NEVER_READY);
+    }
     let set = json!({
         "apiVersion": "everynode.dev/v1alpha1",
         "kind": "DaemonSet",
@@ -263,9 +285,13 @@ async fn apply_set(client: &Client, image: &str) -> anyhow::Result<()> {
         "spec": {
             "selector": {"matchLabels": {"app": SET}},
             "minReadySeconds": 2,
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {
+                "maxUnavailable": 1,
+                "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+                "failurePolicy": "Rollback",
+            }},
             "template": {
-                "metadata": {"labels": {"app": SET}},
+                "metadata": {"labels": labels},
                 "spec": {
                     "nodeSelector": {MONITOR_LABEL: "true"},
                     "containers": [{
