@@ -1126,11 +1126,7 @@ fn skipped_nodes(b: &Builder<'_>, controls: Option<&Controls>) -> Vec<String> {
         .slots
         .iter()
         .enumerate()
-        .filter(|(i, s)| {
-            s.elig.should_run
-                && crate::safety::skipped(&b.state, *i)
-                && s.pods.iter().all(|&p| !b.state.pods[p].updated)
-        })
+        .filter(|(i, s)| s.elig.should_run && crate::safety::skipped(&b.state, *i))
         .take(MAX_LISTED_NODES)
         .map(|(_, s)| s.node.name.clone())
         .collect()

@@ -96,14 +96,10 @@ pub(crate) struct RolloutCtx<'c> {
 }
 
 impl RolloutCtx<'_> {
-    /// `unavailableNodePolicy: Skip` leaves `node` alone: it is down and its pods are not of
-    /// the current revision (it was down before its turn).
-    fn skips(&self, state: &State<'_>, node: NodeRef<'_>, pods: &[usize]) -> bool {
+    /// `unavailableNodePolicy: Skip` leaves `node` alone (see [`crate::safety::skipped`]).
+    fn skips(&self, state: &State<'_>, node: NodeRef<'_>) -> bool {
         self.controls.safety.skip_unavailable_nodes
             && matches!(node, NodeRef::Slot(i) if crate::safety::skipped(state, i))
-            && pods
-                .iter()
-                .all(|&p| !state.pods[p].updated || state.pods[p].deleting)
     }
 
     /// Why the rollout may not touch the old pod on `node`, if it may not.
@@ -165,7 +161,7 @@ pub(crate) fn classify_unavailable<'a>(
 ) -> Classification<'a> {
     let mut c = Classification::default();
     walk(state, |node, pods| {
-        if ctx.skips(state, node, pods) {
+        if ctx.skips(state, node) {
             c.skipped += 1;
             defer_on(node, Deferred::SkippedNodeDown, ctx, defer);
             return;
@@ -209,7 +205,7 @@ pub(crate) fn classify_surge<'a>(
 ) -> Classification<'a> {
     let mut c = Classification::default();
     walk(state, |node, pods| {
-        if ctx.skips(state, node, pods) {
+        if ctx.skips(state, node) {
             c.skipped += 1;
             defer_on(node, Deferred::SkippedNodeDown, ctx, defer);
             return;

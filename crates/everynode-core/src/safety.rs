@@ -205,22 +205,19 @@ pub(crate) fn assess(
             if !pod.updated || pod.deleting {
                 continue;
             }
-            if !s.elig.should_run {
-                if let Some(why) = failed_pod(state, safety, slot, p, now, &mut out.requeue) {
-                    out.failed_nodes.push((slot, why));
+            // Progress is measured on the desired nodes only.
+            if s.elig.should_run {
+                if pod.available {
+                    let since = pod
+                        .input()
+                        .and_then(|i| state.inputs[i].ready_since)
+                        .map(|t| after(t, min_ready));
+                    if let Some(t) = since {
+                        last_available = Some(last_available.map_or(t, |l| l.max(t)));
+                    }
+                } else if let Some(created) = pod.created() {
+                    oldest_pending = Some(oldest_pending.map_or(created, |o| o.min(created)));
                 }
-                continue;
-            }
-            if pod.available {
-                let since = pod
-                    .input()
-                    .and_then(|i| state.inputs[i].ready_since)
-                    .map(|t| after(t, min_ready));
-                if let Some(t) = since {
-                    last_available = Some(last_available.map_or(t, |l| l.max(t)));
-                }
-            } else if let Some(created) = pod.created() {
-                oldest_pending = Some(oldest_pending.map_or(created, |o| o.min(created)));
             }
             if let Some(why) = failed_pod(state, safety, slot, p, now, &mut out.requeue) {
                 out.failed_nodes.push((slot, why));
@@ -257,11 +254,15 @@ pub(crate) fn assess(
     out
 }
 
-/// Whether `unavailableNodePolicy: Skip` leaves the node of `slot` alone: it is down.
+/// Whether `unavailableNodePolicy: Skip` leaves the node of `slot` alone: it is down, and none
+/// of its (non-terminating) pods is of the current revision, so it was down before its turn.
 pub(crate) fn skipped(state: &State<'_>, slot: usize) -> bool {
-    state.slots[slot]
-        .node
+    let s = &state.slots[slot];
+    s.node
         .problem
         .as_ref()
         .is_some_and(crate::snapshot::NodeProblem::is_down)
+        && s.pods
+            .iter()
+            .all(|&p| !state.pods[p].updated || state.pods[p].deleting)
 }

@@ -98,11 +98,6 @@ fn set(env: &TestEnv) -> DaemonSet {
     )
 }
 
-/// A merge patch that sets the agent container's image.
-fn new_image(image: &str) -> serde_json::Value {
-    json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": image}]}}}})
-}
-
 fn lock(record: &Mutex<Record>) -> std::sync::MutexGuard<'_, Record> {
     record
         .lock()

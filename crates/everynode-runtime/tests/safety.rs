@@ -9,7 +9,7 @@ use std::time::Duration;
 mod common;
 
 use common::*;
-use everynode_api::DaemonSet;
+use everynode_api::{DaemonSet, RolloutFailure};
 use everynode_runtime::Target;
 use everynode_testkit::{NEVER_READY, SIMULATE_LABEL, TestEnv, consistently, eventually};
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -56,6 +56,49 @@ async fn events(env: &TestEnv, reason: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits until the set's update revision is its stable revision (available everywhere).
+async fn wait_stable(env: &TestEnv) {
+    wait_for_set(env, "the update revision to be the stable revision", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.stable_revision.is_some() && st.stable_revision == st.update_revision
+        })
+    })
+    .await;
+}
+
+/// Waits until the rollout fails with `reason`; returns the set and its failure.
+async fn wait_failed(env: &TestEnv, what: &str, reason: &str) -> (DaemonSet, RolloutFailure) {
+    let set = wait_for_set(env, what, |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.failure.as_ref())
+            .is_some_and(|f| f.reason == reason)
+    })
+    .await;
+    let failure = set
+        .status
+        .as_ref()
+        .and_then(|s| s.failure.clone())
+        .unwrap_or_else(|| unreachable!());
+    (set, failure)
+}
+
+/// Checks for `duration` that the rollout has not failed.
+async fn stays_unfailed(env: &TestEnv, what: &str, duration: Duration) {
+    consistently(what, duration, || async {
+        let s = env
+            .api::<DaemonSet>()
+            .get("agent")
+            .await
+            .map_err(|e| e.to_string())?;
+        match s.status.and_then(|st| st.failure) {
+            None => Ok(()),
+            Some(f) => Err(format!("failed: {f:?}")),
+        }
+    })
+    .await;
+}
+
 /// `count` nodes on `agent:v1`, available; returns the node names.
 async fn rolled_out(env: &TestEnv, count: usize, rolling_update: serde_json::Value) -> Vec<String> {
     let nodes = env.add_nodes(count).await;
@@ -64,12 +107,7 @@ async fn rolled_out(env: &TestEnv, count: usize, rolling_update: serde_json::Val
         .await
         .unwrap_or_else(|e| panic!("create set: {e}"));
     wait_one_ready_pod_per_node(env, "agent", &nodes, "agent:v1").await;
-    wait_for_set(env, "v1 to be the stable revision", |s| {
-        s.status.as_ref().is_some_and(|st| {
-            st.stable_revision.is_some() && st.stable_revision == st.update_revision
-        })
-    })
-    .await;
+    wait_stable(env).await;
     nodes
 }
 
@@ -85,12 +123,11 @@ async fn a_never_ready_revision_trips_the_deadline_and_pauses() {
     .await;
     let before = uids_by_node(&env).await;
     patch_set(&env.api::<DaemonSet>(), bad_revision(), "bad revision").await;
-    let failed = wait_for_set(&env, "the rollout to fail on its deadline", |s| {
-        s.status
-            .as_ref()
-            .and_then(|st| st.failure.as_ref())
-            .is_some_and(|f| f.reason == "ProgressDeadlineExceeded")
-    })
+    let (failed, failure) = wait_failed(
+        &env,
+        "the rollout to fail on its deadline",
+        "ProgressDeadlineExceeded",
+    )
     .await;
     assert_eq!(
         condition(&failed, "Progressing"),
@@ -100,10 +137,6 @@ async fn a_never_ready_revision_trips_the_deadline_and_pauses() {
         condition(&failed, "RolloutFailed"),
         Some(("True".into(), "ProgressDeadlineExceeded".into()))
     );
-    let failure = failed
-        .status
-        .and_then(|s| s.failure)
-        .unwrap_or_else(|| unreachable!());
     assert_eq!(failure.policy, "Pause");
     eventually("a RolloutFailed Warning event", TIMEOUT, || async {
         let found = events(&env, "RolloutFailed").await;
@@ -231,37 +264,17 @@ async fn crash_looping_pods_on_three_nodes_trip_max_failed_nodes_of_two() {
     for pod in pods.iter().take(2) {
         eventually("crash-loop status", TIMEOUT, || crash(&env, pod.clone())).await;
     }
-    consistently(
+    stays_unfailed(
+        &env,
         "two failed nodes are within maxFailedNodes",
         Duration::from_secs(3),
-        || async {
-            let s = env
-                .api::<DaemonSet>()
-                .get("agent")
-                .await
-                .map_err(|e| e.to_string())?;
-            match s.status.and_then(|st| st.failure) {
-                None => Ok(()),
-                Some(f) => Err(format!("failed already: {f:?}")),
-            }
-        },
     )
     .await;
     eventually("crash-loop status", TIMEOUT, || {
         crash(&env, pods[2].clone())
     })
     .await;
-    let failed = wait_for_set(&env, "maxFailedNodes to trip", |s| {
-        s.status
-            .as_ref()
-            .and_then(|st| st.failure.as_ref())
-            .is_some_and(|f| f.reason == "FailedNodesExceeded")
-    })
-    .await;
-    let failure = failed
-        .status
-        .and_then(|s| s.failure)
-        .unwrap_or_else(|| unreachable!());
+    let (_, failure) = wait_failed(&env, "maxFailedNodes to trip", "FailedNodesExceeded").await;
     assert_eq!(failure.failed_nodes.len(), 3, "{failure:?}");
     assert!(
         failure
@@ -380,9 +393,7 @@ async fn update_with_three_down_nodes(env: &TestEnv, policy: &str) -> (Vec<Strin
         .patch(
             "agent",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"template": {"spec": {
-                "containers": [{"name": "agent", "image": "agent:v2"}]
-            }}}})),
+            &Patch::Merge(new_image("agent:v2")),
         )
         .await
         .unwrap_or_else(|e| panic!("patch: {e}"));
@@ -534,33 +545,13 @@ async fn a_node_that_turns_not_ready_right_after_its_update_trips_the_health_gua
         .await
         .unwrap_or_else(|e| panic!("create set: {e}"));
     mark_ready_on(&env, &nodes, "agent:v1").await;
-    wait_for_set(&env, "v1 to be the stable revision", |s| {
-        s.status.as_ref().is_some_and(|st| {
-            st.stable_revision.is_some() && st.stable_revision == st.update_revision
-        })
-    })
-    .await;
-    patch_set(
-        &env.api::<DaemonSet>(),
-        json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": "agent:v2"}]}}}}),
-        "new image",
-    )
-    .await;
+    wait_stable(&env).await;
+    patch_set(&env.api::<DaemonSet>(), new_image("agent:v2"), "new image").await;
     mark_ready_on(&env, &nodes, "agent:v2").await;
-    consistently(
+    stays_unfailed(
+        &env,
         "no failure while both nodes stay healthy",
         Duration::from_secs(3),
-        || async {
-            let s = env
-                .api::<DaemonSet>()
-                .get("agent")
-                .await
-                .map_err(|e| e.to_string())?;
-            match s.status.and_then(|st| st.failure) {
-                None => Ok(()),
-                Some(f) => Err(format!("{f:?}")),
-            }
-        },
     )
     .await;
     // The first node stops beating and reports NotReady, seconds after its update.
@@ -568,17 +559,12 @@ async fn a_node_that_turns_not_ready_right_after_its_update_trips_the_health_gua
     let still_beating = heartbeat(&env, vec![nodes[1].clone()]);
     env.set_node_conditions(&nodes[0], &[("Ready", "False")])
         .await;
-    let failed = wait_for_set(&env, "the node-health guard to fail the rollout", |s| {
-        s.status
-            .as_ref()
-            .and_then(|st| st.failure.as_ref())
-            .is_some_and(|f| f.reason == "FailedNodesExceeded")
-    })
+    let (_, failure) = wait_failed(
+        &env,
+        "the node-health guard to fail the rollout",
+        "FailedNodesExceeded",
+    )
     .await;
-    let failure = failed
-        .status
-        .and_then(|s| s.failure)
-        .unwrap_or_else(|| unreachable!());
     assert_eq!(
         failure.failed_nodes,
         [format!(

@@ -215,3 +215,8 @@ pub async fn wait_for_set(
     })
     .await
 }
+
+/// A merge patch that sets the agent container's image.
+pub fn new_image(image: &str) -> serde_json::Value {
+    json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": image}]}}}})
+}
