@@ -122,6 +122,10 @@ pub struct ScenarioResult {
     pub peak_rss_bytes: u64,
     /// Node joined → its pod created (S3), seen by the harness's watch.
     pub join_latency: Option<Latency>,
+    /// Node admits DaemonSet pods (its not-ready taint removed) → its pod created (S3): the
+    /// controller's share of `join_latency`.
+    #[serde(default)]
+    pub admitted_latency: Option<Latency>,
 }
 
 /// All scenarios of one controller at one size.
@@ -388,6 +392,19 @@ pub fn target_checks(size: &SizeResult) -> Vec<TargetCheck> {
                     0.5,
                 ));
             }
+            if let (Some(a), Some(b)) = (
+                er.get(Scenario::S3).and_then(|r| r.admitted_latency),
+                ur.get(Scenario::S3).and_then(|r| r.admitted_latency),
+            ) {
+                out.push(check(
+                    "node admits pods→pod p99 ms",
+                    e,
+                    u.label(),
+                    a.p99_ms,
+                    b.p99_ms,
+                    0.5,
+                ));
+            }
         }
         for s in [Scenario::S1, Scenario::S2, Scenario::S3] {
             if let (Some(a), Some(f)) = (er.get(s), size.floor_seconds(s)) {
@@ -465,11 +482,11 @@ pub fn markdown(r: &Report) -> String {
         );
         let _ = writeln!(
             md,
-            "| controller | S1 s | S2 s | S3 s | S4 s | S5 requests | CPU s | peak RSS MiB | writes/pod | join→pod p50 / p99 ms | startup s |"
+            "| controller | S1 s | S2 s | S3 s | S4 s | S5 requests | CPU s | peak RSS MiB | writes/pod | join→pod p50 / p99 ms | admitted→pod p50 / p99 ms | startup s |"
         );
         let _ = writeln!(
             md,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         let f = |s| fmt_opt(size.floor_seconds(s), 1);
         let floor_writes: (u64, u64) = size
@@ -478,7 +495,7 @@ pub fn markdown(r: &Report) -> String {
             .fold((0, 0), |(w, p), r| (w + r.requests.writes(), p + r.pods));
         let _ = writeln!(
             md,
-            "| floor (minimal client) | {} | {} | {} | – | – | – | – | {} | – | – |",
+            "| floor (minimal client) | {} | {} | {} | – | – | – | – | {} | – | – | – |",
             f(Scenario::S1),
             f(Scenario::S2),
             f(Scenario::S3),
@@ -489,16 +506,18 @@ pub fn markdown(r: &Report) -> String {
         );
         for run in &size.runs {
             let sec = |s| fmt_opt(run.get(s).map(|r| r.seconds), 1);
-            let join = run
-                .get(Scenario::S3)
-                .and_then(|r| r.join_latency)
-                .map_or_else(
+            let latency = |l: Option<Latency>| {
+                l.map_or_else(
                     || "–".to_owned(),
                     |l| format!("{:.0} / {:.0}", l.p50_ms, l.p99_ms),
-                );
+                )
+            };
+            let s3 = run.get(Scenario::S3);
+            let join = latency(s3.and_then(|r| r.join_latency));
+            let admitted = latency(s3.and_then(|r| r.admitted_latency));
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {} | {} | {:.1} |",
+                "| {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {} | {} | {} | {:.1} |",
                 run.controller.label(),
                 sec(Scenario::S1),
                 sec(Scenario::S2),
@@ -510,6 +529,7 @@ pub fn markdown(r: &Report) -> String {
                 mib(run.peak_rss_bytes()),
                 fmt_opt(run.writes_per_pod(), 2),
                 join,
+                admitted,
                 run.startup_seconds,
             );
         }
@@ -796,6 +816,12 @@ mod tests {
                 p99_ms: seconds * 20.0,
                 max_ms: seconds * 20.0,
             }),
+            admitted_latency: (s == Scenario::S3).then_some(Latency {
+                samples: 10,
+                p50_ms: seconds,
+                p99_ms: seconds * 2.0,
+                max_ms: seconds * 2.0,
+            }),
         }
     }
 
@@ -892,7 +918,7 @@ mod tests {
         assert!(md.contains("## 100 nodes"));
         assert!(md.contains("| floor (minimal client) | 4.0 |"));
         assert!(md.contains(
-            "| everynode apps/v1 | 5.0 | 5.0 | 5.0 | 5.0 | 50 | 10.0 | 50 | 0.50 | 50 / 100 | 1.0 |"
+            "| everynode apps/v1 | 5.0 | 5.0 | 5.0 | 5.0 | 50 | 10.0 | 50 | 0.50 | 50 / 100 | 5 / 10 | 1.0 |"
         ));
         assert!(md.contains("| create pods | 1000 | 500 | 250 |"));
         assert!(md.contains("shortened with `--idle-seconds`"));

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
 
 /// Name of the DaemonSet under test.
@@ -151,6 +151,25 @@ impl PodInfo {
     }
 }
 
+/// The taint a node carries from its creation until it reports Ready (added by the API server's
+/// `TaintNodesByCondition` admission, removed by the node-lifecycle controller).
+pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
+
+/// Whether a DaemonSet pod can be placed on `node` as far as the cluster is concerned: it no
+/// longer carries the not-ready `NoSchedule` taint, which DaemonSet pods do not tolerate. From
+/// then on, a missing pod is the controller's delay.
+#[must_use]
+pub fn admits_daemon_pods(node: &Node) -> bool {
+    !node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| {
+            ts.iter()
+                .any(|t| t.key == NOT_READY_TAINT && t.effect == "NoSchedule")
+        })
+}
+
 /// The pods of one namespace as the harness's watch saw them, plus when a pod for each node was
 /// first seen.
 #[derive(Debug, Default)]
@@ -264,6 +283,37 @@ pub fn status_converged(set: &Value, nodes: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_node_admits_daemon_pods_once_the_not_ready_no_schedule_taint_is_gone() {
+        use k8s_openapi::api::core::v1::{NodeSpec, Taint};
+        let node = |taints: Vec<(&str, &str)>| Node {
+            spec: Some(NodeSpec {
+                taints: Some(
+                    taints
+                        .into_iter()
+                        .map(|(key, effect)| Taint {
+                            key: key.to_owned(),
+                            effect: effect.to_owned(),
+                            ..Taint::default()
+                        })
+                        .collect(),
+                ),
+                ..NodeSpec::default()
+            }),
+            ..Node::default()
+        };
+        assert!(!admits_daemon_pods(&node(vec![(
+            NOT_READY_TAINT,
+            "NoSchedule"
+        )])));
+        assert!(admits_daemon_pods(&node(vec![(
+            NOT_READY_TAINT,
+            "NoExecute"
+        )])));
+        assert!(admits_daemon_pods(&node(vec![])));
+        assert!(admits_daemon_pods(&Node::default()));
+    }
+
     use super::*;
 
     fn pod(name: &str, node: &str, rev: &str, ready: bool, via_affinity: bool) -> Pod {

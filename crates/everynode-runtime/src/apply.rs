@@ -12,13 +12,13 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::context::Context;
 use crate::error::{Error, is_status};
+use crate::events::{PodWrite, PodWriteEvents, publish_plan_events};
 use crate::target::SetResource;
 
 /// Upstream's first slow-start batch size; batches double after each fully successful batch.
@@ -37,8 +37,9 @@ pub async fn apply_plan<K: SetResource>(
     let revisions: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), namespace);
     let key = format!("{namespace}/{}", input.set.name);
 
-    publish_plan_events(ctx, set, plan).await;
+    publish_plan_events(ctx, set, plan);
 
+    let mut events = PodWriteEvents::default();
     let work = async {
         adopt_and_release::<K>(ctx, input, plan, &pods, &revisions).await?;
         if apply_history(ctx, set, input, plan, &pods, &revisions).await? {
@@ -62,60 +63,15 @@ pub async fn apply_plan<K: SetResource>(
             plan.updates.iter().map(|u| (u.pod.clone(), u.hash.clone())),
             Instant::now(),
         );
-        delete_pods(ctx, set, &key, plan, &pods).await?;
-        update_pods_in_place(ctx, set, &key, plan, &pods).await?;
-        create_pods(ctx, set, &key, input, plan, &pods).await
+        delete_pods(ctx, &key, plan, &pods, &mut events).await?;
+        update_pods_in_place(ctx, set, &key, plan, &pods, &mut events).await?;
+        create_pods::<K>(ctx, &key, input, plan, &pods, &mut events).await
     };
+    let done = work.await;
+    events.publish(ctx, set);
     // The planned status counts the planned writes as done: write it only when they were.
-    work.await?;
+    done?;
     write_status(ctx, set, plan).await
-}
-
-async fn publish_plan_events<K: SetResource>(ctx: &Context, set: &K, plan: &Plan) {
-    for event in &plan.events {
-        let type_ = if event.reason.is_warning() {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        publish(
-            ctx,
-            set,
-            type_,
-            event.reason.as_str(),
-            "Reconcile",
-            event.message.clone(),
-        )
-        .await;
-    }
-}
-
-/// Publishes one Event on the set; failures are logged, never fatal.
-pub(crate) async fn publish<K: SetResource>(
-    ctx: &Context,
-    set: &K,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: action.to_owned(),
-        secondary: None,
-    };
-    // Off the write path: a reconcile never waits for its Events (upstream's recorder is
-    // asynchronous too); the recorder folds repeats into a series.
-    let recorder = ctx.recorder.clone();
-    let regarding = set.object_ref(&());
-    let reason = reason.to_owned();
-    tokio::spawn(async move {
-        if let Err(err) = recorder.publish(&event, &regarding).await {
-            tracing::debug!(error = %err, reason, "publishing event failed");
-        }
-    });
 }
 
 async fn adopt_and_release<K: SetResource>(
@@ -307,12 +263,12 @@ async fn apply_history<K: SetResource>(
     Ok(false)
 }
 
-async fn delete_pods<K: SetResource>(
+async fn delete_pods(
     ctx: &Context,
-    set: &K,
     key: &str,
     plan: &Plan,
     pods: &Api<Pod>,
+    events: &mut PodWriteEvents,
 ) -> Result<(), Error> {
     let results = join_all(plan.deletes.iter().map(|delete| async move {
         let params = DeleteParams {
@@ -331,16 +287,7 @@ async fn delete_pods<K: SetResource>(
             Ok(_) => {
                 ctx.metrics.pods_deleted.inc();
                 tracing::info!(pod = %delete.pod, node = %delete.node, reason = %delete.reason, "deleted pod");
-                let note = format!("Deleted pod: {} ({})", delete.pod, delete.reason);
-                publish(
-                    ctx,
-                    set,
-                    EventType::Normal,
-                    "SuccessfulDelete",
-                    "DeletePod",
-                    note,
-                )
-                .await;
+                events.record(PodWrite::Deleted, &delete.pod, delete.reason.to_string());
             }
             // Already gone (or replaced by a pod with another UID): nothing to wait for.
             Err(err) if is_status(&err, 404) || is_status(&err, 409) => {
@@ -348,16 +295,7 @@ async fn delete_pods<K: SetResource>(
             }
             Err(err) => {
                 ctx.expectations.write_failed(key, None, Some(&delete.uid));
-                let note = format!("Error deleting: {err}");
-                publish(
-                    ctx,
-                    set,
-                    EventType::Warning,
-                    "FailedDelete",
-                    "DeletePod",
-                    note,
-                )
-                .await;
+                events.record(PodWrite::DeleteFailed, &delete.pod, err.to_string());
                 first_error.get_or_insert(Error::api(format!("deleting pod {}", delete.pod))(err));
             }
         }
@@ -375,6 +313,7 @@ async fn update_pods_in_place<K: SetResource>(
     key: &str,
     plan: &Plan,
     pods: &Api<Pod>,
+    events: &mut PodWriteEvents,
 ) -> Result<(), Error> {
     let namespace = set.namespace().unwrap_or_default();
     let results = join_all(plan.updates.iter().map(|update| {
@@ -431,20 +370,7 @@ async fn update_pods_in_place<K: SetResource>(
                     .iter()
                     .map(|(c, i)| format!("{c}={i}"))
                     .collect();
-                let note = format!(
-                    "Updated pod in place: {} ({})",
-                    update.pod,
-                    images.join(", ")
-                );
-                publish(
-                    ctx,
-                    set,
-                    EventType::Normal,
-                    "SuccessfulUpdate",
-                    "UpdatePod",
-                    note,
-                )
-                .await;
+                events.record(PodWrite::UpdatedInPlace, &update.pod, images.join(", "));
             }
             // Gone or replaced: the next plan sees it.
             Err(err) if is_status(&err, 404) || is_status(&err, 409) => {
@@ -452,16 +378,7 @@ async fn update_pods_in_place<K: SetResource>(
             }
             Err(err) => {
                 ctx.expectations.update_failed(key, &update.pod);
-                let note = format!("Error updating {} in place: {err}", update.pod);
-                publish(
-                    ctx,
-                    set,
-                    EventType::Warning,
-                    "FailedUpdate",
-                    "UpdatePod",
-                    note,
-                )
-                .await;
+                events.record(PodWrite::UpdateFailed, &update.pod, err.to_string());
                 first_error.get_or_insert(Error::api(format!("updating pod {}", update.pod))(err));
             }
         }
@@ -474,11 +391,11 @@ async fn update_pods_in_place<K: SetResource>(
 /// hundreds.
 async fn create_pods<K: SetResource>(
     ctx: &Context,
-    set: &K,
     key: &str,
     input: &PlanInput,
     plan: &Plan,
     pods: &Api<Pod>,
+    events: &mut PodWriteEvents,
 ) -> Result<(), Error> {
     let owner = owner_reference::<K>(input);
     let mut remaining = plan.creates.as_slice();
@@ -510,16 +427,7 @@ async fn create_pods<K: SetResource>(
                 Ok(_) => {
                     ctx.metrics.pods_created.inc();
                     tracing::info!(pod = %create.pod_name, node = %create.node, reason = %create.reason, "created pod");
-                    let note = format!("Created pod: {}", create.pod_name);
-                    publish(
-                        ctx,
-                        set,
-                        EventType::Normal,
-                        "SuccessfulCreate",
-                        "CreatePod",
-                        note,
-                    )
-                    .await;
+                    events.record(PodWrite::Created, &create.pod_name, String::new());
                 }
                 // The pod exists: created by an earlier run whose write the cache has not shown
                 // yet, or still terminating. Either way, no duplicate is made.
@@ -532,16 +440,7 @@ async fn create_pods<K: SetResource>(
                         .write_failed(key, Some(&create.pod_name), None);
                     let namespace_terminating = err.to_string().contains("being terminated");
                     if !namespace_terminating {
-                        let note = format!("Error creating: {err}");
-                        publish(
-                            ctx,
-                            set,
-                            EventType::Warning,
-                            "FailedCreate",
-                            "CreatePod",
-                            note,
-                        )
-                        .await;
+                        events.record(PodWrite::CreateFailed, &create.pod_name, err.to_string());
                         first_error.get_or_insert(Error::api(format!(
                             "creating pod {} on node {}",
                             create.pod_name, create.node
@@ -568,7 +467,6 @@ async fn create_pods<K: SetResource>(
     first_error.map_or(Ok(()), Err)
 }
 
-/// Writes the status when it changed, with the set's resourceVersion as a precondition.
 /// An automatic rollback: replaces the set with the stable revision's template (the cached
 /// object's resourceVersion is the precondition: a set changed meanwhile is planned again).
 /// Returns the set as stored.
@@ -594,6 +492,7 @@ pub(crate) async fn roll_back<K: SetResource>(
     )))
 }
 
+/// Writes the status when it changed, with the set's resourceVersion as a precondition.
 pub(crate) async fn write_status<K: SetResource>(
     ctx: &Context,
     set: &K,

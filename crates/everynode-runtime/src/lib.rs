@@ -7,6 +7,7 @@ pub mod apply;
 pub mod context;
 pub mod controller;
 pub mod error;
+mod events;
 pub mod expectations;
 pub mod http;
 pub mod metrics;

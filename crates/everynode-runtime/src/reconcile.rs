@@ -12,10 +12,11 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{Instrument, info_span};
 
-use crate::apply::{apply_plan, publish, roll_back, write_status};
+use crate::apply::{apply_plan, roll_back, write_status};
 use crate::context::Context;
 use crate::controller::until_ready;
 use crate::error::Error;
+use crate::events::publish;
 use crate::expectations::CachedPod;
 use crate::metrics::SetLabels;
 use crate::target::SetResource;
@@ -99,8 +100,7 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
                 "rolled back from {} to {}: {}",
                 rollback.from, rollback.to, rollback.reason
             ),
-        )
-        .await;
+        );
         write_status(&ctx, &rolled_back, &plan).await?;
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
@@ -132,8 +132,7 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
             "FailedPlacement",
             "Scheduling",
             message,
-        )
-        .await;
+        );
     }
 
     if let Some(counts) = &plan.counts {

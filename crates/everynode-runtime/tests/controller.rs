@@ -111,6 +111,24 @@ async fn one_ready_pod_per_node_pinned_by_affinity_with_correct_status() {
     assert_eq!(status.number_unavailable.unwrap_or_default(), 0);
     assert_eq!(status.observed_generation, Some(1));
 
+    // One Event for the reconcile's creates, naming the pods (sorted), not one per pod.
+    let mut names: Vec<String> = set_pods(&env, "agent")
+        .await
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    names.sort_unstable();
+    let expected = vec![format!("Created 3 pods: {}", names.join(", "))];
+    eventually("one SuccessfulCreate event for 3 pods", TIMEOUT, || async {
+        let notes = event_notes(&env, "agent", "SuccessfulCreate").await;
+        if notes == expected {
+            Ok(())
+        } else {
+            Err(format!("{notes:?}"))
+        }
+    })
+    .await;
+
     let revisions = env
         .api::<ControllerRevision>()
         .list(&ListParams::default())

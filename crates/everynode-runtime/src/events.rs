@@ -1,0 +1,264 @@
+//! Events on the set. Pod writes are summarised: one Event per kind of write and cause in a
+//! reconcile, naming the pods, instead of one per pod. A rollout over 1,000 nodes thus writes a
+//! few dozen Events, not 3,000 (upstream's recorder drops most per-pod Events in its spam
+//! filter instead). Events never hold up a reconcile.
+
+use std::collections::BTreeMap;
+
+use kube::runtime::events::{Event, EventType};
+
+use crate::context::Context;
+use crate::target::SetResource;
+
+/// Pods named in one summary Event; the rest are counted.
+const NAMED_PODS: usize = 8;
+
+/// The API server's limit on an Event's note (events.k8s.io/v1: 1 kB).
+const NOTE_LIMIT: usize = 1024;
+
+/// One kind of pod write and its outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum PodWrite {
+    Created,
+    Deleted,
+    UpdatedInPlace,
+    CreateFailed,
+    DeleteFailed,
+    UpdateFailed,
+}
+
+impl PodWrite {
+    /// The Event reason (upstream's, where upstream has one).
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Created => "SuccessfulCreate",
+            Self::Deleted => "SuccessfulDelete",
+            Self::UpdatedInPlace => "SuccessfulUpdate",
+            Self::CreateFailed => "FailedCreate",
+            Self::DeleteFailed => "FailedDelete",
+            Self::UpdateFailed => "FailedUpdate",
+        }
+    }
+
+    fn action(self) -> &'static str {
+        match self {
+            Self::Created | Self::CreateFailed => "CreatePod",
+            Self::Deleted | Self::DeleteFailed => "DeletePod",
+            Self::UpdatedInPlace | Self::UpdateFailed => "UpdatePod",
+        }
+    }
+
+    fn failed(self) -> bool {
+        matches!(
+            self,
+            Self::CreateFailed | Self::DeleteFailed | Self::UpdateFailed
+        )
+    }
+
+    /// The note's opening words.
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Created => "Created",
+            Self::Deleted => "Deleted",
+            Self::UpdatedInPlace => "Updated in place",
+            Self::CreateFailed => "Error creating",
+            Self::DeleteFailed => "Error deleting",
+            Self::UpdateFailed => "Error updating in place",
+        }
+    }
+}
+
+/// The pod writes of one reconcile, grouped by kind and detail (the delete reason, the new
+/// images, the error), each group published as one Event.
+#[derive(Debug, Default)]
+pub(crate) struct PodWriteEvents {
+    groups: BTreeMap<(PodWrite, String), Vec<String>>,
+}
+
+impl PodWriteEvents {
+    /// Records one pod write; `detail` is its cause (successes) or error (failures).
+    pub(crate) fn record(&mut self, write: PodWrite, pod: &str, detail: String) {
+        self.groups
+            .entry((write, detail))
+            .or_default()
+            .push(pod.to_owned());
+    }
+
+    /// Publishes one Event per group, in a fixed order (creates, deletes, updates, failures).
+    pub(crate) fn publish<K: SetResource>(self, ctx: &Context, set: &K) {
+        for ((write, detail), mut pods) in self.groups {
+            pods.sort_unstable();
+            let type_ = if write.failed() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            let note = summary_note(write, &detail, &pods);
+            publish(ctx, set, type_, write.reason(), write.action(), note);
+        }
+    }
+}
+
+/// `Created pod: a`, `Deleted 3 pods (pod failed): a, b, c`, `Created 1000 pods: a, …, h and
+/// 992 more`, `Error creating pod a: <error>`, `Error creating 2 pods (a, b): <error>`.
+fn summary_note(write: PodWrite, detail: &str, pods: &[String]) -> String {
+    let named = pods
+        .iter()
+        .take(NAMED_PODS)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let list = match pods.len().saturating_sub(NAMED_PODS) {
+        0 => named,
+        more => format!("{named} and {more} more"),
+    };
+    let verb = write.verb();
+    let note = match (write.failed(), pods.len(), detail.is_empty()) {
+        (true, 1, _) => format!("{verb} pod {list}: {detail}"),
+        (true, n, _) => format!("{verb} {n} pods ({list}): {detail}"),
+        (false, 1, true) => format!("{verb} pod: {list}"),
+        (false, 1, false) => format!("{verb} pod: {list} ({detail})"),
+        (false, n, true) => format!("{verb} {n} pods: {list}"),
+        (false, n, false) => format!("{verb} {n} pods ({detail}): {list}"),
+    };
+    truncate(note, NOTE_LIMIT)
+}
+
+/// Cuts `text` to at most `limit` bytes on a character boundary, marking the cut.
+fn truncate(mut text: String, limit: usize) -> String {
+    const MARK: &str = " …";
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit - MARK.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(MARK);
+    text
+}
+
+/// Publishes the events the plan carries (placement, failures, rollout steps).
+pub(crate) fn publish_plan_events<K: SetResource>(
+    ctx: &Context,
+    set: &K,
+    plan: &everynode_core::Plan,
+) {
+    for event in &plan.events {
+        let type_ = if event.reason.is_warning() {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(
+            ctx,
+            set,
+            type_,
+            event.reason.as_str(),
+            "Reconcile",
+            event.message.clone(),
+        );
+    }
+}
+
+/// Publishes one Event on the set from a task of its own: a reconcile never waits for its
+/// Events (upstream's recorder is asynchronous too). Failures are logged, never fatal; the
+/// recorder folds repeats into a series.
+pub(crate) fn publish<K: SetResource>(
+    ctx: &Context,
+    set: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(truncate(note, NOTE_LIMIT)),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    let recorder = ctx.recorder.clone();
+    let regarding = set.object_ref(&());
+    let reason = reason.to_owned();
+    tokio::spawn(async move {
+        if let Err(err) = recorder.publish(&event, &regarding).await {
+            tracing::debug!(error = %err, reason, "publishing event failed");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("p-{i:04}")).collect()
+    }
+
+    #[test]
+    fn one_pod_keeps_upstream_wording() {
+        assert_eq!(
+            summary_note(PodWrite::Created, "", &pods(1)),
+            "Created pod: p-0000"
+        );
+        assert_eq!(
+            summary_note(PodWrite::Deleted, "pod failed", &pods(1)),
+            "Deleted pod: p-0000 (pod failed)"
+        );
+        assert_eq!(
+            summary_note(PodWrite::CreateFailed, "quota exceeded", &pods(1)),
+            "Error creating pod p-0000: quota exceeded"
+        );
+    }
+
+    #[test]
+    fn many_pods_name_the_first_and_count_the_rest() {
+        assert_eq!(
+            summary_note(PodWrite::Created, "", &pods(3)),
+            "Created 3 pods: p-0000, p-0001, p-0002"
+        );
+        assert_eq!(
+            summary_note(PodWrite::Deleted, "rolling update", &pods(1000)),
+            "Deleted 1000 pods (rolling update): p-0000, p-0001, p-0002, p-0003, p-0004, \
+             p-0005, p-0006, p-0007 and 992 more"
+        );
+        assert_eq!(
+            summary_note(PodWrite::DeleteFailed, "forbidden", &pods(2)),
+            "Error deleting 2 pods (p-0000, p-0001): forbidden"
+        );
+    }
+
+    #[test]
+    fn notes_stay_within_the_api_limit_on_a_char_boundary() {
+        let long = "é".repeat(2000);
+        let note = summary_note(PodWrite::UpdateFailed, &long, &pods(1));
+        assert!(note.len() <= NOTE_LIMIT, "{}", note.len());
+        assert!(note.ends_with(" …"));
+        assert_eq!(truncate("short".to_owned(), NOTE_LIMIT), "short");
+    }
+
+    #[test]
+    fn writes_group_by_kind_and_detail() {
+        let mut events = PodWriteEvents::default();
+        events.record(PodWrite::Deleted, "b", "old".to_owned());
+        events.record(PodWrite::Created, "z", String::new());
+        events.record(PodWrite::Deleted, "a", "old".to_owned());
+        events.record(PodWrite::Deleted, "c", "failed".to_owned());
+        let groups: Vec<(PodWrite, &str, usize)> = events
+            .groups
+            .iter()
+            .map(|((w, d), p)| (*w, d.as_str(), p.len()))
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                (PodWrite::Created, "", 1),
+                (PodWrite::Deleted, "failed", 1),
+                (PodWrite::Deleted, "old", 2)
+            ]
+        );
+    }
+}
