@@ -47,7 +47,7 @@ pub(crate) struct BenchArgs {
     /// Directory for the benchmark clusters (`<dir>/n<size>`, removed afterwards).
     #[arg(long, default_value = "/tmp/everynode-bench")]
     dir: PathBuf,
-    /// Base port; the bench uses 8 ports from here.
+    /// Base port; the bench uses the cluster's ports from here, and two more after them.
     #[arg(long, default_value_t = 19443)]
     base_port: u16,
     /// Use this everynode binary instead of building `target/release/everynode`.

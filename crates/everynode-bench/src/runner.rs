@@ -38,8 +38,8 @@ pub struct BenchOptions {
     pub idle: Duration,
     /// Root directory for the benchmark clusters (`<root>/n<size>`).
     pub dir: PathBuf,
-    /// Base port of the clusters; the bench also uses base+6 (DaemonSet-only
-    /// kube-controller-manager) and base+7 (everynode's HTTP endpoint).
+    /// Base port of the clusters; past the cluster's own ports the bench also uses one for the
+    /// DaemonSet-only kube-controller-manager and one for everynode's HTTP endpoint.
     pub base_port: u16,
     /// The `everynode` release binary.
     pub everynode: PathBuf,
@@ -782,8 +782,9 @@ impl Bench<'_> {
 
     async fn start_measured(&self, cluster: &mut Cluster, c: ControllerId) -> Result<Measured> {
         let name = c.key().to_owned();
-        let port_kcm = self.opts.base_port + 6;
-        let port_http = self.opts.base_port + 7;
+        // The two ports right after the cluster's own.
+        let port_kcm = self.opts.base_port + everynode_cluster::ports::PORTS_PER_CLUSTER;
+        let port_http = port_kcm + 1;
         let pid = match c {
             ControllerId::UpstreamDefault | ControllerId::UpstreamEqual => {
                 let limits = (c == ControllerId::UpstreamEqual).then_some(self.opts.raised_limits);
