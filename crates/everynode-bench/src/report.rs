@@ -379,31 +379,15 @@ pub fn target_checks(size: &SizeResult) -> Vec<TargetCheck> {
                     1.0,
                 ));
             }
-            if let (Some(a), Some(b)) = (
-                er.get(Scenario::S3).and_then(|r| r.join_latency),
-                ur.get(Scenario::S3).and_then(|r| r.join_latency),
-            ) {
-                out.push(check(
-                    "join→pod p99 ms",
-                    e,
-                    u.label(),
-                    a.p99_ms,
-                    b.p99_ms,
-                    0.5,
-                ));
-            }
-            if let (Some(a), Some(b)) = (
-                er.get(Scenario::S3).and_then(|r| r.admitted_latency),
-                ur.get(Scenario::S3).and_then(|r| r.admitted_latency),
-            ) {
-                out.push(check(
-                    "node admits pods→pod p99 ms",
-                    e,
-                    u.label(),
-                    a.p99_ms,
-                    b.p99_ms,
-                    0.5,
-                ));
+            let latencies: [(&str, fn(&ScenarioResult) -> Option<Latency>); 2] = [
+                ("join→pod p99 ms", |r| r.join_latency),
+                ("node admits pods→pod p99 ms", |r| r.admitted_latency),
+            ];
+            for (metric, latency) in latencies {
+                let s3 = |run: &ControllerRun| run.get(Scenario::S3).and_then(latency);
+                if let (Some(a), Some(b)) = (s3(er), s3(ur)) {
+                    out.push(check(metric, e, u.label(), a.p99_ms, b.p99_ms, 0.5));
+                }
             }
         }
         for s in [Scenario::S1, Scenario::S2, Scenario::S3] {

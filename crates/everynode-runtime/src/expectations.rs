@@ -44,8 +44,9 @@ pub struct Expectations {
 impl Expectations {
     /// Records writes about to be issued for `set`: pods created by name, pods deleted by UID,
     /// pods updated in place as `(name, revision hash)` (satisfied once the cache shows the pod
-    /// with that hash, or without the pod). Replaces whatever was pending for the set (the
-    /// caller only writes when nothing is).
+    /// with that hash, or without the pod). Adds to whatever is pending: a plan made while
+    /// writes were outstanding has none of its own, and recording it must not forget theirs
+    /// (the next plan would then run on a cache that does not show them yet).
     pub fn expect(
         &self,
         set: &str,
@@ -54,18 +55,18 @@ impl Expectations {
         updates: impl IntoIterator<Item = (String, String)>,
         now: Instant,
     ) {
-        let pending = Pending {
-            creates: created_names.into_iter().collect(),
-            deletes: deleted_uids.into_iter().collect(),
-            updates: updates.into_iter().collect(),
-            since: Some(now),
-        };
-        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.creates.is_empty() && pending.deletes.is_empty() && pending.updates.is_empty() {
-            map.remove(set);
-        } else {
-            map.insert(set.to_owned(), pending);
+        let mut creates = created_names.into_iter().peekable();
+        let mut deletes = deleted_uids.into_iter().peekable();
+        let mut updates = updates.into_iter().peekable();
+        if creates.peek().is_none() && deletes.peek().is_none() && updates.peek().is_none() {
+            return;
         }
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = map.entry(set.to_owned()).or_default();
+        pending.creates.extend(creates);
+        pending.deletes.extend(deletes);
+        pending.updates.extend(updates);
+        pending.since = Some(now);
     }
 
     /// Forgets an in-place update that failed.
@@ -151,6 +152,25 @@ mod tests {
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_plan_without_writes_keeps_what_is_pending() {
+        // The benchmark found it: a reconcile triggered while creates were outstanding planned
+        // no writes, recorded that empty plan, and so cleared the pending creates; the next
+        // reconcile planned on a lagging cache and created the same pods again (409s).
+        let e = Expectations::default();
+        let t0 = Instant::now();
+        e.expect("ns/a", names(&["a-1", "a-2"]), vec![], [], t0);
+        e.expect("ns/a", vec![], vec![], [], t0);
+        assert_eq!(with_empty_cache(&e, "ns/a", t0), 2);
+        // Writes recorded later add to the earlier ones.
+        e.expect("ns/a", names(&["a-3"]), names(&["uid-9"]), [], t0);
+        let present = |_: &str| CachedPod::Present;
+        assert_eq!(
+            e.outstanding("ns/a", t0, |_| CachedPod::Absent, present, |_, _| true),
+            4
+        );
     }
 
     #[test]
