@@ -326,6 +326,9 @@ fn check(
     }
 }
 
+/// Reads one latency measure of a scenario.
+type LatencyOf = fn(&ScenarioResult) -> Option<Latency>;
+
 /// The targets for one size: each everynode variant against upstream at defaults and
 /// at equal limits, and against the floor.
 #[must_use]
@@ -379,7 +382,7 @@ pub fn target_checks(size: &SizeResult) -> Vec<TargetCheck> {
                     1.0,
                 ));
             }
-            let latencies: [(&str, fn(&ScenarioResult) -> Option<Latency>); 2] = [
+            let latencies: [(&str, LatencyOf); 2] = [
                 ("join→pod p99 ms", |r| r.join_latency),
                 ("node admits pods→pod p99 ms", |r| r.admitted_latency),
             ];
