@@ -178,11 +178,15 @@ async fn a_never_ready_revision_is_rolled_back_without_touching_other_nodes() {
     )
     .await;
     let before = uids_by_node(&env).await;
-    let stable = wait_for_set(&env, "a stable revision", |_| true)
-        .await
-        .status
-        .and_then(|s| s.stable_revision)
-        .unwrap_or_default();
+    let stable = wait_for_set(&env, "a stable revision", |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.stable_revision.is_some())
+    })
+    .await
+    .status
+    .and_then(|s| s.stable_revision)
+    .unwrap_or_default();
     patch_set(&env.api::<DaemonSet>(), bad_revision(), "bad revision").await;
     let rolled_back = wait_for_set(&env, "the rollback to the stable revision", |s| {
         s.status
