@@ -149,6 +149,14 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
+/// The `everynode` binary `cargo test` built for the integration tests (`CARGO_BIN_EXE_everynode`).
+fn test_built_everynode() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+        .join("debug")
+        .join("everynode")
+}
+
 fn ci_dir() -> PathBuf {
     std::env::temp_dir().join(format!("everynode-ci-{}", std::process::id()))
 }
@@ -242,9 +250,12 @@ async fn run_phases(args: &CiArgs, phases: &mut Phases) -> anyhow::Result<bool> 
 
     // The README's first command, on its own cluster: it must keep working on a fresh machine.
     let t = Instant::now();
+    // It runs the binary the tests ran: a `cargo build` of its own would resolve features
+    // without the dev-dependencies and compile a second copy of most crates.
     let demo = crate::demo::run(crate::demo::DemoArgs {
         dir: std::env::temp_dir().join(format!("everynode-ci-demo-{}", std::process::id())),
         keep: false,
+        everynode: Some(test_built_everynode()),
     })
     .await;
     phases.record("demo", t, demo.is_ok());

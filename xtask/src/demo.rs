@@ -44,6 +44,9 @@ pub(crate) struct DemoArgs {
     /// `cargo xtask cluster down --dir DIR`).
     #[arg(long)]
     pub(crate) keep: bool,
+    /// Run this everynode binary instead of building one.
+    #[arg(long)]
+    pub(crate) everynode: Option<PathBuf>,
 }
 
 /// Runs the demo; the cluster is stopped whatever happens (unless `--keep`).
@@ -51,7 +54,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     banner("Building what is missing: the control plane (Go modules) and the everynode binary");
     crate::build().await?;
-    let everynode = build_everynode().await?;
+    let everynode = match args.everynode.clone() {
+        Some(binary) => binary,
+        None => build_everynode().await?,
+    };
 
     banner("Starting a local cluster: 3 KWOK worker nodes and a tainted control-plane node");
     let ports = Ports::find_free(DEMO_BASE_PORT)?;
@@ -111,12 +117,23 @@ async fn build_everynode() -> anyhow::Result<PathBuf> {
         .output()
         .await
         .context("running cargo build")?;
+    let messages: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
     if !out.status.success() {
+        // The compiler's words travel in the JSON messages, not on stderr.
+        for rendered in messages
+            .iter()
+            .filter(|msg| msg["reason"] == "compiler-message")
+            .filter_map(|msg| msg["message"]["rendered"].as_str())
+        {
+            eprint!("{rendered}");
+        }
         bail!("cargo build -p everynode failed ({})", out.status);
     }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+    messages
+        .iter()
         .filter(|msg| msg["target"]["name"] == "everynode")
         .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
         .context("cargo build reported no everynode executable")

@@ -29,6 +29,7 @@ pub mod selector;
 pub mod snapshot;
 mod state;
 pub mod status;
+pub mod status_pacing;
 mod strs;
 
 pub use backoff::{BackoffConfig, BackoffEntry};
@@ -51,6 +52,7 @@ pub use snapshot::{
     SnapshotError,
 };
 pub use status::StatusCounts;
+pub use status_pacing::StatusWrite;
 
 /// Re-exported so callers build `now` with the same type.
 pub use k8s_openapi::jiff::Timestamp;

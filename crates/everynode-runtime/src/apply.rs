@@ -2,10 +2,12 @@
 //! status and Events — in the order upstream uses.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use everynode_api::labels::{CONTROLLER_REVISION_HASH, IN_PLACE_UPDATE_ANNOTATION};
-use everynode_core::{Plan, PlanInput, RenderParams, controller_owner_reference, render_pod};
+use everynode_core::{
+    Plan, PlanInput, RenderParams, StatusWrite, controller_owner_reference, render_pod,
+};
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::Pod;
@@ -18,20 +20,21 @@ use serde_json::json;
 
 use crate::context::Context;
 use crate::error::{Error, is_status};
-use crate::events::{PodWrite, PodWriteEvents, publish_plan_events};
+use crate::events::{PodWrite, PodWriteEvents, publish_plan_events, publish_pod_writes};
 use crate::target::SetResource;
 
 /// Upstream's first slow-start batch size; batches double after each fully successful batch.
 const SLOW_START_INITIAL_BATCH: usize = 1;
 
 /// Applies `plan` for `set`. Pod writes happen only when the input's expectations were
-/// satisfied (the planner plans none otherwise).
+/// satisfied (the planner plans none otherwise). `Ok(Some(wait))`: a status write that only
+/// reports progress was held back (see [`crate::status_pacing`]); reconcile again after `wait`.
 pub async fn apply_plan<K: SetResource>(
     ctx: &Context,
     set: &K,
     input: &PlanInput,
     plan: &Plan,
-) -> Result<(), Error> {
+) -> Result<Option<Duration>, Error> {
     let namespace = input.set.namespace.as_str();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let revisions: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), namespace);
@@ -68,10 +71,21 @@ pub async fn apply_plan<K: SetResource>(
         create_pods::<K>(ctx, &key, input, plan, &pods, &mut events).await
     };
     let done = work.await;
-    events.publish(ctx, set);
+    publish_pod_writes(ctx, set, events);
     // The planned status counts the planned writes as done: write it only when they were.
     done?;
-    write_status(ctx, set, plan).await
+    let Some(status) = plan.status.as_ref().filter(|_| plan.status_changed) else {
+        return Ok(None);
+    };
+    let now = Instant::now();
+    let write = StatusWrite::classify(input.set.status.as_ref(), status);
+    if let Some(wait) = ctx.status_pacer.wait(&key, write, now) {
+        tracing::debug!(?wait, "status progress held back");
+        return Ok(Some(wait));
+    }
+    write_status(ctx, set, plan).await?;
+    ctx.status_pacer.wrote(&key, now);
+    Ok(None)
 }
 
 async fn adopt_and_release<K: SetResource>(

@@ -11,8 +11,10 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 
+use crate::events::PodWriteWindows;
 use crate::expectations::Expectations;
 use crate::metrics::Metrics;
+use crate::status_pacing::StatusPacer;
 use crate::target::Target;
 use crate::triggers::QueueDepth;
 
@@ -91,12 +93,16 @@ pub struct Context {
     pub revisions: Store<ControllerRevision>,
     /// Publishes Events on sets.
     pub recorder: Recorder,
+    /// Pod writes gathered per set for their summary Events.
+    pub pod_write_windows: PodWriteWindows,
     /// Metrics.
     pub metrics: std::sync::Arc<Metrics>,
     /// Writes not yet seen in the caches.
     pub expectations: Expectations,
     /// Failed-pod backoff.
     pub backoff: BackoffTable,
+    /// Pacing of progress-only status writes.
+    pub status_pacer: StatusPacer,
     /// Consecutive reconcile failures per set (`namespace/name`), for error backoff.
     pub failures: Mutex<HashMap<String, u32>>,
     /// Sets waiting for a reconcile.

@@ -1,11 +1,16 @@
-//! Events on the set. Pod writes are summarised: one Event per kind of write and cause in a
-//! reconcile, naming the pods, instead of one per pod. A rollout over 1,000 nodes thus writes a
-//! few dozen Events, not 3,000 (upstream's recorder drops most per-pod Events in its spam
-//! filter instead). Events never hold up a reconcile.
+//! Events on the set. Pod writes are summarised: one Event per kind of write and cause, naming
+//! the pods, instead of one per pod, gathered over a window per set ([`POD_WRITE_WINDOW`]): the
+//! first writes after a quiet spell are published at once, later ones together when the window
+//! ends. A rollout over 1,000 nodes thus writes a handful of Events, not 3,000 (upstream's
+//! recorder drops most per-pod Events in its spam filter instead). Events never hold up a
+//! reconcile; writes still gathered when the controller stops are not published.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use kube::runtime::events::{Event, EventType};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder};
 
 use crate::context::Context;
 use crate::target::SetResource;
@@ -68,8 +73,12 @@ impl PodWrite {
     }
 }
 
-/// The pod writes of one reconcile, grouped by kind and detail (the delete reason, the new
-/// images, the error), each group published as one Event.
+/// How long a set's pod writes are gathered into one Event per kind after the first is
+/// published.
+pub const POD_WRITE_WINDOW: Duration = Duration::from_secs(5);
+
+/// Pod writes grouped by kind and detail (the delete reason, the new images, the error), each
+/// group published as one Event.
 #[derive(Debug, Default)]
 pub(crate) struct PodWriteEvents {
     groups: BTreeMap<(PodWrite, String), Vec<String>>,
@@ -84,8 +93,19 @@ impl PodWriteEvents {
             .push(pod.to_owned());
     }
 
+    fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Adds `other`'s writes to these.
+    fn merge(&mut self, other: Self) {
+        for (group, pods) in other.groups {
+            self.groups.entry(group).or_default().extend(pods);
+        }
+    }
+
     /// Publishes one Event per group, in a fixed order (creates, deletes, updates, failures).
-    pub(crate) fn publish<K: SetResource>(self, ctx: &Context, set: &K) {
+    fn send(self, recorder: &Recorder, regarding: &ObjectReference) {
         for ((write, detail), mut pods) in self.groups {
             pods.sort_unstable();
             let type_ = if write.failed() {
@@ -94,9 +114,82 @@ impl PodWriteEvents {
                 EventType::Normal
             };
             let note = summary_note(write, &detail, &pods);
-            publish(ctx, set, type_, write.reason(), write.action(), note);
+            send(
+                recorder,
+                regarding,
+                type_,
+                write.reason(),
+                write.action(),
+                note,
+            );
         }
     }
+}
+
+/// The sets whose pod-write window is open, with the writes gathered since it last closed
+/// (shared with the task that ends each window).
+#[derive(Clone, Debug, Default)]
+pub struct PodWriteWindows {
+    open: Arc<Mutex<HashMap<String, PodWriteEvents>>>,
+}
+
+impl PodWriteWindows {
+    /// Takes a set's new writes: `Some` (publish them now and start a window) when no window is
+    /// open, else `None` (they are held until the window ends).
+    fn gather(&self, set: &str, writes: PodWriteEvents) -> Option<PodWriteEvents> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        match open.get_mut(set) {
+            Some(held) => {
+                held.merge(writes);
+                None
+            }
+            None => {
+                open.insert(set.to_owned(), PodWriteEvents::default());
+                Some(writes)
+            }
+        }
+    }
+
+    /// At the end of a set's window: `Some` (publish them, and keep the window open for
+    /// another period) when writes were held, else `None` and the window is closed.
+    fn end_window(&self, set: &str) -> Option<PodWriteEvents> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        match open.get_mut(set) {
+            Some(held) if !held.is_empty() => Some(std::mem::take(held)),
+            _ => {
+                open.remove(set);
+                None
+            }
+        }
+    }
+}
+
+/// Publishes a reconcile's pod writes on the set, through the set's window.
+pub(crate) fn publish_pod_writes<K: SetResource>(ctx: &Context, set: &K, writes: PodWriteEvents) {
+    if writes.is_empty() {
+        return;
+    }
+    let key = format!(
+        "{}/{}",
+        set.meta().namespace.as_deref().unwrap_or_default(),
+        set.meta().name.as_deref().unwrap_or_default()
+    );
+    let Some(now) = ctx.pod_write_windows.gather(&key, writes) else {
+        return;
+    };
+    let regarding = set.object_ref(&());
+    now.send(&ctx.recorder, &regarding);
+    let windows = ctx.pod_write_windows.clone();
+    let recorder = ctx.recorder.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(POD_WRITE_WINDOW).await;
+            match windows.end_window(&key) {
+                Some(held) => held.send(&recorder, &regarding),
+                None => break,
+            }
+        }
+    });
 }
 
 /// `Created pod: a`, `Deleted 3 pods (pod failed): a, b, c`, `Created 1000 pods: a, …, h and
@@ -173,6 +266,25 @@ pub(crate) fn publish<K: SetResource>(
     action: &str,
     note: String,
 ) {
+    send(
+        &ctx.recorder,
+        &set.object_ref(&()),
+        type_,
+        reason,
+        action,
+        note,
+    );
+}
+
+/// [`publish`], for a set known by its reference.
+fn send(
+    recorder: &Recorder,
+    regarding: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.to_owned(),
@@ -180,8 +292,8 @@ pub(crate) fn publish<K: SetResource>(
         action: action.to_owned(),
         secondary: None,
     };
-    let recorder = ctx.recorder.clone();
-    let regarding = set.object_ref(&());
+    let recorder = recorder.clone();
+    let regarding = regarding.clone();
     let reason = reason.to_owned();
     tokio::spawn(async move {
         if let Err(err) = recorder.publish(&event, &regarding).await {
@@ -260,5 +372,43 @@ mod tests {
                 (PodWrite::Deleted, "old", 2)
             ]
         );
+    }
+
+    fn created(pod: &str) -> PodWriteEvents {
+        let mut events = PodWriteEvents::default();
+        events.record(PodWrite::Created, pod, String::new());
+        events
+    }
+
+    fn pods_of(events: &PodWriteEvents) -> Vec<&str> {
+        events
+            .groups
+            .values()
+            .flatten()
+            .map(String::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn a_window_publishes_the_first_writes_at_once_and_gathers_the_rest() {
+        let windows = PodWriteWindows::default();
+        let first = windows.gather("ns/a", created("a-1"));
+        assert_eq!(first.as_ref().map(pods_of), Some(vec!["a-1"]));
+        assert!(windows.gather("ns/a", created("a-2")).is_none());
+        assert!(windows.gather("ns/a", created("a-3")).is_none());
+        // Another set has a window of its own.
+        assert!(windows.gather("ns/b", created("b-1")).is_some());
+
+        let held = windows.end_window("ns/a");
+        assert_eq!(held.as_ref().map(pods_of), Some(vec!["a-2", "a-3"]));
+        // The window stays open for another period after publishing held writes...
+        assert!(windows.gather("ns/a", created("a-4")).is_none());
+        assert_eq!(
+            windows.end_window("ns/a").as_ref().map(pods_of),
+            Some(vec!["a-4"])
+        );
+        // ...and closes after a period without writes, so the next write goes out at once.
+        assert!(windows.end_window("ns/a").is_none());
+        assert!(windows.gather("ns/a", created("a-5")).is_some());
     }
 }

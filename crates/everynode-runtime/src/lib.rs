@@ -7,11 +7,12 @@ pub mod apply;
 pub mod context;
 pub mod controller;
 pub mod error;
-mod events;
+pub mod events;
 pub mod expectations;
 pub mod http;
 pub mod metrics;
 pub mod reconcile;
+pub mod status_pacing;
 pub mod target;
 pub mod triggers;
 

@@ -105,24 +105,28 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
 
-    if let Err(err) = apply_plan(&ctx, set.as_ref(), &input, &plan).await {
-        // Some write failed, so the planned status (which counts every planned write as done)
-        // is wrong. Write the status the caches show instead, as upstream does, then retry.
-        let generation = view.generation;
-        let mut observed = everynode_core::plan(&snapshot(&ctx, view, false, K::ROLLOUT_STATUS));
-        placement.apply_to(&mut observed);
-        // A full sync was attempted, so the status speaks for this generation (upstream too).
-        if let Some(status) = observed.status.as_mut()
-            && status.observed_generation < generation
-        {
-            status.observed_generation = generation;
-            observed.status_changed = true;
+    let status_held_for = match apply_plan(&ctx, set.as_ref(), &input, &plan).await {
+        Ok(held_for) => held_for,
+        Err(err) => {
+            // Some write failed, so the planned status (which counts every planned write as done)
+            // is wrong. Write the status the caches show instead, as upstream does, then retry.
+            let generation = view.generation;
+            let mut observed =
+                everynode_core::plan(&snapshot(&ctx, view, false, K::ROLLOUT_STATUS));
+            placement.apply_to(&mut observed);
+            // A full sync was attempted, so the status speaks for this generation (upstream too).
+            if let Some(status) = observed.status.as_mut()
+                && status.observed_generation < generation
+            {
+                status.observed_generation = generation;
+                observed.status_changed = true;
+            }
+            if let Err(status_err) = write_status(&ctx, set.as_ref(), &observed).await {
+                tracing::debug!(error = %status_err, "writing the observed status failed too");
+            }
+            return Err(err);
         }
-        if let Err(status_err) = write_status(&ctx, set.as_ref(), &observed).await {
-            tracing::debug!(error = %status_err, "writing the observed status failed too");
-        }
-        return Err(err);
-    }
+    };
 
     if let Some(message) = placement.event {
         publish(
@@ -148,9 +152,10 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
         );
     }
 
-    let requeue = plan
-        .requeue_after
-        .map_or(RESYNC_PERIOD, |after| after.min(RESYNC_PERIOD));
+    let requeue = [plan.requeue_after, status_held_for]
+        .into_iter()
+        .flatten()
+        .fold(RESYNC_PERIOD, Duration::min);
     Ok(Action::requeue(requeue))
 }
 
