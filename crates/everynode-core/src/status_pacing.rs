@@ -5,6 +5,7 @@
 //! a revision, a wave, a failure or rollback, and the settled end state.
 
 use everynode_api::DaemonSetStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// Why a status write goes out at once, or that it may wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,11 +14,11 @@ pub enum StatusWrite {
     First,
     /// Every pod is scheduled, updated, ready and available, and none is misscheduled.
     Settled,
-    /// Something besides the pod counters changed (generation, conditions, revisions, wave,
-    /// failure, rollback, skipped nodes, collision count).
+    /// Something besides the pod counters changed (generation, a condition's status or reason,
+    /// revisions, wave, failure, rollback, skipped nodes, collision count).
     Changed,
-    /// Only counters, pods per revision and blocked nodes moved, toward a state not yet
-    /// reached: the write may be paced.
+    /// Only counters, pods per revision, blocked nodes and condition messages moved, toward a
+    /// state not yet reached: the write may be paced.
     Progress,
 }
 
@@ -41,6 +42,7 @@ impl StatusWrite {
             pods_per_revision: stored.pods_per_revision.clone(),
             blocked_nodes: stored.blocked_nodes.clone(),
             blocked_totals: stored.blocked_totals.clone(),
+            conditions: conditions_with_stored_messages(stored, new),
             ..new.clone()
         };
         if progress_masked == *stored {
@@ -54,6 +56,33 @@ impl StatusWrite {
     pub fn may_wait(self) -> bool {
         self == Self::Progress
     }
+}
+
+/// `new`'s conditions, each with the stored one's message (and time) where type, status and
+/// reason are unchanged: messages such as "412 of 1000 node(s) run revision …" restate the
+/// counters, so a message alone changing is progress too.
+fn conditions_with_stored_messages(
+    stored: &DaemonSetStatus,
+    new: &DaemonSetStatus,
+) -> Option<Vec<Condition>> {
+    let stored_conditions = stored.conditions.as_deref().unwrap_or_default();
+    new.conditions.as_ref().map(|conditions| {
+        conditions
+            .iter()
+            .map(|condition| {
+                stored_conditions
+                    .iter()
+                    .find(|old| {
+                        old.type_ == condition.type_
+                            && old.status == condition.status
+                            && old.reason == condition.reason
+                            && old.observed_generation == condition.observed_generation
+                    })
+                    .unwrap_or(condition)
+                    .clone()
+            })
+            .collect()
+    })
 }
 
 /// Every desired pod scheduled, updated, ready and available; none misscheduled.
@@ -70,8 +99,19 @@ fn is_settled(status: &DaemonSetStatus) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
+
+    fn progressing(status: &str, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: "Progressing".to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            observed_generation: Some(1),
+        }
+    }
 
     /// `ready` of `desired` pods up and updated, at generation 1.
     fn status(desired: i32, ready: i32) -> DaemonSetStatus {
@@ -133,14 +173,7 @@ mod tests {
         let mut generation = status(10, 5);
         generation.observed_generation = Some(2);
         let mut condition = status(10, 4);
-        condition.conditions = Some(vec![Condition {
-            type_: "Progressing".to_owned(),
-            status: "True".to_owned(),
-            reason: "RollingUpdate".to_owned(),
-            message: String::new(),
-            last_transition_time: Time(Timestamp::UNIX_EPOCH),
-            observed_generation: Some(1),
-        }]);
+        condition.conditions = Some(vec![progressing("True", "RollingUpdate", "")]);
         let mut revision = status(10, 4);
         revision.update_revision = Some("abc".to_owned());
         for new in [generation, condition, revision] {
@@ -148,5 +181,35 @@ mod tests {
             assert_eq!(write, StatusWrite::Changed, "{new:?}");
             assert!(!write.may_wait());
         }
+    }
+
+    #[test]
+    fn a_condition_whose_message_alone_moves_is_progress_but_a_new_reason_is_not() {
+        let mut stored = status(1000, 10);
+        stored.conditions = Some(vec![progressing(
+            "True",
+            "RollingUpdate",
+            "10 of 1000 node(s) run revision abc",
+        )]);
+        let mut counted = status(1000, 11);
+        counted.conditions = Some(vec![progressing(
+            "True",
+            "RollingUpdate",
+            "11 of 1000 node(s) run revision abc",
+        )]);
+        assert_eq!(
+            StatusWrite::classify(Some(&stored), &counted),
+            StatusWrite::Progress
+        );
+        let mut stalled = status(1000, 11);
+        stalled.conditions = Some(vec![progressing(
+            "False",
+            "ProgressDeadlineExceeded",
+            "11 of 1000 node(s) run revision abc",
+        )]);
+        assert_eq!(
+            StatusWrite::classify(Some(&stored), &stalled),
+            StatusWrite::Changed
+        );
     }
 }

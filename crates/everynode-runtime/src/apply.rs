@@ -28,7 +28,7 @@ const SLOW_START_INITIAL_BATCH: usize = 1;
 
 /// Applies `plan` for `set`. Pod writes happen only when the input's expectations were
 /// satisfied (the planner plans none otherwise). `Ok(Some(wait))`: a status write that only
-/// reports progress was held back (see [`crate::status_pacing`]); reconcile again after `wait`.
+/// reports progress was held back (see [`crate::pacing`]); reconcile again after `wait`.
 pub async fn apply_plan<K: SetResource>(
     ctx: &Context,
     set: &K,
@@ -79,12 +79,16 @@ pub async fn apply_plan<K: SetResource>(
     };
     let now = Instant::now();
     let write = StatusWrite::classify(input.set.status.as_ref(), status);
-    if let Some(wait) = ctx.status_pacer.wait(&key, write, now) {
+    if let Some(wait) = ctx
+        .status_pacer
+        .wait(&key, now)
+        .filter(|_| write.may_wait())
+    {
         tracing::debug!(?wait, "status progress held back");
         return Ok(Some(wait));
     }
     write_status(ctx, set, plan).await?;
-    ctx.status_pacer.wrote(&key, now);
+    ctx.status_pacer.went(&key, now);
     Ok(None)
 }
 

@@ -14,7 +14,7 @@ use kube::runtime::reflector::Store;
 use crate::events::PodWriteWindows;
 use crate::expectations::Expectations;
 use crate::metrics::Metrics;
-use crate::status_pacing::StatusPacer;
+use crate::pacing::Pacer;
 use crate::target::Target;
 use crate::triggers::QueueDepth;
 
@@ -101,8 +101,10 @@ pub struct Context {
     pub expectations: Expectations,
     /// Failed-pod backoff.
     pub backoff: BackoffTable,
-    /// Pacing of progress-only status writes.
-    pub status_pacer: StatusPacer,
+    /// Pacing of progress-only status writes ([`crate::pacing::STATUS_INTERVAL`]).
+    pub status_pacer: Pacer,
+    /// Pacing of reconcile starts ([`crate::pacing::RECONCILE_INTERVAL`]).
+    pub reconcile_pacer: Pacer,
     /// Consecutive reconcile failures per set (`namespace/name`), for error backoff.
     pub failures: Mutex<HashMap<String, u32>>,
     /// Sets waiting for a reconcile.

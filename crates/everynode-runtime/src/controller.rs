@@ -21,6 +21,7 @@ use crate::context::{Context, ControllerConfig};
 use crate::error::Error;
 use crate::http::Readiness;
 use crate::metrics::{Metrics, Outcome, SetLabels};
+use crate::pacing::{self, Pacer};
 use crate::reconcile::reconcile;
 use crate::target::{SetResource, Target};
 use crate::triggers::{QueueDepth, Triggers};
@@ -223,7 +224,8 @@ async fn run_target<K: SetResource>(
         metrics: metrics.clone(),
         expectations: Default::default(),
         backoff: Default::default(),
-        status_pacer: Default::default(),
+        status_pacer: Pacer::new(pacing::STATUS_INTERVAL),
+        reconcile_pacer: Pacer::new(pacing::RECONCILE_INTERVAL),
         failures: Default::default(),
         queue,
         config: config.clone(),
@@ -292,8 +294,13 @@ async fn reconcile_measured<K: SetResource>(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let key = set_key(set.as_ref());
+    // Events that arrive while this waits are seen by this reconcile's snapshot.
+    if let Some(wait) = ctx.reconcile_pacer.wait(&key, std::time::Instant::now()) {
+        tokio::time::sleep(wait).await;
+    }
     ctx.queue.started(&key);
     let started = std::time::Instant::now();
+    ctx.reconcile_pacer.went(&key, started);
     let result = reconcile(set, ctx.clone()).await;
     let outcome = if result.is_ok() {
         Outcome::Ok

@@ -126,8 +126,8 @@ impl PodWriteEvents {
     }
 }
 
-/// The sets whose pod-write window is open, with the writes gathered since it last closed
-/// (shared with the task that ends each window).
+/// The sets (by UID) whose pod-write window is open, with the writes gathered since it last
+/// closed (shared with the task that ends each window).
 #[derive(Clone, Debug, Default)]
 pub struct PodWriteWindows {
     open: Arc<Mutex<HashMap<String, PodWriteEvents>>>,
@@ -169,11 +169,14 @@ pub(crate) fn publish_pod_writes<K: SetResource>(ctx: &Context, set: &K, writes:
     if writes.is_empty() {
         return;
     }
-    let key = format!(
-        "{}/{}",
-        set.meta().namespace.as_deref().unwrap_or_default(),
-        set.meta().name.as_deref().unwrap_or_default()
-    );
+    // By UID: a set deleted and made again under its name gets a window (and Events) of its own.
+    let key = set.meta().uid.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            set.meta().namespace.as_deref().unwrap_or_default(),
+            set.meta().name.as_deref().unwrap_or_default()
+        )
+    });
     let Some(now) = ctx.pod_write_windows.gather(&key, writes) else {
         return;
     };

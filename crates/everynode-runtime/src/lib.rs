@@ -11,8 +11,8 @@ pub mod events;
 pub mod expectations;
 pub mod http;
 pub mod metrics;
+pub mod pacing;
 pub mod reconcile;
-pub mod status_pacing;
 pub mod target;
 pub mod triggers;
 
