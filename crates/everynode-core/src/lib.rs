@@ -17,6 +17,7 @@ pub mod budget;
 pub mod controls;
 pub mod eligibility;
 pub mod explain;
+pub mod gojson;
 pub mod inplace;
 pub mod manage;
 pub mod plan;
@@ -42,7 +43,7 @@ pub use plan::{
 };
 pub use reason::{CreateReason, Deferred, DeleteReason, NodeExcluded, RevisionDeleteReason};
 pub use render::{
-    RenderParams, controller_owner_reference, deterministic_pod_name, render_pod, target_node_name,
+    RenderParams, controller_owner_reference, generated_pod_name, render_pod, target_node_name,
 };
 pub use revision::{
     HistoryPlan, NewRevision, data_matches, hash_template, revision_data, template_from_data,

@@ -28,7 +28,7 @@ use crate::explain::{self, Deferrals, NodeName};
 use crate::inplace::ImageChanges;
 use crate::manage::{EventReason, ManageCtx, PlanEvent, manage};
 use crate::reason::{CreateReason, Deferred, DeleteReason, NodeExcluded};
-use crate::render::pod_name_variant;
+use crate::render::generated_pod_name;
 use crate::revision::{
     Claim, HistoryPlan, TemplateDigest, claim, cleanup_history, construct_history, rev_hash,
     revision_name, template_from_data,
@@ -46,7 +46,7 @@ use crate::strs::{self, NameIndex};
 pub struct PodCreate {
     /// Target node.
     pub node: String,
-    /// Name to create the pod with (deterministic, see [`crate::deterministic_pod_name`]).
+    /// Name to create the pod with (see [`crate::generated_pod_name`]).
     pub pod_name: String,
     /// Revision hash of the pod.
     pub hash: String,
@@ -262,6 +262,10 @@ impl fmt::Display for Plan {
     }
 }
 
+/// How many names a create tries before it settles for a taken one (the apiserver then refuses
+/// the create, and the next plan draws another seed).
+const MAX_NAME_ATTEMPTS: u32 = 16;
+
 /// Why a pod is updated in place.
 const IN_PLACE_REASON: &str =
     "pod updated in place: only container images changed (rollingUpdateType: InPlaceIfPossible)";
@@ -274,8 +278,8 @@ struct Builder<'a> {
     input: &'a PlanInput,
     plan: Plan,
     state: State<'a>,
-    /// Input pods that exist but are not in the working state (terminal and deleting), by node.
-    hidden: Vec<(&'a str, usize)>,
+    /// Names of the input pods and of the pods this plan creates, gathered at the first create.
+    taken_names: Option<BTreeSet<String>>,
     /// With `explain`, one decision per slot (deferrals are added as they happen).
     decisions: Vec<NodeDecision>,
     hash: String,
@@ -308,30 +312,21 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn name_taken(&self, slot: usize, name: &str) -> bool {
-        let node = self.state.slots[slot].node.name.as_str();
-        self.state.slots[slot]
-            .pods
-            .iter()
-            .any(|&p| self.state.name(p) == name)
-            || self
-                .hidden
-                .iter()
-                .any(|&(n, i)| n == node && self.input.pods[i].name == name)
-            || self.plan.deletes.iter().any(|d| d.pod == name)
-    }
-
     /// Creates a pod of the current revision, or of `older` (a hash) for a held node.
     fn create(&mut self, slot: usize, reason: CreateReason, older: Option<&str>) {
-        let set_name = &self.input.set.name;
+        let input = self.input;
         let node = self.state.slots[slot].node.name.as_str();
         let hash = older.unwrap_or(&self.hash).to_owned();
-        let mut variant = 0;
-        let mut name = pod_name_variant(set_name, node, &hash, variant);
-        while self.name_taken(slot, &name) && variant < 16 {
-            variant += 1;
-            name = pod_name_variant(set_name, node, &hash, variant);
+        let taken = self
+            .taken_names
+            .get_or_insert_with(|| input.pods.iter().map(|p| p.name.clone()).collect());
+        let mut attempt = 0;
+        let mut name = generated_pod_name(&input.set.name, input.name_seed, node, &hash, attempt);
+        while taken.contains(&name) && attempt < MAX_NAME_ATTEMPTS {
+            attempt += 1;
+            name = generated_pod_name(&input.set.name, input.name_seed, node, &hash, attempt);
         }
+        taken.insert(name.clone());
         self.plan.creates.push(PodCreate {
             node: node.to_owned(),
             pod_name: name.clone(),
@@ -674,7 +669,6 @@ fn plan_pods(
     let mut state = State::new(&input.pods, slots);
     // Claim the pods (§4.3 step 1) and map the claimed ones to their nodes, in one pass.
     let mut hashes = PodHashes::default();
-    let mut hidden = Vec::new();
     let mut crowded = Vec::new();
     for (i, pod) in input.pods.iter().enumerate() {
         if i % WARM_BLOCK == 0 {
@@ -693,7 +687,6 @@ fn plan_pods(
             continue;
         };
         if pod.phase.is_terminal() && pod.deleting() {
-            hidden.push((target, i));
             continue;
         }
         let relabelled = !relabel.is_empty()
@@ -747,7 +740,7 @@ fn plan_pods(
         input,
         plan: out,
         state,
-        hidden,
+        taken_names: None,
         decisions,
         hash: String::new(),
     };

@@ -1,4 +1,4 @@
-//! Rendering a daemon pod from the template (§2.2, §2.3, §4.4), deterministic pod names and
+//! Rendering a daemon pod from the template (§2.2, §2.3, §4.4), generated pod names and
 //! the reverse lookup of a pod's target node (`GetTargetNodeName`).
 
 use std::collections::BTreeMap;
@@ -159,7 +159,7 @@ pub struct RenderParams<'a> {
     pub owner: &'a OwnerReference,
     /// The node the pod is pinned to.
     pub node: &'a str,
-    /// Pod name (normally from [`deterministic_pod_name`]).
+    /// Pod name (normally from [`generated_pod_name`]).
     pub pod_name: &'a str,
 }
 
@@ -199,57 +199,41 @@ fn fnv64a(parts: &[&[u8]]) -> u64 {
     h
 }
 
-/// Length of the suffix of deterministic pod names.
-pub const POD_NAME_SUFFIX_LEN: usize = 13;
-/// Maximum length of a deterministic pod name.
-pub const POD_NAME_MAX_LEN: usize = 63;
+/// Length of the random part of a pod name (upstream: `generateName`'s five characters).
+pub const POD_NAME_SUFFIX_LEN: usize = 5;
+/// Maximum length of a pod name's prefix `<set>-` (upstream: 63 less the suffix).
+pub const POD_NAME_MAX_PREFIX_LEN: usize = 63 - POD_NAME_SUFFIX_LEN;
 
-/// Deterministic pod name `<set>-<13 safe-encoded chars of FNV-64a(node/hash)>`, with the set
-/// name truncated so the whole name is at most 63 characters. Creating pods by this name makes
-/// a create from a lagging cache fail with 409 instead of producing a duplicate.
-pub fn deterministic_pod_name(set_name: &str, node_name: &str, revision_hash: &str) -> String {
-    pod_name_variant(set_name, node_name, revision_hash, 0)
-}
-
-/// Like [`deterministic_pod_name`], with a disambiguator: variant 0 is the deterministic name,
-/// higher variants are used when a pod of that name still exists (e.g. a failed pod that is
-/// waiting out its backoff while its replacement is created).
-pub fn pod_name_variant(
+/// A pod name as upstream's `generateName: <set>-` gives: the prefix `<set>-` cut to 58 bytes,
+/// then five characters of the safe alphabet — drawn here from `seed` (fresh for every plan),
+/// the node, the revision hash and `attempt` (raised while a name is taken), so a new pod does
+/// not take the name of a pod that existed before it and the planner stays deterministic.
+pub fn generated_pod_name(
     set_name: &str,
+    seed: u64,
     node_name: &str,
     revision_hash: &str,
-    variant: u32,
+    attempt: u32,
 ) -> String {
-    let v = variant.to_le_bytes();
-    let mut h = if variant == 0 {
-        fnv64a(&[node_name.as_bytes(), b"/", revision_hash.as_bytes()])
-    } else {
-        fnv64a(&[
-            node_name.as_bytes(),
-            b"/",
-            revision_hash.as_bytes(),
-            b"/",
-            &v,
-        ])
-    };
-    let mut suffix = [0u8; POD_NAME_SUFFIX_LEN];
-    for slot in suffix.iter_mut().rev() {
-        *slot = SAFE_ALPHABET[(h % 27) as usize];
+    let mut h = fnv64a(&[
+        &seed.to_le_bytes(),
+        node_name.as_bytes(),
+        b"/",
+        revision_hash.as_bytes(),
+        b"/",
+        &attempt.to_le_bytes(),
+    ]);
+    let mut name = String::with_capacity(POD_NAME_MAX_PREFIX_LEN + POD_NAME_SUFFIX_LEN);
+    name.push_str(set_name);
+    name.push('-');
+    let mut cut = name.len().min(POD_NAME_MAX_PREFIX_LEN);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    name.truncate(cut);
+    for _ in 0..POD_NAME_SUFFIX_LEN {
+        name.push(char::from(SAFE_ALPHABET[(h % 27) as usize]));
         h /= 27;
     }
-    let max_prefix = POD_NAME_MAX_LEN - 1 - POD_NAME_SUFFIX_LEN;
-    let mut prefix: &str = set_name;
-    if prefix.len() > max_prefix {
-        let mut cut = max_prefix;
-        while !prefix.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        prefix = &prefix[..cut];
-    }
-    let prefix = prefix.trim_end_matches(['-', '.']);
-    let mut name = String::with_capacity(prefix.len() + 1 + POD_NAME_SUFFIX_LEN);
-    name.push_str(prefix);
-    name.push('-');
-    name.extend(suffix.iter().map(|b| char::from(*b)));
     name
 }

@@ -8,9 +8,13 @@
 //! decimal sum is then mapped through upstream's `SafeEncodeString` alphabet. It does not
 //! depend on serde_json's map order, Rust or everynode versions.
 //!
-//! Matching compares *parsed* revision data after the same normalisation, so revisions
-//! written by the Go controller (`creationTimestamp: null`, `resources: {}`) match and a
-//! takeover keeps their pods: the hash used for pods is always the label of the matching
+//! New revisions hold exactly the bytes upstream's controller writes for the same template
+//! ([`encode_revision_data`], see [`crate::gojson`]): the built-in controller finds its current
+//! revision by comparing bytes, so a set handed back to it keeps its revision and pods.
+//!
+//! Matching here compares *parsed* revision data after the normalisation, so revisions written
+//! by any controller or version (the Go controller's, everynode's earlier normalised ones) match
+//! and a takeover keeps their pods: the hash used for pods is always the label of the matching
 //! revision, never recomputed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,6 +24,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::gojson;
 use crate::reason::RevisionDeleteReason;
 use crate::snapshot::{Owner, RevisionView};
 
@@ -132,7 +137,8 @@ pub fn revision_name(set_name: &str, hash: &str) -> String {
     format!("{set_name}-{hash}")
 }
 
-fn data_from_normalized(template: &Value) -> Value {
+/// `{"spec":{"template":{…,"$patch":"replace"}}}`, upstream's `getPatch` shape.
+fn data_with_template(template: &Value) -> Value {
     let mut tpl = match template {
         Value::Object(m) => m.clone(),
         _ => Map::new(),
@@ -145,9 +151,15 @@ fn data_from_normalized(template: &Value) -> Value {
     Value::Object(root)
 }
 
-/// Revision data `{"spec":{"template":{…,"$patch":"replace"}}}` (normalised template).
+/// Revision data `{"spec":{"template":{…,"$patch":"replace"}}}` as upstream's controller
+/// writes it (decoded; [`encode_revision_data`] gives the bytes).
 pub fn revision_data(template: &PodTemplateSpec) -> Value {
-    data_from_normalized(&normalize(&template_value(template)))
+    data_with_template(&gojson::with_go_nulls(template_value(template)))
+}
+
+/// The bytes of [`revision_data`] as upstream's controller writes them (Go's encoding).
+pub fn encode_revision_data(template: &PodTemplateSpec) -> String {
+    gojson::encode(&revision_data(template))
 }
 
 /// The pod template stored in revision `data` (`{"spec":{"template":{…}}}`), or `None` when
@@ -162,7 +174,7 @@ pub fn template_from_data(data: &Value) -> Option<PodTemplateSpec> {
 
 /// Whether revision `data` describes `template` (semantic comparison after normalising).
 pub fn data_matches(template: &PodTemplateSpec, data: &Value) -> bool {
-    revision_data(template) == normalize(data)
+    TemplateDigest::new(template, None).matches(data)
 }
 
 /// The current template, prepared once per plan.
@@ -170,17 +182,21 @@ pub fn data_matches(template: &PodTemplateSpec, data: &Value) -> bool {
 pub struct TemplateDigest {
     /// Hash with the set's collision count.
     pub hash: String,
-    /// Normalised revision data.
+    /// Normalised revision data (what [`Self::matches`] compares).
     pub data: Value,
+    /// The bytes a new revision holds ([`encode_revision_data`]).
+    pub encoded: String,
 }
 
 impl TemplateDigest {
     /// Hashes and encodes `template` with `collision_count`.
     pub fn new(template: &PodTemplateSpec, collision_count: Option<i32>) -> Self {
-        let normalized = normalize(&template_value(template));
+        let value = template_value(template);
+        let normalized = normalize(&value);
         Self {
             hash: hash_normalized(&normalized, collision_count),
-            data: data_from_normalized(&normalized),
+            data: data_with_template(&normalized),
+            encoded: gojson::encode(&data_with_template(&gojson::with_go_nulls(value))),
         }
     }
 
@@ -199,12 +215,20 @@ pub struct NewRevision {
     pub hash: String,
     /// `revision`.
     pub revision: i64,
-    /// `data`.
-    pub data: Value,
+    /// `data`: the bytes upstream's controller writes for this template.
+    #[serde(serialize_with = "as_json")]
+    pub data: String,
     /// Template labels plus the hash label.
     pub labels: BTreeMap<String, String>,
     /// Copy of the set's annotations.
     pub annotations: BTreeMap<String, String>,
+}
+
+/// Writes encoded JSON as the JSON value it holds (plans print revision data as an object).
+fn as_json<S: serde::Serializer>(encoded: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serde_json::from_str::<Value>(encoded)
+        .map_err(serde::ser::Error::custom)?
+        .serialize(serializer)
 }
 
 /// A revision delete.
@@ -316,7 +340,7 @@ pub fn construct_history<'a>(
                     name: name.clone(),
                     hash: digest.hash.clone(),
                     revision: next_revision,
-                    data: digest.data.clone(),
+                    data: digest.encoded.clone(),
                     labels,
                     annotations: set_annotations.clone(),
                 });

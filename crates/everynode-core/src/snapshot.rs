@@ -501,6 +501,9 @@ pub struct PlanInput {
     pub backoff: BTreeMap<String, BackoffEntry>,
     /// The controller's clock.
     pub now: Timestamp,
+    /// Seed of the names of the pods this plan creates ([`crate::generated_pod_name`]): the
+    /// runtime draws a fresh one for every plan.
+    pub name_seed: u64,
     /// The runtime's expectations for this set are satisfied. When false only the status is
     /// computed (without bumping observedGeneration) and no pod is touched (§4.1 step 7).
     pub expectations_satisfied: bool,
@@ -518,6 +521,7 @@ impl PlanInput {
             revisions: Vec::new(),
             backoff: BTreeMap::new(),
             now,
+            name_seed: 0,
             expectations_satisfied: true,
             config: PlanConfig::default(),
         }

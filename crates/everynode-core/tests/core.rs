@@ -9,10 +9,12 @@ use std::collections::BTreeSet;
 
 use common::*;
 use everynode_core::eligibility::{add_or_update_toleration, effective_tolerations, tolerates};
-use everynode_core::revision::{canonical_json, cleanup_history, fnv32a, normalize, safe_encode};
+use everynode_core::revision::{
+    SAFE_ALPHABET, canonical_json, cleanup_history, fnv32a, normalize, safe_encode,
+};
 use everynode_core::{
-    Deferred, DeleteReason, NodeExcluded, Owner, RevisionView, data_matches,
-    deterministic_pod_name, hash_template, revision_data,
+    Deferred, DeleteReason, NodeExcluded, Owner, RevisionView, data_matches, generated_pod_name,
+    hash_template, revision_data,
 };
 use serde_json::json;
 
@@ -255,18 +257,49 @@ fn reasons_render() {
 }
 
 #[test]
-fn deterministic_pod_names() {
-    let a = deterministic_pod_name("foo", "node-1", "abc");
-    assert_eq!(a, deterministic_pod_name("foo", "node-1", "abc"));
-    assert_ne!(a, deterministic_pod_name("foo", "node-2", "abc"));
-    assert_ne!(a, deterministic_pod_name("foo", "node-1", "abd"));
-    assert_eq!(a.len(), "foo-".len() + 13);
-    let long = deterministic_pod_name(&"x".repeat(100), "node-1", "abc");
-    assert!(long.len() <= 63);
-    let dashy = deterministic_pod_name(&format!("{}-y", "x".repeat(48)), "n", "h");
-    assert!(!dashy.contains("--") && dashy.len() <= 63);
+fn pod_names_are_upstream_generated_names_drawn_from_the_plan_seed() {
+    let a = generated_pod_name("foo", 7, "node-1", "abc", 0);
+    assert_eq!(a, generated_pod_name("foo", 7, "node-1", "abc", 0));
+    assert_ne!(a, generated_pod_name("foo", 8, "node-1", "abc", 0));
+    assert_ne!(a, generated_pod_name("foo", 7, "node-2", "abc", 0));
+    assert_ne!(a, generated_pod_name("foo", 7, "node-1", "abd", 0));
+    assert_ne!(a, generated_pod_name("foo", 7, "node-1", "abc", 1));
+    assert!(a.starts_with("foo-") && a.len() == "foo-".len() + 5, "{a}");
     assert!(
-        a.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        a["foo-".len()..]
+            .bytes()
+            .all(|b| SAFE_ALPHABET.contains(&b))
+    );
+    // generateName keeps at most 58 bytes of `<set>-`, as the apiserver cuts it.
+    let long = generated_pod_name(&"x".repeat(100), 7, "node-1", "abc", 0);
+    assert_eq!(long.len(), 63);
+    assert!(long.starts_with(&"x".repeat(58)));
+}
+
+#[test]
+fn a_replacement_pod_never_takes_the_name_of_the_pod_it_replaces() {
+    let mut c = Cluster::new(new_set("foo"));
+    c.add_nodes(0, 1, Default::default());
+    let first = c.plan();
+    c.apply(&first);
+    let original = first.creates[0].pod_name.clone();
+    // The pod fails, is deleted and is gone from the cache: its replacement gets a new name.
+    c.pods.clear();
+    let replacement = c.plan();
+    assert_eq!(replacement.creates.len(), 1);
+    assert_ne!(replacement.creates[0].pod_name, original);
+    // Within one plan, a name that is taken is never planned.
+    let mut taken = Cluster::new(new_set("foo"));
+    taken.add_nodes(0, 2, Default::default());
+    let names = taken.plan().creates;
+    let mut squatter = taken.new_pod("x-", "node-9", ds_label(), true);
+    squatter.name = names[0].pod_name.clone();
+    taken.pods.push(squatter);
+    let again = taken.plan();
+    assert!(
+        again
+            .creates
+            .iter()
+            .all(|c| c.pod_name != names[0].pod_name)
     );
 }

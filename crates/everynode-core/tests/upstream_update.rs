@@ -203,15 +203,17 @@ fn daemon_set_updates_all_old_not_ready_pods_and_new_not_ready_pods() {
     );
     c.expect_sync(2, 0, 0);
     c.expect_sync(0, 0, 0);
-    // Deterministic names: the replacements reuse the names (same node, same hash as before
-    // the relabel), so check the revision instead of the name.
-    let current = c.current_hash();
+    // The deleted old pods are gone; their replacements are of the current revision, and only
+    // the 10 available old pods are left of the old one.
     for name in &old_unavailable {
-        assert_eq!(
-            c.pod(name).labels.get("controller-revision-hash"),
-            Some(&current)
-        );
+        assert!(c.pods.iter().all(|p| p.name != *name), "{name} is back");
     }
+    let old = c
+        .pods
+        .iter()
+        .filter(|p| p.labels.get("controller-revision-hash") == Some(&hash1))
+        .count();
+    assert_eq!((c.pods.len(), old), (100, 10));
 }
 
 #[test]

@@ -12,7 +12,6 @@ use futures::future::join_all;
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -227,10 +226,10 @@ async fn apply_history<K: SetResource>(
                 owner_references: Some(vec![owner_reference::<K>(input)]),
                 ..ObjectMeta::default()
             },
-            data: Some(RawExtension(new.data.clone())),
+            data: None,
             revision: new.revision,
         };
-        match revisions.create(&PostParams::default(), &revision).await {
+        match create_revision(ctx, &input.set.namespace, &revision, &new.data).await {
             Ok(_) => {
                 tracing::info!(revision = %new.name, number = new.revision, "created ControllerRevision")
             }
@@ -402,6 +401,26 @@ async fn update_pods_in_place<K: SetResource>(
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// Creates `revision` with `data` as its exact bytes. The apiserver stores `data` as sent, and
+/// upstream's controller compares those bytes with its own encoding of the template: a typed
+/// create would re-encode them (`<` instead of Go's `\u003c`, for one).
+async fn create_revision(
+    ctx: &Context,
+    namespace: &str,
+    revision: &ControllerRevision,
+    data: &str,
+) -> kube::Result<ControllerRevision> {
+    let mut body = serde_json::to_string(revision).map_err(kube::Error::SerdeError)?;
+    body.pop(); // the closing brace: `data` goes last
+    body.push_str(",\"data\":");
+    body.push_str(data);
+    body.push('}');
+    let request = kube::core::Request::new(ControllerRevision::url_path(&(), Some(namespace)))
+        .create(&PostParams::default(), body.into_bytes())
+        .map_err(kube::Error::BuildRequest)?;
+    ctx.client.request(request).await
 }
 
 /// Creates pods in slow-start batches (1, 2, 4, …): after a batch with a failure the rest is

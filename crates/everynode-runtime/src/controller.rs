@@ -77,9 +77,12 @@ impl<K: SetResource> Caches<K> {
     fn start(client: &Client, config: &ControllerConfig, triggers: &Arc<Triggers<K>>) -> Self {
         let namespace = config.namespace.as_deref();
         let watch_config = watcher::Config::default().any_semantic();
+        // Pods are listed with a consistent read: a replica that starts (or relists) after
+        // another one created pods sees every one of them, so it creates no duplicate.
+        let pod_watch_config = watcher::Config::default();
 
         let (sets, set_events) = cached_watch(scoped::<K>(client, namespace), &watch_config);
-        let (pods, pod_events) = cached_watch(scoped::<Pod>(client, namespace), &watch_config);
+        let (pods, pod_events) = cached_watch(scoped::<Pod>(client, namespace), &pod_watch_config);
         let (revisions, revision_events) = cached_watch(
             scoped::<ControllerRevision>(client, namespace),
             &watch_config,

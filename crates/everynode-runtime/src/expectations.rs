@@ -5,8 +5,8 @@
 //! expectations, a set with pending writes is not planned again until the caches show them (or a
 //! time-to-live passes, so one lost event cannot wedge a set). Unlike upstream's counters, writes
 //! are tracked by identity — created pod names, deleted pod UIDs — and checked against the cache
-//! itself, so no event handler has to decrement anything and a restart starts clean (deterministic
-//! pod names then turn a duplicate create into `409 AlreadyExists`).
+//! itself, so no event handler has to decrement anything. A restart starts clean: the pod cache
+//! is filled by a consistent list, so it holds every pod an earlier run created.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;

@@ -200,10 +200,24 @@ fn snapshot(
     input.revisions = revisions;
     input.backoff = backoff;
     input.expectations_satisfied = expectations_satisfied;
+    input.name_seed = fresh_name_seed();
     // Per-node decisions are for the CLI's explain; the controller does not read them.
     input.config.explain = false;
     input.config.rollout_status = rollout_status;
     input
+}
+
+/// A seed for the names of the pods one plan creates: random per process (the standard
+/// library's hasher keys) and new for every call.
+fn fresh_name_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
 }
 
 /// The `PodsScheduled` condition for the set's pods the scheduler cannot place (from the cache).

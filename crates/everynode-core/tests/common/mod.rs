@@ -167,6 +167,8 @@ pub struct Cluster {
     pub now: Timestamp,
     pub config: PlanConfig,
     pub expectations_satisfied: bool,
+    /// `PlanInput::name_seed`: raised by every applied plan, as the runtime draws a new one.
+    pub name_seed: u64,
     counter: usize,
 }
 
@@ -181,6 +183,7 @@ impl Cluster {
             now: t(1_700_000_000),
             config: PlanConfig::default(),
             expectations_satisfied: true,
+            name_seed: 0,
             counter: 0,
         }
     }
@@ -283,6 +286,7 @@ impl Cluster {
             revisions: self.revisions.clone(),
             backoff: self.backoff.clone(),
             now: self.now,
+            name_seed: self.name_seed,
             expectations_satisfied: self.expectations_satisfied,
             config: self.config.clone(),
         }
@@ -295,6 +299,7 @@ impl Cluster {
 
     /// Applies a plan like upstream's fake pod control and API.
     pub fn apply(&mut self, plan: &Plan) {
+        self.name_seed += 1;
         let h = &plan.history;
         for name in &h.adopt {
             if let Some(r) = self.revisions.iter_mut().find(|r| r.name == *name) {
@@ -318,7 +323,7 @@ impl Cluster {
                 labels: c.labels.clone(),
                 owner: Some(Owner::ThisSet),
                 revision: c.revision,
-                data: c.data.clone(),
+                data: serde_json::from_str(&c.data).expect("revision data is JSON"),
                 deleting: false,
             });
         }

@@ -391,7 +391,7 @@ fn revision_view(new: &everynode_core::NewRevision) -> RevisionView {
             labels: Some(new.labels.clone()),
             ..ObjectMeta::default()
         },
-        data: Some(RawExtension(new.data.clone())),
+        data: serde_json::from_str(&new.data).ok().map(RawExtension),
         revision: new.revision,
     };
     let mut view = RevisionView::from_revision(&revision, OFFLINE_UID);
