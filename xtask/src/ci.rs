@@ -48,7 +48,7 @@ impl Phases {
     }
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
@@ -245,6 +245,25 @@ async fn run_phases(args: &CiArgs, phases: &mut Phases) -> anyhow::Result<bool> 
             "\ntests failed; component logs of the CI cluster:\n{}",
             cluster.log_tails(60)
         );
+        return Ok(false);
+    }
+
+    // Upstream's own DaemonSet e2e suites, built-in controller and everynode side by side, each
+    // on a cluster of its own.
+    let t = Instant::now();
+    let conformance = crate::conformance::run(crate::conformance::ConformanceArgs {
+        focus: crate::conformance::DEFAULT_FOCUS.to_owned(),
+        target: crate::conformance::Targets::Both,
+        everynode: Some(test_built_everynode()),
+        dir: std::env::temp_dir().join(format!("everynode-ci-conformance-{}", std::process::id())),
+    })
+    .await;
+    let ok = conformance
+        .as_ref()
+        .is_ok_and(|code| *code == ExitCode::SUCCESS);
+    phases.record("conformance", t, ok);
+    if !ok {
+        conformance?;
         return Ok(false);
     }
 

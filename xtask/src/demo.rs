@@ -102,7 +102,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `cargo build -p everynode` and the path of the binary it made.
-async fn build_everynode() -> anyhow::Result<PathBuf> {
+pub(crate) async fn build_everynode() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let out = tokio::process::Command::new(cargo)
         .args([

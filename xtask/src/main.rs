@@ -4,11 +4,14 @@
 //! - `cargo xtask cluster build|up|down|status|logs`: the local control plane
 //!   (see `docs/local-cluster.md`);
 //! - `cargo xtask ci`: the whole test command (format, lints, control plane, all tests);
+//! - `cargo xtask conformance`: upstream's DaemonSet e2e suites, built-in controller and
+//!   everynode side by side (see `docs/conformance.md`);
 //! - `cargo xtask bench`: everynode against the built-in DaemonSet controller
 //!   (see `docs/benchmarks/README.md`).
 
 mod bench;
 mod ci;
+mod conformance;
 mod demo;
 
 use std::path::PathBuf;
@@ -42,6 +45,10 @@ enum Cmd {
     /// The project's test command: fmt check, clippy, control plane build + up, `cargo test
     /// --workspace` against it, the demo, and control plane down (always).
     Ci(ci::CiArgs),
+    /// Upstream's DaemonSet and ControllerRevision e2e suites (k8s.io/kubernetes test/e2e/apps)
+    /// against the local cluster: with the built-in controller, with everynode as
+    /// `--target apps/v1` (as the ServiceAccount of deploy/), or both side by side.
+    Conformance(conformance::ConformanceArgs),
     /// Benchmarks: everynode against the built-in DaemonSet controller on local clusters of
     /// 100 to 5,000 KWOK nodes; writes docs/benchmarks/results-<sizes>.{json,md} and
     /// converge-<sizes>.svg.
@@ -136,6 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Demo(args) => demo::run(args).await,
         Cmd::Ci(args) => ci::run(args).await,
         Cmd::Bench(args) => bench::run(args).await,
+        Cmd::Conformance(args) => conformance::run(args).await,
         Cmd::Cluster { command } => cluster(command).await,
     }
 }

@@ -37,6 +37,76 @@ fn built_in_set(env: &TestEnv, name: &str, image: &str) -> DaemonSet {
     .expect("a valid apps/v1 DaemonSet")
 }
 
+/// A built-in set whose template exercises what Go's encoding keeps and Rust's types drop or
+/// write differently: empty objects (`resources`, `securityContext`, `emptyDir`), a gRPC probe
+/// without `service` (Go writes `null`), a projected volume, HTML characters in strings (Go
+/// writes `\u003c`), numbers and booleans.
+fn rich_built_in_set(env: &TestEnv, name: &str, image: &str) -> DaemonSet {
+    let mut set = built_in_set(env, name, image);
+    let spec = set.spec.as_mut().expect("spec");
+    spec.template = serde_json::from_value(json!({
+        "metadata": {"labels": {"app": name}, "annotations": {"note": "a <b> & 'c'"}},
+        "spec": {
+            "nodeSelector": env.group_selector(),
+            "terminationGracePeriodSeconds": 5,
+            "securityContext": {},
+            "containers": [{
+                "name": "daemon",
+                "image": image,
+                "args": ["--filter=a>b&&c<d", "--unicode=é\u{2028}"],
+                "env": [{"name": "MODE", "value": "x&y"}, {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                "resources": {},
+                "ports": [{"containerPort": 9100, "hostPort": 9100, "name": "metrics"}],
+                "readinessProbe": {"grpc": {"port": 9100}, "periodSeconds": 7},
+                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}, {"name": "token", "mountPath": "/token", "readOnly": true}]
+            }],
+            "volumes": [
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "token", "projected": {"sources": [{"configMap": {"name": "settings", "optional": true}}]}}
+            ]
+        }
+    }))
+    .expect("a valid pod template");
+    set
+}
+
+/// The revision's `data` as stored, and what everynode writes for the set's template now.
+async fn revision_data_and_ours(
+    env: &TestEnv,
+    revision: &str,
+    set: &str,
+) -> (serde_json::Value, serde_json::Value) {
+    let stored = env
+        .api::<ControllerRevision>()
+        .get(revision)
+        .await
+        .expect("get revision")
+        .data
+        .expect("revision data")
+        .0;
+    let set = env.api::<DaemonSet>().get(set).await.expect("get set");
+    let template = &set.spec.expect("spec").template;
+    let ours = everynode_core::revision::encode_revision_data(template);
+    // The bytes everynode writes are the canonical Go encoding of what it means.
+    let parsed: serde_json::Value = serde_json::from_str(&ours).expect("our data is JSON");
+    assert_eq!(everynode_core::gojson::encode(&parsed), ours);
+    (stored, parsed)
+}
+
+/// `kubectl args` on the test's cluster and namespace: exit status and stdout.
+async fn kubectl(env: &TestEnv, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(env.cluster().kubectl())
+        .args(["--namespace", env.namespace()])
+        .args(args)
+        .env("KUBECONFIG", env.cluster().kubeconfig())
+        .output()
+        .await
+        .expect("run kubectl");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), format!("{stdout}{stderr}"))
+}
+
 /// desired/current/ready/updated/available/misscheduled, as apps/v1 stores them (zeros omitted).
 fn counters(status: &DaemonSetStatus) -> [i32; 6] {
     [
@@ -186,7 +256,7 @@ async fn built_in_sets_launch_follow_nodes_roll_out_and_cascade() {
 }
 
 #[tokio::test]
-async fn sets_of_the_built_in_controller_are_taken_over_without_restarting_a_pod() {
+async fn sets_are_handed_from_the_built_in_controller_to_everynode_and_back_without_a_restart() {
     let mut cluster = LocalCluster::start(1, true).await;
     let env = TestEnv::on(cluster.info().clone(), "takeover").await;
     let mut nodes = env.add_nodes(3).await;
@@ -195,7 +265,7 @@ async fn sets_of_the_built_in_controller_are_taken_over_without_restarting_a_pod
     env.api::<DaemonSet>()
         .create(
             &PostParams::default(),
-            &built_in_set(&env, "agent", "agent:v1"),
+            &rich_built_in_set(&env, "agent", "agent:v1"),
         )
         .await
         .expect("create apps/v1 set");
@@ -204,6 +274,12 @@ async fn sets_of_the_built_in_controller_are_taken_over_without_restarting_a_pod
     let pods_before = pod_uids(&env, "agent").await;
     let revisions_before = revisions_of(&env, "agent").await;
     assert_eq!(revisions_before.len(), 1, "{revisions_before:?}");
+    // What everynode would write for this template is what Go wrote, field for field.
+    let (stored, ours) = revision_data_and_ours(&env, &revisions_before[0], "agent").await;
+    assert_eq!(
+        stored, ours,
+        "revision data differs from the built-in controller's"
+    );
 
     // Hand over: the built-in controller off, everynode on.
     cluster.set_builtin_daemonset_controller(false).await;
@@ -212,35 +288,7 @@ async fn sets_of_the_built_in_controller_are_taken_over_without_restarting_a_pod
 
     // everynode recognises the built-in revision and pods as current: nothing restarts, no
     // revision is added, and the status stays exactly what the built-in controller wrote.
-    consistently(
-        "the built-in pods, revision and status to stay as they are",
-        Duration::from_secs(8),
-        || async {
-            let pods = pod_uids(&env, "agent").await;
-            let revisions = revisions_of(&env, "agent").await;
-            let set = env
-                .api::<DaemonSet>()
-                .get("agent")
-                .await
-                .map_err(|e| e.to_string())?;
-            if pods != pods_before {
-                return Err(format!("pods changed: {pods_before:?} -> {pods:?}"));
-            }
-            if revisions != revisions_before {
-                return Err(format!(
-                    "revisions changed: {revisions_before:?} -> {revisions:?}"
-                ));
-            }
-            if set.status != before.status {
-                return Err(format!(
-                    "status changed: {:?} -> {:?}",
-                    before.status, set.status
-                ));
-            }
-            Ok(())
-        },
-    )
-    .await;
+    stays_as_it_is(&env, &pods_before, &revisions_before, &before).await;
 
     // everynode now runs the set: a new node gets its pod, the old pods stay.
     nodes.extend(env.add_nodes(1).await);
@@ -258,7 +306,7 @@ async fn sets_of_the_built_in_controller_are_taken_over_without_restarting_a_pod
     // And rolls it out, keeping the built-in revision as history.
     set_image(&env, "agent", "agent:v2").await;
     wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v2").await;
-    wait_built_in_status(&env, "agent", [4, 4, 4, 4, 4, 0]).await;
+    let rolled = wait_built_in_status(&env, "agent", [4, 4, 4, 4, 4, 0]).await;
     let revisions = revisions_of(&env, "agent").await;
     assert_eq!(revisions.len(), 2, "{revisions:?}");
     assert!(revisions.contains(&revisions_before[0]), "{revisions:?}");
@@ -269,7 +317,137 @@ async fn sets_of_the_built_in_controller_are_taken_over_without_restarting_a_pod
             .all(|p: &Pod| !pods_before.contains_key(&p.name_any())),
         "every old pod was replaced"
     );
+    let everynodes = revisions
+        .iter()
+        .find(|r| **r != revisions_before[0])
+        .expect("everynode's revision");
+    let (stored, ours) = revision_data_and_ours(&env, everynodes, "agent").await;
+    assert_eq!(stored, ours);
 
+    // Hand back: the built-in controller finds everynode's revision current (its bytes are
+    // Go's), so it restarts no pod and adds no revision.
     drop(controller);
+    let pods_v2 = pod_uids(&env, "agent").await;
+    cluster.set_builtin_daemonset_controller(true).await;
+    stays_as_it_is(&env, &pods_v2, &revisions, &rolled).await;
+
+    // kubectl reads everynode's revision as the built-in controller's own.
+    let (ok, history) = kubectl(&env, &["rollout", "history", "daemonset/agent"]).await;
+    assert!(ok, "{history}");
+    let numbers: Vec<&str> = history
+        .lines()
+        .skip_while(|l| !l.starts_with("REVISION"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(numbers, ["1", "2"], "{history}");
     cluster.down().await;
+}
+
+/// For a few seconds: the set's pods (by UID), revisions and status do not change.
+async fn stays_as_it_is(
+    env: &TestEnv,
+    pods_before: &BTreeMap<String, String>,
+    revisions_before: &[String],
+    before: &DaemonSet,
+) {
+    consistently(
+        "the pods, revisions and status to stay as they are",
+        Duration::from_secs(8),
+        || async {
+            let pods = pod_uids(env, "agent").await;
+            let revisions = revisions_of(env, "agent").await;
+            let set = env
+                .api::<DaemonSet>()
+                .get("agent")
+                .await
+                .map_err(|e| e.to_string())?;
+            if pods != *pods_before {
+                return Err(format!("pods changed: {pods_before:?} -> {pods:?}"));
+            }
+            if revisions != revisions_before {
+                return Err(format!(
+                    "revisions changed: {revisions_before:?} -> {revisions:?}"
+                ));
+            }
+            if set.status != before.status {
+                return Err(format!(
+                    "status changed: {:?} -> {:?}",
+                    before.status, set.status
+                ));
+            }
+            Ok(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn kubectl_rollout_status_history_and_undo_work_as_with_the_built_in_controller() {
+    let env = TestEnv::new("kubectl-rollout").await;
+    let nodes = env.add_nodes(2).await;
+    let _controller = start_controller(&env, Target::AppsV1).await;
+    env.api::<DaemonSet>()
+        .create(
+            &PostParams::default(),
+            &built_in_set(&env, "agent", "agent:v1"),
+        )
+        .await
+        .expect("create apps/v1 set");
+    let (ok, status) = kubectl(
+        &env,
+        &["rollout", "status", "daemonset/agent", "--timeout=60s"],
+    )
+    .await;
+    assert!(ok, "{status}");
+    assert!(
+        status.contains("daemon set \"agent\" successfully rolled out"),
+        "{status}"
+    );
+
+    set_image(&env, "agent", "agent:v2").await;
+    let (ok, status) = kubectl(
+        &env,
+        &["rollout", "status", "daemonset/agent", "--timeout=60s"],
+    )
+    .await;
+    assert!(ok, "{status}");
+    assert!(status.contains("successfully rolled out"), "{status}");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v2").await;
+
+    let (ok, history) = kubectl(&env, &["rollout", "history", "daemonset/agent"]).await;
+    assert!(ok, "{history}");
+    assert!(history.starts_with("daemonset.apps/agent"), "{history}");
+    let (ok, revision_one) = kubectl(
+        &env,
+        &["rollout", "history", "daemonset/agent", "--revision=1"],
+    )
+    .await;
+    assert!(ok && revision_one.contains("agent:v1"), "{revision_one}");
+
+    // undo patches the set with revision 1's data: its bytes must be a patch kubectl applies.
+    let (ok, undo) = kubectl(&env, &["rollout", "undo", "daemonset/agent"]).await;
+    assert!(ok, "{undo}");
+    assert!(undo.contains("daemonset.apps/agent rolled back"), "{undo}");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+    let (ok, history) = kubectl(&env, &["rollout", "history", "daemonset/agent"]).await;
+    assert!(ok, "{history}");
+    let numbers: Vec<&str> = history
+        .lines()
+        .skip_while(|l| !l.starts_with("REVISION"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    // As upstream: the rolled-back-to revision is renumbered to the newest.
+    assert_eq!(numbers, ["2", "3"], "{history}");
+    let (ok, undo_again) = kubectl(
+        &env,
+        &["rollout", "undo", "daemonset/agent", "--to-revision=9"],
+    )
+    .await;
+    assert!(!ok, "{undo_again}");
+    assert!(
+        undo_again.contains("unable to find specified revision"),
+        "{undo_again}"
+    );
 }
