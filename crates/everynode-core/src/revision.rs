@@ -159,7 +159,11 @@ pub fn revision_data(template: &PodTemplateSpec) -> Value {
 
 /// The bytes of [`revision_data`] as upstream's controller writes them (Go's encoding).
 pub fn encode_revision_data(template: &PodTemplateSpec) -> String {
-    gojson::encode(&revision_data(template))
+    encode_data(template_value(template))
+}
+
+fn encode_data(template: Value) -> String {
+    gojson::encode(&data_with_template(&gojson::with_go_nulls(template)))
 }
 
 /// The pod template stored in revision `data` (`{"spec":{"template":{…}}}`), or `None` when
@@ -196,7 +200,7 @@ impl TemplateDigest {
         Self {
             hash: hash_normalized(&normalized, collision_count),
             data: data_with_template(&normalized),
-            encoded: gojson::encode(&data_with_template(&gojson::with_go_nulls(value))),
+            encoded: encode_data(value),
         }
     }
 

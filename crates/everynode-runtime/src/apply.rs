@@ -466,8 +466,9 @@ async fn create_pods<K: SetResource>(
                     tracing::info!(pod = %create.pod_name, node = %create.node, reason = %create.reason, "created pod");
                     events.record(PodWrite::Created, &create.pod_name, String::new());
                 }
-                // The pod exists: created by an earlier run whose write the cache has not shown
-                // yet, or still terminating. Either way, no duplicate is made.
+                // A pod of that name exists (the five random characters collided with a pod
+                // the plan could not see). Nothing is made; the cache shows that pod, so the next
+                // plan draws another name for the node.
                 Err(err) if is_status(&err, 409) => {
                     tracing::debug!(pod = %create.pod_name, "pod exists already");
                 }
