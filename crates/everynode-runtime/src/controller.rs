@@ -91,12 +91,7 @@ impl<K: SetResource> Caches<K> {
 
         let every_set = {
             let sets = sets.clone();
-            move |_: Node| {
-                sets.state()
-                    .iter()
-                    .map(|set| ObjectRef::from_obj(set.as_ref()))
-                    .collect::<Vec<_>>()
-            }
+            move |_: Node| all_sets(&sets)
         };
         let tasks = vec![
             forward(
@@ -107,14 +102,14 @@ impl<K: SetResource> Caches<K> {
             ),
             forward(
                 "pods",
-                pod_events.touched_objects(),
-                owners_with::<K, Pod>(&sets),
+                pod_events.filter_map(touched_or_relisted),
+                owners_or_all::<K, Pod>(&sets),
                 triggers,
             ),
             forward(
                 "controllerrevisions",
-                revision_events.touched_objects(),
-                owners_with::<K, ControllerRevision>(&sets),
+                revision_events.filter_map(touched_or_relisted),
+                owners_or_all::<K, ControllerRevision>(&sets),
                 triggers,
             ),
             forward(
@@ -155,12 +150,49 @@ where
     (store, events)
 }
 
-/// Maps a pod or revision to the sets it concerns ([`owners_of`]).
-fn owners_with<K: SetResource, O: Resource>(
+/// What a pod or revision watch event asks for.
+#[derive(Debug, PartialEq)]
+enum Touched<T> {
+    /// This object was added, changed or deleted.
+    Object(T),
+    /// The watch listed everything again: objects deleted meanwhile are gone from the cache
+    /// without an event of their own, so every set is looked at.
+    Relisted,
+}
+
+/// Maps watch events to [`Touched`] (list markers other than the end of a list give nothing).
+fn touched_or_relisted<T>(
+    event: Result<watcher::Event<T>, watcher::Error>,
+) -> future::Ready<Option<Result<Touched<T>, watcher::Error>>> {
+    future::ready(match event {
+        Ok(
+            watcher::Event::Apply(obj)
+            | watcher::Event::Delete(obj)
+            | watcher::Event::InitApply(obj),
+        ) => Some(Ok(Touched::Object(obj))),
+        Ok(watcher::Event::InitDone) => Some(Ok(Touched::Relisted)),
+        Ok(watcher::Event::Init) => None,
+        Err(err) => Some(Err(err)),
+    })
+}
+
+/// Maps a touched pod or revision to the sets it concerns ([`owners_of`]), and a relist to
+/// every set.
+fn owners_or_all<K: SetResource, O: Resource>(
     sets: &Store<K>,
-) -> impl Fn(O) -> Vec<ObjectRef<K>> + Send + 'static {
+) -> impl Fn(Touched<O>) -> Vec<ObjectRef<K>> + Send + 'static {
     let sets = sets.clone();
-    move |obj: O| owners_of(&sets, &obj)
+    move |touched| match touched {
+        Touched::Object(obj) => owners_of(&sets, &obj),
+        Touched::Relisted => all_sets(&sets),
+    }
+}
+
+fn all_sets<K: SetResource>(sets: &Store<K>) -> Vec<ObjectRef<K>> {
+    sets.state()
+        .iter()
+        .map(|set| ObjectRef::from_obj(set.as_ref()))
+        .collect()
 }
 
 /// Polls one watch for ever (keeping its store current) and hands the sets each change concerns
@@ -485,6 +517,30 @@ mod tests {
             }),
             status: Some(NodeStatus::default()),
         }
+    }
+
+    #[test]
+    fn a_relist_of_pods_or_revisions_touches_every_set() {
+        let decode = |event| {
+            touched_or_relisted::<Pod>(Ok(event))
+                .now_or_never()
+                .flatten()
+        };
+        let pod = Pod::default();
+        assert!(matches!(
+            decode(watcher::Event::Delete(pod.clone())),
+            Some(Ok(Touched::Object(_)))
+        ));
+        assert!(matches!(
+            decode(watcher::Event::InitApply(pod)),
+            Some(Ok(Touched::Object(_)))
+        ));
+        assert!(decode(watcher::Event::Init).is_none());
+        // Pods deleted while the watch relisted have no event: every set gets a look instead.
+        assert!(matches!(
+            decode(watcher::Event::InitDone),
+            Some(Ok(Touched::Relisted))
+        ));
     }
 
     fn passes(

@@ -107,6 +107,18 @@ async fn kubectl(env: &TestEnv, args: &[&str]) -> (bool, String) {
     (out.status.success(), format!("{stdout}{stderr}"))
 }
 
+/// The revision numbers `kubectl rollout history daemonset/agent` lists.
+async fn history_numbers(env: &TestEnv) -> Vec<String> {
+    let (ok, history) = kubectl(env, &["rollout", "history", "daemonset/agent"]).await;
+    assert!(ok, "{history}");
+    history
+        .lines()
+        .skip_while(|l| !l.starts_with("REVISION"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
 /// desired/current/ready/updated/available/misscheduled, as apps/v1 stores them (zeros omitted).
 fn counters(status: &DaemonSetStatus) -> [i32; 6] {
     [
@@ -332,15 +344,7 @@ async fn sets_are_handed_from_the_built_in_controller_to_everynode_and_back_with
     stays_as_it_is(&env, &pods_v2, &revisions, &rolled).await;
 
     // kubectl reads everynode's revision as the built-in controller's own.
-    let (ok, history) = kubectl(&env, &["rollout", "history", "daemonset/agent"]).await;
-    assert!(ok, "{history}");
-    let numbers: Vec<&str> = history
-        .lines()
-        .skip_while(|l| !l.starts_with("REVISION"))
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert_eq!(numbers, ["1", "2"], "{history}");
+    assert_eq!(history_numbers(&env).await, ["1", "2"]);
     cluster.down().await;
 }
 
@@ -430,16 +434,8 @@ async fn kubectl_rollout_status_history_and_undo_work_as_with_the_built_in_contr
     assert!(ok, "{undo}");
     assert!(undo.contains("daemonset.apps/agent rolled back"), "{undo}");
     wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
-    let (ok, history) = kubectl(&env, &["rollout", "history", "daemonset/agent"]).await;
-    assert!(ok, "{history}");
-    let numbers: Vec<&str> = history
-        .lines()
-        .skip_while(|l| !l.starts_with("REVISION"))
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
     // As upstream: the rolled-back-to revision is renumbered to the newest.
-    assert_eq!(numbers, ["2", "3"], "{history}");
+    assert_eq!(history_numbers(&env).await, ["2", "3"]);
     let (ok, undo_again) = kubectl(
         &env,
         &["rollout", "undo", "daemonset/agent", "--to-revision=9"],
