@@ -20,23 +20,35 @@ use serde_json::Value;
 /// Go's `encoding/json` encoding of `value`, decoded as `interface{}` (see the module doc).
 pub fn encode(value: &Value) -> String {
     let mut out = String::new();
-    write_value(value, &mut out);
+    write_sorted(
+        value,
+        &Scalars {
+            string: write_string,
+            other: write_go_scalar,
+        },
+        &mut out,
+    );
     out
 }
 
-fn write_value(value: &Value, out: &mut String) {
+/// How [`write_sorted`] writes strings (keys too) and the other scalars.
+pub(crate) struct Scalars {
+    pub(crate) string: fn(&str, &mut String),
+    pub(crate) other: fn(&Value, &mut String),
+}
+
+/// Writes `value` as compact JSON with object keys sorted by bytes at every level, scalars as
+/// `scalars` says.
+pub(crate) fn write_sorted(value: &Value, scalars: &Scalars, out: &mut String) {
     match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => write_number(n, out),
-        Value::String(s) => write_string(s, out),
+        Value::String(s) => (scalars.string)(s, out),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                write_value(item, out);
+                write_sorted(item, scalars, out);
             }
             out.push(']');
         }
@@ -48,12 +60,22 @@ fn write_value(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                write_string(key, out);
+                (scalars.string)(key, out);
                 out.push(':');
-                write_value(item, out);
+                write_sorted(item, scalars, out);
             }
             out.push('}');
         }
+        other => (scalars.other)(other, out),
+    }
+}
+
+fn write_go_scalar(value: &Value, out: &mut String) {
+    match value {
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => write_number(n, out),
+        // Strings and containers are [`write_sorted`]'s.
+        _ => out.push_str("null"),
     }
 }
 

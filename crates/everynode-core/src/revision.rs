@@ -55,43 +55,19 @@ pub fn normalize(value: &Value) -> Value {
     }
 }
 
-/// Writes `value` as compact JSON with object keys sorted (byte order) at every level.
+/// Writes `value` as compact JSON with object keys sorted (byte order) at every level, scalars
+/// as serde_json writes them.
 pub fn canonical_json(value: &Value) -> String {
     let mut out = String::new();
-    write_canonical(value, &mut out);
+    gojson::write_sorted(
+        value,
+        &gojson::Scalars {
+            string: |s, out| out.push_str(&Value::from(s).to_string()),
+            other: |v, out| out.push_str(&v.to_string()),
+        },
+        &mut out,
+    );
     out
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String((*k).clone()).to_string());
-                out.push(':');
-                if let Some(v) = map.get(*k) {
-                    write_canonical(v, out);
-                }
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(v, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
 }
 
 fn template_value(template: &PodTemplateSpec) -> Value {
