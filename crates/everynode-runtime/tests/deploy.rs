@@ -3,49 +3,10 @@
 
 mod common;
 
-use common::start_controller_as;
+use common::{apply, documents, service_account_client, start_controller_as};
 use everynode_runtime::Target;
 use everynode_testkit::TestEnv;
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::{Scope, pinned_kind};
-use kube::{Api, ResourceExt};
-
-fn documents(file: &str) -> Vec<DynamicObject> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../deploy")
-        .join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| {
-            let value = serde_yaml::Value::deserialize(doc).expect("yaml document");
-            serde_yaml::from_value(value).expect("a Kubernetes object")
-        })
-        .collect()
-}
-
-use serde::Deserialize;
-
-async fn apply(client: &kube::Client, object: &DynamicObject, dry_run: bool) -> Result<(), String> {
-    let types = object
-        .types
-        .clone()
-        .ok_or("object without apiVersion/kind")?;
-    let gvk = GroupVersionKind::try_from(&types).map_err(|e| e.to_string())?;
-    let (resource, caps): (ApiResource, _) = pinned_kind(client, &gvk)
-        .await
-        .map_err(|e| format!("{gvk:?}: {e}"))?;
-    let api: Api<DynamicObject> = match (caps.scope, object.namespace()) {
-        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), &ns, &resource),
-        _ => Api::all_with(client.clone(), &resource),
-    };
-    let mut params = PatchParams::apply("everynode-deploy-test").force();
-    params.dry_run = dry_run;
-    api.patch(&object.name_any(), &params, &Patch::Apply(object))
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("{} {}: {e}", types.kind, object.name_any()))
-}
+use kube::Api;
 
 #[tokio::test]
 async fn deploy_manifests_pass_a_server_side_dry_run() {
@@ -84,17 +45,6 @@ async fn deploy_manifests_pass_a_server_side_dry_run() {
             "ServiceAccount/everynode",
         ]
     );
-}
-
-/// A client that acts as the controller's ServiceAccount (impersonated by the admin).
-async fn service_account_client(env: &TestEnv) -> kube::Client {
-    let kubeconfig =
-        kube::config::Kubeconfig::read_from(env.cluster().kubeconfig()).expect("kubeconfig");
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("config");
-    config.auth_info.impersonate = Some("system:serviceaccount:everynode-system:everynode".into());
-    kube::Client::try_from(config).expect("client")
 }
 
 #[tokio::test]
