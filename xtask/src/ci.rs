@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use everynode_cluster::{Cluster, FlagSettings, Ports, UpOptions};
+use everynode_cluster::Cluster;
 
 /// Environment variable the test kit reads to attach to a running cluster.
 const TEST_CLUSTER_ENV: &str = "EVERYNODE_TEST_CLUSTER_DIR";
@@ -211,17 +211,7 @@ async fn run_phases(args: &CiArgs, phases: &mut Phases) -> anyhow::Result<bool> 
 
     let t = Instant::now();
     let dir = ci_dir();
-    let base = Ports::find_free(17443)?;
-    let opts = UpOptions {
-        dir: dir.clone(),
-        base_port: base.apiserver,
-        nodes: 3,
-        settings: FlagSettings {
-            builtin_daemonset_controller: false,
-            benchmark: false,
-        },
-        ..UpOptions::default()
-    };
+    let opts = crate::three_node_options(dir.clone(), 17443, false)?;
     let cluster: Cluster = match crate::up(&opts).await {
         Ok(c) => c,
         Err(e) => {

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use everynode_cluster::gobuild::{E2E_APPS, KUBECTL};
-use everynode_cluster::{Cache, Cluster, FlagSettings, Ports, UpOptions};
+use everynode_cluster::{Cache, Cluster};
 
 /// The suites run by default: every spec of "[sig-apps] Daemon set" and "[sig-apps]
 /// ControllerRevision" (whose conformance test manages a DaemonSet's revisions).
@@ -147,17 +147,7 @@ async fn run_suites(
     if dir.join("cluster.json").exists() {
         everynode_cluster::down(&dir).await?;
     }
-    let base = Ports::find_free(19443)?;
-    let opts = UpOptions {
-        dir: dir.clone(),
-        base_port: base.apiserver,
-        nodes: 3,
-        settings: FlagSettings {
-            builtin_daemonset_controller: runner == Runner::Builtin,
-            benchmark: false,
-        },
-        ..UpOptions::default()
-    };
+    let opts = crate::three_node_options(dir.clone(), 19443, runner == Runner::Builtin)?;
     let mut cluster = crate::up(&opts).await?;
     let result = suites_on(&mut cluster, args, runner, everynode, &report, &log).await;
     if result.is_err() {

@@ -14,7 +14,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use everynode_cluster::{Cluster, FlagSettings, Ports, UpOptions, nodes};
+use everynode_cluster::{Cluster, nodes};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -60,17 +60,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
 
     banner("Starting a local cluster: 3 KWOK worker nodes and a tainted control-plane node");
-    let ports = Ports::find_free(DEMO_BASE_PORT)?;
-    let opts = UpOptions {
-        dir: args.dir.clone(),
-        base_port: ports.apiserver,
-        nodes: 3,
-        settings: FlagSettings {
-            builtin_daemonset_controller: false,
-            benchmark: false,
-        },
-        ..UpOptions::default()
-    };
+    let opts = crate::three_node_options(args.dir.clone(), DEMO_BASE_PORT, false)?;
     let mut cluster = crate::up(&opts).await?;
     let outcome = tokio::select! {
         result = walk_through(&mut cluster, &everynode) => result,

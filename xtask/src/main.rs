@@ -273,6 +273,25 @@ pub(crate) async fn build() -> anyhow::Result<()> {
 }
 
 /// `cluster up`, shared with `ci`.
+/// Options for a 3-worker cluster in `dir` on the first free port block from `first_port`
+/// (CI's, the demo's, each conformance side's).
+pub(crate) fn three_node_options(
+    dir: PathBuf,
+    first_port: u16,
+    builtin_daemonset_controller: bool,
+) -> anyhow::Result<UpOptions> {
+    Ok(UpOptions {
+        dir,
+        base_port: everynode_cluster::Ports::find_free(first_port)?.apiserver,
+        nodes: 3,
+        settings: FlagSettings {
+            builtin_daemonset_controller,
+            benchmark: false,
+        },
+        ..UpOptions::default()
+    })
+}
+
 pub(crate) async fn up(opts: &UpOptions) -> anyhow::Result<Cluster> {
     Cluster::up(opts)
         .await

@@ -44,35 +44,24 @@ async fn pod_names(env: &TestEnv) -> BTreeSet<String> {
         .collect()
 }
 
-async fn wait_no_pods(env: &TestEnv) {
-    eventually("no pod of the set", TIMEOUT, || async {
-        let left = set_pods(env, "agent").await.len();
-        if left == 0 {
-            Ok(())
-        } else {
-            Err(format!("{left} pods left"))
-        }
-    })
-    .await;
+/// `Ok` when the set has no pod.
+async fn no_pods(env: &TestEnv) -> Result<(), String> {
+    match set_pods(env, "agent").await.len() {
+        0 => Ok(()),
+        left => Err(format!("{left} pods left")),
+    }
 }
 
-/// The set `agent` restricted further by `extra` (merged into the template's pod spec).
+async fn wait_no_pods(env: &TestEnv) {
+    eventually("no pod of the set", TIMEOUT, || no_pods(env)).await;
+}
+
+/// The set `agent` restricted further by `extra`, merge-patched into the template's pod spec
+/// (its `nodeSelector` keeps the test's node group).
 fn set_with_spec(env: &TestEnv, extra: serde_json::Value) -> DaemonSet {
     let mut value =
         serde_json::to_value(set_with(env, json!({"maxUnavailable": 1}))).expect("set as JSON");
-    let spec = &mut value["spec"]["template"]["spec"];
-    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-        for (key, item) in extra {
-            if key == "nodeSelector" {
-                let selector = spec.entry(key.clone()).or_insert_with(|| json!({}));
-                for (k, v) in item.as_object().into_iter().flatten() {
-                    selector[k] = v.clone();
-                }
-            } else {
-                spec.insert(key.clone(), item.clone());
-            }
-        }
-    }
+    json_patch::merge(&mut value["spec"]["template"]["spec"], &extra);
     serde_json::from_value(value).expect("a valid set")
 }
 
@@ -110,14 +99,7 @@ async fn complex_daemon(
     consistently(
         "no pod on nodes without the color",
         Duration::from_secs(3),
-        || async {
-            let pods = set_pods(env, "agent").await.len();
-            if pods == 0 {
-                Ok(())
-            } else {
-                Err(format!("{pods} pods"))
-            }
-        },
+        || no_pods(env),
     )
     .await;
 
