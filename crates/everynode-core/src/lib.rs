@@ -21,6 +21,7 @@ pub mod gojson;
 pub mod inplace;
 pub mod manage;
 pub mod plan;
+pub mod problem;
 pub mod reason;
 pub mod render;
 pub mod revision;
@@ -32,6 +33,7 @@ mod state;
 pub mod status;
 pub mod status_pacing;
 mod strs;
+pub mod template_check;
 
 pub use backoff::{BackoffConfig, BackoffEntry};
 pub use controls::{Controls, ControlsError, NodeOrder};

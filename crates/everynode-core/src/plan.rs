@@ -817,6 +817,11 @@ fn plan_pods(
                 (n >= burst).then_some(Deferred::BurstLimit)
             }
         };
+        // Pods of a template the apiserver refuses are not created, and old pods are not
+        // replaced by them.
+        let rejected = input.rejected_hash.as_deref() == Some(b.hash.as_str());
+        let held_or_rejected =
+            |n: usize| held_back(n).or_else(|| rejected.then_some(Deferred::TemplateRejected));
         for (n, (slot, vanished, pod, reason)) in mo.deletes.into_iter().enumerate() {
             let node = match (slot, vanished.as_deref()) {
                 (Some(s), _) => NodeRef::Slot(s),
@@ -851,6 +856,9 @@ fn plan_pods(
                 .as_ref()
                 .is_some_and(|c| c.held(b.state.slots[slot].node).is_some() || partition_room <= 0);
             match &stable {
+                _ if rejected && !(held && stable.is_some()) => {
+                    b.defer(slot, Deferred::TemplateRejected);
+                }
                 Some((hash, template)) if held => {
                     b.plan
                         .templates
@@ -901,7 +909,7 @@ fn plan_pods(
                         .is_some_and(|r| r.in_place_if_possible());
                     let mut in_place_templates = InPlaceTemplates::default();
                     for (n, (node, pod, reason)) in ro.deletes.into_iter().enumerate() {
-                        if let Some(why) = held_back(n) {
+                        if let Some(why) = held_or_rejected(n) {
                             if let NodeRef::Slot(s) = node {
                                 b.defer(s, why);
                             }
@@ -919,7 +927,7 @@ fn plan_pods(
                         b.delete(node, pod, reason);
                     }
                     for (n, (slot, reason)) in ro.creates.into_iter().enumerate() {
-                        if let Some(why) = held_back(n) {
+                        if let Some(why) = held_or_rejected(n) {
                             b.defer(slot, why);
                             continue;
                         }
@@ -999,6 +1007,7 @@ fn plan_pods(
             failure: rollout.failure.as_ref(),
             rollback: rollout.rollback.as_ref(),
             skipped: rollout.skipped_nodes.len(),
+            template_rejected: input.rejected_hash.as_deref() == Some(b.hash.as_str()),
             unavailable: counts.unavailable,
             max_unavailable: budget(&strategy, desired).map_or(0, |b| b.max_unavailable),
         };

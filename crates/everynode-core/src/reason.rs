@@ -248,6 +248,9 @@ pub enum Deferred {
     /// Rolling update: the node is down (NotReady or unreachable) and
     /// `unavailableNodePolicy: Skip` leaves it until it is back.
     SkippedNodeDown,
+    /// The apiserver refuses pods of the update revision's template (`TemplateValid=False`): no
+    /// old pod is replaced and no pod of it is created until the template is fixed.
+    TemplateRejected,
 }
 
 impl Deferred {
@@ -262,6 +265,7 @@ impl Deferred {
                 | Self::HeldByPartition { .. }
                 | Self::SkippedNodeDown
                 | Self::Backoff { .. }
+                | Self::TemplateRejected
         )
     }
 
@@ -282,6 +286,7 @@ impl Deferred {
             Self::Paced { .. } => "Paced",
             Self::RolloutFailed => "RolloutFailed",
             Self::SkippedNodeDown => "SkippedNodeDown",
+            Self::TemplateRejected => "TemplateRejected",
         }
     }
 }
@@ -334,6 +339,11 @@ impl fmt::Display for Deferred {
             Self::SkippedNodeDown => write!(
                 f,
                 "update deferred: node is down, skipped by unavailableNodePolicy: Skip until it is back"
+            ),
+            Self::TemplateRejected => write!(
+                f,
+                "deferred: the apiserver refuses pods of the template (see the TemplateValid \
+                 condition); fix the template to go on"
             ),
         }
     }

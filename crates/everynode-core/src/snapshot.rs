@@ -507,6 +507,9 @@ pub struct PlanInput {
     /// The runtime's expectations for this set are satisfied. When false only the status is
     /// computed (without bumping observedGeneration) and no pod is touched (§4.1 step 7).
     pub expectations_satisfied: bool,
+    /// Hash of a template the apiserver refuses pods of (the runtime's server-side dry run):
+    /// when it is the update revision's, no old pod is replaced and no pod of it is created.
+    pub rejected_hash: Option<String>,
     /// Tunables.
     pub config: PlanConfig,
 }
@@ -523,6 +526,7 @@ impl PlanInput {
             now,
             name_seed: 0,
             expectations_satisfied: true,
+            rejected_hash: None,
             config: PlanConfig::default(),
         }
     }

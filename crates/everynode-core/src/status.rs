@@ -121,234 +121,6 @@ pub fn is_pod_available(
         .is_some_and(|t| crate::backoff::since(now, t) > crate::backoff::signed(min_ready))
 }
 
-/// Condition type saying whether the scheduler could place every daemon pod.
-pub const PODS_SCHEDULED_CONDITION: &str = "PodsScheduled";
-
-/// A daemon pod the scheduler cannot place (`PodScheduled=False`, reason `Unschedulable`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct UnschedulablePod<'a> {
-    /// The node the pod is pinned to.
-    pub node: &'a str,
-    /// Pod name.
-    pub pod: &'a str,
-    /// The scheduler's message, e.g. "0/5 nodes are available: 1 node(s) didn't have free ports…".
-    pub message: &'a str,
-}
-
-/// The set's conditions after [`scheduling_conditions`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct SchedulingUpdate {
-    /// The full condition list to store (others' conditions kept).
-    pub conditions: Option<Vec<Condition>>,
-    /// Whether it differs from the stored list.
-    pub changed: bool,
-    /// A Warning Event to publish (`FailedPlacement`): the pods became unschedulable, or why
-    /// changed.
-    pub event: Option<String>,
-}
-
-impl SchedulingUpdate {
-    /// Puts the `PodsScheduled` condition into a plan's status (keeping the plan's other
-    /// conditions), marking the status changed when it changes.
-    pub fn apply_to(&self, plan: &mut crate::plan::Plan) {
-        if let Some(status) = plan.status.as_mut().filter(|_| self.changed) {
-            let mut conditions: Vec<Condition> = status
-                .conditions
-                .take()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|c| c.type_ != PODS_SCHEDULED_CONDITION)
-                .collect();
-            conditions.extend(
-                self.conditions
-                    .iter()
-                    .flatten()
-                    .filter(|c| c.type_ == PODS_SCHEDULED_CONDITION)
-                    .cloned(),
-            );
-            conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-            status.conditions = (!conditions.is_empty()).then_some(conditions);
-            plan.status_changed = true;
-        }
-    }
-}
-
-/// The `PodsScheduled` condition for the set's unschedulable pods: `False` with the first pod's
-/// node and the scheduler's words while any pod cannot be placed; `True` once they all can (only
-/// after it was `False` once: a set that never had a problem gets no condition, so an apps/v1
-/// status stays exactly as upstream writes it). `lastTransitionTime` moves only when the status
-/// flips.
-pub fn scheduling_conditions(
-    previous: Option<&[Condition]>,
-    unschedulable: &[UnschedulablePod<'_>],
-    now: Timestamp,
-    generation: Option<i64>,
-) -> SchedulingUpdate {
-    let previous_list = previous.map(<[Condition]>::to_vec);
-    let before = previous
-        .into_iter()
-        .flatten()
-        .find(|c| c.type_ == PODS_SCHEDULED_CONDITION);
-    let mut sorted = unschedulable.to_vec();
-    sorted.sort();
-    let (status, reason, message) = match sorted.first() {
-        Some(first) => {
-            let more = match sorted.len() {
-                1 => String::new(),
-                n => format!(" (and {} more)", n - 1),
-            };
-            (
-                "False",
-                "Unschedulable",
-                format!(
-                    "{} daemon pod(s) cannot be scheduled; {} on node {}: {}{more}",
-                    sorted.len(),
-                    first.pod,
-                    first.node,
-                    first.message
-                ),
-            )
-        }
-        None if before.is_some() => (
-            "True",
-            "AllScheduled",
-            "every daemon pod is scheduled".to_owned(),
-        ),
-        None => {
-            return SchedulingUpdate {
-                conditions: previous_list,
-                changed: false,
-                event: None,
-            };
-        }
-    };
-    let same =
-        before.is_some_and(|c| c.status == status && c.reason == reason && c.message == message);
-    if same {
-        return SchedulingUpdate {
-            conditions: previous_list,
-            changed: false,
-            event: None,
-        };
-    }
-    let last_transition_time = before
-        .filter(|c| c.status == status)
-        .map_or(Time(now), |c| c.last_transition_time.clone());
-    let condition = Condition {
-        type_: PODS_SCHEDULED_CONDITION.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message: message.clone(),
-        last_transition_time,
-        observed_generation: generation,
-    };
-    let mut conditions: Vec<Condition> = previous_list
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.type_ != PODS_SCHEDULED_CONDITION)
-        .collect();
-    conditions.push(condition);
-    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-    SchedulingUpdate {
-        conditions: Some(conditions),
-        changed: true,
-        event: (status == "False").then_some(message),
-    }
-}
-
-#[cfg(test)]
-mod scheduling_tests {
-    use super::*;
-
-    fn at(seconds: i64) -> Timestamp {
-        Timestamp::from_second(seconds).unwrap_or(Timestamp::UNIX_EPOCH)
-    }
-
-    const PORTS: &str =
-        "0/2 nodes are available: 1 node(s) didn't have free ports for the requested pod ports.";
-
-    #[test]
-    fn a_set_without_problems_gets_no_condition() {
-        let update = scheduling_conditions(None, &[], at(10), Some(1));
-        assert_eq!(update.conditions, None);
-        assert!(!update.changed);
-        assert_eq!(update.event, None);
-    }
-
-    #[test]
-    fn unschedulable_pods_set_false_with_the_scheduler_words_then_true_once_placed() {
-        let blocked = [
-            UnschedulablePod {
-                node: "n2",
-                pod: "agent-b",
-                message: PORTS,
-            },
-            UnschedulablePod {
-                node: "n1",
-                pod: "agent-a",
-                message: PORTS,
-            },
-        ];
-        let first = scheduling_conditions(None, &blocked, at(10), Some(3));
-        assert!(first.changed);
-        let conditions = first.conditions.clone().unwrap();
-        let c = &conditions[0];
-        assert_eq!(
-            (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
-            ("PodsScheduled", "False", "Unschedulable")
-        );
-        assert_eq!(
-            c.message,
-            format!(
-                "2 daemon pod(s) cannot be scheduled; agent-a on node n1: {PORTS} (and 1 more)"
-            )
-        );
-        assert_eq!(c.observed_generation, Some(3));
-        assert_eq!(first.event.as_deref(), Some(c.message.as_str()));
-
-        // Same problem later: nothing to write, no new event.
-        let again = scheduling_conditions(Some(&conditions), &blocked, at(20), Some(3));
-        assert!(!again.changed);
-        assert_eq!(again.event, None);
-
-        // Placed: True, transition time moves, no event.
-        let fixed = scheduling_conditions(Some(&conditions), &[], at(30), Some(3));
-        let c = &fixed.conditions.unwrap()[0];
-        assert_eq!(
-            (c.status.as_str(), c.reason.as_str()),
-            ("True", "AllScheduled")
-        );
-        assert_eq!(c.last_transition_time, Time(at(30)));
-        assert_eq!(fixed.event, None);
-    }
-
-    #[test]
-    fn other_conditions_are_kept() {
-        let theirs = Condition {
-            type_: "Audited".into(),
-            status: "True".into(),
-            reason: "ByTeam".into(),
-            message: String::new(),
-            last_transition_time: Time(at(1)),
-            observed_generation: None,
-        };
-        let blocked = [UnschedulablePod {
-            node: "n1",
-            pod: "p",
-            message: PORTS,
-        }];
-        let update =
-            scheduling_conditions(Some(std::slice::from_ref(&theirs)), &blocked, at(5), None);
-        let types: Vec<String> = update
-            .conditions
-            .unwrap()
-            .into_iter()
-            .map(|c| c.type_)
-            .collect();
-        assert_eq!(types, ["Audited", "PodsScheduled"]);
-    }
-}
-
 /// everynode's rollout status (not written for apps/v1 sets).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RolloutStatus {
@@ -482,6 +254,8 @@ pub struct RolloutFacts<'a> {
     pub rollback: Option<&'a everynode_api::RolloutRollback>,
     /// Nodes skipped by `unavailableNodePolicy: Skip`.
     pub skipped: usize,
+    /// The apiserver refuses pods of the update revision's template.
+    pub template_rejected: bool,
     /// Desired nodes without an available pod.
     pub unavailable: i32,
     /// The scaled `maxUnavailable` (0 for OnDelete).
@@ -612,6 +386,12 @@ pub fn rollout_conditions(
             "False",
             failure.reason.as_str(),
             format!("{}; {progress}", failure.message),
+        )
+    } else if facts.template_rejected && !facts.complete {
+        (
+            "False",
+            "TemplateRejected",
+            format!("the apiserver refuses pods of the template (see TemplateValid); {progress}"),
         )
     } else if facts.complete {
         (

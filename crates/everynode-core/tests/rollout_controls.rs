@@ -304,6 +304,51 @@ fn frozen_changes_no_pod_at_all() {
 }
 
 #[test]
+fn a_template_the_apiserver_refuses_replaces_no_pod_and_creates_none() {
+    for strategy in [
+        rolling_with(|_| {}),
+        surge(IntOrString::Int(1)),
+        rolling_with(|r| r.max_unavailable = Some(IntOrString::String("100%".to_owned()))),
+    ] {
+        let mut c = rolled_out(3, strategy);
+        c.set_image("agent:v2");
+        c.rejected_hash = Some(c.current_hash());
+        // The old pods the budget would replace stay.
+        let p = c.expect_sync(0, 0, 0);
+        assert!(p.updates.is_empty());
+        let held: Vec<Vec<Deferred>> = ["node-0", "node-1", "node-2"]
+            .iter()
+            .map(|node| deferred(&p, node))
+            .collect();
+        assert!(
+            held.iter()
+                .flatten()
+                .any(|d| *d == Deferred::TemplateRejected),
+            "{held:?}"
+        );
+        assert_eq!(
+            condition(&p, "Progressing"),
+            ("False".to_owned(), "TemplateRejected".to_owned())
+        );
+        // A joining node waits for a template the apiserver accepts.
+        c.add_nodes(3, 1, BTreeMap::new());
+        let p = c.expect_sync(0, 0, 0);
+        assert_eq!(deferred(&p, "node-3"), [Deferred::TemplateRejected]);
+        // A failed old pod is still cleaned up: nothing running is lost.
+        c.add_failed_pods("node-1", ds_label(), 1);
+        let p = c.plan();
+        assert!(p.creates.is_empty(), "{:?}", p.creates);
+
+        // Fixed template (a new hash): the rollout starts.
+        c.set_image("agent:v3");
+        c.pods
+            .retain(|pod| pod.phase != everynode_core::PodPhase::Failed);
+        let p = c.plan();
+        assert!(!p.creates.is_empty() || !p.deletes.is_empty());
+    }
+}
+
+#[test]
 fn status_reports_revisions_while_rolling_and_once_complete() {
     let mut c = rolled_out(2, rolling_with(|_| {}));
     let v1 = format!("agent-{}", c.current_hash());

@@ -26,56 +26,28 @@ use crate::target::SetResource;
 const SLOW_START_INITIAL_BATCH: usize = 1;
 
 /// Applies `plan` for `set`. Pod writes happen only when the input's expectations were
-/// satisfied (the planner plans none otherwise). `Ok(Some(wait))`: a status write that only
-/// reports progress was held back (see [`crate::pacing`]); reconcile again after `wait`.
+/// satisfied (the planner plans none otherwise). A failed step does not stop the others (the
+/// pods of a joining node are created even when a delete was refused); the failures are
+/// returned and the planned status, which counts every planned write as done, is not written.
+/// `Ok(Some(wait))`: a status write that only reports progress was held back (see
+/// [`crate::pacing`]); reconcile again after `wait`.
 pub async fn apply_plan<K: SetResource>(
     ctx: &Context,
     set: &K,
     input: &PlanInput,
     plan: &Plan,
-) -> Result<Option<Duration>, Error> {
-    let namespace = input.set.namespace.as_str();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let revisions: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), namespace);
-    let key = format!("{namespace}/{}", input.set.name);
-
+) -> Result<Option<Duration>, Vec<Error>> {
     publish_plan_events(ctx, set, plan);
-
     let mut events = PodWriteEvents::default();
-    let work = async {
-        adopt_and_release::<K>(ctx, input, plan, &pods, &revisions).await?;
-        if apply_history(ctx, set, input, plan, &pods, &revisions).await? {
-            return Ok(());
-        }
-        for update in &plan.backoff_updates {
-            ctx.backoff.store(
-                &input.set.uid,
-                update.key_generation,
-                &update.node,
-                update.entry,
-            );
-        }
-        ctx.expectations.expect(
-            &key,
-            plan.creates.iter().map(|c| c.pod_name.clone()),
-            plan.deletes
-                .iter()
-                .filter(|d| !d.uid.is_empty())
-                .map(|d| d.uid.clone()),
-            plan.updates.iter().map(|u| (u.pod.clone(), u.hash.clone())),
-            Instant::now(),
-        );
-        delete_pods(ctx, &key, plan, &pods, &mut events).await?;
-        update_pods_in_place(ctx, set, &key, plan, &pods, &mut events).await?;
-        create_pods::<K>(ctx, &key, input, plan, &pods, &mut events).await
-    };
-    let done = work.await;
+    let failures = apply_writes::<K>(ctx, set, input, plan, &mut events).await;
     publish_pod_writes(ctx, set, events);
-    // The planned status counts the planned writes as done: write it only when they were.
-    done?;
+    if !failures.is_empty() {
+        return Err(failures);
+    }
     let Some(status) = plan.status.as_ref().filter(|_| plan.status_changed) else {
         return Ok(None);
     };
+    let key = format!("{}/{}", input.set.namespace, input.set.name);
     let now = Instant::now();
     let write = StatusWrite::classify(input.set.status.as_ref(), status);
     if let Some(wait) = ctx
@@ -86,9 +58,63 @@ pub async fn apply_plan<K: SetResource>(
         tracing::debug!(?wait, "status progress held back");
         return Ok(Some(wait));
     }
-    write_status(ctx, set, plan).await?;
+    write_status(ctx, set, plan).await.map_err(|e| vec![e])?;
     ctx.status_pacer.went(&key, now);
     Ok(None)
+}
+
+/// The writes of a plan in upstream's order: ownership, history, deletes, in-place updates,
+/// creates. Returns the failures. Only a refused adoption re-check or a revision name collision
+/// stops the rest (upstream applies nothing more of such a plan).
+async fn apply_writes<K: SetResource>(
+    ctx: &Context,
+    set: &K,
+    input: &PlanInput,
+    plan: &Plan,
+    events: &mut PodWriteEvents,
+) -> Vec<Error> {
+    let namespace = input.set.namespace.as_str();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let revisions: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), namespace);
+    let key = format!("{namespace}/{}", input.set.name);
+    let mut failures = Vec::new();
+    match adopt_and_release::<K>(ctx, input, plan, &pods, &revisions).await {
+        Err(err @ Error::AdoptionRecheckFailed { .. }) => return vec![err],
+        Err(err) => failures.push(err),
+        Ok(()) => {}
+    }
+    match apply_history(ctx, set, input, plan, &pods, &revisions).await {
+        Ok(true) => return failures,
+        Ok(false) => {}
+        Err(err) => failures.push(err),
+    }
+    for update in &plan.backoff_updates {
+        ctx.backoff.store(
+            &input.set.uid,
+            update.key_generation,
+            &update.node,
+            update.entry,
+        );
+    }
+    ctx.expectations.expect(
+        &key,
+        plan.creates.iter().map(|c| c.pod_name.clone()),
+        plan.deletes
+            .iter()
+            .filter(|d| !d.uid.is_empty())
+            .map(|d| d.uid.clone()),
+        plan.updates.iter().map(|u| (u.pod.clone(), u.hash.clone())),
+        Instant::now(),
+    );
+    let deleted = delete_pods(ctx, &key, plan, &pods, events).await;
+    let updated = update_pods_in_place(ctx, set, &key, plan, &pods, events).await;
+    let created = create_pods::<K>(ctx, &key, input, plan, &pods, events).await;
+    failures.extend(
+        [deleted, updated, created]
+            .into_iter()
+            .filter_map(Result::err),
+    );
+    failures
 }
 
 async fn adopt_and_release<K: SetResource>(

@@ -107,6 +107,8 @@ pub struct Context {
     pub reconcile_pacer: Pacer,
     /// Consecutive reconcile failures per set (`namespace/name`), for error backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// Whether the apiserver accepts pods of each set's template.
+    pub template_verdicts: crate::template_verdicts::TemplateVerdicts,
     /// Sets waiting for a reconcile.
     pub queue: std::sync::Arc<QueueDepth>,
     /// Settings.

@@ -262,6 +262,7 @@ async fn run_target<K: SetResource>(
         status_pacer: Pacer::new(pacing::STATUS_INTERVAL),
         reconcile_pacer: Pacer::new(pacing::RECONCILE_INTERVAL),
         failures: Default::default(),
+        template_verdicts: Default::default(),
         queue,
         config: config.clone(),
     });
@@ -294,6 +295,7 @@ async fn run_target<K: SetResource>(
                 let key = format!("{namespace}/{}", set.name);
                 ctx_for_cleanup.queue.started(&key);
                 ctx_for_cleanup.expectations.forget(&key);
+                ctx_for_cleanup.template_verdicts.forget(&key);
                 ctx_for_cleanup.metrics.forget_set(&SetLabels {
                     namespace,
                     name: set.name,

@@ -50,6 +50,18 @@ impl Error {
         move |source| Self::Api { action, source }
     }
 
+    /// The error in one line: for an apiserver answer, the action and the apiserver's message
+    /// (for a 403, it names the user, verb, resource and namespace refused).
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Api {
+                action,
+                source: kube::Error::Api(status),
+            } => format!("{action}: {}", status.message),
+            other => other.to_string(),
+        }
+    }
+
     /// A short, bounded label for metrics.
     pub fn category(&self) -> &'static str {
         match self {

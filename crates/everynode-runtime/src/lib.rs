@@ -12,8 +12,10 @@ pub mod expectations;
 pub mod http;
 pub mod metrics;
 pub mod pacing;
+pub mod problems;
 pub mod reconcile;
 pub mod target;
+pub mod template_verdicts;
 pub mod triggers;
 
 pub use context::ControllerConfig;

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use everynode_core::status::{SchedulingUpdate, UnschedulablePod};
 use everynode_core::{NodeView, PlanInput, PodView, RevisionView, SetView, Timestamp};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -19,7 +18,9 @@ use crate::error::Error;
 use crate::events::publish;
 use crate::expectations::CachedPod;
 use crate::metrics::SetLabels;
+use crate::problems::Problems;
 use crate::target::SetResource;
+use crate::template_verdicts;
 
 /// Safety net: every set is planned at least this often, even without events (a relist after
 /// a watch outage reports no deletions).
@@ -68,10 +69,15 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
         |name, hash| cached_shows_hash(&ctx, &view.namespace, name, hash),
     );
 
-    let input = snapshot(&ctx, view.clone(), outstanding == 0, K::ROLLOUT_STATUS);
+    let mut input = snapshot(&ctx, view.clone(), outstanding == 0, K::ROLLOUT_STATUS);
     let mut plan = everynode_core::plan(&input);
-    let placement = scheduling(&ctx, &view, input.now);
-    placement.apply_to(&mut plan);
+    // A template the apiserver refuses starts no rollout: plan again holding its pods.
+    let rejection = template_verdicts::rejection::<K>(&ctx, &input, &plan).await;
+    if let Some(rejection) = &rejection {
+        tracing::warn!(hash = %rejection.hash, refused = %rejection.message, "template refused by the apiserver");
+        input.rejected_hash = Some(rejection.hash.clone());
+        plan = everynode_core::plan(&input);
+    }
     for problem in &plan.errors {
         tracing::warn!(%problem, "plan incomplete");
     }
@@ -85,59 +91,50 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
         );
     }
 
+    let mut failures = Vec::new();
     if let Some(rollback) = &plan.rollback {
         // Only the rollback and the status that records it: the next plan (from the new
-        // generation) replaces the failed pods. Until the rollback succeeds nothing is written.
-        let rolled_back = roll_back(&ctx, set.as_ref(), rollback).await?;
-        tracing::warn!(from = %rollback.from, to = %rollback.to, reason = %rollback.reason, "rolled back");
-        publish(
-            &ctx,
-            set.as_ref(),
-            EventType::Warning,
-            "RolledBack",
-            "Rollback",
-            format!(
-                "rolled back from {} to {}: {}",
-                rollback.from, rollback.to, rollback.reason
-            ),
-        );
-        write_status(&ctx, &rolled_back, &plan).await?;
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        // generation) replaces the failed pods. A refused rollback stops nothing else.
+        match roll_back(&ctx, set.as_ref(), rollback).await {
+            Ok(rolled_back) => {
+                tracing::warn!(from = %rollback.from, to = %rollback.to, reason = %rollback.reason, "rolled back");
+                publish(
+                    &ctx,
+                    set.as_ref(),
+                    EventType::Warning,
+                    "RolledBack",
+                    "Rollback",
+                    format!(
+                        "rolled back from {} to {}: {}",
+                        rollback.from, rollback.to, rollback.reason
+                    ),
+                );
+                write_status(&ctx, &rolled_back, &plan).await?;
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "automatic rollback failed; the rest of the plan goes on");
+                failures.push(err);
+            }
+        }
     }
 
+    let problems = Problems::assess(&ctx, &view, rejection.as_ref(), &failures, input.now);
+    problems.apply_to(&mut plan);
     let status_held_for = match apply_plan(&ctx, set.as_ref(), &input, &plan).await {
-        Ok(held_for) => held_for,
-        Err(err) => {
-            // Some write failed, so the planned status (which counts every planned write as done)
-            // is wrong. Write the status the caches show instead, as upstream does, then retry.
-            let generation = view.generation;
-            let mut observed =
-                everynode_core::plan(&snapshot(&ctx, view, false, K::ROLLOUT_STATUS));
-            placement.apply_to(&mut observed);
-            // A full sync was attempted, so the status speaks for this generation (upstream too).
-            if let Some(status) = observed.status.as_mut()
-                && status.observed_generation < generation
-            {
-                status.observed_generation = generation;
-                observed.status_changed = true;
+        Ok(held_for) => {
+            problems.publish(&ctx, set.as_ref());
+            if !failures.is_empty() {
+                return Err(failures.remove(0));
             }
-            if let Err(status_err) = write_status(&ctx, set.as_ref(), &observed).await {
-                tracing::debug!(error = %status_err, "writing the observed status failed too");
-            }
-            return Err(err);
+            held_for
+        }
+        Err(errors) => {
+            failures.extend(errors);
+            write_observed_status(&ctx, set.as_ref(), view, rejection.as_ref(), &failures).await;
+            return Err(failures.remove(0));
         }
     };
-
-    if let Some(message) = placement.event {
-        publish(
-            &ctx,
-            set.as_ref(),
-            EventType::Warning,
-            "FailedPlacement",
-            "Scheduling",
-            message,
-        );
-    }
 
     if let Some(counts) = &plan.counts {
         ctx.metrics.observe_set(
@@ -157,6 +154,33 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
         .flatten()
         .fold(RESYNC_PERIOD, Duration::min);
     Ok(Action::requeue(requeue))
+}
+
+/// After failed writes the planned status (which counts every planned write as done) is wrong:
+/// writes the status the caches show instead, as upstream does, with the failures recorded.
+async fn write_observed_status<K: SetResource>(
+    ctx: &Context,
+    set: &K,
+    view: SetView,
+    rejection: Option<&template_verdicts::Rejection>,
+    failures: &[Error],
+) {
+    let generation = view.generation;
+    let input = snapshot(ctx, view.clone(), false, K::ROLLOUT_STATUS);
+    let mut observed = everynode_core::plan(&input);
+    // A full sync was attempted, so the status speaks for this generation (upstream too).
+    if let Some(status) = observed.status.as_mut()
+        && status.observed_generation < generation
+    {
+        status.observed_generation = generation;
+        observed.status_changed = true;
+    }
+    let problems = Problems::assess(ctx, &view, rejection, failures, input.now);
+    problems.apply_to(&mut observed);
+    problems.publish(ctx, set);
+    if let Err(status_err) = write_status(ctx, set, &observed).await {
+        tracing::debug!(error = %status_err, "writing the observed status failed too");
+    }
 }
 
 /// Builds the planner's input from the caches (`rollout_status`: see
@@ -218,45 +242,6 @@ fn fresh_name_seed() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     hasher.finish()
-}
-
-/// The `PodsScheduled` condition for the set's pods the scheduler cannot place (from the cache).
-fn scheduling(ctx: &Context, set: &SetView, now: Timestamp) -> SchedulingUpdate {
-    let pods = ctx.pods.state();
-    let blocked: Vec<(String, &str, &str)> = pods
-        .iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(set.namespace.as_str()))
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            p.owner_references()
-                .iter()
-                .any(|r| r.controller == Some(true) && r.uid == set.uid)
-        })
-        .filter_map(|p| {
-            let condition = p
-                .status
-                .as_ref()?
-                .conditions
-                .as_ref()?
-                .iter()
-                .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
-            if condition.reason.as_deref() != Some("Unschedulable") {
-                return None;
-            }
-            let node = everynode_core::target_node_name(p).ok()?;
-            Some((
-                node,
-                p.metadata.name.as_deref().unwrap_or_default(),
-                condition.message.as_deref().unwrap_or_default(),
-            ))
-        })
-        .collect();
-    let blocked: Vec<UnschedulablePod<'_>> = blocked
-        .iter()
-        .map(|(node, pod, message)| UnschedulablePod { node, pod, message })
-        .collect();
-    let previous = set.status.as_ref().and_then(|s| s.conditions.as_deref());
-    everynode_core::status::scheduling_conditions(previous, &blocked, now, set.generation)
 }
 
 /// Whether the cached pod `name` carries revision `hash` (or is gone: nothing to wait for).

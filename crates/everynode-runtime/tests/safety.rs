@@ -11,50 +11,11 @@ mod common;
 use common::*;
 use everynode_api::{DaemonSet, RolloutFailure};
 use everynode_runtime::Target;
-use everynode_testkit::{NEVER_READY, SIMULATE_LABEL, TestEnv, consistently, eventually};
-use k8s_openapi::api::core::v1::{Event, Pod};
+use everynode_testkit::{SIMULATE_LABEL, TestEnv, consistently, eventually};
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
-
-/// A merge patch to image `agent:v2` whose pods run but never become Ready.
-fn bad_revision() -> serde_json::Value {
-    json!({"spec": {"template": {
-        "metadata": {"labels": {SIMULATE_LABEL: NEVER_READY}},
-        "spec": {"containers": [{"name": "agent", "image": "agent:v2"}]}
-    }}})
-}
-
-/// Pod UID per node, of the set's live pods.
-async fn uids_by_node(env: &TestEnv) -> BTreeMap<String, (String, String)> {
-    set_pods(env, "agent")
-        .await
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| {
-            Some((
-                pinned_node(&p)?,
-                (p.uid()?, image_of(&p).unwrap_or_default()),
-            ))
-        })
-        .collect()
-}
-
-/// Warning events on the set with `reason`.
-async fn events(env: &TestEnv, reason: &str) -> Vec<String> {
-    env.api::<Event>()
-        .list(&ListParams::default())
-        .await
-        .map(|l| {
-            l.items
-                .into_iter()
-                .filter(|e| e.reason.as_deref() == Some(reason))
-                .filter(|e| e.involved_object.name.as_deref() == Some("agent"))
-                .filter_map(|e| e.message)
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// Waits until the set's update revision is its stable revision (available everywhere).
 async fn wait_stable(env: &TestEnv) {

@@ -169,6 +169,8 @@ pub struct Cluster {
     pub expectations_satisfied: bool,
     /// `PlanInput::name_seed`: raised by every applied plan, as the runtime draws a new one.
     pub name_seed: u64,
+    /// `PlanInput::rejected_hash`: the apiserver refuses pods of this template.
+    pub rejected_hash: Option<String>,
     counter: usize,
 }
 
@@ -184,6 +186,7 @@ impl Cluster {
             config: PlanConfig::default(),
             expectations_satisfied: true,
             name_seed: 0,
+            rejected_hash: None,
             counter: 0,
         }
     }
@@ -288,6 +291,7 @@ impl Cluster {
             now: self.now,
             name_seed: self.name_seed,
             expectations_satisfied: self.expectations_satisfied,
+            rejected_hash: self.rejected_hash.clone(),
             config: self.config.clone(),
         }
     }

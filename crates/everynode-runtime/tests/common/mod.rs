@@ -9,8 +9,8 @@ use everynode_api::DaemonSet;
 use everynode_runtime::http::Readiness;
 use everynode_runtime::metrics::Metrics;
 use everynode_runtime::{ControllerConfig, Target};
-use everynode_testkit::{TestEnv, eventually, pods};
-use k8s_openapi::api::core::v1::Pod;
+use everynode_testkit::{NEVER_READY, SIMULATE_LABEL, TestEnv, eventually, pods};
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::ResourceExt;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
@@ -99,14 +99,46 @@ pub async fn apply(
         .map_err(|e| format!("{} {}: {e}", types.kind, object.name_any()))
 }
 
-/// A client that acts as the controller's ServiceAccount (impersonated by the admin).
+/// Namespace and name of the ServiceAccount `deploy/rbac.yaml` binds.
+pub const SERVICE_ACCOUNT_NAMESPACE: &str = "everynode-system";
+pub const SERVICE_ACCOUNT_NAME: &str = "everynode";
+
+/// A client that authenticates as the controller's ServiceAccount, with a token the apiserver
+/// issued for it (TokenRequest), as a deployed pod's projected token does. Nothing of the
+/// admin's credentials is kept.
 pub async fn service_account_client(env: &TestEnv) -> kube::Client {
+    token_client(env, SERVICE_ACCOUNT_NAME).await
+}
+
+/// A client with a token of the ServiceAccount `name` in [`SERVICE_ACCOUNT_NAMESPACE`].
+pub async fn token_client(env: &TestEnv, name: &str) -> kube::Client {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: kube::Api<ServiceAccount> =
+        kube::Api::namespaced(env.client(), SERVICE_ACCOUNT_NAMESPACE);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = accounts
+        .create_token_request(name, &Default::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("a token for ServiceAccount {name}: {e}"))
+        .status
+        .and_then(|s| s.token)
+        .unwrap_or_else(|| panic!("the TokenRequest for {name} returned no token"));
     let kubeconfig =
         kube::config::Kubeconfig::read_from(env.cluster().kubeconfig()).expect("kubeconfig");
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .expect("config");
-    config.auth_info.impersonate = Some(SERVICE_ACCOUNT.into());
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
     kube::Client::try_from(config).expect("client")
 }
 
@@ -289,4 +321,43 @@ pub async fn wait_for_set(
 /// A merge patch that sets the agent container's image.
 pub fn new_image(image: &str) -> serde_json::Value {
     json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": image}]}}}})
+}
+
+/// Pod UID per node, of the set's live pods.
+pub async fn uids_by_node(env: &TestEnv) -> BTreeMap<String, (String, String)> {
+    set_pods(env, "agent")
+        .await
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            Some((
+                pinned_node(&p)?,
+                (p.uid()?, image_of(&p).unwrap_or_default()),
+            ))
+        })
+        .collect()
+}
+
+/// Warning events on the set with `reason`.
+pub async fn events(env: &TestEnv, reason: &str) -> Vec<String> {
+    env.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .filter(|e| e.involved_object.name.as_deref() == Some("agent"))
+                .filter_map(|e| e.message)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A merge patch to image `agent:v2` whose pods run but never become Ready.
+pub fn bad_revision() -> serde_json::Value {
+    json!({"spec": {"template": {
+        "metadata": {"labels": {SIMULATE_LABEL: NEVER_READY}},
+        "spec": {"containers": [{"name": "agent", "image": "agent:v2"}]}
+    }}})
 }

@@ -1,0 +1,167 @@
+//! The set's problem conditions ([`everynode_core::problem`]) from what this reconcile saw:
+//! pods the scheduler cannot place, a template the apiserver refuses, writes that failed. Each
+//! new or changed problem is one Warning Event.
+
+use everynode_core::problem::{
+    ConditionUpdate, Problem, RECONCILE_SUCCEEDED, TEMPLATE_VALID, UnschedulablePod,
+    problem_condition, scheduling_conditions,
+};
+use everynode_core::{Plan, SetView, Timestamp};
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::events::publish;
+use crate::target::SetResource;
+use crate::template_verdicts::Rejection;
+
+/// The problem conditions of one reconcile.
+pub struct Problems {
+    updates: Vec<(ConditionUpdate, &'static str, &'static str)>,
+}
+
+impl Problems {
+    /// The conditions for `set` given the refused template (if any) and the writes that failed.
+    pub fn assess(
+        ctx: &Context,
+        set: &SetView,
+        rejection: Option<&Rejection>,
+        failures: &[Error],
+        now: Timestamp,
+    ) -> Self {
+        let previous = set.status.as_ref().and_then(|s| s.conditions.as_deref());
+        let template = rejection.map(|r| Problem {
+            reason: "Invalid".to_owned(),
+            message: format!(
+                "the apiserver refuses pods of this template, so no pod is replaced or created \
+                 until it is fixed: {}",
+                r.message
+            ),
+        });
+        let writes = write_problem(failures);
+        Self {
+            updates: vec![
+                (scheduling(ctx, set, now), "FailedPlacement", "Scheduling"),
+                (
+                    problem_condition(
+                        previous,
+                        TEMPLATE_VALID,
+                        template.as_ref(),
+                        now,
+                        set.generation,
+                    ),
+                    "InvalidTemplate",
+                    "Validate",
+                ),
+                (
+                    problem_condition(
+                        previous,
+                        RECONCILE_SUCCEEDED,
+                        writes.as_ref(),
+                        now,
+                        set.generation,
+                    ),
+                    "ReconcileFailed",
+                    "Reconcile",
+                ),
+            ],
+        }
+    }
+
+    /// Puts the conditions into the plan's status.
+    pub fn apply_to(&self, plan: &mut Plan) {
+        for (update, _, _) in &self.updates {
+            update.apply_to(plan);
+        }
+    }
+
+    /// Publishes one Warning Event per new or changed problem.
+    pub fn publish<K: SetResource>(&self, ctx: &Context, set: &K) {
+        for (update, reason, action) in &self.updates {
+            if let Some(message) = &update.event {
+                publish(
+                    ctx,
+                    set,
+                    EventType::Warning,
+                    reason,
+                    action,
+                    message.clone(),
+                );
+            }
+        }
+    }
+}
+
+/// The failed writes as one problem: the first one in full (for a 403: the verb, resource and
+/// namespace the apiserver refused, and the role to grant it in), and how many more there were.
+/// Conflicts are routine (retried at once) and do not count.
+fn write_problem(failures: &[Error]) -> Option<Problem> {
+    let counted: Vec<&Error> = failures
+        .iter()
+        .filter(|e| e.category() != "conflict")
+        .collect();
+    let first = counted.first()?;
+    let forbidden = first.category() == "forbidden";
+    let mut message = first.summary();
+    if forbidden {
+        message.push_str(
+            "; grant this permission to the controller's ServiceAccount (the everynode-controller \
+             ClusterRole of deploy/rbac.yaml)",
+        );
+    }
+    if counted.len() > 1 {
+        message.push_str(&format!(
+            " (and {} more failed write(s))",
+            counted.len() - 1
+        ));
+    }
+    Some(Problem {
+        reason: if forbidden {
+            "Forbidden"
+        } else {
+            "WriteFailed"
+        }
+        .to_owned(),
+        message,
+    })
+}
+
+/// The `PodsScheduled` condition for the set's pods the scheduler cannot place (from the cache).
+fn scheduling(ctx: &Context, set: &SetView, now: Timestamp) -> ConditionUpdate {
+    let pods = ctx.pods.state();
+    let blocked: Vec<(String, &str, &str)> = pods
+        .iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(set.namespace.as_str()))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|r| r.controller == Some(true) && r.uid == set.uid)
+        })
+        .filter_map(|p| {
+            let condition = p
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+            if condition.reason.as_deref() != Some("Unschedulable") {
+                return None;
+            }
+            let node = everynode_core::target_node_name(p).ok()?;
+            Some((
+                node,
+                p.metadata.name.as_deref().unwrap_or_default(),
+                condition.message.as_deref().unwrap_or_default(),
+            ))
+        })
+        .collect();
+    let blocked: Vec<UnschedulablePod<'_>> = blocked
+        .iter()
+        .map(|(node, pod, message)| UnschedulablePod { node, pod, message })
+        .collect();
+    let previous = set.status.as_ref().and_then(|s| s.conditions.as_deref());
+    scheduling_conditions(previous, &blocked, now, set.generation)
+}

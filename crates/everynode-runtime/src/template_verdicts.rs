@@ -1,0 +1,242 @@
+//! Whether the apiserver accepts pods of a set's template: asked once per template, with a
+//! server-side dry run of one pod, before the first pod of it is written. A refused template
+//! starts no rollout (the planner holds its pods, [`everynode_core::Deferred::TemplateRejected`]),
+//! so it never costs a running pod.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use everynode_core::template_check::template_problems;
+use everynode_core::{Plan, PlanInput, RenderParams, controller_owner_reference, render_pod};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::PostParams;
+
+use crate::context::Context;
+use crate::target::SetResource;
+
+/// How long a refusal stands before the template is asked about again: an admission webhook or
+/// a namespace policy can change without the template changing.
+pub const RECHECK_REJECTED: Duration = Duration::from_secs(60);
+
+/// Why the apiserver refuses pods of a template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// The template's revision hash.
+    pub hash: String,
+    /// The refused fields and the apiserver's words, fields named from the set
+    /// (`spec.template.spec.containers[0]...`).
+    pub message: String,
+}
+
+#[derive(Clone, Debug)]
+enum Verdict {
+    Accepted,
+    Rejected { rejection: Rejection, at: Instant },
+}
+
+/// The verdict on each set's latest template, by `namespace/name`.
+#[derive(Debug, Default)]
+pub struct TemplateVerdicts {
+    verdicts: Mutex<HashMap<String, Entry>>,
+}
+
+/// A verdict on the template `hash` of the set with `uid`.
+#[derive(Clone, Debug)]
+struct Entry {
+    uid: String,
+    hash: String,
+    verdict: Verdict,
+}
+
+impl TemplateVerdicts {
+    fn get(&self, key: &str, uid: &str, hash: &str) -> Option<Verdict> {
+        self.lock()
+            .get(key)
+            .filter(|e| e.uid == uid && e.hash == hash)
+            .map(|e| e.verdict.clone())
+    }
+
+    fn store(&self, key: &str, uid: &str, hash: &str, verdict: Verdict) {
+        let entry = Entry {
+            uid: uid.to_owned(),
+            hash: hash.to_owned(),
+            verdict,
+        };
+        self.lock().insert(key.to_owned(), entry);
+    }
+
+    /// Drops what is known about the set `namespace/name` (it is gone).
+    pub fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.verdicts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The refusal of the update revision's template, if any: a known verdict, or — when `plan`
+/// writes a pod and the template was not asked about yet (or its refusal is older than
+/// [`RECHECK_REJECTED`]) — a dry run now. An answer that is not about the template (the
+/// apiserver unreachable, a quota) counts as no refusal: the writes themselves then fail as
+/// they would have.
+pub async fn rejection<K: SetResource>(
+    ctx: &Context,
+    input: &PlanInput,
+    plan: &Plan,
+) -> Option<Rejection> {
+    let key = format!("{}/{}", input.set.namespace, input.set.name);
+    let (uid, hash) = (&input.set.uid, &plan.history.hash);
+    let known = ctx.template_verdicts.get(&key, uid, hash);
+    let recheck = match &known {
+        None => writes_pods(plan),
+        Some(Verdict::Rejected { at, .. }) => at.elapsed() >= RECHECK_REJECTED,
+        Some(Verdict::Accepted) => false,
+    };
+    if !recheck {
+        return match known {
+            Some(Verdict::Rejected { rejection, .. }) => Some(rejection),
+            _ => None,
+        };
+    }
+    let verdict = ask::<K>(ctx, input, plan).await?;
+    ctx.template_verdicts
+        .store(&key, uid, hash, verdict.clone());
+    match verdict {
+        Verdict::Rejected { rejection, .. } => Some(rejection),
+        Verdict::Accepted => None,
+    }
+}
+
+/// Whether the plan creates, deletes or updates a pod.
+fn writes_pods(plan: &Plan) -> bool {
+    !(plan.creates.is_empty() && plan.deletes.is_empty() && plan.updates.is_empty())
+}
+
+/// The verdict on the update template: local checks first (what the apiserver refuses without
+/// naming the field), then a server-side dry run of one pod. `None`: no verdict this time.
+async fn ask<K: SetResource>(ctx: &Context, input: &PlanInput, plan: &Plan) -> Option<Verdict> {
+    let hash = plan.history.hash.clone();
+    let problems = template_problems(&input.set.spec.template);
+    if !problems.is_empty() {
+        let message = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Some(rejected(hash, message));
+    }
+    let node = plan
+        .creates
+        .first()
+        .map(|c| c.node.as_str())
+        .or_else(|| plan.deletes.first().map(|d| d.node.as_str()))
+        .or_else(|| plan.updates.first().map(|u| u.node.as_str()))
+        .unwrap_or_default();
+    let owner = controller_owner_reference(
+        &K::api_version(&()),
+        &K::kind(&()),
+        &input.set.name,
+        &input.set.uid,
+    );
+    let mut pod = render_pod(&RenderParams {
+        set_name: &input.set.name,
+        namespace: &input.set.namespace,
+        template: &input.set.spec.template,
+        hash: &hash,
+        template_generation: input.set.template_generation,
+        owner: &owner,
+        node,
+        pod_name: "",
+    });
+    pod.metadata.name = None;
+    pod.metadata.generate_name = Some(format!("{}-", input.set.name));
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &input.set.namespace);
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    match pods.create(&params, &pod).await {
+        Ok(_) => Some(Verdict::Accepted),
+        Err(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => {
+            Some(rejected(hash, refused_fields(&status)))
+        }
+        Err(err) => {
+            tracing::debug!(error = %err, "dry run of the template gave no verdict");
+            None
+        }
+    }
+}
+
+fn rejected(hash: String, message: String) -> Verdict {
+    Verdict::Rejected {
+        rejection: Rejection { hash, message },
+        at: Instant::now(),
+    }
+}
+
+/// The refused fields of a 422 answer, named from the set; the message itself otherwise.
+fn refused_fields(status: &kube::core::Status) -> String {
+    let causes: Vec<String> = status
+        .details
+        .iter()
+        .flat_map(|d| d.causes.iter())
+        .map(|cause| {
+            if cause.field.is_empty() {
+                cause.message.clone()
+            } else {
+                format!("{}: {}", field_of_set(&cause.field), cause.message)
+            }
+        })
+        .collect();
+    if causes.is_empty() {
+        status.message.clone()
+    } else {
+        causes.join("; ")
+    }
+}
+
+/// A pod field as the set's template field: `spec.containers[0]` is
+/// `spec.template.spec.containers[0]`.
+fn field_of_set(pod_field: &str) -> String {
+    if pod_field.starts_with("spec.") || pod_field.starts_with("metadata.") {
+        format!("spec.template.{pod_field}")
+    } else {
+        pod_field.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    #[test]
+    fn refused_pod_fields_are_named_as_template_fields() {
+        // The apiserver's answer to a pod with a mount of a missing volume and a duplicate name.
+        let status: Status = serde_json::from_value(serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 422,
+            "reason": "Invalid", "message": "Pod \"x\" is invalid: ...",
+            "details": {"kind": "Pod", "causes": [
+                {"reason": "FieldValueNotFound", "message": "Not found: \"data\"",
+                 "field": "spec.containers[0].volumeMounts[0].name"},
+                {"reason": "FieldValueDuplicate", "message": "Duplicate value: \"a\"",
+                 "field": "spec.containers[1].name"}
+            ]}
+        }))
+        .unwrap_or_default();
+        assert_eq!(
+            refused_fields(&status),
+            "spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"data\"; \
+             spec.template.spec.containers[1].name: Duplicate value: \"a\""
+        );
+        let bare = Status {
+            code: 400,
+            message: "cannot be handled".to_owned(),
+            ..Status::default()
+        };
+        assert_eq!(refused_fields(&bare), "cannot be handled");
+    }
+}
