@@ -138,10 +138,8 @@ impl Cluster {
         remove_path(&etcd_data_dir)?;
         let pki = Pki::at(dir.pki_dir());
         pki.generate()?;
-        if opts.settings.benchmark {
-            std::fs::write(dir.audit_policy(), flags::audit_policy())
-                .map_err(|e| Error::io("write", dir.audit_policy(), e))?;
-        }
+        std::fs::write(dir.audit_policy(), flags::audit_policy())
+            .map_err(|e| Error::io("write", dir.audit_policy(), e))?;
         pki::write_kubeconfig(&dir.kubeconfig(), &pki, ports.apiserver, &opts.name)?;
         std::fs::write(dir.corefile(), flags::corefile(&ports, &dir.kubeconfig()))
             .map_err(|e| Error::io("write", dir.corefile(), e))?;

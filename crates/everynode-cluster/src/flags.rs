@@ -50,13 +50,22 @@ pub fn corefile(ports: &Ports, kubeconfig: &Path) -> String {
     )
 }
 
-/// Audit policy of benchmark mode: request metadata (verb, resource, user, user agent, response
-/// code) of the benchmark identities only — every other client (KWOK heartbeats, the scheduler,
-/// the harness) is left out, so the log stays small even with thousands of nodes.
+/// Namespace of the controller's ServiceAccount (`deploy/rbac.yaml`); the API server audits the
+/// requests of every ServiceAccount there, so tests can compare the controller's calls with its
+/// RBAC rules.
+pub const CONTROLLER_SERVICE_ACCOUNT_NAMESPACE: &str = "everynode-system";
+
+/// Audit policy: request metadata (verb, resource, user, user agent, response code) of the
+/// benchmark identities and of the controller's ServiceAccounts only — every other client (KWOK
+/// heartbeats, the scheduler, the harness) is left out, so the log stays small even with
+/// thousands of nodes.
 #[must_use]
 pub fn audit_policy() -> String {
     format!(
-        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"ResponseStarted\"]\nrules:\n- level: Metadata\n  users: [\"{BENCH_MEASURED_USER}\", \"{BENCH_FLOOR_USER}\"]\n- level: None\n"
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"ResponseStarted\"]\nrules:\n\
+         - level: Metadata\n  users: [\"{BENCH_MEASURED_USER}\", \"{BENCH_FLOOR_USER}\"]\n\
+         - level: Metadata\n  userGroups: [\"system:serviceaccounts:{CONTROLLER_SERVICE_ACCOUNT_NAMESPACE}\"]\n\
+         - level: None\n"
     )
 }
 
@@ -171,16 +180,18 @@ pub fn args(component: Component, cx: &FlagContext<'_>) -> Vec<String> {
                 // controller made its `default` ServiceAccount (envtest does the same).
                 "--disable-admission-plugins=ServiceAccount".into(),
             ];
+            v.extend([
+                format!("--audit-policy-file={}", p(cx.dir.audit_policy())),
+                format!("--audit-log-path={}", p(cx.dir.audit_log())),
+                "--audit-log-format=json".into(),
+                "--audit-log-maxsize=0".into(),
+                "--audit-log-mode=blocking".into(),
+            ]);
             if cx.settings.benchmark {
                 v.extend([
                     "--enable-priority-and-fairness=false".into(),
                     "--max-requests-inflight=0".into(),
                     "--max-mutating-requests-inflight=0".into(),
-                    format!("--audit-policy-file={}", p(cx.dir.audit_policy())),
-                    format!("--audit-log-path={}", p(cx.dir.audit_log())),
-                    "--audit-log-format=json".into(),
-                    "--audit-log-maxsize=0".into(),
-                    "--audit-log-mode=blocking".into(),
                 ]);
             }
             v.push("--v=1".into());
@@ -291,7 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn benchmark_flags_only_in_benchmark_mode() {
+    fn benchmark_flags_only_in_benchmark_mode_and_auditing_in_both() {
         let normal = FlagSettings {
             builtin_daemonset_controller: false,
             benchmark: false,
@@ -306,20 +317,18 @@ mod tests {
         assert!(b.contains(&flag));
         assert!(b.contains(&"--max-requests-inflight=0".to_owned()));
         assert!(b.contains(&"--max-mutating-requests-inflight=0".to_owned()));
-        assert!(b.contains(&"--audit-policy-file=/tmp/c/audit-policy.yaml".to_owned()));
-        assert!(b.contains(&"--audit-log-path=/tmp/c/logs/audit.log".to_owned()));
-        assert!(
-            !ctx_args(Component::KubeApiserver, &normal)
-                .iter()
-                .any(|a| a.starts_with("--audit"))
-        );
+        // Auditing is on in both modes.
+        for args in [b, ctx_args(Component::KubeApiserver, &normal)] {
+            assert!(args.contains(&"--audit-policy-file=/tmp/c/audit-policy.yaml".to_owned()));
+            assert!(args.contains(&"--audit-log-path=/tmp/c/logs/audit.log".to_owned()));
+        }
     }
 
     #[test]
-    fn audit_policy_names_the_benchmark_users_and_drops_the_rest() {
+    fn audit_policy_names_the_benchmark_users_and_the_controller_accounts_and_drops_the_rest() {
         let policy: serde_yaml::Value = serde_yaml::from_str(&audit_policy()).unwrap();
         let rules = policy["rules"].as_sequence().unwrap();
-        assert_eq!(rules.len(), 2);
+        assert_eq!(rules.len(), 3);
         assert_eq!(rules[0]["level"], "Metadata");
         let users: Vec<&str> = rules[0]["users"]
             .as_sequence()
@@ -328,7 +337,11 @@ mod tests {
             .map(|u| u.as_str().unwrap())
             .collect();
         assert_eq!(users, [BENCH_MEASURED_USER, BENCH_FLOOR_USER]);
-        assert_eq!(rules[1]["level"], "None");
+        assert_eq!(
+            rules[1]["userGroups"][0],
+            "system:serviceaccounts:everynode-system"
+        );
+        assert_eq!(rules[2]["level"], "None");
     }
 
     #[test]

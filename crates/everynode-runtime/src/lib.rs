@@ -12,6 +12,7 @@ pub mod expectations;
 pub mod http;
 pub mod metrics;
 pub mod pacing;
+pub mod permissions;
 pub mod problems;
 pub mod reconcile;
 pub mod target;
