@@ -74,7 +74,12 @@ impl<K: SetResource> Drop for Caches<K> {
 impl<K: SetResource> Caches<K> {
     /// Starts one watch per kind. Each change is turned into reconcile requests for the sets it
     /// concerns and handed to `triggers` (which drops them until this replica leads).
-    fn start(client: &Client, config: &ControllerConfig, triggers: &Arc<Triggers<K>>) -> Self {
+    fn start(
+        client: &Client,
+        config: &ControllerConfig,
+        triggers: &Arc<Triggers<K>>,
+        readiness: &Arc<Readiness>,
+    ) -> Self {
         let namespace = config.namespace.as_deref();
         let watch_config = watcher::Config::default().any_semantic();
         // Pods are listed with a consistent read: a replica that starts (or relists) after
@@ -88,6 +93,12 @@ impl<K: SetResource> Caches<K> {
             &watch_config,
         );
         let (nodes, node_events) = cached_watch(Api::<Node>::all(client.clone()), &watch_config);
+        // /readyz fails while a watch fails (the watcher backs off and resumes by itself).
+        let set_events = set_events.inspect(watch_health("sets", readiness));
+        let pod_events = pod_events.inspect(watch_health("pods", readiness));
+        let revision_events =
+            revision_events.inspect(watch_health("controllerrevisions", readiness));
+        let node_events = node_events.inspect(watch_health("nodes", readiness));
 
         let every_set = {
             let sets = sets.clone();
@@ -148,6 +159,15 @@ where
         .modify(|obj| obj.managed_fields_mut().clear())
         .reflect(writer);
     (store, events)
+}
+
+/// Reports each watch event's outcome to `readiness`.
+fn watch_health<E>(
+    kind: &'static str,
+    readiness: &Arc<Readiness>,
+) -> impl FnMut(&Result<E, watcher::Error>) + Send + 'static {
+    let readiness = readiness.clone();
+    move |event| readiness.watch_healthy(kind, event.is_ok())
 }
 
 /// What a pod or revision watch event asks for.
@@ -229,7 +249,7 @@ async fn run_target<K: SetResource>(
     let shutdown = shutdown.shared();
     let queue = Arc::new(QueueDepth::new(metrics.queue_depth.clone()));
     let triggers = Arc::new(Triggers::<K>::new(queue.clone()));
-    let caches = Caches::<K>::start(&client, &config, &triggers);
+    let caches = Caches::<K>::start(&client, &config, &triggers, &readiness);
     tokio::spawn(mark_ready_when_synced(
         caches.sets.clone(),
         caches.pods.clone(),

@@ -1,8 +1,10 @@
 //! The controller's HTTP endpoints: `/metrics` (Prometheus text), `/livez` (the process is
-//! serving; never depends on the apiserver) and `/readyz` (every cache has synced).
+//! serving; never depends on the apiserver) and `/readyz` (every cache has synced and no watch
+//! is failing).
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -12,10 +14,12 @@ use axum::routing::get;
 
 use crate::metrics::Metrics;
 
-/// Readiness shared between the controller (which sets it) and the HTTP server.
+/// Readiness shared between the controller (which sets it) and the HTTP server: every cache
+/// has synced, and no watch is failing now.
 #[derive(Debug, Default)]
 pub struct Readiness {
     ready: AtomicBool,
+    failing: Mutex<BTreeSet<&'static str>>,
 }
 
 impl Readiness {
@@ -24,9 +28,25 @@ impl Readiness {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    /// Whether the caches are synced.
+    /// Marks the watch of `kind` failing (`false`) or healthy again (`true`).
+    pub fn watch_healthy(&self, kind: &'static str, healthy: bool) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        if healthy {
+            failing.remove(kind);
+        } else {
+            failing.insert(kind);
+        }
+    }
+
+    /// Whether the caches are synced and every watch is healthy.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && self.failing_watches().is_empty()
+    }
+
+    /// The kinds whose watch is failing now.
+    pub fn failing_watches(&self) -> Vec<&'static str> {
+        let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        failing.iter().copied().collect()
     }
 }
 
@@ -80,10 +100,20 @@ async fn serve_metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn serve_readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let failing = state.readiness.failing_watches();
     if state.readiness.is_ready() {
-        (StatusCode::OK, "ok\n")
+        (StatusCode::OK, "ok\n".to_owned())
+    } else if !failing.is_empty() {
+        let kinds = failing.join(", ");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("watch failing: {kinds}\n"),
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "caches not synced\n".to_owned(),
+        )
     }
 }
 
@@ -114,6 +144,11 @@ mod tests {
         assert!(get("/livez").await.starts_with("HTTP/1.1 200"));
         assert!(get("/readyz").await.starts_with("HTTP/1.1 503"));
         readiness.set(true);
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
+        readiness.watch_healthy("pods", false);
+        let failing = get("/readyz").await;
+        assert!(failing.starts_with("HTTP/1.1 503") && failing.contains("watch failing: pods"));
+        readiness.watch_healthy("pods", true);
         assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
         metrics.pods_created.inc();
         let body = get("/metrics").await;

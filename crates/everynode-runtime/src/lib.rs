@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod expectations;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod pacing;
 pub mod permissions;

@@ -13,50 +13,8 @@ use everynode_api::DaemonSet;
 use everynode_runtime::Target;
 use everynode_runtime::permissions::{ApiCalls, CLUSTER_CALLS, LEADER_ELECTION_CALLS, allows};
 use everynode_testkit::{TestEnv, eventually};
-use kube::ResourceExt;
 use kube::api::{DynamicObject, PostParams};
 use serde_json::json;
-
-/// A ServiceAccount of this test bound to the shipped ClusterRole with `edit` applied to its
-/// rules. Returns its name.
-async fn account_with_rules(env: &TestEnv, edit: impl Fn(&mut serde_json::Value)) -> String {
-    let admin = env.client();
-    install_deploy_rbac(&admin).await;
-    let name = format!("everynode-{}", env.namespace());
-    let mut role = shipped_cluster_role();
-    role.metadata = Default::default();
-    role.metadata.name = Some(name.clone());
-    for rule in role.data["rules"].as_array_mut().into_iter().flatten() {
-        edit(rule);
-    }
-    let account: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "ServiceAccount",
-        "metadata": {"name": name, "namespace": SERVICE_ACCOUNT_NAMESPACE}
-    }))
-    .expect("ServiceAccount");
-    let binding: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name,
-                      "namespace": SERVICE_ACCOUNT_NAMESPACE}]
-    }))
-    .expect("ClusterRoleBinding");
-    for object in [&account, &role, &binding] {
-        apply(&admin, object, false)
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", object.name_any()));
-    }
-    name
-}
-
-/// The first object of `kind` in `deploy/rbac.yaml`.
-fn shipped(kind: &str) -> DynamicObject {
-    documents("rbac.yaml")
-        .into_iter()
-        .find(|o| o.types.as_ref().is_some_and(|t| t.kind == kind))
-        .unwrap_or_else(|| panic!("deploy/rbac.yaml has no {kind}"))
-}
 
 fn shipped_cluster_role() -> DynamicObject {
     shipped("ClusterRole")
@@ -151,7 +109,7 @@ fn audited_calls(env: &TestEnv, user: &str) -> Vec<AuditedCall> {
 #[tokio::test]
 async fn the_controller_calls_only_what_its_rbac_grants() {
     let env = TestEnv::new("rbac-audit").await;
-    let account = account_with_rules(&env, |_| {}).await;
+    let account = controller_account(&env, "audit", |_| {}).await;
     let user = format!("system:serviceaccount:{SERVICE_ACCOUNT_NAMESPACE}:{account}");
     let controller =
         start_controller_as(token_client(&env, &account).await, &env, Target::Everynode).await;
@@ -239,7 +197,7 @@ fn reconcile_condition(set: &DaemonSet) -> Option<(String, String, String)> {
 #[tokio::test]
 async fn a_refused_rollback_is_recorded_and_a_joining_node_still_gets_its_pod() {
     let env = TestEnv::new("forbidden-rollback").await;
-    let account = account_with_rules(&env, |rule| {
+    let account = controller_account(&env, "no-set-updates", |rule| {
         if rule["resources"] == json!(["daemonsets"])
             && let Some(verbs) = rule["verbs"].as_array_mut()
         {

@@ -27,6 +27,7 @@
 //! ```
 
 pub mod crd;
+pub mod deploy;
 pub mod dns;
 pub mod env;
 pub mod eventually;

@@ -10,6 +10,7 @@ mod cli;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use everynode_runtime::http::Readiness;
+use everynode_runtime::leader::{Elector, LeaseTiming, WriteGate};
 use everynode_runtime::metrics::Metrics;
 use everynode_runtime::{ControllerConfig, Target};
 
@@ -482,27 +483,86 @@ fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
 }
 
 async fn client(cli: &Cli) -> anyhow::Result<kube::Client> {
+    Ok(kube::Client::try_from(config(cli).await?)?)
+}
+
+async fn config(cli: &Cli) -> anyhow::Result<kube::Config> {
     let options = kube::config::KubeConfigOptions {
         context: cli.context.clone(),
         ..Default::default()
     };
-    let config = match &cli.kubeconfig {
+    match &cli.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?
+            Ok(kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?)
         }
         None => kube::Config::infer().await.context(
             "no cluster configuration found: set KUBECONFIG or --kubeconfig, or start the local \
              cluster with `cargo xtask cluster up`",
-        )?,
-    };
-    Ok(kube::Client::try_from(config)?)
+        ),
+    }
+}
+
+/// Leader election of this replica: the elector task, and the gate its controller writes through.
+struct Leadership {
+    gate: Arc<WriteGate>,
+    leading: tokio::sync::watch::Receiver<bool>,
+    leases: kube::Api<k8s_openapi::api::coordination::v1::Lease>,
+    identity: String,
+    elector: tokio::task::JoinHandle<()>,
+}
+
+impl Leadership {
+    fn start(client: kube::Client, args: &ControllerArgs) -> Self {
+        let identity = args
+            .instance
+            .clone()
+            .unwrap_or_else(|| format!("everynode-{}", std::process::id()));
+        let timing = LeaseTiming::for_lease(std::time::Duration::from_secs(args.lease_seconds));
+        let gate = WriteGate::closed(timing.renew_deadline);
+        let elector = Elector::new(
+            client,
+            &args.lease_namespace,
+            LEASE_NAME,
+            &identity,
+            timing,
+            gate.clone(),
+        );
+        let leases = elector.leases();
+        let (tx, leading) = tokio::sync::watch::channel(false);
+        tracing::info!(%identity, lease = LEASE_NAME, namespace = %args.lease_namespace, ?timing, "waiting to become leader");
+        Self {
+            gate,
+            leading,
+            leases,
+            identity,
+            elector: tokio::spawn(elector.run(tx)),
+        }
+    }
+
+    /// Resolves once this replica leads.
+    fn became_leader(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut leading = self.leading.clone();
+        async move {
+            if leading.wait_for(|l| *l).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Resolves once this replica led and lost it.
+    async fn lost(&mut self) {
+        if self.leading.wait_for(|l| *l).await.is_ok() {
+            let _ = self.leading.wait_for(|l| !*l).await;
+        }
+    }
 }
 
 async fn run_controller(cli: &Cli, args: &ControllerArgs) -> anyhow::Result<()> {
-    let client = client(cli).await?;
-    let version = client
+    let config = config(cli).await?;
+    let plain = kube::Client::try_from(config.clone())?;
+    let version = plain
         .apiserver_version()
         .await
         .context("cannot reach the apiserver")?;
@@ -516,7 +576,7 @@ async fn run_controller(cli: &Cli, args: &ControllerArgs) -> anyhow::Result<()> 
     };
 
     // Serve /livez at once; /readyz turns ready once the caches synced (on standbys too: they
-    // keep their caches warm for a fast takeover).
+    // keep their caches warm for a fast takeover) and while every watch is healthy.
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("--http-addr {}: cannot listen", args.http_addr))?;
@@ -528,47 +588,32 @@ async fn run_controller(cli: &Cli, args: &ControllerArgs) -> anyhow::Result<()> 
     ));
 
     // With leader election, the watches start at once but nothing is written before this
-    // replica holds the Lease; losing it ends the process (non-zero) so the replica restarts as
+    // replica holds the Lease, and every write goes through the gate that closes at the renew
+    // deadline; losing the Lease ends the process at once (non-zero) so the replica restarts as
     // a clean standby.
-    let mut leadership = None;
-    let leading: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = if args.leader_elect {
-        let identity = args
-            .instance
-            .clone()
-            .unwrap_or_else(|| format!("everynode-{}", std::process::id()));
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
-            .with_namespace(&args.lease_namespace)
-            .with_identity(&identity)
-            .with_duration(args.lease_seconds)
-            .with_grace(args.lease_seconds.div_ceil(3).max(1))
-            .build()
-            .await
-            .context("setting up leader election")?;
-        let (is_leader, task) = manager.watch().await;
-        tracing::info!(%identity, lease = LEASE_NAME, namespace = %args.lease_namespace, "waiting to become leader");
-        let mut became_leader = is_leader.clone();
-        leadership = Some((is_leader, task));
-        Box::pin(async move {
-            if became_leader.wait_for(|leader| *leader).await.is_ok() {
-                tracing::info!(%identity, "became leader");
-            } else {
-                // Leader election stopped; the lost-lease branch below ends the process.
-                std::future::pending::<()>().await;
-            }
-        })
-    } else {
-        Box::pin(std::future::ready(()))
+    let mut leadership = args
+        .leader_elect
+        .then(|| Leadership::start(plain.clone(), args));
+    let (client, leading): (
+        kube::Client,
+        std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) = match &leadership {
+        Some(l) => (
+            everynode_runtime::leader::gated_client(config, l.gate.clone())?,
+            Box::pin(l.became_leader()),
+        ),
+        None => (plain, Box::pin(std::future::ready(()))),
     };
 
-    let config = ControllerConfig {
+    let controller_config = ControllerConfig {
         namespace: args.namespace.clone(),
         workers: args.workers,
         instance: args.instance.clone(),
         target: args.target.into(),
     };
-    let controller = tokio::spawn(everynode_runtime::run(
+    let mut controller = tokio::spawn(everynode_runtime::run(
         client,
-        config,
+        controller_config,
         metrics,
         readiness,
         leading,
@@ -577,29 +622,32 @@ async fn run_controller(cli: &Cli, args: &ControllerArgs) -> anyhow::Result<()> 
 
     let lost_lease = async {
         match leadership.as_mut() {
-            Some((is_leader, _)) => {
-                // Ends when the Lease was held and then lost, or when leader election stopped.
-                if is_leader.wait_for(|leader| *leader).await.is_ok() {
-                    let _ = is_leader.wait_for(|leader| !*leader).await;
-                }
-            }
+            Some(l) => l.lost().await,
             None => std::future::pending::<()>().await,
         }
     };
-    let lost = tokio::select! {
-        () = shutdown_signal() => false,
-        () = lost_lease => true,
-    };
-    tracing::info!(lost_lease = lost, "shutting down");
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = lost_lease => {
+            // Abort in-flight reconciles: not one more write.
+            controller.abort();
+            anyhow::bail!("lost the leader Lease {LEASE_NAME}; exiting so a fresh standby takes over");
+        }
+        ended = &mut controller => {
+            let why = match ended {
+                Ok(()) => "ended".to_owned(),
+                Err(err) => format!("failed: {err}"),
+            };
+            anyhow::bail!("the controller task {why}; exiting so the replica restarts");
+        }
+    }
+    tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     controller.await.context("controller task")?;
     http.await.context("http task")?.context("http server")?;
-    if let Some((is_leader, task)) = leadership {
-        drop(is_leader); // releases the Lease
-        let _ = task.await;
-    }
-    if lost {
-        anyhow::bail!("lost the leader Lease {LEASE_NAME}; exiting so a fresh standby takes over");
+    if let Some(l) = leadership {
+        l.elector.abort();
+        Elector::release(&l.leases, LEASE_NAME, &l.identity, &l.gate).await;
     }
     Ok(())
 }

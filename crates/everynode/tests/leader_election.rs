@@ -1,13 +1,18 @@
-//! Two `everynode controller --leader-elect` processes against the local cluster: only the
-//! leader writes; the standby keeps warm caches (ready, `everynode_leader 0`); when the leader is
-//! SIGKILLed the standby takes over within the lease duration plus a few seconds.
+//! Two `everynode controller --leader-elect` processes against the local cluster, each with a
+//! token of its own ServiceAccount bound to the shipped RBAC: only the leader writes; the standby
+//! keeps warm caches (ready, `everynode_leader 0`); when the leader is SIGKILLed the standby takes
+//! over within the lease duration plus a few seconds; a leader frozen (SIGSTOP) past its renew
+//! deadline writes nothing after that deadline (from the apiserver's audit log) and exits
+//! non-zero when it wakes.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use everynode_testkit::deploy::{SERVICE_ACCOUNT_NAMESPACE, controller_account, token_kubeconfig};
 use everynode_testkit::{TestEnv, eventually};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 
@@ -79,7 +84,10 @@ async fn wait_ready_with_leader_gauge(replica: &Replica, value: u8) {
     .await;
 }
 
-fn start_replica(env: &TestEnv, identity: &str) -> Replica {
+/// Starts a replica as the test's ServiceAccount `identity` (made with the shipped RBAC).
+async fn start_replica(env: &TestEnv, identity: &str) -> Replica {
+    let account = controller_account(env, identity, |_| {}).await;
+    let kubeconfig = token_kubeconfig(env, &account).await;
     let http_port = free_port();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_everynode"))
         .args([
@@ -96,7 +104,7 @@ fn start_replica(env: &TestEnv, identity: &str) -> Replica {
             "--instance",
             identity,
         ])
-        .env("KUBECONFIG", env.cluster().kubeconfig())
+        .env("KUBECONFIG", kubeconfig)
         .env("EVERYNODE_LOG", "info,kube=warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -133,21 +141,9 @@ async fn pods_on(env: &TestEnv) -> usize {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn standby_takes_over_when_the_leader_is_killed() {
-    let env = TestEnv::new("leader").await;
-    let nodes = env.add_nodes(2).await;
-    everynode_testkit::install_crd(&env.client()).await;
-
-    let mut replicas = vec![
-        start_replica(&env, "replica-a"),
-        start_replica(&env, "replica-b"),
-    ];
-    let leader = eventually("a leader to be elected", TIMEOUT, || async {
-        holder(&env).await.ok_or_else(|| "no holder yet".to_owned())
-    })
-    .await;
-
+/// Server-side applies the test's set `agent` with `image` (retried: the CRD may take a moment
+/// to be served after it is installed).
+async fn apply_set(env: &TestEnv, image: &str) {
     let set = serde_json::json!({
         "apiVersion": "everynode.dev/v1alpha1", "kind": "DaemonSet",
         "metadata": {"name": "agent", "namespace": env.namespace()},
@@ -155,7 +151,7 @@ async fn standby_takes_over_when_the_leader_is_killed() {
             "selector": {"matchLabels": {"app": "agent"}},
             "template": {
                 "metadata": {"labels": {"app": "agent"}},
-                "spec": {"nodeSelector": env.group_selector(), "containers": [{"name": "c", "image": "agent:v1"}]}
+                "spec": {"nodeSelector": env.group_selector(), "containers": [{"name": "c", "image": image}]}
             }
         }
     });
@@ -164,11 +160,10 @@ async fn standby_takes_over_when_the_leader_is_killed() {
         env.namespace(),
         &kube::api::ApiResource::erase::<everynode_api::DaemonSet>(&()),
     );
-    // the CRD may take a moment to be served after it is applied
-    eventually("the set to be created", TIMEOUT, || async {
+    eventually("the set to be applied", TIMEOUT, || async {
         sets.patch(
             "agent",
-            &PatchParams::apply("everynode-tests"),
+            &PatchParams::apply("everynode-tests").force(),
             &Patch::Apply(&set),
         )
         .await
@@ -176,6 +171,145 @@ async fn standby_takes_over_when_the_leader_is_killed() {
         .map_err(|e| e.to_string())
     })
     .await;
+}
+
+/// Pods of the set on `image`, not terminating and Ready.
+async fn ready_pods_on(env: &TestEnv, image: &str) -> usize {
+    env.api::<Pod>()
+        .list(&ListParams::default().labels("app=agent"))
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter(|p| everynode_testkit::pods::is_ready(p))
+                .filter(|p| {
+                    p.spec
+                        .as_ref()
+                        .and_then(|s| s.containers.first()?.image.as_deref())
+                        == Some(image)
+                })
+                .count()
+        })
+        .unwrap_or_default()
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a replica.
+fn signal(replica: &Replica, signal: &str) {
+    let pid = replica.child.id().expect("the replica runs");
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Writes (anything but get, list, watch) of `user` the apiserver received after `after`.
+fn writes_after(env: &TestEnv, user: &str, after: Timestamp) -> Vec<String> {
+    let text = std::fs::read_to_string(env.cluster().dir.audit_log()).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| e["stage"] == "RequestReceived" && e["user"]["username"] == user)
+        .filter(|e| !matches!(e["verb"].as_str(), Some("get" | "list" | "watch")))
+        .filter(|e| {
+            e["requestReceivedTimestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .is_some_and(|t| t > after)
+        })
+        .map(|e| {
+            format!(
+                "{} {} at {}",
+                e["verb"], e["requestURI"], e["requestReceivedTimestamp"]
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_leader_frozen_past_its_renew_deadline_writes_nothing_more_and_exits() {
+    let env = TestEnv::new("leader-freeze").await;
+    env.add_nodes(3).await;
+    everynode_testkit::install_crd(&env.client()).await;
+    let mut first = start_replica(&env, "freeze-a").await;
+    eventually("replica a to lead", TIMEOUT, || async {
+        match holder(&env).await {
+            Some(h) if h == "freeze-a" => Ok(()),
+            other => Err(format!("holder {other:?}")),
+        }
+    })
+    .await;
+    let second = start_replica(&env, "freeze-b").await;
+    apply_set(&env, "agent:v1").await;
+    eventually("3 ready v1 pods", TIMEOUT, || async {
+        match ready_pods_on(&env, "agent:v1").await {
+            3 => Ok(()),
+            n => Err(format!("{n}")),
+        }
+    })
+    .await;
+    wait_ready_with_leader_gauge(&second, 0).await;
+
+    // Freeze the leader, then give the cluster work: a rollout and a joining node.
+    signal(&first, "STOP");
+    let frozen_at = Timestamp::now();
+    apply_set(&env, "agent:v2").await;
+    env.add_nodes(1).await;
+    eventually("replica b to take the Lease", TIMEOUT, || async {
+        match holder(&env).await {
+            Some(h) if h == "freeze-b" => Ok(()),
+            other => Err(format!("holder {other:?}")),
+        }
+    })
+    .await;
+    let took_over = frozen_at.duration_until(Timestamp::now());
+    eprintln!("replica b took over {took_over:#} after replica a froze");
+
+    // Wake the old leader: it must step down without writing and exit non-zero.
+    signal(&first, "CONT");
+    let exit = tokio::time::timeout(Duration::from_secs(15), first.child.wait())
+        .await
+        .expect("the woken leader to exit within 15 s")
+        .expect("wait for the replica");
+    assert!(!exit.success(), "the woken leader exited with {exit}");
+
+    eventually("4 ready v2 pods under the new leader", TIMEOUT, || async {
+        match ready_pods_on(&env, "agent:v2").await {
+            4 => Ok(()),
+            n => Err(format!("{n}")),
+        }
+    })
+    .await;
+    let renew_deadline = Duration::from_secs(LEASE_SECONDS) * 2 / 3;
+    let deadline = frozen_at + renew_deadline;
+    let user = format!(
+        "system:serviceaccount:{SERVICE_ACCOUNT_NAMESPACE}:{}-freeze-a",
+        env.namespace()
+    );
+    let late = writes_after(&env, &user, deadline);
+    assert!(
+        late.is_empty(),
+        "writes of the old leader after its renew deadline: {late:?}"
+    );
+    drop(second);
+}
+
+#[tokio::test]
+async fn standby_takes_over_when_the_leader_is_killed() {
+    let env = TestEnv::new("leader").await;
+    let nodes = env.add_nodes(2).await;
+    everynode_testkit::install_crd(&env.client()).await;
+
+    let mut replicas = vec![
+        start_replica(&env, "replica-a").await,
+        start_replica(&env, "replica-b").await,
+    ];
+    let leader = eventually("a leader to be elected", TIMEOUT, || async {
+        holder(&env).await.ok_or_else(|| "no holder yet".to_owned())
+    })
+    .await;
+
+    apply_set(&env, "agent:v1").await;
     eventually("the leader to create one pod per node", TIMEOUT, || async {
         let n = pods_on(&env).await;
         if n == nodes.len() {

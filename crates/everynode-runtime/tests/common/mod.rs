@@ -9,12 +9,11 @@ use everynode_api::DaemonSet;
 use everynode_runtime::http::Readiness;
 use everynode_runtime::metrics::Metrics;
 use everynode_runtime::{ControllerConfig, Target};
+pub use everynode_testkit::deploy::*;
 use everynode_testkit::{NEVER_READY, SIMULATE_LABEL, TestEnv, eventually, pods};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::ResourceExt;
-use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::{Scope, pinned_kind};
+use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -42,104 +41,6 @@ impl Drop for RunningController {
 pub async fn start_controller(env: &TestEnv, target: Target) -> RunningController {
     install_deploy_rbac(&env.client()).await;
     start_controller_as(service_account_client(env).await, env, target).await
-}
-
-/// The ServiceAccount `deploy/rbac.yaml` binds.
-pub const SERVICE_ACCOUNT: &str = "system:serviceaccount:everynode-system:everynode";
-
-/// Applies `deploy/namespace.yaml` and `deploy/rbac.yaml` (server-side, idempotent).
-pub async fn install_deploy_rbac(admin: &kube::Client) {
-    for file in ["namespace.yaml", "rbac.yaml"] {
-        for object in documents(file) {
-            apply(admin, &object, false)
-                .await
-                .unwrap_or_else(|e| panic!("deploy/{file}: {e}"));
-        }
-    }
-}
-
-/// The objects of one manifest file under `deploy/`.
-pub fn documents(file: &str) -> Vec<DynamicObject> {
-    use serde::Deserialize;
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../deploy")
-        .join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| {
-            let value = serde_yaml::Value::deserialize(doc).expect("yaml document");
-            serde_yaml::from_value(value).expect("a Kubernetes object")
-        })
-        .collect()
-}
-
-/// Server-side applies `object` (a dry run when `dry_run`).
-pub async fn apply(
-    client: &kube::Client,
-    object: &DynamicObject,
-    dry_run: bool,
-) -> Result<(), String> {
-    let types = object
-        .types
-        .clone()
-        .ok_or("object without apiVersion/kind")?;
-    let gvk = GroupVersionKind::try_from(&types).map_err(|e| e.to_string())?;
-    let (resource, caps): (ApiResource, _) = pinned_kind(client, &gvk)
-        .await
-        .map_err(|e| format!("{gvk:?}: {e}"))?;
-    let api: kube::Api<DynamicObject> = match (caps.scope, object.namespace()) {
-        (Scope::Namespaced, Some(ns)) => kube::Api::namespaced_with(client.clone(), &ns, &resource),
-        _ => kube::Api::all_with(client.clone(), &resource),
-    };
-    let mut params = PatchParams::apply("everynode-deploy-test").force();
-    params.dry_run = dry_run;
-    api.patch(&object.name_any(), &params, &Patch::Apply(object))
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("{} {}: {e}", types.kind, object.name_any()))
-}
-
-/// Namespace and name of the ServiceAccount `deploy/rbac.yaml` binds.
-pub const SERVICE_ACCOUNT_NAMESPACE: &str = "everynode-system";
-pub const SERVICE_ACCOUNT_NAME: &str = "everynode";
-
-/// A client that authenticates as the controller's ServiceAccount, with a token the apiserver
-/// issued for it (TokenRequest), as a deployed pod's projected token does. Nothing of the
-/// admin's credentials is kept.
-pub async fn service_account_client(env: &TestEnv) -> kube::Client {
-    token_client(env, SERVICE_ACCOUNT_NAME).await
-}
-
-/// A client with a token of the ServiceAccount `name` in [`SERVICE_ACCOUNT_NAMESPACE`].
-pub async fn token_client(env: &TestEnv, name: &str) -> kube::Client {
-    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    let accounts: kube::Api<ServiceAccount> =
-        kube::Api::namespaced(env.client(), SERVICE_ACCOUNT_NAMESPACE);
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let token = accounts
-        .create_token_request(name, &Default::default(), &request)
-        .await
-        .unwrap_or_else(|e| panic!("a token for ServiceAccount {name}: {e}"))
-        .status
-        .and_then(|s| s.token)
-        .unwrap_or_else(|| panic!("the TokenRequest for {name} returned no token"));
-    let kubeconfig =
-        kube::config::Kubeconfig::read_from(env.cluster().kubeconfig()).expect("kubeconfig");
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("config");
-    config.auth_info = kube::config::AuthInfo {
-        token: Some(token.into()),
-        ..Default::default()
-    };
-    kube::Client::try_from(config).expect("client")
 }
 
 /// [`start_controller`] with the controller's own client (e.g. a ServiceAccount's).
