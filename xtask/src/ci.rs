@@ -210,6 +210,11 @@ async fn run_phases(args: &CiArgs, phases: &mut Phases) -> anyhow::Result<bool> 
     built?;
 
     let t = Instant::now();
+    let installed = crate::packages::ensure_libfaketime().await;
+    phases.record("packages", t, installed.is_ok());
+    installed?;
+
+    let t = Instant::now();
     let dir = ci_dir();
     let opts = crate::three_node_options(dir.clone(), 17443, false)?;
     let cluster: Cluster = match crate::up(&opts).await {

@@ -13,6 +13,7 @@ mod bench;
 mod ci;
 mod conformance;
 mod demo;
+mod packages;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -35,8 +35,26 @@ pub fn crd() -> CustomResourceDefinition {
             template.description = description;
         }
         bound_for_cel_cost(root);
+        key_lists_by_name(root);
     }
     crd
+}
+
+/// Pod-template lists whose items upstream keys by `name` (`+listType=map`): the apiserver then
+/// refuses a duplicate name at admission (a pod with two containers of one name would be refused
+/// anyway, only later), and server-side apply merges them by name, as for apps/v1.
+fn key_lists_by_name(root: &mut JSONSchemaProps) {
+    for list in [
+        "containers",
+        "initContainers",
+        "ephemeralContainers",
+        "volumes",
+    ] {
+        if let Some(schema) = property(root, &["spec", "template", "spec", list]) {
+            schema.x_kubernetes_list_type = Some("map".to_owned());
+            schema.x_kubernetes_list_map_keys = Some(vec!["name".to_owned()]);
+        }
+    }
 }
 
 /// Largest label value, and largest qualified label key (253-character prefix, '/', 63-character

@@ -408,7 +408,24 @@ impl Cluster {
         }
         self.state.settings.builtin_daemonset_controller = on;
         write_state(&self.dir, &self.state)?;
-        // The controller manager's flags do not use the cache; its binary is the recorded one.
+        self.start_component(c).await
+    }
+
+    /// SIGKILLs one component, as a crash would (no grace period). The rest keeps running;
+    /// [`Cluster::start_component`] starts it again.
+    pub async fn kill_component(&mut self, c: Component) {
+        if let Some(pid) = self.pid(c) {
+            process::kill_now(pid).await;
+        }
+        for child in &mut self.children {
+            // Collects the exit status of the killed process (no zombie).
+            let _ = child.try_wait();
+        }
+    }
+
+    /// Starts one component again, with the binary and flags it was started with, and waits until
+    /// it is healthy (etcd's data and the API server's state are kept: this is a restart).
+    pub async fn start_component(&mut self, c: Component) -> Result<()> {
         let cache = Cache::pinned();
         let args = flags::args(
             c,
@@ -428,8 +445,10 @@ impl Cluster {
             .unwrap_or_else(|| cache.binary(c));
         let child = process::spawn(c, &binary, &args, &self.dir.log(c), &self.dir.pid_file(c))?;
         self.children.push(child);
-        self.wait_healthy(c, Duration::from_secs(60), |body| body.trim() == "ok")
-            .await
+        self.wait_healthy(c, Duration::from_secs(120), |body| {
+            body.trim().eq_ignore_ascii_case("ok") || body.contains(r#""health":"true""#)
+        })
+        .await
     }
 
     /// Writes (once) a kubeconfig for the client identity `CN=<user>, O=system:masters` and

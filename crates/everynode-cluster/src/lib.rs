@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod component;
 pub mod error;
+pub mod faketime;
 pub mod flags;
 pub mod gobuild;
 pub mod health;

@@ -158,6 +158,12 @@ async fn wait_dead(pid: u32, timeout: Duration) -> bool {
     !is_alive(pid)
 }
 
+/// Sends SIGKILL to `pid` and waits up to 5 s for it to be gone.
+pub async fn kill_now(pid: u32) {
+    signal(pid, Signal::SIGKILL);
+    wait_dead(pid, Duration::from_secs(5)).await;
+}
+
 /// Sends SIGTERM to `pid`, waits up to `grace`, then SIGKILL and waits up to 5 s more.
 pub async fn stop(pid: u32, grace: Duration) -> Stopped {
     if !is_alive(pid) {

@@ -29,6 +29,9 @@ pub struct ControllerConfig {
     pub instance: Option<String>,
     /// Which DaemonSets to run.
     pub target: Target,
+    /// The apiserver's clock: plans run on it (fed by a [`crate::server_clock::ClockLayer`] on
+    /// the controller's client; without one it is the local clock).
+    pub server_clock: std::sync::Arc<crate::server_clock::ServerClock>,
 }
 
 impl Default for ControllerConfig {
@@ -38,6 +41,7 @@ impl Default for ControllerConfig {
             workers: 8,
             instance: None,
             target: Target::default(),
+            server_clock: Default::default(),
         }
     }
 }

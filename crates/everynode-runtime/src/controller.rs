@@ -381,7 +381,7 @@ async fn collect_expired_backoff(ctx: Arc<Context>) {
     let mut every_minute = tokio::time::interval(Duration::from_secs(60));
     loop {
         every_minute.tick().await;
-        let now = everynode_core::Timestamp::now();
+        let now = ctx.config.server_clock.now();
         ctx.backoff.retain(|entry| !entry.is_expired(now, &config));
     }
 }

@@ -79,17 +79,12 @@ impl WriteGate {
     }
 }
 
-/// A client whose writes (anything but GET) fail at once while `gate` is closed; reads and
-/// watches pass.
-pub fn gated_client(config: kube::Config, gate: Arc<WriteGate>) -> Result<Client, kube::Error> {
-    Ok(kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&GateLayer { gate })
-        .build())
-}
-
+/// A client layer that fails writes (anything but GET) at once while `gate` is closed; reads
+/// and watches pass.
 #[derive(Clone)]
-struct GateLayer {
-    gate: Arc<WriteGate>,
+pub struct GateLayer {
+    /// The gate.
+    pub gate: Arc<WriteGate>,
 }
 
 impl<S> tower::Layer<S> for GateLayer {
@@ -103,8 +98,9 @@ impl<S> tower::Layer<S> for GateLayer {
     }
 }
 
+/// See [`GateLayer`].
 #[derive(Clone)]
-struct GateService<S> {
+pub struct GateService<S> {
     inner: S,
     gate: Arc<WriteGate>,
 }

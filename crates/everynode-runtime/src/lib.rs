@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod client;
 pub mod context;
 pub mod controller;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod pacing;
 pub mod permissions;
 pub mod problems;
 pub mod reconcile;
+pub mod server_clock;
 pub mod target;
 pub mod template_verdicts;
 pub mod triggers;

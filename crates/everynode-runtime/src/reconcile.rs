@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use everynode_core::{NodeView, PlanInput, PodView, RevisionView, SetView, Timestamp};
+use everynode_core::{NodeView, PlanInput, PodView, RevisionView, SetView};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -218,7 +218,7 @@ fn snapshot(
         .and_then(|s| s.observed_generation)
         .unwrap_or(0);
     let backoff = ctx.backoff.for_set(&set.uid, backoff_generation);
-    let mut input = PlanInput::new(set, Timestamp::now());
+    let mut input = PlanInput::new(set, ctx.config.server_clock.now());
     input.nodes = nodes;
     input.pods = pods;
     input.revisions = revisions;

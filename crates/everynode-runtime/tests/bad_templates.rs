@@ -137,3 +137,25 @@ async fn a_template_the_apiserver_refuses_costs_no_running_pod() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn duplicate_container_names_are_refused_at_admission() {
+    let env = TestEnv::new("duplicate-names").await;
+    everynode_testkit::install_crd(&env.client()).await;
+    let mut set = set_with(&env, json!({}));
+    if let Some(spec) = set.spec.template.spec.as_mut() {
+        let first = spec.containers[0].clone();
+        spec.containers.push(first);
+    }
+    let refused = env
+        .api::<DaemonSet>()
+        .create(&PostParams::default(), &set)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        refused.contains("spec.template.spec.containers[1]") && refused.contains("Duplicate value"),
+        "{refused:?}"
+    );
+}

@@ -39,5 +39,6 @@ pub use crd::install_crd;
 pub use env::{GROUP_LABEL, TestEnv};
 pub use eventually::{consistently, eventually, obs};
 pub use everynode_cluster::gobuild::{NEVER_READY, SIMULATE_LABEL};
+pub use everynode_cluster::{Component, faketime};
 pub use local::LocalCluster;
 pub use shared::{CLUSTER_DIR_ENV, ClusterInfo, shared_cluster};

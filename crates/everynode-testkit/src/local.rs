@@ -49,13 +49,33 @@ impl LocalCluster {
     /// # Panics
     /// When the controller manager does not come back healthy.
     pub async fn set_builtin_daemonset_controller(&mut self, on: bool) {
-        let Some(cluster) = self.cluster.as_mut() else {
-            panic!("the cluster was stopped already");
-        };
+        let cluster = self.cluster_mut();
         if let Err(e) = cluster.set_builtin_daemonset_controller(on).await {
             panic!("restarting kube-controller-manager: {e}");
         }
         self.info.state = cluster.state().clone();
+    }
+
+    /// SIGKILLs one component of the cluster, as a crash would.
+    pub async fn kill_component(&mut self, component: everynode_cluster::Component) {
+        self.cluster_mut().kill_component(component).await;
+    }
+
+    /// Starts a killed component again (same flags, same data) and waits until it is healthy.
+    ///
+    /// # Panics
+    /// When it does not come back healthy.
+    pub async fn start_component(&mut self, component: everynode_cluster::Component) {
+        if let Err(e) = self.cluster_mut().start_component(component).await {
+            panic!("restarting {}: {e}", component.name());
+        }
+    }
+
+    fn cluster_mut(&mut self) -> &mut Cluster {
+        match self.cluster.as_mut() {
+            Some(cluster) => cluster,
+            None => panic!("the cluster was stopped already"),
+        }
     }
 
     /// Stops the cluster (recorded PIDs only) and removes its directories.

@@ -594,22 +594,24 @@ async fn run_controller(cli: &Cli, args: &ControllerArgs) -> anyhow::Result<()> 
     let mut leadership = args
         .leader_elect
         .then(|| Leadership::start(plain.clone(), args));
-    let (client, leading): (
-        kube::Client,
-        std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
-    ) = match &leadership {
-        Some(l) => (
-            everynode_runtime::leader::gated_client(config, l.gate.clone())?,
-            Box::pin(l.became_leader()),
-        ),
-        None => (plain, Box::pin(std::future::ready(()))),
+    let leading: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match &leadership {
+        Some(l) => Box::pin(l.became_leader()),
+        None => Box::pin(std::future::ready(())),
     };
+    // Plans run on the apiserver's clock, read from every response of the controller's client.
+    let server_clock = Arc::new(everynode_runtime::server_clock::ServerClock::default());
+    let client = everynode_runtime::client::controller_client(
+        config,
+        server_clock.clone(),
+        leadership.as_ref().map(|l| l.gate.clone()),
+    )?;
 
     let controller_config = ControllerConfig {
         namespace: args.namespace.clone(),
         workers: args.workers,
         instance: args.instance.clone(),
         target: args.target.into(),
+        server_clock,
     };
     let mut controller = tokio::spawn(everynode_runtime::run(
         client,

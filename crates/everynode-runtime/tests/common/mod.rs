@@ -27,6 +27,13 @@ pub struct RunningController {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl RunningController {
+    /// Whether the controller task still runs (it ends only when stopped, or on a panic).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
 impl Drop for RunningController {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -56,6 +63,7 @@ pub async fn start_controller_as(
         workers: 4,
         instance: Some(format!("test-{}", env.namespace())),
         target,
+        ..ControllerConfig::default()
     };
     let readiness = Arc::new(Readiness::default());
     let task = tokio::spawn(everynode_runtime::run(
