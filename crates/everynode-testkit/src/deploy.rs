@@ -118,9 +118,28 @@ async fn service_account_token(env: &TestEnv, name: &str) -> String {
 /// A kubeconfig file (written next to the cluster's) for the ServiceAccount `name` in
 /// [`SERVICE_ACCOUNT_NAMESPACE`], with a fresh token: for controller processes a test starts.
 pub async fn token_kubeconfig(env: &TestEnv, name: &str) -> std::path::PathBuf {
+    token_kubeconfig_via(env, name, None).await
+}
+
+/// [`token_kubeconfig`] with the apiserver reached at `server` (e.g. a
+/// [`crate::proxy::FaultProxy`]'s `https://127.0.0.1:<port>`) instead of directly.
+pub async fn token_kubeconfig_via(
+    env: &TestEnv,
+    name: &str,
+    server: Option<&str>,
+) -> std::path::PathBuf {
     let token = service_account_token(env, name).await;
     let admin = env.cluster().kubeconfig();
     let mut kubeconfig = kube::config::Kubeconfig::read_from(&admin).expect("kubeconfig");
+    if let Some(server) = server {
+        for cluster in kubeconfig
+            .clusters
+            .iter_mut()
+            .filter_map(|c| c.cluster.as_mut())
+        {
+            cluster.server = Some(server.to_owned());
+        }
+    }
     for user in &mut kubeconfig.auth_infos {
         user.auth_info = Some(kube::config::AuthInfo {
             token: Some(token.clone().into()),

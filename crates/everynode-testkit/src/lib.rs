@@ -30,9 +30,11 @@ pub mod crd;
 pub mod deploy;
 pub mod dns;
 pub mod env;
+pub mod etcd;
 pub mod eventually;
 pub mod local;
 pub mod pods;
+pub mod proxy;
 pub mod shared;
 
 pub use crd::install_crd;

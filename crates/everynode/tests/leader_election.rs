@@ -3,12 +3,15 @@
 //! keeps warm caches (ready, `everynode_leader 0`); when the leader is SIGKILLed the standby takes
 //! over within the lease duration plus a few seconds; a leader frozen (SIGSTOP) past its renew
 //! deadline writes nothing after that deadline (from the apiserver's audit log) and exits
-//! non-zero when it wakes.
+//! non-zero when it wakes; a leader cut off from the apiserver (a proxy that drops its
+//! connections) steps down and exits at its renew deadline, before the standby takes over.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use everynode_testkit::deploy::{SERVICE_ACCOUNT_NAMESPACE, controller_account, token_kubeconfig};
+use everynode_testkit::deploy::{
+    SERVICE_ACCOUNT_NAMESPACE, controller_account, token_kubeconfig_via,
+};
 use everynode_testkit::{TestEnv, eventually};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
@@ -86,8 +89,13 @@ async fn wait_ready_with_leader_gauge(replica: &Replica, value: u8) {
 
 /// Starts a replica as the test's ServiceAccount `identity` (made with the shipped RBAC).
 async fn start_replica(env: &TestEnv, identity: &str) -> Replica {
+    start_replica_via(env, identity, None).await
+}
+
+/// [`start_replica`] reaching the apiserver at `server` (a proxy) instead of directly.
+async fn start_replica_via(env: &TestEnv, identity: &str, server: Option<&str>) -> Replica {
     let account = controller_account(env, identity, |_| {}).await;
-    let kubeconfig = token_kubeconfig(env, &account).await;
+    let kubeconfig = token_kubeconfig_via(env, &account, server).await;
     let http_port = free_port();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_everynode"))
         .args([
@@ -368,4 +376,69 @@ async fn standby_takes_over_when_the_leader_is_killed() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_leader_cut_off_from_the_apiserver_exits_at_its_renew_deadline() {
+    let env = TestEnv::new("leader-cut").await;
+    env.add_nodes(3).await;
+    everynode_testkit::install_crd(&env.client()).await;
+    let apiserver =
+        std::net::SocketAddr::from(([127, 0, 0, 1], env.cluster().state.ports.apiserver));
+    let proxy = everynode_testkit::proxy::FaultProxy::start(apiserver).await;
+    let via = format!("https://{}", proxy.addr());
+    let mut first = start_replica_via(&env, "cut-a", Some(&via)).await;
+    eventually("replica a to lead", TIMEOUT, || async {
+        match holder(&env).await {
+            Some(h) if h == "cut-a" => Ok(()),
+            other => Err(format!("holder {other:?}")),
+        }
+    })
+    .await;
+    let second = start_replica(&env, "cut-b").await;
+    apply_set(&env, "agent:v1").await;
+    eventually("3 ready v1 pods", TIMEOUT, || async {
+        match ready_pods_on(&env, "agent:v1").await {
+            3 => Ok(()),
+            n => Err(format!("{n}")),
+        }
+    })
+    .await;
+
+    proxy.cut();
+    let cut_at = Timestamp::now();
+    let cut = Instant::now();
+    let exit = tokio::time::timeout(Duration::from_secs(15), first.child.wait())
+        .await
+        .expect("the cut-off leader to exit within 15 s")
+        .expect("wait for the replica");
+    let exited_after = cut.elapsed();
+    assert!(!exit.success(), "the cut-off leader exited with {exit}");
+    let renew_deadline = Duration::from_secs(LEASE_SECONDS) * 2 / 3;
+    assert!(
+        exited_after <= renew_deadline + Duration::from_secs(3),
+        "exited {exited_after:?} after the cut; the renew deadline is {renew_deadline:?}"
+    );
+    proxy.heal();
+
+    // The standby leads and works: a rollout completes.
+    apply_set(&env, "agent:v2").await;
+    eventually("3 ready v2 pods under the new leader", TIMEOUT, || async {
+        match ready_pods_on(&env, "agent:v2").await {
+            3 => Ok(()),
+            n => Err(format!("{n}")),
+        }
+    })
+    .await;
+    let user = format!(
+        "system:serviceaccount:{SERVICE_ACCOUNT_NAMESPACE}:{}-cut-a",
+        env.namespace()
+    );
+    let late = writes_after(&env, &user, cut_at + renew_deadline);
+    assert!(
+        late.is_empty(),
+        "writes of the old leader after its renew deadline: {late:?}"
+    );
+    eprintln!("the cut-off leader exited {exited_after:.1?} after the cut");
+    drop(second);
 }
