@@ -98,6 +98,7 @@ async fn apply_writes<K: SetResource>(
     }
     ctx.expectations.expect(
         &key,
+        &input.set.uid,
         plan.creates.iter().map(|c| c.pod_name.clone()),
         plan.deletes
             .iter()

@@ -102,7 +102,7 @@ pub struct Context {
     /// Metrics.
     pub metrics: std::sync::Arc<Metrics>,
     /// Writes not yet seen in the caches.
-    pub expectations: Expectations,
+    pub expectations: std::sync::Arc<Expectations>,
     /// Failed-pod backoff.
     pub backoff: BackoffTable,
     /// Pacing of progress-only status writes ([`crate::pacing::STATUS_INTERVAL`]).

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::context::{Context, ControllerConfig};
 use crate::error::Error;
+use crate::expectations::Expectations;
 use crate::http::Readiness;
 use crate::metrics::{Metrics, Outcome, SetLabels};
 use crate::pacing::{self, Pacer};
@@ -79,6 +80,7 @@ impl<K: SetResource> Caches<K> {
         config: &ControllerConfig,
         triggers: &Arc<Triggers<K>>,
         readiness: &Arc<Readiness>,
+        expectations: &Arc<Expectations>,
     ) -> Self {
         let namespace = config.namespace.as_deref();
         let watch_config = watcher::Config::default().any_semantic();
@@ -95,7 +97,9 @@ impl<K: SetResource> Caches<K> {
         let (nodes, node_events) = cached_watch(Api::<Node>::all(client.clone()), &watch_config);
         // /readyz fails while a watch fails (the watcher backs off and resumes by itself).
         let set_events = set_events.inspect(watch_health("sets", readiness));
-        let pod_events = pod_events.inspect(watch_health("pods", readiness));
+        let pod_events = pod_events
+            .inspect(watch_health("pods", readiness))
+            .inspect(created_pods_seen::<K>(expectations));
         let revision_events =
             revision_events.inspect(watch_health("controllerrevisions", readiness));
         let node_events = node_events.inspect(watch_health("nodes", readiness));
@@ -168,6 +172,25 @@ fn watch_health<E>(
 ) -> impl FnMut(&Result<E, watcher::Error>) + Send + 'static {
     let readiness = readiness.clone();
     move |event| readiness.watch_healthy(kind, event.is_ok())
+}
+
+/// Tells `expectations` about every pod of a set of the target kind the watch shows, so a
+/// created pod counts as seen even when it is gone again by the next plan.
+fn created_pods_seen<K: SetResource>(
+    expectations: &Arc<Expectations>,
+) -> impl FnMut(&Result<watcher::Event<Pod>, watcher::Error>) + Send + 'static {
+    let expectations = expectations.clone();
+    move |event| {
+        if let Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) = event
+            && let Some(owner) = pod
+                .owner_references()
+                .iter()
+                .find(|r| r.controller == Some(true) && r.kind == K::kind(&()))
+        {
+            let key = format!("{}/{}", pod.namespace().unwrap_or_default(), owner.name);
+            expectations.observed_create(&key, &pod.name_any());
+        }
+    }
 }
 
 /// What a pod or revision watch event asks for.
@@ -249,7 +272,8 @@ async fn run_target<K: SetResource>(
     let shutdown = shutdown.shared();
     let queue = Arc::new(QueueDepth::new(metrics.queue_depth.clone()));
     let triggers = Arc::new(Triggers::<K>::new(queue.clone()));
-    let caches = Caches::<K>::start(&client, &config, &triggers, &readiness);
+    let expectations = Arc::new(Expectations::default());
+    let caches = Caches::<K>::start(&client, &config, &triggers, &readiness, &expectations);
     tokio::spawn(mark_ready_when_synced(
         caches.sets.clone(),
         caches.pods.clone(),
@@ -277,7 +301,7 @@ async fn run_target<K: SetResource>(
         recorder: Recorder::new(client, reporter),
         pod_write_windows: Default::default(),
         metrics: metrics.clone(),
-        expectations: Default::default(),
+        expectations,
         backoff: Default::default(),
         status_pacer: Pacer::new(pacing::STATUS_INTERVAL),
         reconcile_pacer: Pacer::new(pacing::RECONCILE_INTERVAL),

@@ -28,6 +28,9 @@ pub enum CachedPod {
 
 #[derive(Debug, Default)]
 struct Pending {
+    /// UID of the set the writes were for (a set deleted and created again under its name has
+    /// another).
+    set_uid: String,
     creates: BTreeSet<String>,
     deletes: BTreeSet<String>,
     /// Pods updated in place: `(name, revision hash)`.
@@ -50,6 +53,7 @@ impl Expectations {
     pub fn expect(
         &self,
         set: &str,
+        set_uid: &str,
         created_names: impl IntoIterator<Item = String>,
         deleted_uids: impl IntoIterator<Item = String>,
         updates: impl IntoIterator<Item = (String, String)>,
@@ -63,6 +67,12 @@ impl Expectations {
         }
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let pending = map.entry(set.to_owned()).or_default();
+        if pending.set_uid != set_uid {
+            *pending = Pending {
+                set_uid: set_uid.to_owned(),
+                ..Pending::default()
+            };
+        }
         pending.creates.extend(creates);
         pending.deletes.extend(deletes);
         pending.updates.extend(updates);
@@ -126,6 +136,24 @@ impl Expectations {
         left
     }
 
+    /// Drops what is pending for `set` when it was recorded for another set of that name (one
+    /// deleted and created again): the new set must not wait for the old one's pods.
+    pub fn claim(&self, set: &str, set_uid: &str) {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(set).is_some_and(|p| p.set_uid != set_uid) {
+            map.remove(set);
+        }
+    }
+
+    /// Forgets a pod creation the pod watch has shown (even if the pod is gone again by the
+    /// next plan: deleted by someone else, or by the garbage collector).
+    pub fn observed_create(&self, set: &str, pod: &str) {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pending) = map.get_mut(set) {
+            pending.creates.remove(pod);
+        }
+    }
+
     /// Drops everything pending for a set that is gone.
     pub fn forget(&self, set: &str) {
         self.pending
@@ -161,11 +189,11 @@ mod tests {
         // reconcile planned on a lagging cache and created the same pods again (409s).
         let e = Expectations::default();
         let t0 = Instant::now();
-        e.expect("ns/a", names(&["a-1", "a-2"]), vec![], [], t0);
-        e.expect("ns/a", vec![], vec![], [], t0);
+        e.expect("ns/a", "uid-a", names(&["a-1", "a-2"]), vec![], [], t0);
+        e.expect("ns/a", "uid-a", vec![], vec![], [], t0);
         assert_eq!(with_empty_cache(&e, "ns/a", t0), 2);
         // Writes recorded later add to the earlier ones.
-        e.expect("ns/a", names(&["a-3"]), names(&["uid-9"]), [], t0);
+        e.expect("ns/a", "uid-a", names(&["a-3"]), names(&["uid-9"]), [], t0);
         let present = |_: &str| CachedPod::Present;
         assert_eq!(
             e.outstanding("ns/a", t0, |_| CachedPod::Absent, present, |_, _| true),
@@ -183,7 +211,7 @@ mod tests {
     fn creates_are_satisfied_once_the_cache_shows_them() {
         let e = Expectations::default();
         let t0 = Instant::now();
-        e.expect("ns/a", names(&["a-1", "a-2"]), vec![], [], t0);
+        e.expect("ns/a", "uid-a", names(&["a-1", "a-2"]), vec![], [], t0);
         assert_eq!(with_empty_cache(&e, "ns/a", t0), 2);
         let seen = |n: &str| {
             if n == "a-1" {
@@ -215,7 +243,7 @@ mod tests {
     fn deletes_are_satisfied_by_a_deletion_timestamp_or_absence() {
         let e = Expectations::default();
         let t0 = Instant::now();
-        e.expect("ns/a", vec![], names(&["uid-1", "uid-2"]), [], t0);
+        e.expect("ns/a", "uid-a", vec![], names(&["uid-1", "uid-2"]), [], t0);
         let by_uid = |u: &str| {
             if u == "uid-1" {
                 CachedPod::Terminating
@@ -236,6 +264,7 @@ mod tests {
         let t0 = Instant::now();
         e.expect(
             "ns/a",
+            "uid-a",
             vec![],
             vec![],
             [("a-1".to_owned(), "h2".to_owned())],
@@ -256,7 +285,7 @@ mod tests {
     fn pending_writes_expire_after_the_ttl() {
         let e = Expectations::default();
         let t0 = Instant::now();
-        e.expect("ns/a", names(&["a-1"]), vec![], [], t0);
+        e.expect("ns/a", "uid-a", names(&["a-1"]), vec![], [], t0);
         let almost = t0 + EXPECTATIONS_TTL - Duration::from_millis(1);
         assert_eq!(with_empty_cache(&e, "ns/a", almost), 1);
         assert_eq!(with_empty_cache(&e, "ns/a", t0 + EXPECTATIONS_TTL), 0);
@@ -266,7 +295,14 @@ mod tests {
     fn failed_writes_are_not_waited_for() {
         let e = Expectations::default();
         let t0 = Instant::now();
-        e.expect("ns/a", names(&["a-1", "a-2"]), names(&["uid-1"]), [], t0);
+        e.expect(
+            "ns/a",
+            "uid-a",
+            names(&["a-1", "a-2"]),
+            names(&["uid-1"]),
+            [],
+            t0,
+        );
         e.write_failed("ns/a", Some("a-1"), None);
         e.write_failed("ns/a", None, Some("uid-1"));
         let seen = |n: &str| {
@@ -286,10 +322,26 @@ mod tests {
     fn sets_are_independent_and_forgettable() {
         let e = Expectations::default();
         let t0 = Instant::now();
-        e.expect("ns/a", names(&["a-1"]), vec![], [], t0);
-        e.expect("ns/b", names(&["b-1"]), vec![], [], t0);
+        e.expect("ns/a", "uid-a", names(&["a-1"]), vec![], [], t0);
+        e.expect("ns/b", "uid-b", names(&["b-1"]), vec![], [], t0);
         e.forget("ns/a");
         assert_eq!(with_empty_cache(&e, "ns/a", t0), 0);
         assert_eq!(with_empty_cache(&e, "ns/b", t0), 1);
+    }
+
+    #[test]
+    fn a_set_created_again_under_its_name_does_not_wait_for_the_old_ones_pods() {
+        let e = Expectations::default();
+        let t0 = Instant::now();
+        e.expect("ns/a", "uid-old", names(&["a-1"]), vec![], [], t0);
+        e.claim("ns/a", "uid-old");
+        assert_eq!(with_empty_cache(&e, "ns/a", t0), 1);
+        e.claim("ns/a", "uid-new");
+        assert_eq!(with_empty_cache(&e, "ns/a", t0), 0);
+        // And writes recorded for the new set replace the old set's.
+        e.expect("ns/a", "uid-old", names(&["a-1"]), vec![], [], t0);
+        e.expect("ns/a", "uid-new", names(&["a-9"]), vec![], [], t0);
+        e.observed_create("ns/a", "a-9");
+        assert_eq!(with_empty_cache(&e, "ns/a", t0), 0);
     }
 }

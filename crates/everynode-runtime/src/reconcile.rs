@@ -54,6 +54,7 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
     let key = format!("{}/{}", set.namespace().unwrap_or_default(), set.name_any());
     let view = set.view()?;
 
+    ctx.expectations.claim(&key, &view.uid);
     // Built only when deletes are pending: one pass over the cache, not one per deleted pod.
     let pods_by_uid = std::cell::OnceCell::new();
     let outstanding = ctx.expectations.outstanding(
