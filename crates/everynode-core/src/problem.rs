@@ -1,6 +1,7 @@
 //! Conditions that appear when something goes wrong and say so until it is fixed:
 //! `PodsScheduled` (the scheduler cannot place daemon pods), `TemplateValid` (the apiserver
-//! refuses pods of the template) and `ReconcileSucceeded` (a write of the controller failed).
+//! refuses pods of the template), `ReconcileSucceeded` (a write of the controller failed) and
+//! `BuiltInControllerOff` (the built-in DaemonSet controller writes the set too).
 //!
 //! A set that never had the problem gets no such condition, so an apps/v1 status stays exactly as
 //! upstream writes it; once it had it, the condition turns `True` when the problem is gone.
@@ -39,6 +40,13 @@ pub const RECONCILE_SUCCEEDED: ProblemKind = ProblemKind {
     type_: "ReconcileSucceeded",
     ok_reason: "Reconciled",
     ok_message: "every write of the last reconcile succeeded",
+};
+
+/// Whether the built-in DaemonSet controller leaves the set to everynode (`--target apps/v1`).
+pub const BUILT_IN_CONTROLLER_OFF: ProblemKind = ProblemKind {
+    type_: "BuiltInControllerOff",
+    ok_reason: "Quiet",
+    ok_message: "the built-in DaemonSet controller has not written this set for the quiet period",
 };
 
 /// A problem in force: the condition is `False` with this reason and message.

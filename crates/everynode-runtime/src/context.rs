@@ -32,6 +32,9 @@ pub struct ControllerConfig {
     /// The apiserver's clock: plans run on it (fed by a [`crate::server_clock::ClockLayer`] on
     /// the controller's client; without one it is the local clock).
     pub server_clock: std::sync::Arc<crate::server_clock::ServerClock>,
+    /// With `--target apps/v1`: how long after the built-in controller's last write to a set
+    /// everynode waits before writing its pods ([`crate::builtin`]).
+    pub builtin_quiet_period: std::time::Duration,
 }
 
 impl Default for ControllerConfig {
@@ -42,6 +45,7 @@ impl Default for ControllerConfig {
             instance: None,
             target: Target::default(),
             server_clock: Default::default(),
+            builtin_quiet_period: crate::builtin::QUIET_PERIOD,
         }
     }
 }
@@ -115,6 +119,8 @@ pub struct Context {
     pub template_verdicts: crate::template_verdicts::TemplateVerdicts,
     /// Sets waiting for a reconcile.
     pub queue: std::sync::Arc<QueueDepth>,
+    /// When this replica began reconciling (the apiserver's clock).
+    pub started: everynode_core::Timestamp,
     /// Settings.
     pub config: ControllerConfig,
 }

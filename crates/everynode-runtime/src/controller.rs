@@ -10,6 +10,7 @@ use everynode_core::selector::Selector;
 use futures::{FutureExt, Stream, StreamExt, future};
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -88,13 +89,20 @@ impl<K: SetResource> Caches<K> {
         // another one created pods sees every one of them, so it creates no duplicate.
         let pod_watch_config = watcher::Config::default();
 
-        let (sets, set_events) = cached_watch(scoped::<K>(client, namespace), &watch_config);
-        let (pods, pod_events) = cached_watch(scoped::<Pod>(client, namespace), &pod_watch_config);
+        // Sets and pods keep the built-in controller's managed-fields entries (its writes are
+        // how it is noticed beside `--target apps/v1`); everything else keeps none.
+        let builtin = crate::builtin::keep_entry;
+        let (sets, set_events) =
+            cached_watch(scoped::<K>(client, namespace), &watch_config, builtin);
+        let (pods, pod_events) =
+            cached_watch(scoped::<Pod>(client, namespace), &pod_watch_config, builtin);
         let (revisions, revision_events) = cached_watch(
             scoped::<ControllerRevision>(client, namespace),
             &watch_config,
+            |_| false,
         );
-        let (nodes, node_events) = cached_watch(Api::<Node>::all(client.clone()), &watch_config);
+        let (nodes, node_events) =
+            cached_watch(Api::<Node>::all(client.clone()), &watch_config, |_| false);
         // /readyz fails while a watch fails (the watcher backs off and resumes by itself).
         let set_events = set_events.inspect(watch_health("sets", readiness));
         let pod_events = pod_events
@@ -144,11 +152,12 @@ impl<K: SetResource> Caches<K> {
     }
 }
 
-/// A watch of `api` feeding a new store, with managedFields stripped; the returned stream
-/// yields the watch events after the store has applied them.
+/// A watch of `api` feeding a new store, with managedFields stripped but the entries `keep`
+/// accepts; the returned stream yields the watch events after the store has applied them.
 fn cached_watch<T>(
     api: Api<T>,
     config: &watcher::Config,
+    keep: fn(&ManagedFieldsEntry) -> bool,
 ) -> (
     Store<T>,
     impl Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static,
@@ -160,7 +169,7 @@ where
     let (store, writer) = reflector::store::<T>();
     let events = watcher(api, config.clone())
         .default_backoff()
-        .modify(|obj| obj.managed_fields_mut().clear())
+        .modify(move |obj| obj.managed_fields_mut().retain(keep))
         .reflect(writer);
     (store, events)
 }
@@ -308,6 +317,7 @@ async fn run_target<K: SetResource>(
         failures: Default::default(),
         template_verdicts: Default::default(),
         queue,
+        started: config.server_clock.now(),
         config: config.clone(),
     });
     tokio::spawn(collect_expired_backoff(context.clone()));

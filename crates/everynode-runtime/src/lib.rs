@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod builtin;
 pub mod client;
 pub mod context;
 pub mod controller;

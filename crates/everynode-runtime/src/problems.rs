@@ -3,8 +3,8 @@
 //! new or changed problem is one Warning Event.
 
 use everynode_core::problem::{
-    ConditionUpdate, Problem, RECONCILE_SUCCEEDED, TEMPLATE_VALID, UnschedulablePod,
-    problem_condition, scheduling_conditions,
+    BUILT_IN_CONTROLLER_OFF, ConditionUpdate, Problem, RECONCILE_SUCCEEDED, TEMPLATE_VALID,
+    UnschedulablePod, problem_condition, scheduling_conditions,
 };
 use everynode_core::{Plan, SetView, Timestamp};
 use kube::ResourceExt;
@@ -22,12 +22,14 @@ pub struct Problems {
 }
 
 impl Problems {
-    /// The conditions for `set` given the refused template (if any) and the writes that failed.
+    /// The conditions for `set` given the refused template (if any), the writes that failed and
+    /// the built-in controller's latest write (`--target apps/v1`; `(what, when)`).
     pub fn assess(
         ctx: &Context,
         set: &SetView,
         rejection: Option<&Rejection>,
         failures: &[Error],
+        built_in: Option<&(String, Timestamp)>,
         now: Timestamp,
     ) -> Self {
         let previous = set.status.as_ref().and_then(|s| s.conditions.as_deref());
@@ -40,6 +42,15 @@ impl Problems {
             ),
         });
         let writes = write_problem(failures);
+        let quiet = ctx.config.builtin_quiet_period.as_secs();
+        let built_in = built_in.map(|(what, when)| Problem {
+            reason: "BuiltInControllerRunning".to_owned(),
+            message: format!(
+                "the built-in DaemonSet controller (kube-controller-manager) {what} at {when}; \
+                 everynode writes none of the set's pods until it has been quiet for {quiet} s: \
+                 turn it off (--controllers=*,-daemonset-controller)"
+            ),
+        });
         Self {
             updates: vec![
                 (scheduling(ctx, set, now), "FailedPlacement", "Scheduling"),
@@ -63,6 +74,17 @@ impl Problems {
                         set.generation,
                     ),
                     "ReconcileFailed",
+                    "Reconcile",
+                ),
+                (
+                    problem_condition(
+                        previous,
+                        BUILT_IN_CONTROLLER_OFF,
+                        built_in.as_ref(),
+                        now,
+                        set.generation,
+                    ),
+                    "BuiltInControllerRunning",
                     "Reconcile",
                 ),
             ],

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use everynode_core::{NodeView, PlanInput, PodView, RevisionView, SetView};
+use everynode_core::{NodeView, PlanInput, PodView, RevisionView, SetView, Timestamp};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -53,6 +53,10 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
 
     let key = format!("{}/{}", set.namespace().unwrap_or_default(), set.name_any());
     let view = set.view()?;
+
+    if let Some(evidence) = built_in_at_work(&ctx, set.as_ref(), &view) {
+        return stand_aside(&ctx, set.as_ref(), &view, &evidence).await;
+    }
 
     ctx.expectations.claim(&key, &view.uid);
     // Built only when deletes are pending: one pass over the cache, not one per deleted pod.
@@ -120,7 +124,7 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
         }
     }
 
-    let problems = Problems::assess(&ctx, &view, rejection.as_ref(), &failures, input.now);
+    let problems = Problems::assess(&ctx, &view, rejection.as_ref(), &failures, None, input.now);
     problems.apply_to(&mut plan);
     let status_held_for = match apply_plan(&ctx, set.as_ref(), &input, &plan).await {
         Ok(held_for) => {
@@ -157,6 +161,56 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
     Ok(Action::requeue(requeue))
 }
 
+/// With `--target apps/v1`: the built-in controller's latest write to the set or its pods
+/// within the quiet period ([`crate::builtin`]).
+fn built_in_at_work<K: SetResource>(
+    ctx: &Context,
+    set: &K,
+    view: &SetView,
+) -> Option<(String, Timestamp)> {
+    if K::api_version(&()) != "apps/v1" {
+        return None;
+    }
+    let pods = ctx.pods.state();
+    let owned = pods.iter().map(AsRef::as_ref).filter(|pod| {
+        pod.metadata.namespace.as_deref() == Some(view.namespace.as_str())
+            && pod
+                .owner_references()
+                .iter()
+                .any(|r| r.controller == Some(true) && r.uid == view.uid)
+    });
+    crate::builtin::recent_write(
+        set.meta(),
+        owned,
+        ctx.started,
+        ctx.config.server_clock.now(),
+        ctx.config.builtin_quiet_period,
+    )
+}
+
+/// The built-in controller is at work on the set: write none of its pods, only the condition
+/// that says so (and its Event); look again in a while.
+async fn stand_aside<K: SetResource>(
+    ctx: &Context,
+    set: &K,
+    view: &SetView,
+    evidence: &(String, Timestamp),
+) -> Result<Action, Error> {
+    tracing::warn!(evidence = %evidence.0, "the built-in DaemonSet controller writes this set; standing aside");
+    let now = ctx.config.server_clock.now();
+    let mut plan = everynode_core::Plan {
+        status: view.status.clone(),
+        ..everynode_core::Plan::default()
+    };
+    let problems = Problems::assess(ctx, view, None, &[], Some(evidence), now);
+    problems.apply_to(&mut plan);
+    problems.publish(ctx, set);
+    write_status(ctx, set, &plan).await?;
+    Ok(Action::requeue(
+        (ctx.config.builtin_quiet_period / 6).max(Duration::from_secs(1)),
+    ))
+}
+
 /// After failed writes the planned status (which counts every planned write as done) is wrong:
 /// writes the status the caches show instead, as upstream does, with the failures recorded.
 async fn write_observed_status<K: SetResource>(
@@ -176,7 +230,7 @@ async fn write_observed_status<K: SetResource>(
         status.observed_generation = generation;
         observed.status_changed = true;
     }
-    let problems = Problems::assess(ctx, &view, rejection, failures, input.now);
+    let problems = Problems::assess(ctx, &view, rejection, failures, None, input.now);
     problems.apply_to(&mut observed);
     problems.publish(ctx, set);
     if let Err(status_err) = write_status(ctx, set, &observed).await {

@@ -447,3 +447,120 @@ async fn kubectl_rollout_status_history_and_undo_work_as_with_the_built_in_contr
         "{undo_again}"
     );
 }
+
+/// `(status, reason)` of an apps/v1 set's condition `type_`.
+fn built_in_condition(set: &DaemonSet, type_: &str) -> Option<(String, String)> {
+    set.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))
+}
+
+/// Whether the pod was created by the built-in controller (its managed fields say so).
+fn created_by_built_in(pod: &Pod) -> bool {
+    pod.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|e| e.manager.as_deref() == Some("kube-controller-manager") && e.subresource.is_none())
+}
+
+#[tokio::test]
+async fn everynode_stands_aside_while_the_built_in_controller_runs_beside_it() {
+    const QUIET: Duration = Duration::from_secs(10);
+    let mut cluster = LocalCluster::start(1, true).await;
+    let env = TestEnv::on(cluster.info().clone(), "beside-built-in").await;
+    let mut nodes = env.add_nodes(2).await;
+    env.api::<DaemonSet>()
+        .create(
+            &PostParams::default(),
+            &built_in_set(&env, "agent", "agent:v1"),
+        )
+        .await
+        .expect("create apps/v1 set");
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+
+    // everynode started while the built-in controller still runs: the next write of the
+    // built-in controller gives it away.
+    install_deploy_rbac(&env.client()).await;
+    let client = service_account_client(&env).await;
+    let controller = start_controller_with(client, &env, Target::AppsV1, |c| {
+        c.builtin_quiet_period = QUIET;
+    })
+    .await;
+    wait_until_ready(&controller).await;
+    nodes.extend(env.add_nodes(1).await);
+    let sets = env.api::<DaemonSet>();
+    eventually("BuiltInControllerOff=False", TIMEOUT, || async {
+        let set = sets.get("agent").await.map_err(|e| e.to_string())?;
+        match built_in_condition(&set, "BuiltInControllerOff") {
+            Some((status, reason)) if status == "False" && reason == "BuiltInControllerRunning" => {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+
+    // Standing aside: a joining node gets exactly one pod, the built-in controller's, and no
+    // other pod changes.
+    let before = pod_uids(&env, "agent").await;
+    let joined = env.add_nodes(1).await;
+    nodes.extend(joined.iter().cloned());
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+    consistently(
+        "no churn beside the built-in controller",
+        Duration::from_secs(4),
+        || async {
+            let pods = set_pods(&env, "agent").await;
+            let live: Vec<&Pod> = pods
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            let on_new: Vec<&&Pod> = live
+                .iter()
+                .filter(|p| pinned_node(p).as_deref() == Some(joined[0].as_str()))
+                .collect();
+            let kept = before.iter().all(|(name, uid)| {
+                live.iter()
+                    .any(|p| p.name_any() == *name && p.uid().as_deref() == Some(uid))
+            });
+            if live.len() == nodes.len()
+                && on_new.len() == 1
+                && created_by_built_in(on_new[0])
+                && kept
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} live pods, {} on the new node, old pods kept: {kept}",
+                    live.len(),
+                    on_new.len()
+                ))
+            }
+        },
+    )
+    .await;
+    let warnings = events(&env, "BuiltInControllerRunning").await;
+    assert!(!warnings.is_empty(), "no BuiltInControllerRunning Event");
+
+    // The built-in controller off: after the quiet period everynode carries on.
+    cluster.set_builtin_daemonset_controller(false).await;
+    eventually("BuiltInControllerOff=True", TIMEOUT, || async {
+        let set = sets.get("agent").await.map_err(|e| e.to_string())?;
+        match built_in_condition(&set, "BuiltInControllerOff") {
+            Some((status, _)) if status == "True" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    nodes.extend(env.add_nodes(1).await);
+    wait_one_ready_pod_per_node(&env, "agent", &nodes, "agent:v1").await;
+    drop(controller);
+    drop(env);
+    cluster.down().await;
+}

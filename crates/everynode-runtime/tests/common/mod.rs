@@ -56,15 +56,26 @@ pub async fn start_controller_as(
     env: &TestEnv,
     target: Target,
 ) -> RunningController {
+    start_controller_with(client, env, target, |_| {}).await
+}
+
+/// [`start_controller_as`] with `tweak` applied to the controller's settings.
+pub async fn start_controller_with(
+    client: kube::Client,
+    env: &TestEnv,
+    target: Target,
+    tweak: impl FnOnce(&mut ControllerConfig),
+) -> RunningController {
     everynode_testkit::install_crd(&env.client()).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = ControllerConfig {
+    let mut config = ControllerConfig {
         namespace: Some(env.namespace().to_owned()),
         workers: 4,
         instance: Some(format!("test-{}", env.namespace())),
         target,
         ..ControllerConfig::default()
     };
+    tweak(&mut config);
     let readiness = Arc::new(Readiness::default());
     let task = tokio::spawn(everynode_runtime::run(
         client,
