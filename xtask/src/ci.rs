@@ -273,5 +273,22 @@ async fn run_phases(args: &CiArgs, phases: &mut Phases) -> anyhow::Result<bool> 
     })
     .await;
     phases.record("demo", t, demo.is_ok());
-    demo.map(|code| code == ExitCode::SUCCESS)
+    if !demo.map(|code| code == ExitCode::SUCCESS)? {
+        return Ok(false);
+    }
+
+    // Each fuzz target briefly, from the committed corpus (long runs: `cargo xtask fuzz`).
+    let t = Instant::now();
+    let fuzzed = crate::fuzz::run(crate::fuzz::FuzzArgs {
+        seconds: FUZZ_SECONDS,
+        target: None,
+        grow_corpus: false,
+    })
+    .await;
+    let ok = fuzzed.as_ref().is_ok_and(|code| *code == ExitCode::SUCCESS);
+    phases.record("fuzz", t, ok);
+    fuzzed.map(|code| code == ExitCode::SUCCESS)
 }
+
+/// Seconds each fuzz target runs in CI.
+const FUZZ_SECONDS: u64 = 20;

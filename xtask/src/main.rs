@@ -6,6 +6,7 @@
 //! - `cargo xtask ci`: the whole test command (format, lints, control plane, all tests);
 //! - `cargo xtask conformance`: upstream's DaemonSet e2e suites, built-in controller and
 //!   everynode side by side (see `docs/conformance.md`);
+//! - `cargo xtask fuzz`: the cargo-fuzz targets (see `docs/fuzzing.md`);
 //! - `cargo xtask bench`: everynode against the built-in DaemonSet controller
 //!   (see `docs/benchmarks/README.md`).
 
@@ -13,6 +14,7 @@ mod bench;
 mod ci;
 mod conformance;
 mod demo;
+mod fuzz;
 mod packages;
 
 use std::path::PathBuf;
@@ -50,6 +52,9 @@ enum Cmd {
     /// against the local cluster: with the built-in controller, with everynode as
     /// `--target apps/v1` (as the ServiceAccount of deploy/), or both side by side.
     Conformance(conformance::ConformanceArgs),
+    /// The cargo-fuzz targets of fuzz/ (manifest and snapshot decoding, the planner's
+    /// invariants), each for --seconds, from the committed corpus (see docs/fuzzing.md).
+    Fuzz(fuzz::FuzzArgs),
     /// Benchmarks: everynode against the built-in DaemonSet controller on local clusters of
     /// 100 to 5,000 KWOK nodes; writes docs/benchmarks/results-<sizes>.{json,md} and
     /// converge-<sizes>.svg.
@@ -145,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Ci(args) => ci::run(args).await,
         Cmd::Bench(args) => bench::run(args).await,
         Cmd::Conformance(args) => conformance::run(args).await,
+        Cmd::Fuzz(args) => fuzz::run(args).await,
         Cmd::Cluster { command } => cluster(command).await,
     }
 }

@@ -5,10 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-mod cli;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use everynode::cli;
 use everynode_runtime::http::Readiness;
 use everynode_runtime::leader::{Elector, LeaseTiming, WriteGate};
 use everynode_runtime::metrics::Metrics;
@@ -612,6 +611,7 @@ async fn run_controller(cli: &Cli, args: &ControllerArgs) -> anyhow::Result<()> 
         instance: args.instance.clone(),
         target: args.target.into(),
         server_clock,
+        ..ControllerConfig::default()
     };
     let mut controller = tokio::spawn(everynode_runtime::run(
         client,

@@ -223,3 +223,85 @@ fn the_plan_shows_zone_waves_bake_time_and_the_nodes_a_partition_holds() {
         "{out}"
     );
 }
+
+/// Runs `everynode ARGS` with at most 2 GiB of address space: hostile input must end in a clear
+/// error, not in the allocator giving up.
+fn everynode_bounded(args: &[&str]) -> (i32, String) {
+    let mut command = vec!["ulimit -v 2097152; exec \"$0\" \"$@\"".to_owned()];
+    command.push(env!("CARGO_BIN_EXE_everynode").to_owned());
+    command.extend(args.iter().map(|a| (*a).to_owned()));
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .args(&command)
+        .current_dir(root())
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .expect("run everynode");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("everynode-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir.join(name)
+}
+
+#[test]
+fn hostile_input_gets_a_clear_error_in_bounded_memory() {
+    // A YAML alias bomb: nine levels of ten aliases each, a billion strings once expanded.
+    let mut bomb = String::from(
+        "a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for level in 1..10 {
+        let previous = format!("*a{}", level - 1);
+        let list = vec![previous; 10].join(",");
+        bomb.push_str(&format!("a{level}: &a{level} [{list}]\n"));
+    }
+    let bomb_file = scratch("bomb.yaml");
+    std::fs::write(&bomb_file, bomb).expect("write bomb");
+    let bomb_path = bomb_file.display().to_string();
+    let started = std::time::Instant::now();
+    let (code, err) = everynode_bounded(&["plan", "-f", &bomb_path, "--nodes", NODES]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&bomb_path) && err.contains("repetition limit"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    // A 100 MB file is refused before it is read.
+    let big = scratch("big.yaml");
+    let file = std::fs::File::create(&big).expect("create big file");
+    file.set_len(100 * 1000 * 1000).expect("size big file");
+    let big_path = big.display().to_string();
+    let set = "examples/snapshot/fluent-bit.yaml";
+    let (code, err) = everynode_bounded(&["plan", "-f", set, "--nodes", &big_path]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("95.4 MiB is more than the 64 MiB"), "{err}");
+
+    // A DaemonSet whose metadata is not an object (found by fuzzing: it panicked).
+    let odd = scratch("odd.yaml");
+    std::fs::write(&odd, "kind: DaemonSet\nmetadata: 5\n").expect("write odd set");
+    let odd_path = odd.display().to_string();
+    let (code, err) = everynode_bounded(&["plan", "-f", &odd_path, "--nodes", NODES]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("metadata of the DaemonSet is not an object"),
+        "{err}"
+    );
+
+    // A kubeconfig that is not one names the file.
+    let bad = scratch("kubeconfig");
+    std::fs::write(&bad, "clusters: [[[").expect("write kubeconfig");
+    let bad_path = bad.display().to_string();
+    let (code, err) = everynode_bounded(&["status", "--kubeconfig", &bad_path]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("reading kubeconfig {bad_path}")),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(big.parent().expect("scratch dir"));
+}

@@ -24,14 +24,36 @@ const OFFLINE_UID: &str = "offline";
 /// The most simulated steps before giving up (a set that never converges).
 const MAX_STEPS: usize = 500;
 
+/// The largest manifest or snapshot file read (a `kubectl get pods -o yaml` of 5,000 nodes is
+/// about 40 MiB): a bigger one is refused before it is read, so memory stays bounded.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
 /// Reads every object of a YAML file: several documents and/or `List`s, flattened.
 pub fn read_objects(path: &Path) -> anyhow::Result<Vec<Value>> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?
+        .len();
+    if size > MAX_FILE_BYTES {
+        bail!(
+            "{}: {:.1} MiB is more than the {} MiB this command reads; pass only the objects it \
+             needs (e.g. `kubectl get pods -n <namespace> -o yaml`)",
+            path.display(),
+            size as f64 / f64::from(1u32 << 20),
+            MAX_FILE_BYTES >> 20
+        );
+    }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
+    parse_objects(&text, &path.display().to_string())
+}
+
+/// Every object of a YAML text (`source` names it in errors): several documents and/or `List`s,
+/// flattened.
+pub fn parse_objects(text: &str, source: &str) -> anyhow::Result<Vec<Value>> {
     let mut objects = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(&text) {
+    for document in serde_yaml::Deserializer::from_str(text) {
         let value: Value = serde::Deserialize::deserialize(document)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
         match value {
             Value::Null => {}
             Value::Object(ref object) if object.contains_key("items") => {
@@ -47,23 +69,30 @@ pub fn read_objects(path: &Path) -> anyhow::Result<Vec<Value>> {
 
 /// Decodes the objects of `kind` from a file, naming the file, the item and the problem.
 pub fn read_kind<T: DeserializeOwned>(path: &Path, kind: &str) -> anyhow::Result<Vec<T>> {
-    read_objects(path)?
+    kind_from_objects(read_objects(path)?, kind, &path.display().to_string())
+}
+
+/// Decodes `objects` as objects of `kind`, naming `source`, the item and the problem.
+pub fn kind_from_objects<T: DeserializeOwned>(
+    objects: Vec<Value>,
+    kind: &str,
+    source: &str,
+) -> anyhow::Result<Vec<T>> {
+    objects
         .into_iter()
         .enumerate()
         .map(|(index, object)| {
             let found = object.get("kind").and_then(Value::as_str).unwrap_or("");
             if found != kind {
                 bail!(
-                    "{}: item {} is a {:?}, expected a {kind} (e.g. `kubectl get {}s -o yaml` output)",
-                    path.display(),
+                    "{source}: item {} is a {:?}, expected a {kind} (e.g. `kubectl get {}s -o yaml` output)",
                     index + 1,
                     found,
                     kind.to_lowercase()
                 );
             }
-            serde_json::from_value(object).with_context(|| {
-                format!("{}: item {} is not a valid {kind}", path.display(), index + 1)
-            })
+            serde_json::from_value(object)
+                .with_context(|| format!("{source}: item {} is not a valid {kind}", index + 1))
         })
         .collect()
 }
@@ -71,29 +100,39 @@ pub fn read_kind<T: DeserializeOwned>(path: &Path, kind: &str) -> anyhow::Result
 /// Reads the set from a manifest: an everynode or an apps/v1 DaemonSet, validated like the
 /// apiserver validates everynode sets.
 pub fn read_set(path: &Path, namespace: &str) -> anyhow::Result<(SetView, String)> {
-    let objects = read_objects(path)?;
-    let [object] = objects.as_slice() else {
+    set_from_objects(&read_objects(path)?, namespace, &path.display().to_string())
+}
+
+/// The set of a manifest's objects (`source` names it in errors); see [`read_set`].
+pub fn set_from_objects(
+    objects: &[Value],
+    namespace: &str,
+    source: &str,
+) -> anyhow::Result<(SetView, String)> {
+    let [object] = objects else {
         bail!(
-            "{}: expected exactly one DaemonSet, found {} objects",
-            path.display(),
+            "{source}: expected exactly one DaemonSet, found {} objects",
             objects.len()
         );
     };
-    let mut object = object.clone();
-    if object["metadata"]["namespace"].is_null() {
-        object["metadata"]["namespace"] = Value::from(namespace);
-    }
-    if object["metadata"]["uid"].is_null() {
-        object["metadata"]["uid"] = Value::from(OFFLINE_UID);
-    }
-    let api_version = object["apiVersion"].as_str().unwrap_or_default().to_owned();
     let kind = object["kind"].as_str().unwrap_or_default();
     if kind != "DaemonSet" {
-        bail!(
-            "{}: expected a DaemonSet, found kind {kind:?}",
-            path.display()
-        );
+        bail!("{source}: expected a DaemonSet, found kind {kind:?}");
     }
+    let mut object = object.clone();
+    let metadata = object
+        .as_object_mut()
+        .map(|o| o.entry("metadata").or_insert_with(|| serde_json::json!({})))
+        .and_then(Value::as_object_mut);
+    let Some(metadata) = metadata else {
+        bail!("{source}: metadata of the DaemonSet is not an object (name: …, namespace: …)");
+    };
+    for (field, default) in [("namespace", namespace), ("uid", OFFLINE_UID)] {
+        if metadata.get(field).is_none_or(Value::is_null) {
+            metadata.insert(field.to_owned(), Value::from(default));
+        }
+    }
+    let api_version = object["apiVersion"].as_str().unwrap_or_default().to_owned();
     let view = match api_version.as_str() {
         "everynode.dev/v1alpha1" => {
             let violations = everynode_api::crd::validate(&object, None);
@@ -102,20 +141,19 @@ pub fn read_set(path: &Path, namespace: &str) -> anyhow::Result<(SetView, String
                     .iter()
                     .map(|v| format!("{}: {}", v.field, v.message))
                     .collect();
-                bail!("{}: invalid DaemonSet: {}", path.display(), all.join("; "));
+                bail!("{source}: invalid DaemonSet: {}", all.join("; "));
             }
             let set: everynode_api::DaemonSet = serde_json::from_value(object)
-                .with_context(|| format!("{}: not a valid DaemonSet", path.display()))?;
+                .with_context(|| format!("{source}: not a valid DaemonSet"))?;
             set.view()?
         }
         "apps/v1" => {
             let set: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(object)
-                .with_context(|| format!("{}: not a valid apps/v1 DaemonSet", path.display()))?;
+                .with_context(|| format!("{source}: not a valid apps/v1 DaemonSet"))?;
             set.view()?
         }
         other => bail!(
-            "{}: apiVersion {other:?} is not a DaemonSet API (use everynode.dev/v1alpha1 or apps/v1)",
-            path.display()
+            "{source}: apiVersion {other:?} is not a DaemonSet API (use everynode.dev/v1alpha1 or apps/v1)"
         ),
     };
     Ok((view, api_version))
