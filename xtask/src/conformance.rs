@@ -183,7 +183,19 @@ async fn suites_on(
             &admin,
         )
         .await?;
-        let kubeconfig = impersonating_kubeconfig(&admin, cluster.dir().root(), SERVICE_ACCOUNT)?;
+        let token = kubectl_output(
+            &kubectl,
+            &[
+                "create",
+                "token",
+                "everynode",
+                "--namespace=everynode-system",
+                "--duration=2h",
+            ],
+            &admin,
+        )
+        .await?;
+        let kubeconfig = token_kubeconfig(&admin, cluster.dir().root(), token.trim())?;
         let pid = cluster.spawn_extra(
             "everynode-controller",
             everynode,
@@ -229,6 +241,15 @@ async fn suites_on(
 
 /// Runs `kubectl args` with `kubeconfig`, failing with its output.
 async fn kubectl_with(kubectl: &Path, args: &[&str], kubeconfig: &Path) -> anyhow::Result<()> {
+    kubectl_output(kubectl, args, kubeconfig).await.map(drop)
+}
+
+/// Runs `kubectl args` with `kubeconfig`; its standard output, or a failure with its errors.
+async fn kubectl_output(
+    kubectl: &Path,
+    args: &[&str],
+    kubeconfig: &Path,
+) -> anyhow::Result<String> {
     let out = tokio::process::Command::new(kubectl)
         .args(args)
         .env("KUBECONFIG", kubeconfig)
@@ -244,18 +265,19 @@ async fn kubectl_with(kubectl: &Path, args: &[&str], kubeconfig: &Path) -> anyho
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A copy of the admin kubeconfig that impersonates `user` (the admin may; the API server then
-/// authorizes every call as `user`, with its RBAC).
-fn impersonating_kubeconfig(admin: &Path, dir: &Path, user: &str) -> anyhow::Result<PathBuf> {
+/// A copy of the admin kubeconfig that authenticates with `token` (the ServiceAccount's, from
+/// TokenRequest, as a deployed pod's) instead of the admin's certificate.
+fn token_kubeconfig(admin: &Path, dir: &Path, token: &str) -> anyhow::Result<PathBuf> {
     let mut config = kube::config::Kubeconfig::read_from(admin)
         .with_context(|| format!("read {}", admin.display()))?;
     for named in &mut config.auth_infos {
-        if let Some(auth) = named.auth_info.as_mut() {
-            auth.impersonate = Some(user.to_owned());
-        }
+        named.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.to_owned().into()),
+            ..Default::default()
+        });
     }
     let path = dir.join("kubeconfig-everynode-serviceaccount");
     // JSON is YAML: every kubeconfig reader takes it.
