@@ -216,6 +216,10 @@ struct ControllerArgs {
     /// Seconds a leader's Lease lasts without renewal.
     #[arg(long, env = "EVERYNODE_LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
+    /// With `--target apps/v1`: seconds the built-in DaemonSet controller must have been quiet on
+    /// a set before everynode writes its pods (it stands aside while the built-in one runs).
+    #[arg(long, env = "EVERYNODE_BUILTIN_QUIET_SECONDS", default_value_t = 60)]
+    builtin_quiet_seconds: u64,
     /// Which DaemonSets to run: everynode's own, or the built-in apps/v1 ones (turn
     /// kube-controller-manager's DaemonSet controller off first:
     /// `--controllers=*,-daemonset-controller`).
@@ -611,7 +615,7 @@ async fn run_controller(cli: &Cli, args: &ControllerArgs) -> anyhow::Result<()> 
         instance: args.instance.clone(),
         target: args.target.into(),
         server_clock,
-        ..ControllerConfig::default()
+        builtin_quiet_period: std::time::Duration::from_secs(args.builtin_quiet_seconds),
     };
     let mut controller = tokio::spawn(everynode_runtime::run(
         client,

@@ -10,6 +10,10 @@ use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
+mod common;
+
+use common::controller_command;
+
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs `everynode ARGS` against the test's cluster: (exit code, stdout, stderr).
@@ -48,21 +52,8 @@ async fn rollout_status(env: &TestEnv, set: &str, timeout_seconds: u64) -> (i32,
 }
 
 fn start_controller(env: &TestEnv, target: &str) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_everynode"))
-        .args([
-            "controller",
-            "--namespace",
-            env.namespace(),
-            "--http-addr",
-            "127.0.0.1:0",
-            "--target",
-            target,
-        ])
-        .env("KUBECONFIG", env.cluster().kubeconfig())
-        .env("EVERYNODE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
+    controller_command(env, &env.cluster().kubeconfig())
+        .args(["--target", target])
         .spawn()
         .expect("start everynode controller")
 }

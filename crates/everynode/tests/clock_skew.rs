@@ -4,15 +4,18 @@
 //! 10-second progress deadline about 10 seconds after the rollout starts — not at once, and not
 //! 5 minutes late. The controller reads the apiserver's clock from its responses.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use everynode_api::DaemonSet;
 use everynode_testkit::deploy::{controller_account, token_kubeconfig};
-use everynode_testkit::{NEVER_READY, SIMULATE_LABEL, TestEnv, eventually, pods};
+use everynode_testkit::{NEVER_READY, SIMULATE_LABEL, TestEnv, eventually};
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
+
+mod common;
+
+use common::{controller_command, ready_pods_on};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const DEADLINE_SECONDS: u64 = 10;
@@ -27,23 +30,12 @@ async fn skewed_controller(env: &TestEnv, skew: &str) -> tokio::process::Child {
         );
     };
     let account = controller_account(env, "skew", |_| {}).await;
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_everynode"))
-        .args([
-            "controller",
-            "--namespace",
-            env.namespace(),
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .env("KUBECONFIG", token_kubeconfig(env, &account).await)
+    controller_command(env, &token_kubeconfig(env, &account).await)
         .env("EVERYNODE_LOG", "info,kube=warn")
         .env("LD_PRELOAD", library)
         .env("FAKETIME", skew)
         // Timers and timeouts keep the real monotonic clock; only the wall clock is off.
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()
         .expect("start everynode controller")
 }
@@ -66,25 +58,6 @@ fn set(env: &TestEnv) -> DaemonSet {
         }
     }))
     .expect("the test set decodes")
-}
-
-async fn ready_on(env: &TestEnv, image: &str) -> usize {
-    env.api::<k8s_openapi::api::core::v1::Pod>()
-        .list(&ListParams::default().labels("app=agent"))
-        .await
-        .map(|l| {
-            l.items
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none() && pods::is_ready(p))
-                .filter(|p| {
-                    p.spec
-                        .as_ref()
-                        .and_then(|s| s.containers.first()?.image.as_deref())
-                        == Some(image)
-                })
-                .count()
-        })
-        .unwrap_or_default()
 }
 
 /// The set's rollout failure reason, if any.
@@ -124,7 +97,7 @@ async fn deadlines_hold_with_the_clock_off_by(skew: &str) -> f64 {
             if let Some(reason) = failure(&sets).await {
                 panic!("clock {skew}: spurious rollout failure {reason} rolling out {image}");
             }
-            match ready_on(&env, image).await {
+            match ready_pods_on(&env, image).await {
                 n if n == nodes.len() => Ok(()),
                 n => Err(format!("{n} ready")),
             }

@@ -4,7 +4,6 @@
 //! pod; the rollout then completes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,24 +14,16 @@ use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
+mod common;
+
+use common::controller_command;
+
 const TIMEOUT: Duration = Duration::from_secs(90);
 const NODES: usize = 6;
 const MAX_UNAVAILABLE: usize = 2;
 
 fn start_controller(env: &TestEnv) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_everynode"))
-        .args([
-            "controller",
-            "--namespace",
-            env.namespace(),
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .env("KUBECONFIG", env.cluster().kubeconfig())
-        .env("EVERYNODE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
+    controller_command(env, &env.cluster().kubeconfig())
         .spawn()
         .expect("start everynode controller")
 }

@@ -19,6 +19,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 
+mod common;
+
+use common::{ready_pods_on, signal};
+
 const LEASE_SECONDS: u64 = 5;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -181,37 +185,6 @@ async fn apply_set(env: &TestEnv, image: &str) {
     .await;
 }
 
-/// Pods of the set on `image`, not terminating and Ready.
-async fn ready_pods_on(env: &TestEnv, image: &str) -> usize {
-    env.api::<Pod>()
-        .list(&ListParams::default().labels("app=agent"))
-        .await
-        .map(|l| {
-            l.items
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .filter(|p| everynode_testkit::pods::is_ready(p))
-                .filter(|p| {
-                    p.spec
-                        .as_ref()
-                        .and_then(|s| s.containers.first()?.image.as_deref())
-                        == Some(image)
-                })
-                .count()
-        })
-        .unwrap_or_default()
-}
-
-/// Sends `signal` (`STOP`, `CONT`) to a replica.
-fn signal(replica: &Replica, signal: &str) {
-    let pid = replica.child.id().expect("the replica runs");
-    let status = std::process::Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} {pid}");
-}
-
 /// Writes (anything but get, list, watch) of `user` the apiserver received after `after`.
 fn writes_after(env: &TestEnv, user: &str, after: Timestamp) -> Vec<String> {
     let text = std::fs::read_to_string(env.cluster().dir.audit_log()).unwrap_or_default();
@@ -259,7 +232,7 @@ async fn a_leader_frozen_past_its_renew_deadline_writes_nothing_more_and_exits()
     wait_ready_with_leader_gauge(&second, 0).await;
 
     // Freeze the leader, then give the cluster work: a rollout and a joining node.
-    signal(&first, "STOP");
+    signal(&first.child, "STOP");
     let frozen_at = Timestamp::now();
     apply_set(&env, "agent:v2").await;
     env.add_nodes(1).await;
@@ -274,7 +247,7 @@ async fn a_leader_frozen_past_its_renew_deadline_writes_nothing_more_and_exits()
     eprintln!("replica b took over {took_over:#} after replica a froze");
 
     // Wake the old leader: it must step down without writing and exit non-zero.
-    signal(&first, "CONT");
+    signal(&first.child, "CONT");
     let exit = tokio::time::timeout(Duration::from_secs(15), first.child.wait())
         .await
         .expect("the woken leader to exit within 15 s")

@@ -3,7 +3,6 @@
 //! resumes is expired (410 Gone) and must list again. Woken, it converges without waiting for
 //! its 5-minute resync, creates no duplicate pod and keeps running.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use everynode_api::DaemonSet;
@@ -13,16 +12,11 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
-const TIMEOUT: Duration = Duration::from_secs(60);
+mod common;
 
-fn signal(child: &tokio::process::Child, signal: &str) {
-    let pid = child.id().expect("the controller runs");
-    let status = std::process::Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} {pid}");
-}
+use common::{controller_command, signal};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Live pods of the set per node name.
 async fn live_pods(env: &TestEnv) -> Vec<(String, bool)> {
@@ -54,19 +48,9 @@ async fn a_frozen_controller_relists_expired_watches_and_converges() {
         .dir
         .logs_dir()
         .join("watch-expiry-controller.log");
-    let mut controller = tokio::process::Command::new(env!("CARGO_BIN_EXE_everynode"))
-        .args([
-            "controller",
-            "--namespace",
-            env.namespace(),
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .env("KUBECONFIG", token_kubeconfig(&env, &account).await)
+    let mut controller = controller_command(&env, &token_kubeconfig(&env, &account).await)
         .env("EVERYNODE_LOG", "info,kube=warn")
-        .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("controller log"))
-        .kill_on_drop(true)
         .spawn()
         .expect("start everynode controller");
 
