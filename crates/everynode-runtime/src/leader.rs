@@ -65,7 +65,7 @@ impl WriteGate {
     }
 
     /// Records a renewal whose request was sent at `sent`.
-    fn renewed(&self, sent: Instant) {
+    pub(crate) fn renewed(&self, sent: Instant) {
         *self.lock() = Some(sent);
     }
 
