@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use everynode_core::{NodeView, PlanInput, PodView, RevisionView, SetView, Timestamp};
+use everynode_core::{NodeView, Plan, PlanInput, PodView, RevisionView, SetView, Timestamp};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -39,45 +39,79 @@ pub async fn reconcile<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
 
 async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Never plan on a partial cache: an empty node cache would delete every pod.
-    let synced = tokio::time::timeout(CACHE_SYNC_WAIT, async {
+    if !caches_synced(&ctx).await {
+        tracing::debug!("caches not synced yet");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let view = set.view()?;
+    if let Some(evidence) = built_in_at_work(&ctx, set.as_ref(), &view) {
+        return stand_aside(&ctx, set.as_ref(), &view, &evidence).await;
+    }
+    let mut planned = plan_set::<K>(&ctx, view.clone()).await;
+    let status_held_for = carry_out(&ctx, set.as_ref(), view, &mut planned).await?;
+
+    let Planned { input, plan, .. } = planned;
+    if let Some(counts) = &plan.counts {
+        ctx.metrics.observe_set(
+            SetLabels {
+                namespace: input.set.namespace.clone(),
+                name: input.set.name.clone(),
+            },
+            counts.desired,
+            counts.ready,
+            counts.updated,
+            counts.available,
+        );
+    }
+    let requeue = [plan.requeue_after, status_held_for]
+        .into_iter()
+        .flatten()
+        .fold(RESYNC_PERIOD, Duration::min);
+    Ok(Action::requeue(requeue))
+}
+
+/// Whether the pod, node and revision caches have synced (waiting up to [`CACHE_SYNC_WAIT`]).
+async fn caches_synced(ctx: &Context) -> bool {
+    tokio::time::timeout(CACHE_SYNC_WAIT, async {
         until_ready(&ctx.pods).await.is_ok()
             && until_ready(&ctx.nodes).await.is_ok()
             && until_ready(&ctx.revisions).await.is_ok()
     })
     .await
-    .unwrap_or(false);
-    if !synced {
-        tracing::debug!("caches not synced yet");
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
+    .unwrap_or(false)
+}
 
-    let key = format!("{}/{}", set.namespace().unwrap_or_default(), set.name_any());
-    let view = set.view()?;
+/// A plan and what it was made from.
+struct Planned {
+    input: PlanInput,
+    plan: Plan,
+    /// The apiserver refuses pods of the update revision's template.
+    rejection: Option<template_verdicts::Rejection>,
+}
 
-    if let Some(evidence) = built_in_at_work(&ctx, set.as_ref(), &view) {
-        return stand_aside(&ctx, set.as_ref(), &view, &evidence).await;
-    }
-
+/// Plans the set from the caches: pod writes only once the caches show earlier ones, and none
+/// of a template the apiserver refuses.
+async fn plan_set<K: SetResource>(ctx: &Context, view: SetView) -> Planned {
+    let key = format!("{}/{}", view.namespace, view.name);
     ctx.expectations.claim(&key, &view.uid);
     // Built only when deletes are pending: one pass over the cache, not one per deleted pod.
     let pods_by_uid = std::cell::OnceCell::new();
     let outstanding = ctx.expectations.outstanding(
         &key,
         Instant::now(),
-        |name| cached_by_name(&ctx, &view.namespace, name),
+        |name| cached_by_name(ctx, &view.namespace, name),
         |uid| {
             *pods_by_uid
-                .get_or_init(|| cached_by_uid(&ctx, &view.namespace))
+                .get_or_init(|| cached_by_uid(ctx, &view.namespace))
                 .get(uid)
                 .unwrap_or(&CachedPod::Absent)
         },
-        |name, hash| cached_shows_hash(&ctx, &view.namespace, name, hash),
+        |name, hash| cached_shows_hash(ctx, &view.namespace, name, hash),
     );
-
-    let mut input = snapshot(&ctx, view.clone(), outstanding == 0, K::ROLLOUT_STATUS);
+    let mut input = snapshot(ctx, view, outstanding == 0, K::ROLLOUT_STATUS);
     let mut plan = everynode_core::plan(&input);
     // A template the apiserver refuses starts no rollout: plan again holding its pods.
-    let rejection = template_verdicts::rejection::<K>(&ctx, &input, &plan).await;
+    let rejection = template_verdicts::rejection::<K>(ctx, &input, &plan).await;
     if let Some(rejection) = &rejection {
         tracing::warn!(hash = %rejection.hash, refused = %rejection.message, "template refused by the apiserver");
         input.rejected_hash = Some(rejection.hash.clone());
@@ -95,17 +129,37 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
             "carrying out plan"
         );
     }
+    Planned {
+        input,
+        plan,
+        rejection,
+    }
+}
 
+/// Carries the plan out: the rollback first (when one is planned), then every other write,
+/// none stopped by another's failure; the status and problem conditions record what happened.
+/// `Ok(Some(wait))`: a progress-only status write was held back.
+async fn carry_out<K: SetResource>(
+    ctx: &Context,
+    set: &K,
+    view: SetView,
+    planned: &mut Planned,
+) -> Result<Option<Duration>, Error> {
+    let Planned {
+        input,
+        plan,
+        rejection,
+    } = planned;
     let mut failures = Vec::new();
     if let Some(rollback) = &plan.rollback {
         // Only the rollback and the status that records it: the next plan (from the new
         // generation) replaces the failed pods. A refused rollback stops nothing else.
-        match roll_back(&ctx, set.as_ref(), rollback).await {
+        match roll_back(ctx, set, rollback).await {
             Ok(rolled_back) => {
                 tracing::warn!(from = %rollback.from, to = %rollback.to, reason = %rollback.reason, "rolled back");
                 publish(
-                    &ctx,
-                    set.as_ref(),
+                    ctx,
+                    set,
                     EventType::Warning,
                     "RolledBack",
                     "Rollback",
@@ -114,8 +168,8 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
                         rollback.from, rollback.to, rollback.reason
                     ),
                 );
-                write_status(&ctx, &rolled_back, &plan).await?;
-                return Ok(Action::requeue(Duration::from_secs(1)));
+                write_status(ctx, &rolled_back, plan).await?;
+                return Ok(Some(Duration::from_secs(1)));
             }
             Err(err) => {
                 tracing::warn!(error = %err, "automatic rollback failed; the rest of the plan goes on");
@@ -124,41 +178,22 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
         }
     }
 
-    let problems = Problems::assess(&ctx, &view, rejection.as_ref(), &failures, None, input.now);
-    problems.apply_to(&mut plan);
-    let status_held_for = match apply_plan(&ctx, set.as_ref(), &input, &plan).await {
+    let problems = Problems::assess(ctx, &view, rejection.as_ref(), &failures, None, input.now);
+    problems.apply_to(plan);
+    match apply_plan(ctx, set, input, plan).await {
         Ok(held_for) => {
-            problems.publish(&ctx, set.as_ref());
-            if !failures.is_empty() {
-                return Err(failures.remove(0));
+            problems.publish(ctx, set);
+            match failures.into_iter().next() {
+                Some(err) => Err(err),
+                None => Ok(held_for),
             }
-            held_for
         }
         Err(errors) => {
             failures.extend(errors);
-            write_observed_status(&ctx, set.as_ref(), view, rejection.as_ref(), &failures).await;
-            return Err(failures.remove(0));
+            write_observed_status(ctx, set, view, rejection.as_ref(), &failures).await;
+            Err(failures.remove(0))
         }
-    };
-
-    if let Some(counts) = &plan.counts {
-        ctx.metrics.observe_set(
-            SetLabels {
-                namespace: input.set.namespace.clone(),
-                name: input.set.name.clone(),
-            },
-            counts.desired,
-            counts.ready,
-            counts.updated,
-            counts.available,
-        );
     }
-
-    let requeue = [plan.requeue_after, status_held_for]
-        .into_iter()
-        .flatten()
-        .fold(RESYNC_PERIOD, Duration::min);
-    Ok(Action::requeue(requeue))
 }
 
 /// With `--target apps/v1`: the built-in controller's latest write to the set or its pods
