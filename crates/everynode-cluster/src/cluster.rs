@@ -414,12 +414,22 @@ impl Cluster {
     /// SIGKILLs one component, as a crash would (no grace period). The rest keeps running;
     /// [`Cluster::start_component`] starts it again.
     pub async fn kill_component(&mut self, c: Component) {
-        if let Some(pid) = self.pid(c) {
-            process::kill_now(pid).await;
-        }
-        for child in &mut self.children {
-            // Collects the exit status of the killed process (no zombie).
-            let _ = child.try_wait();
+        let Some(pid) = self.pid(c) else { return };
+        process::kill_now(pid).await;
+        // A killed multi-threaded process shows as a zombie while its other threads still exit
+        // and hold its sockets; its parent can reap it only once they are all gone. Wait for
+        // that, so a restart can bind the same ports.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            let reaped = self
+                .children
+                .iter_mut()
+                .find(|child| child.id() == pid)
+                .is_none_or(|child| !matches!(child.try_wait(), Ok(None)));
+            if reaped {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
