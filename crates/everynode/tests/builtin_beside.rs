@@ -18,7 +18,7 @@ use serde_json::json;
 
 mod common;
 
-use common::{controller_command, ready_pods_on, signal};
+use common::{controller_command, signal, wait_ready_pods};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const QUIET_SECONDS: u64 = 10;
@@ -72,16 +72,6 @@ async fn live_pods(env: &TestEnv) -> BTreeMap<String, (String, String, bool)> {
         .collect()
 }
 
-async fn wait_ready(env: &TestEnv, count: usize) {
-    eventually(&format!("{count} ready pods"), TIMEOUT, || async {
-        match ready_pods_on(env, "agent:v1").await {
-            n if n == count => Ok(()),
-            n => Err(format!("{n}")),
-        }
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn everynode_stands_aside_while_the_built_in_controller_runs_beside_it() {
     let mut cluster = LocalCluster::start(0, true).await;
@@ -91,7 +81,7 @@ async fn everynode_stands_aside_while_the_built_in_controller_runs_beside_it() {
         .create(&PostParams::default(), &built_in_set(&env))
         .await
         .expect("create apps/v1 set");
-    wait_ready(&env, 2).await;
+    wait_ready_pods(&env, "agent:v1", 2).await;
 
     let account = controller_account(&env, "beside", |_| {}).await;
     let controller = controller_command(&env, &token_kubeconfig(&env, &account).await)
@@ -105,7 +95,7 @@ async fn everynode_stands_aside_while_the_built_in_controller_runs_beside_it() {
     // While everynode is frozen a node joins: the built-in controller creates its pod.
     signal(&controller, "STOP");
     env.add_nodes(1).await;
-    wait_ready(&env, 3).await;
+    wait_ready_pods(&env, "agent:v1", 3).await;
     signal(&controller, "CONT");
     eventually("BuiltInControllerOff=False", TIMEOUT, || async {
         match built_in_off(&env).await {
@@ -133,7 +123,7 @@ async fn everynode_stands_aside_while_the_built_in_controller_runs_beside_it() {
     // other pod changes.
     let before = live_pods(&env).await;
     let joined = env.add_nodes(1).await;
-    wait_ready(&env, 4).await;
+    wait_ready_pods(&env, "agent:v1", 4).await;
     consistently(
         "no churn beside the built-in controller",
         Duration::from_secs(4),
@@ -163,7 +153,7 @@ async fn everynode_stands_aside_while_the_built_in_controller_runs_beside_it() {
     })
     .await;
     let last = env.add_nodes(1).await;
-    wait_ready(&env, 5).await;
+    wait_ready_pods(&env, "agent:v1", 5).await;
     let pods = live_pods(&env).await;
     let on_last: Vec<_> = pods
         .values()

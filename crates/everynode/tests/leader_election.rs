@@ -21,7 +21,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 
 mod common;
 
-use common::{ready_pods_on, signal};
+use common::{signal, wait_ready_pods};
 
 const LEASE_SECONDS: u64 = 5;
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -140,6 +140,21 @@ async fn holder(env: &TestEnv) -> Option<String> {
         .and_then(|l| l.spec?.holder_identity)
 }
 
+/// Waits until `identity` holds the Lease.
+async fn wait_holder(env: &TestEnv, identity: &str) {
+    eventually(
+        &format!("{identity} to hold the Lease"),
+        TIMEOUT,
+        || async {
+            match holder(env).await {
+                Some(h) if h == identity => Ok(()),
+                other => Err(format!("holder {other:?}")),
+            }
+        },
+    )
+    .await;
+}
+
 async fn pods_on(env: &TestEnv) -> usize {
     env.api::<Pod>()
         .list(&ListParams::default().labels("app=agent"))
@@ -213,22 +228,10 @@ async fn a_leader_frozen_past_its_renew_deadline_writes_nothing_more_and_exits()
     env.add_nodes(3).await;
     everynode_testkit::install_crd(&env.client()).await;
     let mut first = start_replica(&env, "freeze-a").await;
-    eventually("replica a to lead", TIMEOUT, || async {
-        match holder(&env).await {
-            Some(h) if h == "freeze-a" => Ok(()),
-            other => Err(format!("holder {other:?}")),
-        }
-    })
-    .await;
+    wait_holder(&env, "freeze-a").await;
     let second = start_replica(&env, "freeze-b").await;
     apply_set(&env, "agent:v1").await;
-    eventually("3 ready v1 pods", TIMEOUT, || async {
-        match ready_pods_on(&env, "agent:v1").await {
-            3 => Ok(()),
-            n => Err(format!("{n}")),
-        }
-    })
-    .await;
+    wait_ready_pods(&env, "agent:v1", 3).await;
     wait_ready_with_leader_gauge(&second, 0).await;
 
     // Freeze the leader, then give the cluster work: a rollout and a joining node.
@@ -236,13 +239,7 @@ async fn a_leader_frozen_past_its_renew_deadline_writes_nothing_more_and_exits()
     let frozen_at = Timestamp::now();
     apply_set(&env, "agent:v2").await;
     env.add_nodes(1).await;
-    eventually("replica b to take the Lease", TIMEOUT, || async {
-        match holder(&env).await {
-            Some(h) if h == "freeze-b" => Ok(()),
-            other => Err(format!("holder {other:?}")),
-        }
-    })
-    .await;
+    wait_holder(&env, "freeze-b").await;
     let took_over = frozen_at.duration_until(Timestamp::now());
     eprintln!("replica b took over {took_over:#} after replica a froze");
 
@@ -254,13 +251,7 @@ async fn a_leader_frozen_past_its_renew_deadline_writes_nothing_more_and_exits()
         .expect("wait for the replica");
     assert!(!exit.success(), "the woken leader exited with {exit}");
 
-    eventually("4 ready v2 pods under the new leader", TIMEOUT, || async {
-        match ready_pods_on(&env, "agent:v2").await {
-            4 => Ok(()),
-            n => Err(format!("{n}")),
-        }
-    })
-    .await;
+    wait_ready_pods(&env, "agent:v2", 4).await;
     let renew_deadline = Duration::from_secs(LEASE_SECONDS) * 2 / 3;
     let deadline = frozen_at + renew_deadline;
     let user = format!(
@@ -318,13 +309,7 @@ async fn standby_takes_over_when_the_leader_is_killed() {
     let killed_at = Instant::now();
 
     let standby = replicas[0].identity.clone();
-    eventually("the standby to take the Lease", TIMEOUT, || async {
-        match holder(&env).await {
-            Some(h) if h == standby => Ok(()),
-            other => Err(format!("holder {other:?}")),
-        }
-    })
-    .await;
+    wait_holder(&env, &standby).await;
     let takeover = killed_at.elapsed();
     eprintln!("standby took over {takeover:.1?} after the leader was killed");
     assert!(
@@ -361,22 +346,10 @@ async fn a_leader_cut_off_from_the_apiserver_exits_at_its_renew_deadline() {
     let proxy = everynode_testkit::proxy::FaultProxy::start(apiserver).await;
     let via = format!("https://{}", proxy.addr());
     let mut first = start_replica_via(&env, "cut-a", Some(&via)).await;
-    eventually("replica a to lead", TIMEOUT, || async {
-        match holder(&env).await {
-            Some(h) if h == "cut-a" => Ok(()),
-            other => Err(format!("holder {other:?}")),
-        }
-    })
-    .await;
+    wait_holder(&env, "cut-a").await;
     let second = start_replica(&env, "cut-b").await;
     apply_set(&env, "agent:v1").await;
-    eventually("3 ready v1 pods", TIMEOUT, || async {
-        match ready_pods_on(&env, "agent:v1").await {
-            3 => Ok(()),
-            n => Err(format!("{n}")),
-        }
-    })
-    .await;
+    wait_ready_pods(&env, "agent:v1", 3).await;
 
     proxy.cut();
     let cut_at = Timestamp::now();
@@ -396,13 +369,7 @@ async fn a_leader_cut_off_from_the_apiserver_exits_at_its_renew_deadline() {
 
     // The standby leads and works: a rollout completes.
     apply_set(&env, "agent:v2").await;
-    eventually("3 ready v2 pods under the new leader", TIMEOUT, || async {
-        match ready_pods_on(&env, "agent:v2").await {
-            3 => Ok(()),
-            n => Err(format!("{n}")),
-        }
-    })
-    .await;
+    wait_ready_pods(&env, "agent:v2", 3).await;
     let user = format!(
         "system:serviceaccount:{SERVICE_ACCOUNT_NAMESPACE}:{}-cut-a",
         env.namespace()

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use everynode_testkit::{TestEnv, pods};
+use everynode_testkit::{TestEnv, eventually, pods};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 
@@ -56,4 +56,16 @@ pub async fn ready_pods_on(env: &TestEnv, image: &str) -> usize {
                 .count()
         })
         .unwrap_or_default()
+}
+
+/// Waits until exactly `count` live, Ready pods of the set `agent` run `image`.
+pub async fn wait_ready_pods(env: &TestEnv, image: &str, count: usize) {
+    let what = format!("{count} ready {image} pods");
+    eventually(&what, std::time::Duration::from_secs(60), || async {
+        match ready_pods_on(env, image).await {
+            n if n == count => Ok(()),
+            n => Err(format!("{n}")),
+        }
+    })
+    .await;
 }
