@@ -54,7 +54,11 @@ pub(crate) fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-async fn cargo(args: &[&str], env: &[(&str, &str)], extra: &[String]) -> anyhow::Result<bool> {
+pub(crate) async fn cargo(
+    args: &[&str],
+    env: &[(&str, &str)],
+    extra: &[String],
+) -> anyhow::Result<bool> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     tracing::info!(
         "$ cargo {}",

@@ -7,10 +7,12 @@
 //! - `cargo xtask conformance`: upstream's DaemonSet e2e suites, built-in controller and
 //!   everynode side by side (see `docs/conformance.md`);
 //! - `cargo xtask fuzz`: the cargo-fuzz targets (see `docs/fuzzing.md`);
+//! - `cargo xtask chaos`: leader kills, node churn and a memory soak (see `docs/chaos.md`);
 //! - `cargo xtask bench`: everynode against the built-in DaemonSet controller
 //!   (see `docs/benchmarks/README.md`).
 
 mod bench;
+mod chaos;
 mod ci;
 mod conformance;
 mod demo;
@@ -55,6 +57,10 @@ enum Cmd {
     /// The cargo-fuzz targets of fuzz/ (manifest and snapshot decoding, the planner's
     /// invariants), each for --seconds, from the committed corpus (see docs/fuzzing.md).
     Fuzz(fuzz::FuzzArgs),
+    /// The chaos soak: rolling updates while the leader of three replicas is SIGKILLed again
+    /// and again and nodes join and leave, an outside watcher on every pod event, then a soak
+    /// sampling the leader's memory; writes docs/chaos.md.
+    Chaos(chaos::ChaosArgs),
     /// Benchmarks: everynode against the built-in DaemonSet controller on local clusters of
     /// 100 to 5,000 KWOK nodes; writes docs/benchmarks/results-<sizes>.{json,md} and
     /// converge-<sizes>.svg.
@@ -151,6 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Bench(args) => bench::run(args).await,
         Cmd::Conformance(args) => conformance::run(args).await,
         Cmd::Fuzz(args) => fuzz::run(args).await,
+        Cmd::Chaos(args) => chaos::run(args).await,
         Cmd::Cluster { command } => cluster(command).await,
     }
 }

@@ -17,7 +17,6 @@
 //! audit log attributes its requests exactly; CPU time and peak RSS come from `/proc/<pid>`.
 //! See `docs/benchmarks/README.md`.
 
-pub mod audit;
 pub mod error;
 pub mod procfs;
 pub mod report;

@@ -20,7 +20,6 @@ use kube::api::{
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client};
 
-use crate::audit::AuditReader;
 use crate::error::{Error, Result};
 use crate::procfs;
 use crate::report::{
@@ -28,6 +27,7 @@ use crate::report::{
 };
 use crate::stats::Latency;
 use crate::workload::{self, PodBook, SET_NAME};
+use everynode_cluster::audit::AuditReader;
 
 /// Options of a benchmark run.
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 //! kube-scheduler and KWOK, all on 127.0.0.1). Used by `cargo xtask cluster ...` and by
 //! `everynode-testkit`. See `docs/local-cluster.md`.
 
+pub mod audit;
 pub mod cluster;
 pub mod component;
 pub mod error;

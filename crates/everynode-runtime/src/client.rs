@@ -1,31 +1,36 @@
 //! The controller's client: the apiserver's clock read from every response
 //! ([`crate::server_clock`]); with leader election every write through the leader's gate
-//! ([`crate::leader::WriteGate`]); and kube's retries of 429, 503 and 504 (bounded, exponential
-//! and jittered, honouring `Retry-After`) outside the gate, so that a write retried after a
-//! throttled attempt passes the gate again and never goes out after the renew deadline.
+//! ([`crate::leader::WriteGate`]); and retries of 429, 503 and 504 ([`crate::retry`]) outside
+//! the gate, so that a write retried after a throttled attempt passes the gate again and never goes
+//! out after the renew deadline.
 
 use std::sync::Arc;
 
-use kube::client::retry::RetryPolicy;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tower::buffer::BufferLayer;
 use tower::retry::RetryLayer;
 
 use crate::leader::{GateLayer, WriteGate};
+use crate::metrics::RetryLabels;
+use crate::retry::ThrottleRetry;
 use crate::server_clock::{ClockLayer, ServerClock};
 
 /// Requests waiting for the client's connection pool (kube's own buffer holds as many).
 const REQUEST_BUFFER: usize = 1024;
 
 /// A client for the controller from `config`: its responses feed `clock`; with a `gate`, its
-/// writes fail at once while the gate is closed, retried writes included.
+/// writes fail at once while the gate is closed, retried writes included; every retry counts in
+/// `retries`.
 pub fn controller_client(
     mut config: kube::Config,
     clock: Arc<ServerClock>,
     gate: Option<Arc<WriteGate>>,
+    retries: Family<RetryLabels, Counter>,
 ) -> Result<kube::Client, kube::Error> {
     // Retried below, outside the gate, instead of inside kube's stack.
     config.default_retry = false;
-    let retry = RetryLayer::new(RetryPolicy::server_retry());
+    let retry = RetryLayer::new(ThrottleRetry::new(retries));
     // Retrying needs a service it can clone: a buffer in front of the stack.
     let buffer = BufferLayer::new(REQUEST_BUFFER);
     let builder = kube::client::ClientBuilder::try_from(config)?.with_layer(&ClockLayer { clock });
@@ -81,7 +86,8 @@ mod tests {
         let gate = WriteGate::closed(Duration::from_millis(300));
         gate.renewed(Instant::now());
         let clock = Arc::new(ServerClock::default());
-        let client = controller_client(config, clock, Some(gate)).expect("client");
+        let client =
+            controller_client(config, clock, Some(gate), Family::default()).expect("client");
         let config_maps: Api<ConfigMap> = Api::namespaced(client, "default");
         let result = config_maps
             .create(&PostParams::default(), &ConfigMap::default())
@@ -98,11 +104,22 @@ mod tests {
     async fn a_throttled_read_is_retried() {
         let (url, hits) = throttling_server().await;
         let config = kube::Config::new(url.parse().expect("url"));
-        let client = controller_client(config, Arc::default(), None).expect("client");
+        let retries = Family::<RetryLabels, Counter>::default();
+        let client =
+            controller_client(config, Arc::default(), None, retries.clone()).expect("client");
         let config_maps: Api<ConfigMap> = Api::namespaced(client, "default");
         let reading = tokio::time::timeout(Duration::from_millis(2500), config_maps.get("x"));
         // Still retrying (every second, as Retry-After says) when the time is up.
         assert!(reading.await.is_err());
         assert!(hits.load(Ordering::SeqCst) >= 2, "not retried");
+        // Every retry counted; the last one may have been waiting when the time was up.
+        let (counted, hits) = (
+            retries.get_or_create(&RetryLabels { code: 429 }).get(),
+            hits.load(Ordering::SeqCst) as u64,
+        );
+        assert!(
+            (hits - 1..=hits).contains(&counted),
+            "{counted} retries counted, {hits} sent"
+        );
     }
 }

@@ -18,6 +18,7 @@ pub mod pacing;
 pub mod permissions;
 pub mod problems;
 pub mod reconcile;
+pub mod retry;
 pub mod server_clock;
 pub mod target;
 pub mod template_verdicts;

@@ -44,6 +44,13 @@ pub struct SetLabels {
     pub name: String,
 }
 
+/// Labels of the API retry counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    /// The HTTP status of the answer that was retried (429, 503 or 504).
+    pub code: u16,
+}
+
 /// Every metric the controller exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -70,6 +77,8 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// 1 while this replica leads (reconciles), else 0.
     pub leader: Gauge,
+    /// API requests sent again after a throttled or unavailable answer, by its code.
+    pub api_retries: Family<RetryLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -133,6 +142,12 @@ impl Default for Metrics {
             "1 while this replica leads and reconciles, 0 on a standby",
             leader.clone(),
         );
+        let api_retries = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "api_retries",
+            "API requests sent again after a 429, 503 or 504 answer, by its code",
+            api_retries.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -146,6 +161,7 @@ impl Default for Metrics {
             available,
             queue_depth,
             leader,
+            api_retries,
         }
     }
 }

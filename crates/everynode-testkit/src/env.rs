@@ -190,6 +190,22 @@ impl TestEnv {
     /// # Panics
     /// As [`TestEnv::add_nodes`].
     pub async fn add_nodes_with(&self, count: usize, customize: impl Fn(&mut Node)) -> Vec<String> {
+        let names = self.create_nodes_with(count, customize).await;
+        self.wait_nodes_ready(&names, NODE_READY_TIMEOUT).await;
+        names
+    }
+
+    /// Like [`TestEnv::add_nodes_with`] without waiting: KWOK marks the nodes Ready at once, but
+    /// they keep the `node.kubernetes.io/not-ready:NoSchedule` taint until the node lifecycle
+    /// controller lifts it (about 10 nodes a second at its client's default rate).
+    ///
+    /// # Panics
+    /// When a node cannot be created.
+    pub async fn create_nodes_with(
+        &self,
+        count: usize,
+        customize: impl Fn(&mut Node),
+    ) -> Vec<String> {
         let labels = self.group_selector();
         let objs: Vec<Node> = (0..count)
             .map(|_| {
@@ -211,7 +227,6 @@ impl TestEnv {
         if let Err(e) = everynode_cluster::cluster::create_nodes(&self.nodes_api(), objs).await {
             panic!("add nodes: {e}");
         }
-        self.wait_nodes_ready(&names, NODE_READY_TIMEOUT).await;
         names
     }
 

@@ -12,6 +12,8 @@
 //!   dump of component logs when the test panics.
 //! - [`eventually`] / [`consistently`]: polling assertions with explicit timeouts.
 //! - [`LocalCluster`]: an extra cluster owned by one test.
+//! - [`ledger`]: an outside observer of a set's pods that checks every pod event for duplicates
+//!   and the unavailability budget.
 //!
 //! Helpers panic with descriptive messages on failure, like `assert!`.
 //!
@@ -32,6 +34,7 @@ pub mod dns;
 pub mod env;
 pub mod etcd;
 pub mod eventually;
+pub mod ledger;
 pub mod local;
 pub mod pods;
 pub mod proxy;
@@ -41,6 +44,6 @@ pub use crd::install_crd;
 pub use env::{GROUP_LABEL, TestEnv};
 pub use eventually::{consistently, eventually, obs};
 pub use everynode_cluster::gobuild::{NEVER_READY, SIMULATE_LABEL};
-pub use everynode_cluster::{Component, faketime};
+pub use everynode_cluster::{Component, audit, faketime};
 pub use local::LocalCluster;
 pub use shared::{CLUSTER_DIR_ENV, ClusterInfo, shared_cluster};

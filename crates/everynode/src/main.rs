@@ -607,6 +607,7 @@ async fn run_controller(cli: &Cli, args: &ControllerArgs) -> anyhow::Result<()> 
         config,
         server_clock.clone(),
         leadership.as_ref().map(|l| l.gate.clone()),
+        metrics.api_retries.clone(),
     )?;
 
     let controller_config = ControllerConfig {

@@ -3,16 +3,14 @@
 //! holds two live pods of one revision, and no more nodes than maxUnavailable are without a Ready
 //! pod; the rollout then completes.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
+use everynode_testkit::ledger::WatchedLedger;
 use everynode_testkit::{TestEnv, eventually, pods};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, ResourceExt};
 
 mod common;
 
@@ -26,74 +24,6 @@ fn start_controller(env: &TestEnv) -> tokio::process::Child {
     controller_command(env, &env.cluster().kubeconfig())
         .spawn()
         .expect("start everynode controller")
-}
-
-#[derive(Clone, Debug)]
-struct Seen {
-    node: Option<String>,
-    hash: String,
-    ready: bool,
-}
-
-/// Live (not terminating) pods by name, and the invariant violations seen so far.
-#[derive(Default)]
-struct Recorder {
-    live: BTreeMap<String, Seen>,
-    events: usize,
-    violations: Vec<String>,
-    checking_budget: bool,
-}
-
-impl Recorder {
-    fn observe(&mut self, pod: &Pod, deleted: bool, nodes: &BTreeSet<String>) {
-        self.events += 1;
-        let name = pod.name_any();
-        if deleted || pod.metadata.deletion_timestamp.is_some() {
-            self.live.remove(&name);
-        } else {
-            let seen = Seen {
-                node: everynode_core::target_node_name(pod).ok(),
-                hash: pod
-                    .labels()
-                    .get("controller-revision-hash")
-                    .cloned()
-                    .unwrap_or_default(),
-                ready: pods::is_ready(pod),
-            };
-            self.live.insert(name, seen);
-        }
-        let mut per_node_revision: BTreeMap<(String, String), usize> = BTreeMap::new();
-        for seen in self.live.values() {
-            if let Some(node) = &seen.node {
-                *per_node_revision
-                    .entry((node.clone(), seen.hash.clone()))
-                    .or_default() += 1;
-            }
-        }
-        for ((node, hash), count) in per_node_revision {
-            if count > 1 {
-                self.violations.push(format!(
-                    "event {}: {count} live pods of revision {hash} on {node}",
-                    self.events
-                ));
-            }
-        }
-        if self.checking_budget {
-            let available: BTreeSet<&String> = self
-                .live
-                .values()
-                .filter(|s| s.ready)
-                .filter_map(|s| s.node.as_ref())
-                .collect();
-            let unavailable = nodes.iter().filter(|n| !available.contains(n)).count();
-            if unavailable > MAX_UNAVAILABLE {
-                self.violations.push(format!(
-                    "event {}: {unavailable} nodes without a Ready pod (maxUnavailable {MAX_UNAVAILABLE})",
-                    self.events
-                ));
-            }
-        }
-    }
 }
 
 #[tokio::test]
@@ -134,29 +64,8 @@ async fn a_killed_controller_resumes_the_rollout_without_duplicates_or_budget_ov
     .await;
 
     // Record every pod event from now on.
-    let recorder = Arc::new(Mutex::new(Recorder::default()));
     let pods_api: Api<Pod> = env.api();
-    let watch = {
-        let recorder = recorder.clone();
-        let nodes = nodes.clone();
-        let stream = watcher(
-            pods_api.clone(),
-            watcher::Config::default().labels("app=agent"),
-        );
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream.default_backoff());
-            while let Some(event) = stream.next().await {
-                let mut rec = recorder.lock().unwrap_or_else(|p| p.into_inner());
-                match event {
-                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
-                        rec.observe(&pod, false, &nodes)
-                    }
-                    Ok(watcher::Event::Delete(pod)) => rec.observe(&pod, true, &nodes),
-                    _ => {}
-                }
-            }
-        })
-    };
+    let ledger = WatchedLedger::start(pods_api.clone(), "app=agent");
 
     let mut controller = start_controller(&env);
     let ready_on = |image: &'static str| {
@@ -195,10 +104,7 @@ async fn a_killed_controller_resumes_the_rollout_without_duplicates_or_budget_ov
         }
     };
     ready_on("agent:v1").await;
-    recorder
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .checking_budget = true;
+    ledger.lock().check_budget(nodes.clone(), MAX_UNAVAILABLE);
 
     // Start the rollout and kill the controller as soon as it has begun replacing pods.
     sets.patch(
@@ -234,16 +140,15 @@ async fn a_killed_controller_resumes_the_rollout_without_duplicates_or_budget_ov
     let _controller = start_controller(&env);
     ready_on("agent:v2").await;
 
-    watch.abort();
-    let rec = recorder.lock().unwrap_or_else(|p| p.into_inner());
+    let ledger = ledger.lock();
     assert!(
-        rec.events > NODES,
+        ledger.events() > NODES,
         "the watcher saw only {} events",
-        rec.events
+        ledger.events()
     );
     assert!(
-        rec.violations.is_empty(),
+        ledger.violations().is_empty(),
         "invariants broken: {:#?}",
-        rec.violations
+        ledger.violations()
     );
 }

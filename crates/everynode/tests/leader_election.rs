@@ -6,14 +6,10 @@
 //! non-zero when it wakes; a leader cut off from the apiserver (a proxy that drops its
 //! connections) steps down and exits at its renew deadline, before the standby takes over.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use everynode_testkit::deploy::{
-    SERVICE_ACCOUNT_NAMESPACE, controller_account, token_kubeconfig_via,
-};
+use everynode_testkit::deploy::SERVICE_ACCOUNT_NAMESPACE;
 use everynode_testkit::{TestEnv, eventually};
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
@@ -21,52 +17,10 @@ use kube::api::{ListParams, Patch, PatchParams};
 
 mod common;
 
-use common::{signal, wait_ready_pods};
+use common::{Replica, holder, http_get, signal, wait_ready_pods};
 
 const LEASE_SECONDS: u64 = 5;
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-struct Replica {
-    identity: String,
-    http_port: u16,
-    child: tokio::process::Child,
-}
-
-/// A port free right now (the replica binds it a moment later).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// `GET path` on a replica's HTTP endpoint: (status code, body).
-async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| e.to_string())?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .map_err(|e| e.to_string())?;
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status line in {response:?}"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
-}
 
 /// Waits until the replica is ready (caches synced) and reports `everynode_leader <value>`.
 async fn wait_ready_with_leader_gauge(replica: &Replica, value: u8) {
@@ -98,46 +52,7 @@ async fn start_replica(env: &TestEnv, identity: &str) -> Replica {
 
 /// [`start_replica`] reaching the apiserver at `server` (a proxy) instead of directly.
 async fn start_replica_via(env: &TestEnv, identity: &str, server: Option<&str>) -> Replica {
-    let account = controller_account(env, identity, |_| {}).await;
-    let kubeconfig = token_kubeconfig_via(env, &account, server).await;
-    let http_port = free_port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_everynode"))
-        .args([
-            "controller",
-            "--leader-elect",
-            "--namespace",
-            env.namespace(),
-            "--lease-namespace",
-            env.namespace(),
-            "--lease-seconds",
-            &LEASE_SECONDS.to_string(),
-            "--http-addr",
-            &format!("127.0.0.1:{http_port}"),
-            "--instance",
-            identity,
-        ])
-        .env("KUBECONFIG", kubeconfig)
-        .env("EVERYNODE_LOG", "info,kube=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start everynode controller");
-    Replica {
-        identity: identity.to_owned(),
-        http_port,
-        child,
-    }
-}
-
-async fn holder(env: &TestEnv) -> Option<String> {
-    let leases: Api<Lease> = env.api();
-    leases
-        .get_opt("everynode-controller")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|l| l.spec?.holder_identity)
+    common::start_replica(env, identity, LEASE_SECONDS, server).await
 }
 
 /// Waits until `identity` holds the Lease.

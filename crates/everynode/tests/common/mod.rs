@@ -4,13 +4,25 @@
 use std::path::Path;
 use std::process::Stdio;
 
+use everynode_testkit::deploy::{controller_account, token_kubeconfig_via};
 use everynode_testkit::{TestEnv, eventually, pods};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use kube::api::ListParams;
 
 /// `everynode controller` for the test's namespace with `kubeconfig`, logging warnings and up to
 /// stderr; add arguments and environment, then spawn (killed when dropped).
 pub fn controller_command(env: &TestEnv, kubeconfig: &Path) -> tokio::process::Command {
+    controller_command_on(env, kubeconfig, 0)
+}
+
+/// [`controller_command`] serving `/metrics`, `/livez` and `/readyz` on `http_port` (0: any).
+pub fn controller_command_on(
+    env: &TestEnv,
+    kubeconfig: &Path,
+    http_port: u16,
+) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_everynode"));
     command
         .args([
@@ -18,7 +30,7 @@ pub fn controller_command(env: &TestEnv, kubeconfig: &Path) -> tokio::process::C
             "--namespace",
             env.namespace(),
             "--http-addr",
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{http_port}"),
         ])
         .env("KUBECONFIG", kubeconfig)
         .env("EVERYNODE_LOG", "warn")
@@ -26,6 +38,42 @@ pub fn controller_command(env: &TestEnv, kubeconfig: &Path) -> tokio::process::C
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
     command
+}
+
+/// A port free right now (the replica binds it a moment later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `GET path` on a controller's HTTP endpoint: (status code, body).
+pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .map_err(|e| e.to_string())?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status line in {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
 }
 
 /// Sends `signal` (`STOP`, `CONT`, …) to a process.
@@ -68,4 +116,65 @@ pub async fn wait_ready_pods(env: &TestEnv, image: &str, count: usize) {
         }
     })
     .await;
+}
+
+// ------------------------------------------------------------------ leader-elected replicas
+
+/// One `everynode controller --leader-elect` process.
+pub struct Replica {
+    pub identity: String,
+    pub http_port: u16,
+    pub child: tokio::process::Child,
+}
+
+/// Starts `everynode controller --leader-elect` as the test's ServiceAccount `identity` (made
+/// with the shipped RBAC), with a Lease of `lease_seconds` in the test's namespace, reaching the
+/// apiserver directly or at `server` (a proxy).
+pub async fn start_replica(
+    env: &TestEnv,
+    identity: &str,
+    lease_seconds: u64,
+    server: Option<&str>,
+) -> Replica {
+    let account = controller_account(env, identity, |_| {}).await;
+    let kubeconfig = token_kubeconfig_via(env, &account, server).await;
+    let http_port = free_port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_everynode"))
+        .args([
+            "controller",
+            "--leader-elect",
+            "--namespace",
+            env.namespace(),
+            "--lease-namespace",
+            env.namespace(),
+            "--lease-seconds",
+            &lease_seconds.to_string(),
+            "--http-addr",
+            &format!("127.0.0.1:{http_port}"),
+            "--instance",
+            identity,
+        ])
+        .env("KUBECONFIG", kubeconfig)
+        .env("EVERYNODE_LOG", "info,kube=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start everynode controller");
+    Replica {
+        identity: identity.to_owned(),
+        http_port,
+        child,
+    }
+}
+
+/// The identity holding the controller's Lease in the test's namespace.
+pub async fn holder(env: &TestEnv) -> Option<String> {
+    let leases: Api<Lease> = env.api();
+    leases
+        .get_opt("everynode-controller")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec?.holder_identity)
 }

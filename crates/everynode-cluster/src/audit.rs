@@ -1,10 +1,10 @@
 //! Counting a client's API requests from the API server's audit log.
 //!
-//! In benchmark mode the API server writes one JSON object per line to `logs/audit.log` for the
-//! benchmark identities only (see `everynode_cluster::flags::audit_policy`): a `RequestReceived`
-//! event for every request and a `ResponseComplete` event with the response code. Requests are
-//! counted from `RequestReceived` (exactly one per request, watches included); failures from
-//! `ResponseComplete` codes of 400 and above.
+//! The local API server writes one JSON object per line to `logs/audit.log`, for the benchmark
+//! identities and the controller's ServiceAccounts only (see [`crate::flags::audit_policy`]): a
+//! `RequestReceived` event for every request and a `ResponseComplete` event with the response
+//! code. Requests are counted from `RequestReceived` (exactly one per request, watches
+//! included); failures from `ResponseComplete` codes of 400 and above.
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Seek as _, SeekFrom};
@@ -167,13 +167,13 @@ impl AuditReader {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(RequestCounts::default());
             }
-            Err(e) => return Err(Error::io("open", &self.path)(e)),
+            Err(e) => return Err(Error::io("open", &self.path, e)),
         };
         file.seek(SeekFrom::Start(self.offset))
-            .map_err(Error::io("seek", &self.path))?;
+            .map_err(|e| Error::io("seek", &self.path, e))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
-            .map_err(Error::io("read", &self.path))?;
+            .map_err(|e| Error::io("read", &self.path, e))?;
         self.offset += bytes.len() as u64;
         let mut text = std::mem::take(&mut self.partial);
         text.push_str(&String::from_utf8_lossy(&bytes));
