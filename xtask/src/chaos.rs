@@ -78,9 +78,12 @@ fn document(args: &ChaosArgs, figures: &str, passed: bool) -> String {
          with the default 15-second Lease, and an `everynode.dev/v1alpha1` set with \
          `maxUnavailable: 10%` on {} nodes that stay. Rolling updates follow one another while \
          5 nodes join and 5 leave every 10 seconds and the leader is SIGKILLed every 20 seconds \
-         (and started again, as a standby) until {} kills were made. An outside watcher checks \
+         until {} kills were made, started again in turn as a restarted container (same \
+         identity: it takes the Lease back at once) and as a replacement pod (a new identity: a \
+         standby takes the Lease after one Lease duration). An outside watcher checks \
          every pod event: no node runs two live pods of one revision, and no more of the nodes \
-         that stay than `maxUnavailable` lack a Ready pod. Then {} minutes without kills (a \
+         that stay than `maxUnavailable` (10 % of the nodes present, rounded up) lack a Ready \
+         pod. Then {} minutes without kills (a \
          rollout every 3 minutes, the churn goes on) sample the leader's resident memory every \
          15 seconds. The source is `crates/everynode/tests/chaos.rs`.\n\n\
          Result: {verdict}.\n\n{figures}",

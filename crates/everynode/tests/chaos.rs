@@ -3,12 +3,13 @@
 //! On a cluster of its own: three `everynode controller --leader-elect` replicas (the shipped
 //! RBAC, the default 15-second Lease) and a set on `EVERYNODE_CHAOS_NODES` nodes. Rolling updates
 //! follow one another while nodes join and leave every few seconds and the leader is SIGKILLed
-//! (and started again as a standby) `EVERYNODE_CHAOS_KILLS` times. An outside watcher checks
-//! every pod event: no node ever runs two live pods of one revision, and no more of the nodes
-//! that stay than `maxUnavailable` lack a Ready pod. Every rollout must converge. Then a soak of
-//! `EVERYNODE_CHAOS_SOAK_MINUTES` without kills (rollouts and node churn go on) samples the
-//! leader's resident memory. The figures go to stdout and, as markdown, to
-//! `EVERYNODE_CHAOS_REPORT` when set.
+//! `EVERYNODE_CHAOS_KILLS` times, started again in turn as a restarted container (same identity)
+//! and as a replacement pod (a new identity). An outside watcher checks every pod event: no node
+//! ever runs two live pods of one revision, and no more of the nodes that stay than
+//! `maxUnavailable` (10 % of the nodes present, rounded up) lack a Ready pod. Every rollout must
+//! converge. Then a soak of `EVERYNODE_CHAOS_SOAK_MINUTES` without kills (rollouts and node
+//! churn go on) samples the leader's resident memory. The figures go to stdout and, as markdown,
+//! to `EVERYNODE_CHAOS_REPORT` when set.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Write as _;
@@ -19,13 +20,10 @@ use std::time::{Duration, Instant};
 use everynode_api::DaemonSet;
 use everynode_testkit::ledger::WatchedLedger;
 use everynode_testkit::{LocalCluster, TestEnv, eventually};
-use kube::Api;
-use kube::api::{DynamicObject, Patch, PatchParams};
-use serde_json::json;
 
 mod common;
 
-use common::{Replica, holder, ready_pods_on, start_replica};
+use common::{Replica, agent_set, apply_set, holder, ready_pods_on, start_replica};
 
 /// The shipped default (`--lease-seconds`).
 const LEASE_SECONDS: u64 = 15;
@@ -51,48 +49,8 @@ fn setting(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn set(env: &TestEnv, revision: u32) -> serde_json::Value {
-    json!({
-        "apiVersion": "everynode.dev/v1alpha1", "kind": "DaemonSet",
-        "metadata": {"name": "agent", "namespace": env.namespace()},
-        "spec": {
-            "selector": {"matchLabels": {"app": "agent"}},
-            "updateStrategy": {"rollingUpdate": {"maxUnavailable": "10%"}},
-            "template": {
-                "metadata": {"labels": {"app": "agent"}},
-                "spec": {
-                    "nodeSelector": env.group_selector(),
-                    // Joining nodes get their pod while their not-ready taint is still on.
-                    "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists"}],
-                    "containers": [{"name": "agent", "image": image(revision)}]
-                }
-            }
-        }
-    })
-}
-
 fn image(revision: u32) -> String {
     format!("agent:v{revision}")
-}
-
-async fn apply_set(env: &TestEnv, revision: u32) {
-    let sets: Api<DynamicObject> = Api::namespaced_with(
-        env.client(),
-        env.namespace(),
-        &kube::api::ApiResource::erase::<DaemonSet>(&()),
-    );
-    let patch = set(env, revision);
-    eventually("the set to be applied", Duration::from_secs(60), || async {
-        sets.patch(
-            "agent",
-            &PatchParams::apply("everynode-chaos").force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-    })
-    .await;
 }
 
 /// Whether the set runs `revision` everywhere: every node that stays has a Ready pod of it, and
@@ -147,7 +105,9 @@ fn churn(env: Arc<TestEnv>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<us
 struct Replicas {
     env: Arc<TestEnv>,
     running: Vec<Replica>,
-    takeovers: Vec<f64>,
+    /// Seconds from each kill until a live replica renewed the Lease, and whether the killed
+    /// identity came back (a restarted container) rather than a new one (a replacement pod).
+    takeovers: Vec<(f64, bool)>,
 }
 
 impl Replicas {
@@ -168,36 +128,60 @@ impl Replicas {
         self.running.iter().position(|r| r.identity == holder)
     }
 
-    /// Kills the leader, restarts it as a standby, and records the seconds until another
-    /// replica holds the Lease.
+    /// Kills the leader and starts it again, as a restarted container (same identity: it takes
+    /// the Lease back at once) or as a replacement pod (a new identity: a standby takes the
+    /// Lease after a Lease duration), in turn. Records the seconds until a live replica renews
+    /// the Lease.
     async fn kill_leader(&mut self) {
         let Some(index) = self.leader().await else {
             return;
         };
+        let killed_renewal = renewal(&self.env).await;
         let identity = self.running[index].identity.clone();
         let _ = self.running[index].child.start_kill();
         let _ = self.running[index].child.wait().await;
         let killed = Instant::now();
-        self.running[index] = start_replica(&self.env, &identity, LEASE_SECONDS, None).await;
+        let restarted = if self.takeovers.len().is_multiple_of(2) {
+            identity.clone()
+        } else {
+            format!(
+                "{}-{}",
+                identity.split('-').take(2).collect::<Vec<_>>().join("-"),
+                self.takeovers.len()
+            )
+        };
+        self.running[index] = start_replica(&self.env, &restarted, LEASE_SECONDS, None).await;
         let env = self.env.clone();
         eventually(
-            "another replica to take the Lease",
+            "a live replica to renew the Lease",
             Duration::from_secs(120),
             || async {
-                match holder(&env).await {
-                    Some(h) if h != identity => Ok(()),
-                    other => Err(format!("holder {other:?}")),
+                match renewal(&env).await {
+                    now if now != killed_renewal => Ok(()),
+                    now => Err(format!("Lease still {now:?}")),
                 }
             },
         )
         .await;
-        self.takeovers.push(killed.elapsed().as_secs_f64());
+        self.takeovers
+            .push((killed.elapsed().as_secs_f64(), restarted == identity));
     }
 
     /// The leader's process ID.
     async fn leader_pid(&self) -> Option<u32> {
         self.running[self.leader().await?].child.id()
     }
+}
+
+/// The Lease's holder and last renewal (the killed leader's stays until a live replica writes).
+async fn renewal(env: &TestEnv) -> Option<(String, String)> {
+    let lease = env
+        .api::<k8s_openapi::api::coordination::v1::Lease>()
+        .get_opt("everynode-controller")
+        .await
+        .ok()??;
+    let spec = lease.spec?;
+    Some((spec.holder_identity?, format!("{:?}", spec.renew_time?)))
 }
 
 /// Resident memory of a process in MiB, from `/proc/<pid>/status`.
@@ -252,8 +236,8 @@ impl RssSampler {
     }
 }
 
-/// Rolls out `revision` and waits for it, SIGKILLing the leader every [`KILL_PERIOD`] while it
-/// runs, up to `kills_left` times. Returns the seconds to converge.
+/// Rolls out `revision` and waits for it, SIGKILLing the leader a few seconds in and then every
+/// [`KILL_PERIOD`] while it runs, up to `kills_left` times. Returns the seconds to converge.
 async fn roll_out(
     env: &TestEnv,
     replicas: &mut Replicas,
@@ -262,8 +246,10 @@ async fn roll_out(
     kills_left: &mut u64,
 ) -> f64 {
     let start = Instant::now();
-    apply_set(env, revision).await;
-    let mut next_kill = Instant::now() + KILL_PERIOD;
+    apply_set(env, &agent_set(env, &image(revision))).await;
+    // The first kill 1 to 4 s into the rollout (it has begun replacing pods), then every period.
+    let first_kill = Duration::from_secs(1 + *kills_left % 4);
+    let mut next_kill = Instant::now() + first_kill;
     loop {
         let state = match converged(env, stable, revision).await {
             Ok(()) => return start.elapsed().as_secs_f64(),
@@ -298,7 +284,8 @@ async fn chaos_soak() {
         .await
         .into_iter()
         .collect();
-    let max_unavailable = nodes / 10;
+    // 10 % of the nodes present, rounded up as upstream does: the churn adds up to 10 nodes.
+    let max_unavailable = (nodes + 2 * CHURN_STEP).div_ceil(10);
     let mut replicas = Replicas::start(env.clone()).await;
     let ledger = WatchedLedger::start(env.api(), "app=agent");
     let (mut kills_left, mut revision) = (kills, 1);
@@ -376,7 +363,7 @@ async fn chaos_soak() {
 /// What the soak measured.
 struct Report {
     nodes: usize,
-    kills: Vec<f64>,
+    kills: Vec<(f64, bool)>,
     first: f64,
     rollouts: Vec<f64>,
     soak_rollouts: Vec<f64>,
@@ -426,10 +413,19 @@ impl Report {
         let _ = writeln!(out, "| nodes (stay) | {} |", self.nodes);
         let _ = writeln!(out, "| node joins + leaves | {} |", self.moves);
         let _ = writeln!(out, "| leader SIGKILLs | {} |", self.kills.len());
+        let (restarted, replaced): (Vec<_>, Vec<_>) = self.kills.iter().partition(|k| k.1);
+        let seconds = |kills: &[&(f64, bool)]| kills.iter().map(|k| k.0).collect::<Vec<_>>();
         let _ = writeln!(
             out,
-            "| kill → another replica holds the Lease, s (min / median / max) | {} |",
-            stats(&self.kills)
+            "| leader killed, restarted (same identity): s until it renews the Lease (min / median / max) | {} ({}) |",
+            stats(&seconds(&restarted)),
+            restarted.len()
+        );
+        let _ = writeln!(
+            out,
+            "| leader killed, replaced (new identity): s until a standby holds the Lease | {} ({}) |",
+            stats(&seconds(&replaced)),
+            replaced.len()
         );
         let _ = writeln!(out, "| create, s | {:.1} |", self.first);
         let _ = writeln!(

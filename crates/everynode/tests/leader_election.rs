@@ -12,8 +12,7 @@ use everynode_testkit::deploy::SERVICE_ACCOUNT_NAMESPACE;
 use everynode_testkit::{TestEnv, eventually};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 
 mod common;
 
@@ -83,8 +82,7 @@ async fn pods_on(env: &TestEnv) -> usize {
         .unwrap_or_default()
 }
 
-/// Server-side applies the test's set `agent` with `image` (retried: the CRD may take a moment
-/// to be served after it is installed).
+/// Server-side applies the test's set `agent` with `image` (default strategy).
 async fn apply_set(env: &TestEnv, image: &str) {
     let set = serde_json::json!({
         "apiVersion": "everynode.dev/v1alpha1", "kind": "DaemonSet",
@@ -97,22 +95,7 @@ async fn apply_set(env: &TestEnv, image: &str) {
             }
         }
     });
-    let sets: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        env.client(),
-        env.namespace(),
-        &kube::api::ApiResource::erase::<everynode_api::DaemonSet>(&()),
-    );
-    eventually("the set to be applied", TIMEOUT, || async {
-        sets.patch(
-            "agent",
-            &PatchParams::apply("everynode-tests").force(),
-            &Patch::Apply(&set),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-    })
-    .await;
+    common::apply_set(env, &set).await;
 }
 
 /// Writes (anything but get, list, watch) of `user` the apiserver received after `after`.

@@ -10,17 +10,17 @@ use std::time::{Duration, Instant};
 
 use everynode_api::DaemonSet;
 use everynode_testkit::audit::RequestCounts;
-use everynode_testkit::deploy::token_kubeconfig;
-use everynode_testkit::deploy::{SERVICE_ACCOUNT_NAMESPACE, apply, controller_account};
+use everynode_testkit::deploy::{
+    SERVICE_ACCOUNT_NAMESPACE, apply, controller_account, token_kubeconfig,
+};
 use everynode_testkit::ledger::WatchedLedger;
 use everynode_testkit::{LocalCluster, TestEnv, eventually};
-use kube::Api;
-use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::DynamicObject;
 use serde_json::json;
 
 mod common;
 
-use common::{controller_command_on, free_port, http_get, ready_pods_on};
+use common::{agent_set, apply_set, controller_command_on, free_port, http_get, ready_pods_on};
 
 const NODES: usize = 1000;
 /// 10 % of the nodes, as `maxUnavailable: 10%` says.
@@ -84,27 +84,6 @@ async fn seats(env: &TestEnv) -> String {
         .to_owned()
 }
 
-fn set(env: &TestEnv, image: &str) -> serde_json::Value {
-    json!({
-        "apiVersion": "everynode.dev/v1alpha1", "kind": "DaemonSet",
-        "metadata": {"name": "agent", "namespace": env.namespace()},
-        "spec": {
-            "selector": {"matchLabels": {"app": "agent"}},
-            "updateStrategy": {"rollingUpdate": {"maxUnavailable": "10%"}},
-            "template": {
-                "metadata": {"labels": {"app": "agent"}},
-                "spec": {
-                    "nodeSelector": env.group_selector(),
-                    // The nodes are not waited for: pods go to them while the node lifecycle
-                    // controller still lifts their not-ready taint.
-                    "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists"}],
-                    "containers": [{"name": "agent", "image": image}]
-                }
-            }
-        }
-    })
-}
-
 /// Waits until every node runs a Ready `image` pod and the set's status says so; returns the
 /// seconds it took.
 async fn converge(env: &TestEnv, image: &str) -> f64 {
@@ -164,25 +143,11 @@ async fn a_throttled_controller_creates_and_rolls_out_1000_nodes_without_duplica
             .expect("start everynode controller");
 
     let ledger = WatchedLedger::start(env.api(), "app=agent");
-    let sets: Api<DynamicObject> = Api::namespaced_with(
-        env.client(),
-        env.namespace(),
-        &kube::api::ApiResource::erase::<DaemonSet>(&()),
-    );
-    let created: DynamicObject = serde_json::from_value(set(&env, "agent:v1")).expect("a set");
-    sets.create(&PostParams::default(), &created)
-        .await
-        .expect("create the set");
+    apply_set(&env, &agent_set(&env, "agent:v1")).await;
     let create_seconds = converge(&env, "agent:v1").await;
 
     ledger.lock().check_budget(nodes.clone(), MAX_UNAVAILABLE);
-    sets.patch(
-        "agent",
-        &PatchParams::apply("everynode-tests").force(),
-        &Patch::Apply(&set(&env, "agent:v2")),
-    )
-    .await
-    .expect("roll out agent:v2");
+    apply_set(&env, &agent_set(&env, "agent:v2")).await;
     let rollout_seconds = converge(&env, "agent:v2").await;
 
     let audit = std::fs::read_to_string(env.cluster().dir.audit_log()).expect("the audit log");

@@ -76,6 +76,54 @@ pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
     Ok((code, body))
 }
 
+/// The set `agent` (pods labelled `app=agent`) on the test's nodes running `image`, with
+/// `maxUnavailable: 10%`, its pods tolerating nodes not ready yet: they go to joining nodes
+/// while the node lifecycle controller still lifts the not-ready taint.
+pub fn agent_set(env: &TestEnv, image: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "everynode.dev/v1alpha1", "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": env.namespace()},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "updateStrategy": {"rollingUpdate": {"maxUnavailable": "10%"}},
+            "template": {
+                "metadata": {"labels": {"app": "agent"}},
+                "spec": {
+                    "nodeSelector": env.group_selector(),
+                    "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists"}],
+                    "containers": [{"name": "agent", "image": image}]
+                }
+            }
+        }
+    })
+}
+
+/// Server-side applies `set` (an `everynode.dev/v1alpha1` DaemonSet), retried for a minute: the
+/// CRD may take a moment to be served after it is installed.
+pub async fn apply_set(env: &TestEnv, set: &serde_json::Value) {
+    let name = set["metadata"]["name"].as_str().unwrap_or_default();
+    let sets: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        env.client(),
+        env.namespace(),
+        &kube::api::ApiResource::erase::<everynode_api::DaemonSet>(&()),
+    );
+    eventually(
+        "the set to be applied",
+        std::time::Duration::from_secs(60),
+        || async {
+            sets.patch(
+                name,
+                &kube::api::PatchParams::apply("everynode-tests").force(),
+                &kube::api::Patch::Apply(set),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+}
+
 /// Sends `signal` (`STOP`, `CONT`, …) to a process.
 pub fn signal(child: &tokio::process::Child, signal: &str) {
     let pid = child.id().expect("the process runs");
