@@ -1,8 +1,8 @@
 //! The controller's client: the apiserver's clock read from every response
 //! ([`crate::server_clock`]); with leader election every write through the leader's gate
 //! ([`crate::leader::WriteGate`]); and retries of 429, 503 and 504 ([`crate::retry`]) outside
-//! the gate, so that a write retried after a throttled attempt passes the gate again and never goes
-//! out after the renew deadline.
+//! the gate, so that a write retried after a throttled attempt passes the gate again and never
+//! goes out after the renew deadline.
 
 use std::sync::Arc;
 
@@ -109,7 +109,7 @@ mod tests {
             controller_client(config, Arc::default(), None, retries.clone()).expect("client");
         let config_maps: Api<ConfigMap> = Api::namespaced(client, "default");
         let reading = tokio::time::timeout(Duration::from_millis(2500), config_maps.get("x"));
-        // Still retrying (every second, as Retry-After says) when the time is up.
+        // Still retrying (every 1 to 2 s: Retry-After 1, jittered) when the time is up.
         assert!(reading.await.is_err());
         assert!(hits.load(Ordering::SeqCst) >= 2, "not retried");
         // Every retry counted; the last one may have been waiting when the time was up.

@@ -483,15 +483,21 @@ impl TestEnv {
     }
 
     async fn patch_pod_status(&self, name: &str, status: serde_json::Value, what: &str) -> Pod {
-        let patch = json!({ "status": status });
-        match self
-            .api::<Pod>()
-            .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
-            .await
-        {
+        match self.try_patch_pod_status(name, status).await {
             Ok(p) => p,
             Err(e) => panic!("mark pod {name} {what}: {e}"),
         }
+    }
+
+    async fn try_patch_pod_status(
+        &self,
+        name: &str,
+        status: serde_json::Value,
+    ) -> Result<Pod, kube::Error> {
+        let patch = json!({ "status": status });
+        self.api::<Pod>()
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
     }
 
     /// Sets Ready and ContainersReady to True (phase Running) through the status subresource,
@@ -500,17 +506,24 @@ impl TestEnv {
     /// # Panics
     /// When the patch fails.
     pub async fn mark_pod_ready(&self, name: &str) -> Pod {
+        match self.try_mark_pod_ready(name).await {
+            Ok(p) => p,
+            Err(e) => panic!("mark pod {name} ready: {e}"),
+        }
+    }
+
+    /// [`TestEnv::mark_pod_ready`], returning the error (e.g. the pod is gone meanwhile).
+    ///
+    /// # Errors
+    /// When the patch fails.
+    pub async fn try_mark_pod_ready(&self, name: &str) -> Result<Pod, kube::Error> {
         let now = crate::pods::now();
         let conds = json!([
             {"type": "Ready", "status": "True", "lastTransitionTime": now},
             {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
         ]);
-        self.patch_pod_status(
-            name,
-            json!({"phase": "Running", "conditions": conds}),
-            "ready",
-        )
-        .await
+        self.try_patch_pod_status(name, json!({"phase": "Running", "conditions": conds}))
+            .await
     }
 
     /// Sets Ready and ContainersReady to False (phase unchanged), like a failing readiness probe.

@@ -59,6 +59,17 @@ pub async fn start_controller_as(
     start_controller_with(client, env, target, |_| {}).await
 }
 
+/// The controller's logs in the test's captured output, printed when the test fails
+/// (`EVERYNODE_TEST_LOG`, default `info,kube=warn`).
+fn show_controller_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EVERYNODE_TEST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(filter)
+        .try_init();
+}
+
 /// [`start_controller_as`] with `tweak` applied to the controller's settings.
 pub async fn start_controller_with(
     client: kube::Client,
@@ -66,6 +77,7 @@ pub async fn start_controller_with(
     target: Target,
     tweak: impl FnOnce(&mut ControllerConfig),
 ) -> RunningController {
+    show_controller_logs();
     everynode_testkit::install_crd(&env.client()).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut config = ControllerConfig {
