@@ -28,6 +28,8 @@ pub(crate) struct ChaosArgs {
 }
 
 pub(crate) async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
+    // The commit measured, named before the run (the tree may change while it soaks).
+    let revision = command_output("git", &["describe", "--always", "--dirty"]).unwrap_or_default();
     let table = std::env::temp_dir().join(format!("everynode-chaos-{}.md", std::process::id()));
     let (nodes, kills, soak) = (
         args.nodes.to_string(),
@@ -51,7 +53,7 @@ pub(crate) async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     };
     let _ = std::fs::remove_file(&table);
     let out = workspace_root().join(&args.out);
-    std::fs::write(&out, document(&args, &figures, passed))
+    std::fs::write(&out, document(&args, &revision, &figures, passed))
         .with_context(|| format!("write {}", out.display()))?;
     println!("wrote {}", out.display());
     Ok(if passed {
@@ -61,8 +63,7 @@ pub(crate) async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn document(args: &ChaosArgs, figures: &str, passed: bool) -> String {
-    let revision = command_output("git", &["describe", "--always", "--dirty"]).unwrap_or_default();
+fn document(args: &ChaosArgs, revision: &str, figures: &str, passed: bool) -> String {
     let date = command_output("date", &["-u", "+%Y-%m-%d"]).unwrap_or_default();
     let verdict = if passed {
         "passed: no duplicate pod, no budget breach, every rollout converged, memory flat"
