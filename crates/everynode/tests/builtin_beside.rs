@@ -11,32 +11,19 @@ use std::time::Duration;
 use everynode_testkit::deploy::{controller_account, token_kubeconfig};
 use everynode_testkit::{LocalCluster, TestEnv, consistently, eventually};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
 use kube::api::{ListParams, PostParams};
-use serde_json::json;
 
 mod common;
 
-use common::{controller_command, signal, wait_ready_pods};
+use common::{controller_command, live_agent_pods, plain_set, signal, wait_ready_pods};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const QUIET_SECONDS: u64 = 10;
 
 fn built_in_set(env: &TestEnv) -> DaemonSet {
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": {"name": "agent", "namespace": env.namespace()},
-        "spec": {
-            "selector": {"matchLabels": {"app": "agent"}},
-            "template": {
-                "metadata": {"labels": {"app": "agent"}},
-                "spec": {"nodeSelector": env.group_selector(),
-                         "containers": [{"name": "agent", "image": "agent:v1"}]}
-            }
-        }
-    }))
-    .expect("the test set decodes")
+    serde_json::from_value(plain_set(env, "apps/v1", "agent:v1")).expect("the test set decodes")
 }
 
 /// `(status, reason)` of the set's `BuiltInControllerOff` condition.
@@ -51,14 +38,9 @@ async fn built_in_off(env: &TestEnv) -> Option<(String, String)> {
 
 /// Live pods by name: (node, UID, created by the built-in controller).
 async fn live_pods(env: &TestEnv) -> BTreeMap<String, (String, String, bool)> {
-    let pods = env
-        .api::<Pod>()
-        .list(&ListParams::default().labels("app=agent"))
+    live_agent_pods(env)
         .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    pods.into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .into_iter()
         .map(|p| {
             let by_built_in = p.managed_fields().iter().any(|e| {
                 e.manager.as_deref() == Some("kube-controller-manager") && e.subresource.is_none()

@@ -15,7 +15,7 @@ use serde_json::json;
 
 mod common;
 
-use common::{controller_command, ready_pods_on};
+use common::{controller_command, plain_set, ready_pods_on};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const DEADLINE_SECONDS: u64 = 10;
@@ -41,23 +41,12 @@ async fn skewed_controller(env: &TestEnv, skew: &str) -> tokio::process::Child {
 }
 
 fn set(env: &TestEnv) -> DaemonSet {
-    serde_json::from_value(json!({
-        "apiVersion": "everynode.dev/v1alpha1", "kind": "DaemonSet",
-        "metadata": {"name": "agent", "namespace": env.namespace()},
-        "spec": {
-            "selector": {"matchLabels": {"app": "agent"}},
-            "template": {
-                "metadata": {"labels": {"app": "agent"}},
-                "spec": {"nodeSelector": env.group_selector(),
-                         "containers": [{"name": "agent", "image": "agent:v1"}]}
-            },
-            "updateStrategy": {"rollingUpdate": {
-                "maxUnavailable": 1, "progressDeadlineSeconds": DEADLINE_SECONDS,
-                "failurePolicy": "Pause"
-            }}
-        }
-    }))
-    .expect("the test set decodes")
+    let mut set = plain_set(env, "everynode.dev/v1alpha1", "agent:v1");
+    set["spec"]["updateStrategy"] = json!({"rollingUpdate": {
+        "maxUnavailable": 1, "progressDeadlineSeconds": DEADLINE_SECONDS,
+        "failurePolicy": "Pause"
+    }});
+    serde_json::from_value(set).expect("the test set decodes")
 }
 
 /// The set's rollout failure reason, if any.

@@ -10,13 +10,11 @@ use std::time::{Duration, Instant};
 
 use everynode_testkit::deploy::SERVICE_ACCOUNT_NAMESPACE;
 use everynode_testkit::{TestEnv, eventually};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::ListParams;
 
 mod common;
 
-use common::{Replica, holder, http_get, signal, wait_ready_pods};
+use common::{Replica, holder, http_get, live_agent_pods, plain_set, signal, wait_ready_pods};
 
 const LEASE_SECONDS: u64 = 5;
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -69,33 +67,9 @@ async fn wait_holder(env: &TestEnv, identity: &str) {
     .await;
 }
 
-async fn pods_on(env: &TestEnv) -> usize {
-    env.api::<Pod>()
-        .list(&ListParams::default().labels("app=agent"))
-        .await
-        .map(|l| {
-            l.items
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .count()
-        })
-        .unwrap_or_default()
-}
-
 /// Server-side applies the test's set `agent` with `image` (default strategy).
 async fn apply_set(env: &TestEnv, image: &str) {
-    let set = serde_json::json!({
-        "apiVersion": "everynode.dev/v1alpha1", "kind": "DaemonSet",
-        "metadata": {"name": "agent", "namespace": env.namespace()},
-        "spec": {
-            "selector": {"matchLabels": {"app": "agent"}},
-            "template": {
-                "metadata": {"labels": {"app": "agent"}},
-                "spec": {"nodeSelector": env.group_selector(), "containers": [{"name": "c", "image": image}]}
-            }
-        }
-    });
-    common::apply_set(env, &set).await;
+    common::apply_set(env, &plain_set(env, "everynode.dev/v1alpha1", image)).await;
 }
 
 /// Writes (anything but get, list, watch) of `user` the apiserver received after `after`.
@@ -181,7 +155,7 @@ async fn standby_takes_over_when_the_leader_is_killed() {
 
     apply_set(&env, "agent:v1").await;
     eventually("the leader to create one pod per node", TIMEOUT, || async {
-        let n = pods_on(&env).await;
+        let n = live_agent_pods(&env).await.len();
         if n == nodes.len() {
             Ok(())
         } else {
@@ -223,7 +197,7 @@ async fn standby_takes_over_when_the_leader_is_killed() {
         "the new leader to create the new node's pod",
         TIMEOUT,
         || async {
-            let n = pods_on(&env).await;
+            let n = live_agent_pods(&env).await.len();
             if n == nodes.len() + 1 {
                 Ok(())
             } else {

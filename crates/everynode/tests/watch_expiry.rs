@@ -10,30 +10,23 @@ use everynode_testkit::deploy::{controller_account, token_kubeconfig};
 use everynode_testkit::{Component, LocalCluster, TestEnv, eventually, pods};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams};
-use serde_json::json;
 
 mod common;
 
-use common::{controller_command, signal};
+use common::{controller_command, live_agent_pods, plain_set, signal};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Live pods of the set per node name.
 async fn live_pods(env: &TestEnv) -> Vec<(String, bool)> {
-    env.api::<Pod>()
-        .list(&ListParams::default().labels("app=agent"))
+    live_agent_pods(env)
         .await
-        .map(|l| {
-            l.items
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .filter_map(|p| {
-                    let node = everynode_core::target_node_name(p).ok()?;
-                    Some((node, pods::is_ready(p)))
-                })
-                .collect()
+        .iter()
+        .filter_map(|p| {
+            let node = everynode_core::target_node_name(p).ok()?;
+            Some((node, pods::is_ready(p)))
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 #[tokio::test]
@@ -54,19 +47,9 @@ async fn a_frozen_controller_relists_expired_watches_and_converges() {
         .spawn()
         .expect("start everynode controller");
 
-    let set: DaemonSet = serde_json::from_value(json!({
-        "apiVersion": "everynode.dev/v1alpha1", "kind": "DaemonSet",
-        "metadata": {"name": "agent", "namespace": env.namespace()},
-        "spec": {
-            "selector": {"matchLabels": {"app": "agent"}},
-            "template": {
-                "metadata": {"labels": {"app": "agent"}},
-                "spec": {"nodeSelector": env.group_selector(),
-                         "containers": [{"name": "agent", "image": "agent:v1"}]}
-            }
-        }
-    }))
-    .expect("the test set decodes");
+    let set: DaemonSet =
+        serde_json::from_value(plain_set(&env, "everynode.dev/v1alpha1", "agent:v1"))
+            .expect("the test set decodes");
     env.api::<DaemonSet>()
         .create(&PostParams::default(), &set)
         .await

@@ -76,26 +76,32 @@ pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
     Ok((code, body))
 }
 
-/// The set `agent` (pods labelled `app=agent`) on the test's nodes running `image`, with
-/// `maxUnavailable: 10%`, its pods tolerating nodes not ready yet: they go to joining nodes
-/// while the node lifecycle controller still lifts the not-ready taint.
-pub fn agent_set(env: &TestEnv, image: &str) -> serde_json::Value {
+/// The set `agent` of `api_version` (`apps/v1` or `everynode.dev/v1alpha1`; pods labelled
+/// `app=agent`) on the test's nodes, one container `agent` running `image`, default strategy.
+pub fn plain_set(env: &TestEnv, api_version: &str, image: &str) -> serde_json::Value {
     serde_json::json!({
-        "apiVersion": "everynode.dev/v1alpha1", "kind": "DaemonSet",
+        "apiVersion": api_version, "kind": "DaemonSet",
         "metadata": {"name": "agent", "namespace": env.namespace()},
         "spec": {
             "selector": {"matchLabels": {"app": "agent"}},
-            "updateStrategy": {"rollingUpdate": {"maxUnavailable": "10%"}},
             "template": {
                 "metadata": {"labels": {"app": "agent"}},
-                "spec": {
-                    "nodeSelector": env.group_selector(),
-                    "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists"}],
-                    "containers": [{"name": "agent", "image": image}]
-                }
+                "spec": {"nodeSelector": env.group_selector(),
+                         "containers": [{"name": "agent", "image": image}]}
             }
         }
     })
+}
+
+/// The `everynode.dev/v1alpha1` [`plain_set`] with `maxUnavailable: 10%`, its pods tolerating
+/// nodes not ready yet: they go to joining nodes while the node lifecycle controller still lifts
+/// the not-ready taint.
+pub fn agent_set(env: &TestEnv, image: &str) -> serde_json::Value {
+    let mut set = plain_set(env, "everynode.dev/v1alpha1", image);
+    set["spec"]["updateStrategy"] = serde_json::json!({"rollingUpdate": {"maxUnavailable": "10%"}});
+    set["spec"]["template"]["spec"]["tolerations"] =
+        serde_json::json!([{"key": "node.kubernetes.io/not-ready", "operator": "Exists"}]);
+    set
 }
 
 /// Server-side applies `set` (an `everynode.dev/v1alpha1` DaemonSet), retried for a minute: the
@@ -134,24 +140,31 @@ pub fn signal(child: &tokio::process::Child, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
-/// Live, Ready pods of the set `agent` (label `app=agent`) on `image`.
-pub async fn ready_pods_on(env: &TestEnv, image: &str) -> usize {
+/// Live (not terminating) pods of the set `agent` (label `app=agent`); none when the list fails.
+pub async fn live_agent_pods(env: &TestEnv) -> Vec<Pod> {
     env.api::<Pod>()
         .list(&ListParams::default().labels("app=agent"))
         .await
-        .map(|l| {
-            l.items
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none() && pods::is_ready(p))
-                .filter(|p| {
-                    p.spec
-                        .as_ref()
-                        .and_then(|s| s.containers.first()?.image.as_deref())
-                        == Some(image)
-                })
-                .count()
-        })
+        .map(|l| l.items)
         .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+/// Live, Ready pods of the set `agent` (label `app=agent`) on `image`.
+pub async fn ready_pods_on(env: &TestEnv, image: &str) -> usize {
+    live_agent_pods(env)
+        .await
+        .iter()
+        .filter(|p| pods::is_ready(p))
+        .filter(|p| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.containers.first()?.image.as_deref())
+                == Some(image)
+        })
+        .count()
 }
 
 /// Waits until exactly `count` live, Ready pods of the set `agent` run `image`.
