@@ -214,7 +214,10 @@ async fn run_phases(args: &CiArgs, phases: &mut Phases) -> anyhow::Result<bool> 
     built?;
 
     let t = Instant::now();
-    let installed = crate::packages::ensure_libfaketime().await;
+    let installed = match crate::packages::ensure_libfaketime().await {
+        Ok(()) => crate::packages::ensure_image_tools().await,
+        Err(e) => Err(e),
+    };
     phases.record("packages", t, installed.is_ok());
     installed?;
 
@@ -244,6 +247,29 @@ async fn run_phases(args: &CiArgs, phases: &mut Phases) -> anyhow::Result<bool> 
             "\ntests failed; component logs of the CI cluster:\n{}",
             cluster.log_tails(60)
         );
+        return Ok(false);
+    }
+
+    // The release artefacts as `cargo xtask release` builds them, checked; then the image among
+    // them run from its unpacked root filesystem as its own user against the CI cluster.
+    let t = Instant::now();
+    let archive = crate::release::build_and_check(&crate::release::ReleaseArgs {
+        out: PathBuf::from("target/release-artifacts"),
+    })
+    .await?;
+    phases.record("release", t, true);
+    let t = Instant::now();
+    let ok = image_check(&dir_str, &archive).await?;
+    phases.record("image", t, ok);
+    if !ok {
+        return Ok(false);
+    }
+
+    // Argo CD's health check of deploy/argocd, run by the Lua interpreter Argo CD embeds.
+    let t = Instant::now();
+    let ok = go_test("tools/argocd-health").await?;
+    phases.record("argocd health", t, ok);
+    if !ok {
         return Ok(false);
     }
 
@@ -292,6 +318,33 @@ async fn run_phases(args: &CiArgs, phases: &mut Phases) -> anyhow::Result<bool> 
     let ok = fuzzed.as_ref().is_ok_and(|code| *code == ExitCode::SUCCESS);
     phases.record("fuzz", t, ok);
     fuzzed.map(|code| code == ExitCode::SUCCESS)
+}
+
+/// Runs the ignored image test on `archive` against the cluster in `cluster_dir`.
+async fn image_check(cluster_dir: &str, archive: &Path) -> anyhow::Result<bool> {
+    let archive = archive.display().to_string();
+    cargo(
+        &["test", "-p", "everynode", "--test", "image"],
+        &[
+            (TEST_CLUSTER_ENV, cluster_dir),
+            ("EVERYNODE_IMAGE_ARCHIVE", archive.as_str()),
+        ],
+        &["--".to_owned(), "--ignored".to_owned()],
+    )
+    .await
+}
+
+/// `go test ./...` in a Go module of the repository.
+async fn go_test(module: &str) -> anyhow::Result<bool> {
+    tracing::info!("$ go test ./... (in {module})");
+    let status = tokio::process::Command::new("go")
+        .args(["test", "./..."])
+        .env("GOTOOLCHAIN", "local")
+        .current_dir(workspace_root().join(module))
+        .kill_on_drop(true)
+        .status()
+        .await?;
+    Ok(status.success())
 }
 
 /// Seconds each fuzz target runs in CI.

@@ -8,6 +8,8 @@
 //!   everynode side by side (see `docs/conformance.md`);
 //! - `cargo xtask fuzz`: the cargo-fuzz targets (see `docs/fuzzing.md`);
 //! - `cargo xtask chaos`: leader kills, node churn and a memory soak (see `docs/chaos.md`);
+//! - `cargo xtask image`: the static binary, a reproducible OCI image and its SBOM;
+//! - `cargo xtask release`: every release artefact in one directory;
 //! - `cargo xtask bench`: everynode against the built-in DaemonSet controller
 //!   (see `docs/benchmarks/README.md`).
 
@@ -17,7 +19,11 @@ mod ci;
 mod conformance;
 mod demo;
 mod fuzz;
+mod image;
+mod oci;
 mod packages;
+mod release;
+mod sbom;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +67,14 @@ enum Cmd {
     /// and again and nodes join and leave, an outside watcher on every pod event, then a soak
     /// sampling the leader's memory; writes docs/chaos.md.
     Chaos(chaos::ChaosArgs),
+    /// A static everynode binary, a reproducible OCI image of it (layout directory and an
+    /// archive `docker load`, `podman load`, `skopeo` and `kind load image-archive` accept), its
+    /// digest and a CycloneDX SBOM.
+    Image(image::ImageArgs),
+    /// Every release artefact in one directory: binary tarball (with completions) and checksum,
+    /// image archive and digest, SBOM, packaged Helm chart, CRD, plain manifests pinned to the
+    /// image digest, krew's plugin.yaml, the CHANGELOG section and SHA256SUMS.
+    Release(release::ReleaseArgs),
     /// Benchmarks: everynode against the built-in DaemonSet controller on local clusters of
     /// 100 to 5,000 KWOK nodes; writes docs/benchmarks/results-<sizes>.{json,md} and
     /// converge-<sizes>.svg.
@@ -158,6 +172,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Conformance(args) => conformance::run(args).await,
         Cmd::Fuzz(args) => fuzz::run(args).await,
         Cmd::Chaos(args) => chaos::run(args).await,
+        Cmd::Image(args) => image::run(args).await,
+        Cmd::Release(args) => release::run(args).await,
         Cmd::Cluster { command } => cluster(command).await,
     }
 }

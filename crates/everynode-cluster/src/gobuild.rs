@@ -237,6 +237,10 @@ fn kwok_config_current(path: &Path) -> bool {
 /// Name of the kubectl binary in the cache: not a process of the cluster, but shipped with it
 /// so that tests and the demo never depend on a kubectl installed on the machine.
 pub const KUBECTL: &str = "kubectl";
+/// Name of the helm binary in the cache (the chart's tests).
+pub const HELM: &str = "helm";
+/// Name of the promtool binary in the cache (the alert rules' checks).
+pub const PROMTOOL: &str = "promtool";
 
 /// Name of upstream's e2e test binary with the `test/e2e/apps` suites only (built from
 /// `tools/e2e-build` by `go test -c`), run by `cargo xtask conformance`.
@@ -293,7 +297,7 @@ pub fn kubernetes_ldflags() -> String {
 }
 
 /// Build specifications in build order (etcd, kwok, the three Kubernetes binaries, CoreDNS,
-/// kubectl, the e2e test binary).
+/// kubectl, helm, promtool, the e2e test binary).
 #[must_use]
 pub fn build_specs() -> Vec<BuildSpec> {
     let k8s = |component: Component| BuildSpec {
@@ -345,6 +349,30 @@ pub fn build_specs() -> Vec<BuildSpec> {
             package: ".".to_owned(),
             ldflags: kubernetes_ldflags(),
             version: versions::KUBERNETES,
+            build: GoBuild::Main,
+        },
+        BuildSpec {
+            name: HELM,
+            version_args: &["version", "--short"],
+            module_dir: "helm-build",
+            package: "helm.sh/helm/v4/cmd/helm".to_owned(),
+            ldflags: format!(
+                "-s -w -X helm.sh/helm/v4/internal/version.version={}",
+                versions::HELM
+            ),
+            version: versions::HELM,
+            build: GoBuild::Main,
+        },
+        BuildSpec {
+            name: PROMTOOL,
+            version_args: &["--version"],
+            module_dir: "promtool-build",
+            package: "github.com/prometheus/prometheus/cmd/promtool".to_owned(),
+            ldflags: format!(
+                "-s -w -X github.com/prometheus/common/version.Version={}",
+                versions::PROMETHEUS
+            ),
+            version: versions::PROMETHEUS,
             build: GoBuild::Main,
         },
         BuildSpec {
@@ -675,11 +703,11 @@ mod tests {
     }
 
     #[test]
-    fn specs_cover_every_component_kubectl_and_the_e2e_binary_once() {
+    fn specs_cover_every_component_and_tool_once() {
         let mut names: Vec<_> = build_specs().iter().map(|s| s.name).collect();
         names.sort_unstable();
         let mut expected: Vec<_> = Component::ALL.iter().map(|c| c.name()).collect();
-        expected.extend([KUBECTL, E2E_APPS]);
+        expected.extend([KUBECTL, HELM, PROMTOOL, E2E_APPS]);
         expected.sort_unstable();
         assert_eq!(names, expected);
     }

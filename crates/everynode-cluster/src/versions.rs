@@ -16,6 +16,12 @@ pub const ETCD: &str = "v3.6.16";
 pub const KWOK: &str = "v0.8.0";
 /// `github.com/coredns/coredns` version (a build with the local cluster's plugins only).
 pub const COREDNS: &str = "v1.15.0";
+/// `helm.sh/helm/v4` version (the chart's lint, template and install tests).
+pub const HELM: &str = "v4.3.2";
+/// `github.com/prometheus/prometheus` module version of promtool (the alert rules' checks).
+pub const PROMETHEUS_MODULE: &str = "v0.316.0";
+/// The Prometheus release that module is (what `promtool --version` reports).
+pub const PROMETHEUS: &str = "3.16.0";
 /// Go module path of KWOK (used to locate its stage manifests in the module cache).
 pub const KWOK_MODULE: &str = "sigs.k8s.io/kwok";
 

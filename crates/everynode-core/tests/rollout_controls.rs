@@ -1,5 +1,6 @@
 //! everynode's rollout controls (not in apps/v1): both budgets, partition, canary node
-//! selector, node order, `newNodePolicy`, pause and freeze, and the rollout status.
+//! selector, node order, `newNodePolicy`, pause and freeze, and the rollout status (with
+//! kstatus's `Ready`, `Reconciling` and `Stalled` conditions).
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,9 +11,10 @@ use std::time::Duration;
 
 use common::*;
 use everynode_api::labels::CONTROLLER_REVISION_HASH;
-use everynode_api::{RollingUpdateDaemonSet, RolloutOrder};
+use everynode_api::{RollingUpdateDaemonSet, RolloutFailure, RolloutOrder};
+use everynode_core::status::{RolloutFacts, rollout_conditions};
 use everynode_core::{CreateReason, Deferred, DeleteReason, Plan};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 fn deleted_nodes(p: &Plan) -> Vec<&str> {
@@ -92,6 +94,8 @@ fn partition_keeps_the_last_nodes_in_order_on_the_old_revision() {
     let p = c.expect_sync(0, 0, 0);
     assert_eq!(pods_with_hash(&c, &old), 2);
     assert_eq!(condition(&p, "Progressing").1, "RolloutHeld");
+    // Held is not done: Ready stays False, and nothing is reconciling either.
+    assert_eq!(kstatus(&p), ks("False", "RolloutHeld", None, None));
     let per: Vec<(i32, i32)> = p
         .status
         .unwrap()
@@ -109,6 +113,10 @@ fn partition_keeps_the_last_nodes_in_order_on_the_old_revision() {
     }));
     let p = c.expect_sync(0, 1, 0);
     assert_eq!(deleted_nodes(&p), ["node-3"]);
+    assert_eq!(
+        kstatus(&p),
+        ks("False", "RollingOut", Some("RollingOut"), None)
+    );
 }
 
 #[test]
@@ -225,6 +233,7 @@ fn paused_stops_updates_but_joining_nodes_get_pods() {
         ("True".into(), "Paused".into())
     );
     assert_eq!(condition(&p, "Progressing").0, "Unknown");
+    assert_eq!(kstatus(&p), ks("False", "RolloutPaused", None, None));
 
     c.add_nodes(3, 1, BTreeMap::new());
     let p = c.expect_sync(1, 0, 0);
@@ -239,6 +248,10 @@ fn paused_stops_updates_but_joining_nodes_get_pods() {
     assert_eq!(
         condition(&p, "RolloutPaused"),
         ("False".into(), "Resumed".into())
+    );
+    assert_eq!(
+        kstatus(&p),
+        ks("False", "RollingOut", Some("RollingOut"), None)
     );
 }
 
@@ -295,6 +308,7 @@ fn frozen_changes_no_pod_at_all() {
     let p = c.expect_sync(0, 0, 0);
     assert_eq!(deferred(&p, "node-3"), [Deferred::SetFrozen]);
     assert_eq!(condition(&p, "RolloutFrozen").0, "True");
+    assert_eq!(kstatus(&p), ks("False", "RolloutFrozen", None, None));
 
     // Unfrozen: the joining node gets its pod first (it counts as unavailable until then).
     c.set.spec.frozen = None;
@@ -330,6 +344,10 @@ fn a_template_the_apiserver_refuses_replaces_no_pod_and_creates_none() {
             condition(&p, "Progressing"),
             ("False".to_owned(), "TemplateRejected".to_owned())
         );
+        assert_eq!(
+            kstatus(&p),
+            ks("False", "TemplateRejected", None, Some("TemplateRejected"))
+        );
         // A joining node waits for a template the apiserver accepts.
         c.add_nodes(3, 1, BTreeMap::new());
         let p = c.expect_sync(0, 0, 0);
@@ -345,6 +363,11 @@ fn a_template_the_apiserver_refuses_replaces_no_pod_and_creates_none() {
             .retain(|pod| pod.phase != everynode_core::PodPhase::Failed);
         let p = c.plan();
         assert!(!p.creates.is_empty() || !p.deletes.is_empty());
+        let (_, reconciling, stalled) = kstatus(&p);
+        assert_eq!(
+            (reconciling.as_deref(), stalled),
+            (Some("RollingOut"), None)
+        );
     }
 }
 
@@ -370,6 +393,10 @@ fn status_reports_revisions_while_rolling_and_once_complete() {
         .collect();
     assert_eq!(per, [(v2.clone(), 1, 0), (v1.clone(), 1, 1)]);
     assert_eq!(condition(&p, "Progressing").1, "RollingOut");
+    assert_eq!(
+        kstatus(&p),
+        ks("False", "RollingOut", Some("RollingOut"), None)
+    );
 
     c.mark_pods_ready();
     c.expect_sync(0, 1, 0);
@@ -380,6 +407,7 @@ fn status_reports_revisions_while_rolling_and_once_complete() {
         condition(&p, "Progressing"),
         ("True".into(), "RolloutComplete".into())
     );
+    assert_eq!(kstatus(&p), ks("True", "RolloutComplete", None, None));
     let status = p.status.unwrap();
     assert_eq!(status.stable_revision.as_deref(), Some(v2.as_str()));
     assert_eq!(status.current_revision.as_deref(), Some(v2.as_str()));
@@ -395,6 +423,211 @@ fn apps_v1_sets_get_no_rollout_status() {
     assert_eq!(status.update_revision, None);
     assert_eq!(status.pods_per_revision, None);
     assert_eq!(status.conditions, None);
+}
+
+/// Facts of a 3-node set on its way to revision `agent-2`: one node done, one unavailable.
+fn rolling_facts() -> RolloutFacts<'static> {
+    RolloutFacts {
+        paused: false,
+        frozen: false,
+        complete: false,
+        held: false,
+        desired: 3,
+        updated: 1,
+        update_revision: "agent-2",
+        wave: None,
+        failure: None,
+        rollback: None,
+        skipped: 0,
+        template_rejected: false,
+        unavailable: 1,
+        max_unavailable: 1,
+    }
+}
+
+/// `facts` changed by `change`.
+fn with<'a>(
+    mut facts: RolloutFacts<'a>,
+    change: impl FnOnce(&mut RolloutFacts<'a>),
+) -> RolloutFacts<'a> {
+    change(&mut facts);
+    facts
+}
+
+/// What kstatus reads in a fresh condition list: `Ready=<status> <reason>`, then the reasons of
+/// `Reconciling` and `Stalled` when present (they are only ever written as `True`).
+fn kstatus_of(facts: &RolloutFacts<'_>) -> String {
+    let conditions = rollout_conditions(None, facts, t(100), Some(7)).unwrap();
+    assert!(
+        conditions.iter().all(|c| c.observed_generation == Some(7)),
+        "{conditions:?}"
+    );
+    let find = |type_: &str| conditions.iter().find(|c| c.type_ == type_);
+    let ready = find("Ready").unwrap();
+    let mut summary = format!("Ready={} {}", ready.status, ready.reason);
+    for type_ in ["Reconciling", "Stalled"] {
+        if let Some(c) = find(type_) {
+            assert_eq!(c.status, "True", "{type_} is only written as True");
+            summary.push_str(&format!(", {type_} {}", c.reason));
+        }
+    }
+    summary
+}
+
+#[test]
+fn kstatus_conditions_per_scenario() {
+    let failure = RolloutFailure {
+        revision: "agent-2".to_owned(),
+        reason: "ProgressDeadlineExceeded".to_owned(),
+        message: "no new pod became available for 600 s".to_owned(),
+        policy: "Pause".to_owned(),
+        since: Time(t(50)),
+        failed_nodes: Vec::new(),
+    };
+    let rolling = rolling_facts();
+    let complete = with(rolling, |f| {
+        f.complete = true;
+        f.updated = 3;
+        f.unavailable = 0;
+    });
+    let failed = with(rolling, |f| f.failure = Some(&failure));
+    let table = [
+        ("complete", complete, "Ready=True RolloutComplete"),
+        (
+            "no desired node",
+            with(complete, |f| (f.desired, f.updated) = (0, 0)),
+            "Ready=True RolloutComplete",
+        ),
+        (
+            "rolling",
+            rolling,
+            "Ready=False RollingOut, Reconciling RollingOut",
+        ),
+        (
+            "rolling, too many nodes down",
+            with(rolling, |f| f.unavailable = 2),
+            "Ready=False TooManyNodesUnavailable, Reconciling RollingOut",
+        ),
+        (
+            "paused",
+            with(rolling, |f| f.paused = true),
+            "Ready=False RolloutPaused",
+        ),
+        (
+            "paused once complete",
+            with(complete, |f| f.paused = true),
+            "Ready=True RolloutComplete",
+        ),
+        (
+            "frozen",
+            with(rolling, |f| f.frozen = true),
+            "Ready=False RolloutFrozen",
+        ),
+        (
+            "frozen once complete",
+            with(complete, |f| f.frozen = true),
+            "Ready=False RolloutFrozen",
+        ),
+        (
+            "failed",
+            failed,
+            "Ready=False ProgressDeadlineExceeded, Stalled ProgressDeadlineExceeded",
+        ),
+        (
+            "failed and frozen",
+            with(failed, |f| f.frozen = true),
+            "Ready=False RolloutFrozen, Stalled ProgressDeadlineExceeded",
+        ),
+        (
+            "failed, then complete (failurePolicy Continue)",
+            with(complete, |f| f.failure = Some(&failure)),
+            "Ready=True RolloutComplete",
+        ),
+        (
+            "template rejected",
+            with(rolling, |f| f.template_rejected = true),
+            "Ready=False TemplateRejected, Stalled TemplateRejected",
+        ),
+        (
+            "held by partition",
+            with(rolling, |f| (f.held, f.unavailable) = (true, 0)),
+            "Ready=False RolloutHeld",
+        ),
+    ];
+    for (scenario, facts, expected) in table {
+        assert_eq!(kstatus_of(&facts), expected, "{scenario}");
+    }
+}
+
+#[test]
+fn kstatus_messages_restate_the_progress() {
+    let conditions = rollout_conditions(None, &rolling_facts(), t(100), Some(1)).unwrap();
+    let message = |type_: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.message.clone())
+    };
+    let progress = "1 of 3 node(s) run revision agent-2";
+    assert_eq!(message("Ready").as_deref(), Some(progress));
+    assert_eq!(message("Reconciling").as_deref(), Some(progress));
+    assert_eq!(message("Progressing").as_deref(), Some(progress));
+}
+
+#[test]
+fn reconciling_and_stalled_are_removed_once_false_and_ready_keeps_its_transition_time() {
+    let types =
+        |list: &[Condition]| -> Vec<String> { list.iter().map(|c| c.type_.clone()).collect() };
+    let ready = |list: &[Condition]| list.iter().find(|c| c.type_ == "Ready").unwrap().clone();
+    // Refused, then a new template that the apiserver accepts: Stalled goes, Reconciling comes.
+    let rolling = rolling_facts();
+    let refused = with(rolling, |f| f.template_rejected = true);
+    let first = rollout_conditions(None, &refused, t(100), Some(2)).unwrap();
+    assert_eq!(
+        types(&first),
+        ["Available", "Progressing", "Ready", "Stalled"]
+    );
+    let second = rollout_conditions(Some(&first), &rolling, t(200), Some(3)).unwrap();
+    assert_eq!(
+        types(&second),
+        ["Available", "Progressing", "Ready", "Reconciling"]
+    );
+    // Ready stayed False: its transition time stays too; progress only moves its message.
+    let more = with(rolling, |f| f.updated = 2);
+    let third = rollout_conditions(Some(&second), &more, t(300), Some(3)).unwrap();
+    assert_eq!(ready(&third).last_transition_time, Time(t(100)));
+    assert_eq!(ready(&third).message, "2 of 3 node(s) run revision agent-2");
+    // Done: Ready flips, Reconciling goes.
+    let complete = with(rolling, |f| {
+        (f.complete, f.updated, f.unavailable) = (true, 3, 0)
+    });
+    let fourth = rollout_conditions(Some(&third), &complete, t(400), Some(3)).unwrap();
+    assert_eq!(types(&fourth), ["Available", "Progressing", "Ready"]);
+    assert_eq!(ready(&fourth).status, "True");
+    assert_eq!(ready(&fourth).last_transition_time, Time(t(400)));
+    // Nothing new: nothing to write.
+    assert_eq!(
+        rollout_conditions(Some(&fourth), &complete, t(500), Some(3)),
+        None
+    );
+}
+
+#[test]
+fn a_new_generation_is_written_into_unchanged_conditions() {
+    // `kubectl wait --for=condition=Ready` ignores a condition whose observedGeneration is
+    // below the set's generation: a spec change that leaves Ready as it was (here
+    // maxUnavailable) must still stamp the new generation.
+    let complete = with(rolling_facts(), |f| {
+        (f.complete, f.updated, f.unavailable) = (true, 3, 0);
+    });
+    let before = rollout_conditions(None, &complete, t(100), Some(2)).unwrap();
+    let after = rollout_conditions(Some(&before), &complete, t(200), Some(3)).unwrap();
+    assert_eq!(after.len(), before.len());
+    for (old, new) in before.iter().zip(&after) {
+        assert_eq!(new.observed_generation, Some(3), "{}", new.type_);
+        assert_eq!(new.last_transition_time, old.last_transition_time);
+        assert_eq!((&new.status, &new.reason), (&old.status, &old.reason));
+    }
 }
 
 /// Six nodes over zones a, b, c (two each), rolled out on the first revision.

@@ -61,6 +61,10 @@ fn progress_deadline_pauses_a_rollout_whose_pods_never_become_ready() {
     let p = c.expect_sync(0, 0, 0);
     assert_eq!(failure_reason(&p), None);
     assert_eq!(condition(&p, "Progressing").0, "True");
+    assert_eq!(
+        kstatus(&p),
+        ks("False", "RollingOut", Some("RollingOut"), None)
+    );
     c.advance(Duration::from_secs(11));
     let p = c.expect_sync(0, 0, 1);
     assert_eq!(p.events[0].reason, EventReason::RolloutFailed);
@@ -76,6 +80,8 @@ fn progress_deadline_pauses_a_rollout_whose_pods_never_become_ready() {
         condition(&p, "RolloutFailed"),
         ("True".into(), "ProgressDeadlineExceeded".into())
     );
+    let failed = "ProgressDeadlineExceeded";
+    assert_eq!(kstatus(&p), ks("False", failed, None, Some(failed)));
     // Paused: even a pod that becomes ready now does not move the rollout on, and the
     // failure is reported once.
     c.mark_pods_ready();
@@ -94,6 +100,10 @@ fn progress_deadline_pauses_a_rollout_whose_pods_never_become_ready() {
     assert_eq!(
         condition(&p, "RolloutFailed"),
         ("False".into(), "NewRevision".into())
+    );
+    assert_eq!(
+        kstatus(&p),
+        ks("False", "RollingOut", Some("RollingOut"), None)
     );
 }
 
@@ -375,9 +385,18 @@ fn continue_reports_the_failure_and_goes_on() {
         failure_reason(&p).as_deref(),
         Some("ProgressDeadlineExceeded")
     );
+    // Stalled as a Deployment past its deadline, though the rollout goes on.
+    let failed = "ProgressDeadlineExceeded";
+    assert_eq!(kstatus(&p), ks("False", failed, None, Some(failed)));
     // One pod becomes ready: the next node is updated despite the failure.
     c.set_pod_readiness(true, 1, |p| p.target_node.as_deref() == Some("node-0"));
     c.expect_sync(0, 1, 0);
+    // Complete all the same: Ready, no longer stalled; RolloutFailed still tells.
+    c.expect_sync(1, 0, 0);
+    c.mark_pods_ready();
+    let p = c.expect_sync(0, 0, 0);
+    assert_eq!(kstatus(&p), ks("True", "RolloutComplete", None, None));
+    assert_eq!(condition(&p, "RolloutFailed").0, "True");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use tower::buffer::BufferLayer;
 use tower::retry::RetryLayer;
 
 use crate::leader::{GateLayer, WriteGate};
-use crate::metrics::RetryLabels;
+use crate::metrics::{ApiMetricsLayer, ApiSeries, RetryLabels};
 use crate::retry::ThrottleRetry;
 use crate::server_clock::{ClockLayer, ServerClock};
 
@@ -21,19 +21,22 @@ const REQUEST_BUFFER: usize = 1024;
 
 /// A client for the controller from `config`: its responses feed `clock`; with a `gate`, its
 /// writes fail at once while the gate is closed, retried writes included; every retry counts in
-/// `retries`.
+/// `retries`, and every attempt in `requests`.
 pub fn controller_client(
     mut config: kube::Config,
     clock: Arc<ServerClock>,
     gate: Option<Arc<WriteGate>>,
     retries: Family<RetryLabels, Counter>,
+    requests: ApiSeries,
 ) -> Result<kube::Client, kube::Error> {
     // Retried below, outside the gate, instead of inside kube's stack.
     config.default_retry = false;
     let retry = RetryLayer::new(ThrottleRetry::new(retries));
     // Retrying needs a service it can clone: a buffer in front of the stack.
     let buffer = BufferLayer::new(REQUEST_BUFFER);
-    let builder = kube::client::ClientBuilder::try_from(config)?.with_layer(&ClockLayer { clock });
+    let builder = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&ClockLayer { clock })
+        .with_layer(&ApiMetricsLayer { series: requests });
     Ok(match gate {
         Some(gate) => builder
             .with_layer(&GateLayer { gate })
@@ -54,6 +57,7 @@ mod tests {
     use kube::api::PostParams;
 
     use super::*;
+    use crate::metrics::RequestLabels;
 
     /// An HTTP server that throttles every request (429, `Retry-After: 1`) and counts them.
     async fn throttling_server() -> (String, Arc<AtomicUsize>) {
@@ -86,8 +90,14 @@ mod tests {
         let gate = WriteGate::closed(Duration::from_millis(300));
         gate.renewed(Instant::now());
         let clock = Arc::new(ServerClock::default());
-        let client =
-            controller_client(config, clock, Some(gate), Family::default()).expect("client");
+        let client = controller_client(
+            config,
+            clock,
+            Some(gate),
+            Family::default(),
+            ApiSeries::default(),
+        )
+        .expect("client");
         let config_maps: Api<ConfigMap> = Api::namespaced(client, "default");
         let result = config_maps
             .create(&PostParams::default(), &ConfigMap::default())
@@ -105,8 +115,15 @@ mod tests {
         let (url, hits) = throttling_server().await;
         let config = kube::Config::new(url.parse().expect("url"));
         let retries = Family::<RetryLabels, Counter>::default();
-        let client =
-            controller_client(config, Arc::default(), None, retries.clone()).expect("client");
+        let requests = ApiSeries::default();
+        let client = controller_client(
+            config,
+            Arc::default(),
+            None,
+            retries.clone(),
+            requests.clone(),
+        )
+        .expect("client");
         let config_maps: Api<ConfigMap> = Api::namespaced(client, "default");
         let reading = tokio::time::timeout(Duration::from_millis(2500), config_maps.get("x"));
         // Still retrying (every 1 to 2 s: Retry-After 1, jittered) when the time is up.
@@ -121,5 +138,15 @@ mod tests {
             (hits - 1..=hits).contains(&counted),
             "{counted} retries counted, {hits} sent"
         );
+        // Every attempt counted as a request, with its code.
+        let attempts = requests
+            .requests
+            .get_or_create(&RequestLabels {
+                verb: "get".into(),
+                resource: "configmaps".into(),
+                code: "429".into(),
+            })
+            .get();
+        assert_eq!(attempts, hits, "requests counted");
     }
 }

@@ -81,6 +81,7 @@ impl<K: SetResource> Caches<K> {
         config: &ControllerConfig,
         triggers: &Arc<Triggers<K>>,
         readiness: &Arc<Readiness>,
+        metrics: &Arc<Metrics>,
         expectations: &Arc<Expectations>,
     ) -> Self {
         let namespace = config.namespace.as_deref();
@@ -104,13 +105,13 @@ impl<K: SetResource> Caches<K> {
         let (nodes, node_events) =
             cached_watch(Api::<Node>::all(client.clone()), &watch_config, |_| false);
         // /readyz fails while a watch fails (the watcher backs off and resumes by itself).
-        let set_events = set_events.inspect(watch_health("sets", readiness));
+        let set_events = set_events.inspect(watch_health("daemonsets", readiness, metrics));
         let pod_events = pod_events
-            .inspect(watch_health("pods", readiness))
+            .inspect(watch_health("pods", readiness, metrics))
             .inspect(created_pods_seen::<K>(expectations));
         let revision_events =
-            revision_events.inspect(watch_health("controllerrevisions", readiness));
-        let node_events = node_events.inspect(watch_health("nodes", readiness));
+            revision_events.inspect(watch_health("controllerrevisions", readiness, metrics));
+        let node_events = node_events.inspect(watch_health("nodes", readiness, metrics));
 
         let every_set = {
             let sets = sets.clone();
@@ -118,7 +119,7 @@ impl<K: SetResource> Caches<K> {
         };
         let tasks = vec![
             forward(
-                "sets",
+                "daemonsets",
                 set_events.touched_objects(),
                 |set: K| vec![ObjectRef::from_obj(&set)],
                 triggers,
@@ -174,13 +175,21 @@ where
     (store, events)
 }
 
-/// Reports each watch event's outcome to `readiness`.
+/// Reports each watch event's outcome to `readiness`, and each failure (after which the
+/// watcher backs off and restarts) to `metrics`.
 fn watch_health<E>(
     kind: &'static str,
     readiness: &Arc<Readiness>,
+    metrics: &Arc<Metrics>,
 ) -> impl FnMut(&Result<E, watcher::Error>) + Send + 'static {
     let readiness = readiness.clone();
-    move |event| readiness.watch_healthy(kind, event.is_ok())
+    let metrics = metrics.clone();
+    move |event| {
+        readiness.watch_healthy(kind, event.is_ok());
+        if event.is_err() {
+            metrics.observe_watch_restart(kind);
+        }
+    }
 }
 
 /// Tells `expectations` about every pod of a set of the target kind the watch shows, so a
@@ -282,7 +291,14 @@ async fn run_target<K: SetResource>(
     let queue = Arc::new(QueueDepth::new(metrics.queue_depth.clone()));
     let triggers = Arc::new(Triggers::<K>::new(queue.clone()));
     let expectations = Arc::new(Expectations::default());
-    let caches = Caches::<K>::start(&client, &config, &triggers, &readiness, &expectations);
+    let caches = Caches::<K>::start(
+        &client,
+        &config,
+        &triggers,
+        &readiness,
+        &metrics,
+        &expectations,
+    );
     tokio::spawn(mark_ready_when_synced(
         caches.sets.clone(),
         caches.pods.clone(),
@@ -295,7 +311,7 @@ async fn run_target<K: SetResource>(
         () = leading => {}
         () = shutdown.clone() => return,
     }
-    metrics.leader.set(1);
+    metrics.observe_leading(true);
     tracing::info!(target = ?config.target, "reconciling");
 
     let reporter = Reporter {
@@ -351,6 +367,7 @@ async fn run_target<K: SetResource>(
                 ctx_for_cleanup.expectations.forget(&key);
                 ctx_for_cleanup.template_verdicts.forget(&key);
                 ctx_for_cleanup.metrics.forget_set(&SetLabels {
+                    target: ctx_for_cleanup.config.target.into(),
                     namespace,
                     name: set.name,
                 });
@@ -361,7 +378,7 @@ async fn run_target<K: SetResource>(
         future::ready(())
     })
     .await;
-    metrics.leader.set(0);
+    metrics.observe_leading(false);
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -394,9 +411,9 @@ async fn reconcile_measured<K: SetResource>(
     ctx.reconcile_pacer.went(&key, started);
     let result = reconcile(set, ctx.clone()).await;
     let outcome = if result.is_ok() {
-        Outcome::Ok
+        Outcome::ok
     } else {
-        Outcome::Error
+        Outcome::error
     };
     ctx.metrics.observe_reconcile(outcome, started.elapsed());
     if result.is_ok() {

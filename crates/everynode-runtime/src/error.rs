@@ -72,7 +72,7 @@ impl Error {
                 kube::Error::Api(_) => "api",
                 _ => "transport",
             },
-            Self::Snapshot { .. } | Self::Convert { .. } => "invalid-object",
+            Self::Snapshot { .. } | Self::Convert { .. } => "invalid_object",
             Self::AdoptionRecheckFailed { .. } => "adoption",
         }
     }

@@ -17,7 +17,7 @@ use crate::controller::until_ready;
 use crate::error::Error;
 use crate::events::publish;
 use crate::expectations::CachedPod;
-use crate::metrics::SetLabels;
+use crate::metrics::{SetLabels, SetSeries};
 use crate::problems::Problems;
 use crate::target::SetResource;
 use crate::template_verdicts;
@@ -51,16 +51,10 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
     let status_held_for = carry_out(&ctx, set.as_ref(), view, &mut planned).await?;
 
     let Planned { input, plan, .. } = planned;
-    if let Some(counts) = &plan.counts {
+    if let Some(status) = &plan.status {
         ctx.metrics.observe_set(
-            SetLabels {
-                namespace: input.set.namespace.clone(),
-                name: input.set.name.clone(),
-            },
-            counts.desired,
-            counts.ready,
-            counts.updated,
-            counts.available,
+            &set_labels(&ctx, &input.set.namespace, &input.set.name),
+            &SetSeries::of(status, set.meta().generation),
         );
     }
     let requeue = [plan.requeue_after, status_held_for]
@@ -68,6 +62,15 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
         .flatten()
         .fold(RESYNC_PERIOD, Duration::min);
     Ok(Action::requeue(requeue))
+}
+
+/// The labels of a set's metric series.
+fn set_labels(ctx: &Context, namespace: &str, name: &str) -> SetLabels {
+    SetLabels {
+        target: ctx.config.target.into(),
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    }
 }
 
 /// Whether the pod, node and revision caches have synced (waiting up to [`CACHE_SYNC_WAIT`]).
@@ -156,6 +159,11 @@ async fn carry_out<K: SetResource>(
         // generation) replaces the failed pods. A refused rollback stops nothing else.
         match roll_back(ctx, set, rollback).await {
             Ok(rolled_back) => {
+                ctx.metrics.observe_rollback(&set_labels(
+                    ctx,
+                    &input.set.namespace,
+                    &input.set.name,
+                ));
                 tracing::warn!(from = %rollback.from, to = %rollback.to, reason = %rollback.reason, "rolled back");
                 publish(
                     ctx,

@@ -19,6 +19,7 @@ async fn deploy_manifests_pass_a_server_side_dry_run() {
     for file in [
         "crds/daemonsets.everynode.dev.yaml",
         "rbac.yaml",
+        "user-roles.yaml",
         "controller.yaml",
     ] {
         for object in documents(file) {
@@ -37,11 +38,15 @@ async fn deploy_manifests_pass_a_server_side_dry_run() {
         checked,
         [
             "ClusterRole/everynode-controller",
+            "ClusterRole/everynode-edit",
+            "ClusterRole/everynode-view",
             "ClusterRoleBinding/everynode-controller",
             "CustomResourceDefinition/daemonsets.everynode.dev",
             "Deployment/everynode-controller",
+            "PodDisruptionBudget/everynode-controller",
             "Role/everynode-leader-election",
             "RoleBinding/everynode-leader-election",
+            "Service/everynode-metrics",
             "ServiceAccount/everynode",
         ]
     );

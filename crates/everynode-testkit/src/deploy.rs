@@ -94,11 +94,15 @@ pub async fn token_client(env: &TestEnv, name: &str) -> kube::Client {
 }
 
 /// A token of the ServiceAccount `name` in [`SERVICE_ACCOUNT_NAMESPACE`] (TokenRequest, an hour).
-async fn service_account_token(env: &TestEnv, name: &str) -> String {
+pub async fn service_account_token(env: &TestEnv, name: &str) -> String {
+    service_account_token_in(env, SERVICE_ACCOUNT_NAMESPACE, name).await
+}
+
+/// A token of the ServiceAccount `namespace`/`name` (TokenRequest, an hour).
+pub async fn service_account_token_in(env: &TestEnv, namespace: &str, name: &str) -> String {
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     use k8s_openapi::api::core::v1::ServiceAccount;
-    let accounts: kube::Api<ServiceAccount> =
-        kube::Api::namespaced(env.client(), SERVICE_ACCOUNT_NAMESPACE);
+    let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(env.client(), namespace);
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
             expiration_seconds: Some(3600),
@@ -109,10 +113,10 @@ async fn service_account_token(env: &TestEnv, name: &str) -> String {
     accounts
         .create_token_request(name, &Default::default(), &request)
         .await
-        .unwrap_or_else(|e| panic!("a token for ServiceAccount {name}: {e}"))
+        .unwrap_or_else(|e| panic!("a token for ServiceAccount {namespace}/{name}: {e}"))
         .status
         .and_then(|s| s.token)
-        .unwrap_or_else(|| panic!("the TokenRequest for {name} returned no token"))
+        .unwrap_or_else(|| panic!("the TokenRequest for {namespace}/{name} returned no token"))
 }
 
 /// A kubeconfig file (written next to the cluster's) for the ServiceAccount `name` in
@@ -129,6 +133,23 @@ pub async fn token_kubeconfig_via(
     server: Option<&str>,
 ) -> std::path::PathBuf {
     let token = service_account_token(env, name).await;
+    token_kubeconfig_with(env, name, &token, server)
+}
+
+/// A kubeconfig file for the ServiceAccount `namespace`/`name`, with a fresh token.
+pub async fn token_kubeconfig_in(env: &TestEnv, namespace: &str, name: &str) -> std::path::PathBuf {
+    let token = service_account_token_in(env, namespace, name).await;
+    token_kubeconfig_with(env, name, &token, None)
+}
+
+/// The admin kubeconfig with `token` for every user (and `server`, when given), written next
+/// to it under a name of this test and `name`.
+fn token_kubeconfig_with(
+    env: &TestEnv,
+    name: &str,
+    token: &str,
+    server: Option<&str>,
+) -> std::path::PathBuf {
     let admin = env.cluster().kubeconfig();
     let mut kubeconfig = kube::config::Kubeconfig::read_from(&admin).expect("kubeconfig");
     if let Some(server) = server {
@@ -142,7 +163,7 @@ pub async fn token_kubeconfig_via(
     }
     for user in &mut kubeconfig.auth_infos {
         user.auth_info = Some(kube::config::AuthInfo {
-            token: Some(token.clone().into()),
+            token: Some(token.to_owned().into()),
             ..Default::default()
         });
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use everynode::cli;
 use everynode_runtime::http::Readiness;
 use everynode_runtime::leader::{Elector, LeaseTiming, WriteGate};
@@ -54,6 +54,19 @@ enum Command {
     Explain(ExplainArgs),
     /// Where a set would run and the waves its rollout would take, offline or live (read-only).
     Plan(PlanArgs),
+    /// Print a shell completion script (e.g. `source <(everynode completion bash)`).
+    Completion {
+        /// The shell, or `kubectl-plugin` for `kubectl everynode`.
+        #[arg(value_enum)]
+        shell: cli::completion::ScriptFor,
+    },
+    /// Completion candidates for kubectl's plugin completion (`kubectl_complete-everynode`).
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        /// The words after `everynode`, the last one being completed.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -263,6 +276,16 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crd => print_crd(),
+        Command::Completion { shell } => {
+            cli::completion::script(&mut Cli::command(), shell, &mut std::io::stdout().lock())
+                .context("writing the completion script")
+        }
+        Command::Complete { ref args } => cli::completion::candidates(
+            &mut Cli::command(),
+            args.clone(),
+            &mut std::io::stdout().lock(),
+        )
+        .context("writing completions"),
         Command::Status(ref args) => run_cli(&cli, |client| cli_status(client, args)),
         Command::Rollout(ref command) => run_cli(&cli, |client| cli_rollout(client, command)),
         Command::Explain(ref args) => run_cli(&cli, |client| cli_explain(client, args)),
@@ -571,7 +594,7 @@ async fn run_controller(cli: &Cli, args: &ControllerArgs) -> anyhow::Result<()> 
         .context("cannot reach the apiserver")?;
     tracing::info!(server = %version.git_version, namespace = ?args.namespace, "starting everynode controller");
 
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(Target::from(args.target).into()));
     let readiness = Arc::new(Readiness::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -608,6 +631,7 @@ async fn run_controller(cli: &Cli, args: &ControllerArgs) -> anyhow::Result<()> 
         server_clock.clone(),
         leadership.as_ref().map(|l| l.gate.clone()),
         metrics.api_retries.clone(),
+        metrics.api.clone(),
     )?;
 
     let controller_config = ControllerConfig {

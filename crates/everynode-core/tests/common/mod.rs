@@ -535,3 +535,45 @@ pub fn condition(p: &Plan, type_: &str) -> (String, String) {
         .unwrap_or_else(|| panic!("no {type_} condition in {:?}", p.status));
     (c.status, c.reason)
 }
+
+/// `(status, reason)` of the plan's condition `type_`, `None` when it is absent.
+pub fn condition_if(p: &Plan, type_: &str) -> Option<(String, String)> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// kstatus's view of the plan's conditions: `Ready`'s `(status, reason)`, and the reasons of
+/// `Reconciling` and `Stalled` (`None` when absent; both are only ever written as `True`).
+pub fn kstatus(p: &Plan) -> ((String, String), Option<String>, Option<String>) {
+    let true_reason = |type_| {
+        condition_if(p, type_).map(|(status, reason)| {
+            assert_eq!(status, "True", "{type_} is only written as True");
+            reason
+        })
+    };
+    (
+        condition(p, "Ready"),
+        true_reason("Reconciling"),
+        true_reason("Stalled"),
+    )
+}
+
+/// What [`kstatus`] returns for `Ready=<ready>` (reason `reason`) with these `Reconciling` and
+/// `Stalled` reasons.
+pub fn ks(
+    ready: &str,
+    reason: &str,
+    reconciling: Option<&str>,
+    stalled: Option<&str>,
+) -> ((String, String), Option<String>, Option<String>) {
+    (
+        (ready.to_owned(), reason.to_owned()),
+        reconciling.map(str::to_owned),
+        stalled.map(str::to_owned),
+    )
+}
