@@ -320,11 +320,12 @@ async fn run_phases(args: &CiArgs, phases: &mut Phases) -> anyhow::Result<bool> 
     fuzzed.map(|code| code == ExitCode::SUCCESS)
 }
 
-/// Runs the ignored image test on `archive` against the cluster in `cluster_dir`.
+/// Runs the ignored image test on `archive` against the cluster in `cluster_dir` (`--workspace`:
+/// the features of the test build, so nothing is compiled again).
 async fn image_check(cluster_dir: &str, archive: &Path) -> anyhow::Result<bool> {
     let archive = archive.display().to_string();
     cargo(
-        &["test", "-p", "everynode", "--test", "image"],
+        &["test", "--workspace", "--test", "image"],
         &[
             (TEST_CLUSTER_ENV, cluster_dir),
             ("EVERYNODE_IMAGE_ARCHIVE", archive.as_str()),

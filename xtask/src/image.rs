@@ -29,6 +29,10 @@ pub(crate) struct ImageArgs {
     /// `repository:tag` the image is loaded as (default: ghcr.io/everynode/everynode:VERSION).
     #[arg(long)]
     pub reference: Option<String>,
+    /// Then build it again from a fresh worktree of the commit, with its own target directory,
+    /// and fail unless both digests are equal (about 10 minutes more; needs a clean tree).
+    #[arg(long)]
+    pub check_reproducible: bool,
 }
 
 /// What `cargo xtask image` wrote.
@@ -60,12 +64,60 @@ pub(crate) async fn run(args: ImageArgs) -> anyhow::Result<ExitCode> {
     println!("sbom     {}", built.sbom.display());
     println!("binary   {}", built.binary.display());
     println!("took     {:.0?}", started.elapsed());
+    if args.check_reproducible {
+        let again = build_elsewhere(&built).await?;
+        println!("again    {again} (a fresh worktree and target directory)");
+        if again != built.digest {
+            println!("NOT REPRODUCIBLE: the digests differ");
+            return Ok(ExitCode::FAILURE);
+        }
+        println!("reproducible: both builds give {}", built.digest);
+    }
     println!(
         "load it:  skopeo copy oci-archive:{} docker://REGISTRY/everynode:TAG\n          \
          docker load -i {0}   |   podman load -i {0}   |   kind load image-archive {0}",
         built.archive.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Builds the image of HEAD again in a new worktree with its own target directory; returns its
+/// digest.
+async fn build_elsewhere(first: &Built) -> anyhow::Result<String> {
+    let root = crate::ci::workspace_root();
+    let commit = Commit::of(&root)?;
+    if commit.revision.ends_with("-dirty") {
+        bail!("--check-reproducible builds the commit: commit or stash the changes first");
+    }
+    let tree = std::env::temp_dir().join(format!("everynode-repro-{}", std::process::id()));
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(&root)
+            .status()
+    };
+    let tree_arg = tree.display().to_string();
+    if !git(&["worktree", "add", "--detach", &tree_arg, "HEAD"])?.success() {
+        bail!("git worktree add {tree_arg} failed");
+    }
+    let out = tree.join("out");
+    let status =
+        tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+            .args(["xtask", "image", "--out"])
+            .arg(&out)
+            .arg(format!("--reference={}", first.reference))
+            .env("CARGO_TARGET_DIR", tree.join("target"))
+            .current_dir(&tree)
+            .status()
+            .await;
+    let digest = std::fs::read_to_string(
+        out.join(format!("everynode-{}.digest", env!("CARGO_PKG_VERSION"))),
+    );
+    let _ = git(&["worktree", "remove", "--force", &tree_arg]);
+    if !status?.success() {
+        bail!("the second build failed");
+    }
+    Ok(digest?.trim().to_owned())
 }
 
 fn mib(bytes: u64) -> String {

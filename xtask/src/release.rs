@@ -41,6 +41,7 @@ pub(crate) async fn build(args: &ReleaseArgs) -> anyhow::Result<Vec<PathBuf>> {
     let built = image::build(&ImageArgs {
         out: out.clone(),
         reference: None,
+        check_reproducible: false,
     })
     .await?;
     std::fs::remove_dir_all(&built.layout)?;
