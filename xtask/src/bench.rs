@@ -63,7 +63,7 @@ pub(crate) struct BenchArgs {
     /// cluster is started).
     #[arg(long)]
     render: Option<PathBuf>,
-    /// Where results-<sizes>.{json,md} and converge-<sizes>.svg go.
+    /// Where `results-<sizes>.{json,md}` and `converge-<sizes>.svg` go.
     #[arg(long, default_value = "docs/benchmarks")]
     out: PathBuf,
 }

@@ -197,6 +197,23 @@ async fn run_phases(args: &CiArgs, phases: &mut Phases) -> anyhow::Result<bool> 
         if !ok {
             return Ok(false);
         }
+        // The API docs build without a warning (broken links, stray HTML).
+        let t = Instant::now();
+        let ok = cargo(
+            &[
+                "doc",
+                "--workspace",
+                "--no-deps",
+                "--document-private-items",
+            ],
+            &[("RUSTDOCFLAGS", "-D warnings")],
+            &[],
+        )
+        .await?;
+        phases.record("doc", t, ok);
+        if !ok {
+            return Ok(false);
+        }
     }
 
     // Compile every test first, so the cluster does not idle through compilation and a build

@@ -76,8 +76,8 @@ enum Cmd {
     /// image digest, krew's plugin.yaml, the CHANGELOG section and SHA256SUMS.
     Release(release::ReleaseArgs),
     /// Benchmarks: everynode against the built-in DaemonSet controller on local clusters of
-    /// 100 to 5,000 KWOK nodes; writes docs/benchmarks/results-<sizes>.{json,md} and
-    /// converge-<sizes>.svg.
+    /// 100 to 5,000 KWOK nodes; writes `docs/benchmarks/results-<sizes>.{json,md}` and
+    /// `converge-<sizes>.svg`.
     Bench(bench::BenchArgs),
 }
 

@@ -530,19 +530,6 @@ pub struct DaemonSetStatus {
     pub conditions: Option<Vec<Condition>>,
 }
 
-impl RollingUpdateDaemonSet {
-    /// Whether any rollout-safety field is set (failure detection or the unavailable-node
-    /// policy).
-    pub fn has_safety_fields(&self) -> bool {
-        self.progress_deadline_seconds.is_some()
-            || self.pod_ready_deadline_seconds.is_some()
-            || self.node_health_window_seconds.is_some()
-            || self.max_failed_nodes.is_some()
-            || self.failure_policy.is_some()
-            || self.unavailable_node_policy.is_some()
-    }
-}
-
 impl DaemonSetUpdateStrategy {
     /// The strategy type, with the apps/v1 default (`RollingUpdate`) when unset. Unknown values
     /// (rejected at admission) yield `None`.

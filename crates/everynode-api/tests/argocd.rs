@@ -41,7 +41,7 @@ fn the_argocd_cm_patch_inlines_health_lua() {
         let updated = with_script(&read(PATCH), &script);
         std::fs::write(repo_root().join(PATCH), updated).expect("write the patch");
     }
-    let patch: serde_yaml::Value = serde_yaml::from_str(&read(PATCH)).expect("YAML");
+    let patch: serde_yaml_ng::Value = serde_yaml_ng::from_str(&read(PATCH)).expect("YAML");
     assert_eq!(patch["kind"].as_str(), Some("ConfigMap"));
     assert_eq!(patch["metadata"]["name"].as_str(), Some("argocd-cm"));
     let inlined = patch["data"][KEY].as_str().unwrap_or_default();

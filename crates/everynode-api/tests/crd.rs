@@ -24,7 +24,7 @@ fn yaml_files(dir: &str) -> Vec<PathBuf> {
 fn load(path: &Path) -> (String, serde_json::Value) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let value: serde_json::Value =
-        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (text, value)
 }
 

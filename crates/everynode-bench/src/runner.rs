@@ -220,7 +220,7 @@ async fn install_crd(client: &Client, everynode: &Path) -> Result<()> {
             message: String::from_utf8_lossy(&out.stderr).into_owned(),
         });
     }
-    let crd: CustomResourceDefinition = serde_yaml::from_slice(&out.stdout)
+    let crd: CustomResourceDefinition = serde_yaml_ng::from_slice(&out.stdout)
         .map_err(|e| Error::Other(format!("everynode crd: not a CRD: {e}")))?;
     let name = crd.metadata.name.clone().unwrap_or_default();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());

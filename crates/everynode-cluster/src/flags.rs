@@ -326,7 +326,7 @@ mod tests {
 
     #[test]
     fn audit_policy_names_the_benchmark_users_and_the_controller_accounts_and_drops_the_rest() {
-        let policy: serde_yaml::Value = serde_yaml::from_str(&audit_policy()).unwrap();
+        let policy: serde_yaml_ng::Value = serde_yaml_ng::from_str(&audit_policy()).unwrap();
         let rules = policy["rules"].as_sequence().unwrap();
         assert_eq!(rules.len(), 3);
         assert_eq!(rules[0]["level"], "Metadata");

@@ -1,6 +1,8 @@
 //! Failed-pod backoff (§4.5): per (set, observedGeneration, node) entry, first delay 1 s,
 //! doubling to 15 min; an entry idle for more than twice the maximum expires.
 //!
+//! `§` numbers refer to `docs/upstream-semantics.md`.
+//!
 //! Same semantics as client-go `flowcontrol.Backoff` without jitter: "in backoff" means
 //! `now - last_update < delay` and the entry has not expired.
 

@@ -1,5 +1,7 @@
 //! Rolling-update budgets: `maxUnavailable` / `maxSurge` as an int or a percentage, scaled
 //! against the number of desired nodes with rounding up (§1.3, §6.0).
+//!
+//! `§` numbers refer to `docs/upstream-semantics.md`.
 
 use everynode_api::{DaemonSetUpdateStrategy, UpdateStrategyType};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;

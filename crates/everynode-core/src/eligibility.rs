@@ -1,5 +1,7 @@
 //! Which nodes run a daemon pod (§2): the `NodeShouldRunDaemonPod` predicate.
 //!
+//! `§` numbers refer to `docs/upstream-semantics.md`.
+//!
 //! The template's node name, node selector, required node affinity and tolerations (with the
 //! automatically added ones of §2.2) are compiled once into a [`NodeMatcher`]; evaluating a
 //! node is then allocation-free unless it is excluded.

@@ -1,7 +1,7 @@
 //! everynode's pure planner.
 //!
 //! Given one set, views of the nodes, the set's pods and revisions, the failed-pod backoff
-//! state and `now` ([`PlanInput`]), [`plan`] decides — exactly like one upstream
+//! state and `now` ([`PlanInput`]), [`plan()`] decides — exactly like one upstream
 //! `syncDaemonSet` — which pods to create and delete, which history actions to take, which
 //! events to publish and what the status says ([`Plan`]). Every decision carries a
 //! machine-readable reason ([`reason`]).

@@ -1,6 +1,8 @@
 //! `manage` (§4.3–§4.7): one pod per eligible node. Creates on nodes without a pod, deletes
 //! excess, failed (with backoff), succeeded pods, pods on nodes that must not run them, and
 //! unscheduled pods pinned to vanished nodes.
+//!
+//! `§` numbers refer to `docs/upstream-semantics.md`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

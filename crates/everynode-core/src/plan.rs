@@ -1,5 +1,7 @@
 //! The top level: one [`plan`] = one upstream `syncDaemonSet` as its unit tests observe it.
 //!
+//! `§` numbers refer to `docs/upstream-semantics.md`.
+//!
 //! Order: selector / deletion guards → claim revisions → history (§5) → claim pods and build
 //! the working copy (one pass over the nodes, one over the pods) → `manage` (§4.3) → manage's
 //! writes applied to a working copy as observed (created pods: current

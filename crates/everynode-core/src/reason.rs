@@ -1,5 +1,7 @@
 //! Machine-readable reasons for every planner decision.
 //!
+//! `§` numbers refer to `docs/upstream-semantics.md`.
+//!
 //! Each reason has a stable `code()` (CamelCase, suitable for logs, metrics labels and JSON
 //! output) and a human `Display` text that the CLI prints, e.g.
 //! `node excluded: taint dedicated=gpu:NoSchedule not tolerated`.

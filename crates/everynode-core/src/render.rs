@@ -1,5 +1,7 @@
 //! Rendering a daemon pod from the template (§2.2, §2.3, §4.4), generated pod names and
 //! the reverse lookup of a pod's target node (`GetTargetNodeName`).
+//!
+//! `§` numbers refer to `docs/upstream-semantics.md`.
 
 use std::collections::BTreeMap;
 

@@ -2,6 +2,8 @@
 //! actions of one plan (claim, create, renumber, dedup with pod relabelling, collision
 //! detection, cleanup).
 //!
+//! `§` numbers refer to `docs/upstream-semantics.md`.
+//!
 //! The hash is FNV-1a 32 over a canonical JSON encoding of the normalised template (object
 //! keys sorted recursively, `null`s and empty objects/arrays dropped), followed — only when
 //! `collisionCount` is set — by the count as u32 little-endian and four zero bytes; the

@@ -1,14 +1,16 @@
 //! The `RollingUpdate` strategy (§6): replaces old-revision pods within the budget.
 //!
+//! `§` numbers refer to `docs/upstream-semantics.md`.
+//!
 //! The step is split in two so later rollout features plug in without a rewrite:
 //!
-//! 1. **Classification** ([`classify`]) walks every node that has (or should have) pods and
+//! 1. **Classification** (`classify_unavailable`, `classify_surge`) walks every node that has (or should have) pods and
 //!    sorts it into: budget already in use (unavailable nodes, or surge pods waiting to become
 //!    available), *forced* actions that upstream takes regardless of budget (replacing
 //!    unavailable old pods, deleting old pods whose new pod is available), *candidates* (nodes
 //!    with an available old pod that may be updated under the budget) and old pods on
 //!    ineligible nodes (surge only).
-//! 2. **Selection** ([`select`]) orders the candidates (today: by node name, which is also
+//! 2. **Selection** (`select`) orders the candidates (today: by node name, which is also
 //!    the walk order) and takes as many as the remaining budget allows; the rest are reported
 //!    as deferred.
 //!

@@ -1,5 +1,7 @@
 //! The planner's input: small views of the set, its nodes, pods and revisions, plus `now`
 //! and the failed-pod backoff state; and pure conversions from Kubernetes objects.
+//!
+//! `§` numbers refer to `docs/upstream-semantics.md`.
 
 use std::collections::BTreeMap;
 

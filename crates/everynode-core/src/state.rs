@@ -1,6 +1,8 @@
 //! The planner's working copy of the cluster: claimed pods grouped by target node
 //! (`getNodesToDaemonPods`), with virtual creates/deletes applied between the manage and
 //! rolling-update steps, and the pod predicates shared by those steps (§4.6, §6.0).
+//!
+//! `§` numbers refer to `docs/upstream-semantics.md`.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;

@@ -1,4 +1,6 @@
 //! Status (§7): the seven counters, computed over the node list and the pods mapped to it.
+//!
+//! `§` numbers refer to `docs/upstream-semantics.md`.
 
 use everynode_api::DaemonSetStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -499,10 +501,12 @@ fn available_condition<'a>(facts: &RolloutFacts<'_>, available: bool) -> Wanted<
 /// `RolloutFailed`: `True` with the failure, `False` once a failed rollout is over.
 fn failed_condition<'a>(facts: &RolloutFacts<'a>, previous: &[Condition]) -> Option<Wanted<'a>> {
     if let Some(failure) = facts.failure {
-        let action = match failure.policy.as_str() {
-            "Rollback" => "rolling back to the stable revision",
-            "Continue" => "continuing (failurePolicy Continue)",
-            _ => "paused: change the template (or `everynode rollout undo`) to go on",
+        let action = match everynode_api::FailurePolicy::parse(Some(&failure.policy)) {
+            Some(everynode_api::FailurePolicy::Rollback) => "rolling back to the stable revision",
+            Some(everynode_api::FailurePolicy::Continue) => "continuing (failurePolicy Continue)",
+            Some(everynode_api::FailurePolicy::Pause) | None => {
+                "paused: change the template (or `everynode rollout undo`) to go on"
+            }
         };
         return Some(Wanted {
             type_: ROLLOUT_FAILED_CONDITION,

@@ -1,5 +1,7 @@
 //! Planner scenarios of upstream `pkg/controller/daemon/daemon_controller_test.go` (§9.1),
 //! named after the upstream tests, with the same expected (creates, deletes, events).
+//!
+//! `§` numbers refer to `docs/upstream-semantics.md`.
 
 #![allow(clippy::unwrap_used)]
 

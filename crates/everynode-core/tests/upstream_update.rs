@@ -1,6 +1,8 @@
 //! Planner scenarios of upstream `pkg/controller/daemon/update_test.go` (§9.2). Each "sync"
 //! is one plan applied like upstream's fake pod control; upstream's `clearExpectations`
 //! between syncs has no counterpart (the planner keeps no expectations).
+//!
+//! `§` numbers refer to `docs/upstream-semantics.md`.
 
 #![allow(clippy::unwrap_used)]
 

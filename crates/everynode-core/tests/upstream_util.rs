@@ -1,4 +1,6 @@
 //! Scenarios of upstream `pkg/controller/daemon/util/daemonset_util_test.go` (§9.3).
+//!
+//! `§` numbers refer to `docs/upstream-semantics.md`.
 
 #![allow(clippy::unwrap_used)]
 

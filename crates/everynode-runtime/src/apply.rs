@@ -395,7 +395,7 @@ async fn update_pods_in_place<K: SetResource>(
             "spec": {"containers": containers},
         });
         async move {
-            let params = PatchParams::default();
+            let params = field_manager();
             (
                 update,
                 pods.patch(&update.pod, &params, &Patch::Strategic(patch))
@@ -503,8 +503,7 @@ async fn create_pods<K: SetResource>(
                     failed = true;
                     ctx.expectations
                         .write_failed(key, Some(&create.pod_name), None);
-                    let namespace_terminating = err.to_string().contains("being terminated");
-                    if !namespace_terminating {
+                    if !is_namespace_terminating(&err) {
                         events.record(PodWrite::CreateFailed, &create.pod_name, err.to_string());
                         first_error.get_or_insert(Error::api(format!(
                             "creating pod {} on node {}",
@@ -577,4 +576,13 @@ pub(crate) async fn write_status<K: SetResource>(
         .await
         .map(|_| ())
         .map_err(Error::api(format!("updating status of DaemonSet {name}")))
+}
+
+/// Whether the apiserver refused a create because the namespace is being deleted (the
+/// `NamespaceTerminating` cause upstream checks too): nothing to report, the set goes with it.
+fn is_namespace_terminating(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status
+        .details
+        .as_ref()
+        .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
 }

@@ -19,7 +19,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::task::JoinHandle;
 
 use crate::context::{Context, ControllerConfig};
-use crate::error::Error;
+use crate::error::{Error, ErrorCategory};
 use crate::expectations::Expectations;
 use crate::http::Readiness;
 use crate::metrics::{Metrics, Outcome, SetLabels};
@@ -366,6 +366,11 @@ async fn run_target<K: SetResource>(
                 ctx_for_cleanup.queue.started(&key);
                 ctx_for_cleanup.expectations.forget(&key);
                 ctx_for_cleanup.template_verdicts.forget(&key);
+                ctx_for_cleanup
+                    .failures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
                 ctx_for_cleanup.metrics.forget_set(&SetLabels {
                     target: ctx_for_cleanup.config.target.into(),
                     namespace,
@@ -437,11 +442,13 @@ async fn collect_expired_backoff(ctx: Arc<Context>) {
     }
 }
 
-/// Per-set exponential backoff on errors: 1 s doubling up to 5 minutes; conflicts retry fast.
+/// Per-set exponential backoff on errors: 1 s doubling up to 5 minutes, each stretched by a
+/// random 1 to 1.5 so that sets failing together (an outage) do not retry in lock-step;
+/// conflicts retry fast.
 fn error_policy<K: SetResource>(set: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = set_key(set.as_ref());
-    ctx.metrics.observe_error(err.category());
-    if err.category() == "conflict" {
+    ctx.metrics.observe_error(err.category().as_str());
+    if err.category() == ErrorCategory::Conflict {
         // Someone changed the set or a pod meanwhile: routine, retried at once.
         tracing::debug!(set = %key, error = %err, "reconcile conflict; retrying");
         return Action::requeue(Duration::from_millis(200));
@@ -450,10 +457,15 @@ fn error_policy<K: SetResource>(set: Arc<K>, err: &Error, ctx: Arc<Context>) -> 
     let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
     let count = failures.entry(key).or_insert(0);
     *count = count.saturating_add(1);
+    Action::requeue(error_backoff(*count, fastrand::f64()))
+}
+
+/// The delay after the `failures`-th error in a row, `jitter` in `[0, 1)`.
+fn error_backoff(failures: u32, jitter: f64) -> Duration {
     let seconds = 2u64
-        .saturating_pow((*count).saturating_sub(1).min(9))
+        .saturating_pow(failures.saturating_sub(1).min(9))
         .min(300);
-    Action::requeue(Duration::from_secs(seconds))
+    Duration::from_secs(seconds).mul_f64(1.0 + jitter.clamp(0.0, 1.0) / 2.0)
 }
 
 /// The sets a pod or revision concerns: its controller if that is a set of the target kind, or —
@@ -569,6 +581,18 @@ mod tests {
     use futures::FutureExt;
     use k8s_openapi::api::core::v1::{NodeSpec, NodeStatus, Taint};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    #[test]
+    fn error_backoff_doubles_to_five_minutes_and_spreads_by_half() {
+        assert_eq!(error_backoff(1, 0.0), Duration::from_secs(1));
+        assert_eq!(error_backoff(4, 0.0), Duration::from_secs(8));
+        assert_eq!(error_backoff(20, 0.0), Duration::from_secs(300));
+        assert_eq!(
+            error_backoff(4, 0.999_999),
+            Duration::from_secs(8).mul_f64(1.4999995)
+        );
+        assert!(error_backoff(20, 1.0) <= Duration::from_secs(450));
+    }
 
     fn node(name: &str, zone: &str, taint: Option<&str>, heartbeat: &str) -> Node {
         Node {

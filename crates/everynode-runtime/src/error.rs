@@ -62,18 +62,52 @@ impl Error {
         }
     }
 
-    /// A short, bounded label for metrics.
-    pub fn category(&self) -> &'static str {
+    /// What kind of error this is (the `category` of the error metric).
+    pub fn category(&self) -> ErrorCategory {
         match self {
             Self::Api { source, .. } => match source {
-                kube::Error::Api(status) if status.is_conflict() => "conflict",
-                kube::Error::Api(status) if status.is_forbidden() => "forbidden",
-                kube::Error::Api(status) if status.is_invalid() => "invalid",
-                kube::Error::Api(_) => "api",
-                _ => "transport",
+                kube::Error::Api(status) if status.is_conflict() => ErrorCategory::Conflict,
+                kube::Error::Api(status) if status.is_forbidden() => ErrorCategory::Forbidden,
+                kube::Error::Api(status) if status.is_invalid() => ErrorCategory::Invalid,
+                kube::Error::Api(_) => ErrorCategory::Api,
+                _ => ErrorCategory::Transport,
             },
-            Self::Snapshot { .. } | Self::Convert { .. } => "invalid_object",
-            Self::AdoptionRecheckFailed { .. } => "adoption",
+            Self::Snapshot { .. } | Self::Convert { .. } => ErrorCategory::InvalidObject,
+            Self::AdoptionRecheckFailed { .. } => ErrorCategory::Adoption,
+        }
+    }
+}
+
+/// A short, bounded classification of errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCategory {
+    /// 409: someone changed the object meanwhile (routine, retried at once).
+    Conflict,
+    /// 403: RBAC refused the call.
+    Forbidden,
+    /// 422: the apiserver refused the object.
+    Invalid,
+    /// Any other apiserver answer.
+    Api,
+    /// No answer (connection, TLS, timeout).
+    Transport,
+    /// A set or pod the controller cannot read.
+    InvalidObject,
+    /// The re-read before adopting pods failed.
+    Adoption,
+}
+
+impl ErrorCategory {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Conflict => "conflict",
+            Self::Forbidden => "forbidden",
+            Self::Invalid => "invalid",
+            Self::Api => "api",
+            Self::Transport => "transport",
+            Self::InvalidObject => "invalid_object",
+            Self::Adoption => "adoption",
         }
     }
 }

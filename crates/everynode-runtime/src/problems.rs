@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
 use crate::context::Context;
-use crate::error::Error;
+use crate::error::{Error, ErrorCategory};
 use crate::events::publish;
 use crate::target::SetResource;
 use crate::template_verdicts::Rejection;
@@ -121,10 +121,10 @@ impl Problems {
 fn write_problem(failures: &[Error]) -> Option<Problem> {
     let counted: Vec<&Error> = failures
         .iter()
-        .filter(|e| e.category() != "conflict")
+        .filter(|e| e.category() != ErrorCategory::Conflict)
         .collect();
     let first = counted.first()?;
-    let forbidden = first.category() == "forbidden";
+    let forbidden = first.category() == ErrorCategory::Forbidden;
     let mut message = first.summary();
     if forbidden {
         message.push_str(

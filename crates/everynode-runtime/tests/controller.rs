@@ -332,7 +332,7 @@ async fn invalid_manifests_are_rejected_by_the_real_apiserver_naming_the_field()
     let sets = env.api::<DaemonSet>();
     let load = |path: &std::path::Path| -> (String, serde_json::Value) {
         let text = std::fs::read_to_string(path).expect("read");
-        let mut value: serde_json::Value = serde_yaml::from_str(&text).expect("yaml");
+        let mut value: serde_json::Value = serde_yaml_ng::from_str(&text).expect("yaml");
         value["metadata"]["namespace"] = env.namespace().into();
         (text, value)
     };

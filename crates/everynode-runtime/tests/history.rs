@@ -1,6 +1,8 @@
 //! Revision history and rollouts of upstream's integration suite (§9.4) against the real local
 //! control plane: a hash collision, duplicate current revisions, and a surge rollout that moves
 //! pods between tainted nodes by changing tolerations.
+//!
+//! `§` numbers refer to `docs/upstream-semantics.md`.
 
 mod common;
 

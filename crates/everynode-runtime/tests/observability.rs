@@ -93,7 +93,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 fn rule_expressions() -> String {
     let path = observability_dir().join("alerts.yaml");
     let text = std::fs::read_to_string(&path).expect("deploy/observability/alerts.yaml");
-    let rules: serde_yaml::Value = serde_yaml::from_str(&text).expect("alerts.yaml is YAML");
+    let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("alerts.yaml is YAML");
     let mut exprs = String::new();
     for group in rules["groups"].as_sequence().into_iter().flatten() {
         for rule in group["rules"].as_sequence().into_iter().flatten() {

@@ -32,10 +32,10 @@ pub fn documents(file: &str) -> Vec<DynamicObject> {
     use serde::Deserialize;
     let path = deploy_dir().join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::Deserializer::from_str(&text)
+    serde_yaml_ng::Deserializer::from_str(&text)
         .map(|doc| {
-            let value = serde_yaml::Value::deserialize(doc).expect("yaml document");
-            serde_yaml::from_value(value).expect("a Kubernetes object")
+            let value = serde_yaml_ng::Value::deserialize(doc).expect("yaml document");
+            serde_yaml_ng::from_value(value).expect("a Kubernetes object")
         })
         .collect()
 }
@@ -168,7 +168,7 @@ fn token_kubeconfig_with(
         });
     }
     let path = admin.with_file_name(format!("kubeconfig-{}-{name}", env.namespace()));
-    let yaml = serde_yaml::to_string(&kubeconfig).expect("kubeconfig as YAML");
+    let yaml = serde_yaml_ng::to_string(&kubeconfig).expect("kubeconfig as YAML");
     std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     path
 }

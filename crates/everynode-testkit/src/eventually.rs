@@ -12,7 +12,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// observation is part of the failure message.
 ///
 /// # Panics
-/// When `timeout` passes: "timed out after 30s waiting for <what>; last observation: <...>".
+/// When `timeout` passes: `timed out after 30s waiting for <what>; last observation: <...>`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,

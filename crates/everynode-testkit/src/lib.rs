@@ -10,7 +10,7 @@
 //!   remove, label, taint, cordon), pod status helpers (ready / unready / failed / succeeded,
 //!   through the status subresource as upstream integration tests do), cleanup on drop, and a
 //!   dump of component logs when the test panics.
-//! - [`eventually`] / [`consistently`]: polling assertions with explicit timeouts.
+//! - [`eventually()`] / [`consistently`]: polling assertions with explicit timeouts.
 //! - [`LocalCluster`]: an extra cluster owned by one test.
 //! - [`ledger`]: an outside observer of a set's pods that checks every pod event for duplicates
 //!   and the unavailability budget.

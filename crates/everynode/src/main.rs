@@ -358,7 +358,7 @@ async fn cli_status(client: kube::Client, args: &StatusArgs) -> anyhow::Result<(
     match args.output {
         OutputFormat::Text => print!("{}", cli::status::render(&status, style, args.grid_width)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-        OutputFormat::Yaml => print!("{}", serde_yaml::to_string(&status)?),
+        OutputFormat::Yaml => print!("{}", serde_yaml_ng::to_string(&status)?),
     }
     Ok(())
 }
@@ -397,7 +397,7 @@ fn cli_plan(cli: &Cli, args: &PlanArgs) -> anyhow::Result<()> {
     match args.output {
         OutputFormat::Text => print!("{}", cli::plan::render(&report)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Yaml => print!("{}", serde_yaml::to_string(&report)?),
+        OutputFormat::Yaml => print!("{}", serde_yaml_ng::to_string(&report)?),
     }
     Ok(())
 }
@@ -424,7 +424,7 @@ async fn cli_explain(client: kube::Client, args: &ExplainArgs) -> anyhow::Result
             cli::status::explain(&status, args.node.as_deref(), style)?
         ),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&nodes)?),
-        OutputFormat::Yaml => print!("{}", serde_yaml::to_string(&nodes)?),
+        OutputFormat::Yaml => print!("{}", serde_yaml_ng::to_string(&nodes)?),
     }
     Ok(())
 }

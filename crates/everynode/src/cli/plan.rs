@@ -51,7 +51,7 @@ pub fn read_objects(path: &Path) -> anyhow::Result<Vec<Value>> {
 /// flattened.
 pub fn parse_objects(text: &str, source: &str) -> anyhow::Result<Vec<Value>> {
     let mut objects = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(text) {
+    for document in serde_yaml_ng::Deserializer::from_str(text) {
         let value: Value = serde::Deserialize::deserialize(document)
             .map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
         match value {

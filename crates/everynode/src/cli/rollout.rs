@@ -347,7 +347,7 @@ pub async fn history(
                 found.name_any()
             )
         })?;
-        let yaml = serde_yaml::to_string(&json!({"template": template}))?;
+        let yaml = serde_yaml_ng::to_string(&json!({"template": template}))?;
         return Ok(format!("{} with revision #{number}\n{yaml}", set.display()));
     }
     let current = current_hash(set, &revisions);
