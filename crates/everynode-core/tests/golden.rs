@@ -1,10 +1,13 @@
-//! Golden digest of the planner's complete output (`Debug` of every [`Plan`], including the
-//! status and errors) over thousands of randomized but deterministic inputs.
+//! The planner's output over thousands of randomized but deterministic inputs, held two ways:
+//! `tests/golden/decisions.txt`, one reviewable line per plan (pods created, deleted and updated
+//! in place with their reasons, history actions, events, status counters and conditions), and a
+//! digest of the complete output (`Debug` of every [`Plan`]) that catches what the lines leave
+//! out.
 //!
-//! The planner's output must not change by accident (e.g. through an optimisation). If this
-//! test fails after an intended behaviour change, review the change, then update
-//! [`GOLDEN`]. Set `EVERYNODE_GOLDEN_DUMP=<file>` to write every plan to a file, to diff two
-//! versions of the planner.
+//! The planner's output must not change by accident (e.g. through an optimisation). After an
+//! intended behaviour change, `EVERYNODE_UPDATE_GOLDEN=1` rewrites the decisions file — its diff
+//! shows which decisions moved — then update [`GOLDEN`]. Set `EVERYNODE_GOLDEN_DUMP=<file>` to
+//! write every plan in full, to diff two versions of the planner.
 
 #![allow(clippy::unwrap_used)]
 
@@ -490,13 +493,70 @@ fn record(out: &mut String, seed: u64, step: usize, p: &Plan) {
     writeln!(out, "{p:#?}").unwrap();
 }
 
+/// One line of the decisions file: what the plan does, with reasons.
+fn decisions(out: &mut String, seed: u64, step: usize, p: &Plan) {
+    let _ = write!(out, "{seed}.{step}");
+    for c in &p.creates {
+        let _ = write!(out, " +{}:{:?}", c.node, c.reason);
+    }
+    for d in &p.deletes {
+        let _ = write!(out, " -{}@{}:{:?}", d.pod, d.node, d.reason);
+    }
+    for u in &p.updates {
+        let _ = write!(out, " ~{}@{}:{}", u.pod, u.node, u.hash);
+    }
+    let h = &p.history;
+    if !(h.adopt.is_empty() && h.release.is_empty() && h.create.is_none() && h.delete.is_empty()) {
+        let _ = write!(
+            out,
+            " history(adopt {:?} release {:?} create {} delete {:?})",
+            h.adopt,
+            h.release,
+            h.create.is_some(),
+            h.delete
+        );
+    }
+    for e in &p.events {
+        let _ = write!(out, " event:{:?}", e.reason);
+    }
+    if let Some(s) = &p.status {
+        let _ = write!(
+            out,
+            " status {}/{}/{}/{}/{}/{} mis {}",
+            s.desired_number_scheduled,
+            s.current_number_scheduled,
+            s.number_ready,
+            s.updated_number_scheduled.unwrap_or(-1),
+            s.number_available.unwrap_or(-1),
+            s.number_unavailable.unwrap_or(-1),
+            s.number_misscheduled,
+        );
+        for c in s.conditions.iter().flatten() {
+            let _ = write!(out, " {}={}:{}", c.type_, c.status, c.reason);
+        }
+    }
+    if let Some(after) = p.requeue_after {
+        let _ = write!(out, " requeue {}s", after.as_secs());
+    }
+    if !p.errors.is_empty() {
+        let _ = write!(out, " errors {}", p.errors.len());
+    }
+    out.push('\n');
+}
+
 #[test]
-fn plans_match_the_golden_digest() {
+fn plans_match_the_golden_decisions_and_digest() {
     let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
     let mut plans = 0;
     let dump = std::env::var_os("EVERYNODE_GOLDEN_DUMP");
     let mut text = String::new();
     let mut all = String::new();
+    let mut lines = String::from(
+        "# seed.step, then: +node:create reason, -pod@node:delete reason, ~pod@node:hash (in\n\
+         # place), history, events, status desired/current/ready/updated/available/unavailable,\n\
+         # misscheduled, conditions. Rewrite: EVERYNODE_UPDATE_GOLDEN=1 cargo test -p \
+         everynode-core --test golden\n",
+    );
     for seed in 0..SCENARIOS {
         let (mut c, _) = scenario(seed);
         let mut r = Rng::new(seed ^ 0xdead_beef);
@@ -505,6 +565,7 @@ fn plans_match_the_golden_digest() {
             text.clear();
             record(&mut text, seed, step, &p);
             fnv64(&mut digest, text.as_bytes());
+            decisions(&mut lines, seed, step, &p);
             if dump.is_some() {
                 all.push_str(&text);
             }
@@ -518,6 +579,23 @@ fn plans_match_the_golden_digest() {
     }
     if let Some(path) = dump {
         std::fs::write(path, all).unwrap();
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/decisions.txt");
+    if std::env::var_os("EVERYNODE_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &lines).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != lines {
+        let moved: Vec<_> = committed
+            .lines()
+            .zip(lines.lines())
+            .filter(|(a, b)| a != b)
+            .take(5)
+            .collect();
+        panic!(
+            "the planner's decisions changed; first differing lines (committed, now): {moved:#?}\n\
+             review them, then EVERYNODE_UPDATE_GOLDEN=1 cargo test -p everynode-core --test golden"
+        );
     }
     assert_eq!(
         (plans, digest),
