@@ -20,6 +20,7 @@ use serde_json::json;
 use crate::context::Context;
 use crate::error::{Error, is_status};
 use crate::events::{PodWrite, PodWriteEvents, publish_plan_events, publish_pod_writes};
+use crate::key::set_key;
 use crate::target::SetResource;
 
 /// Upstream's first slow-start batch size; batches double after each fully successful batch.
@@ -47,7 +48,7 @@ pub async fn apply_plan<K: SetResource>(
     let Some(status) = plan.status.as_ref().filter(|_| plan.status_changed) else {
         return Ok(None);
     };
-    let key = format!("{}/{}", input.set.namespace, input.set.name);
+    let key = set_key(&input.set.namespace, &input.set.name);
     let now = Instant::now();
     let write = StatusWrite::classify(input.set.status.as_ref(), status);
     if let Some(wait) = ctx
@@ -76,7 +77,7 @@ async fn apply_writes<K: SetResource>(
     let namespace = input.set.namespace.as_str();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let revisions: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), namespace);
-    let key = format!("{namespace}/{}", input.set.name);
+    let key = set_key(namespace, &input.set.name);
     let mut failures = Vec::new();
     match adopt_and_release::<K>(ctx, input, plan, &pods, &revisions).await {
         Err(err @ Error::AdoptionRecheckFailed { .. }) => return vec![err],
@@ -138,7 +139,7 @@ async fn adopt_and_release<K: SetResource>(
             || fresh.meta().deletion_timestamp.is_some()
         {
             return Err(Error::AdoptionRecheckFailed {
-                set: format!("{}/{}", input.set.namespace, input.set.name),
+                set: set_key(&input.set.namespace, &input.set.name),
             });
         }
     }

@@ -22,6 +22,7 @@ use crate::context::{Context, ControllerConfig};
 use crate::error::{Error, ErrorCategory};
 use crate::expectations::Expectations;
 use crate::http::Readiness;
+use crate::key::{key_of, set_key};
 use crate::metrics::{Metrics, Outcome, SetLabels};
 use crate::pacing::{self, Pacer};
 use crate::reconcile::reconcile;
@@ -205,7 +206,7 @@ fn created_pods_seen<K: SetResource>(
                 .iter()
                 .find(|r| r.controller == Some(true) && r.kind == K::kind(&()))
         {
-            let key = format!("{}/{}", pod.namespace().unwrap_or_default(), owner.name);
+            let key = set_key(&pod.namespace().unwrap_or_default(), &owner.name);
             expectations.observed_create(&key, &pod.name_any());
         }
     }
@@ -362,7 +363,7 @@ async fn run_target<K: SetResource>(
                 // The set is gone: drop what the controller kept about it.
                 tracing::debug!(set = %set, "set gone");
                 let namespace = set.namespace.clone().unwrap_or_default();
-                let key = format!("{namespace}/{}", set.name);
+                let key = set_key(&namespace, &set.name);
                 ctx_for_cleanup.queue.started(&key);
                 ctx_for_cleanup.expectations.forget(&key);
                 ctx_for_cleanup.template_verdicts.forget(&key);
@@ -397,16 +398,11 @@ where
     }
 }
 
-/// `namespace/name` of a set.
-pub(crate) fn set_key<K: SetResource>(set: &K) -> String {
-    format!("{}/{}", set.namespace().unwrap_or_default(), set.name_any())
-}
-
 async fn reconcile_measured<K: SetResource>(
     set: Arc<K>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let key = set_key(set.as_ref());
+    let key = key_of(set.as_ref());
     // Events that arrive while this waits are seen by this reconcile's snapshot.
     if let Some(wait) = ctx.reconcile_pacer.wait(&key, std::time::Instant::now()) {
         tokio::time::sleep(wait).await;
@@ -446,7 +442,7 @@ async fn collect_expired_backoff(ctx: Arc<Context>) {
 /// random 1 to 1.5 so that sets failing together (an outage) do not retry in lock-step;
 /// conflicts retry fast.
 fn error_policy<K: SetResource>(set: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = set_key(set.as_ref());
+    let key = key_of(set.as_ref());
     ctx.metrics.observe_error(err.category().as_str());
     if err.category() == ErrorCategory::Conflict {
         // Someone changed the set or a pod meanwhile: routine, retried at once.

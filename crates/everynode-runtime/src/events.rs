@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
 
 use crate::context::Context;
-use crate::controller::set_key;
+use crate::key::key_of;
 use crate::target::SetResource;
 
 /// Pods named in one summary Event; the rest are counted.
@@ -171,7 +171,7 @@ pub(crate) fn publish_pod_writes<K: SetResource>(ctx: &Context, set: &K, writes:
         return;
     }
     // By UID: a set deleted and made again under its name gets a window (and Events) of its own.
-    let key = set.meta().uid.clone().unwrap_or_else(|| set_key(set));
+    let key = set.meta().uid.clone().unwrap_or_else(|| key_of(set));
     let Some(now) = ctx.pod_write_windows.gather(&key, writes) else {
         return;
     };

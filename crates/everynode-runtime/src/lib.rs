@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod expectations;
 pub mod http;
+pub mod key;
 pub mod leader;
 pub mod metrics;
 pub mod pacing;

@@ -17,6 +17,7 @@ use crate::controller::until_ready;
 use crate::error::Error;
 use crate::events::publish;
 use crate::expectations::CachedPod;
+use crate::key::set_key;
 use crate::metrics::{SetLabels, SetSeries};
 use crate::problems::Problems;
 use crate::target::SetResource;
@@ -95,7 +96,7 @@ struct Planned {
 /// Plans the set from the caches: pod writes only once the caches show earlier ones, and none
 /// of a template the apiserver refuses.
 async fn plan_set<K: SetResource>(ctx: &Context, view: SetView) -> Planned {
-    let key = format!("{}/{}", view.namespace, view.name);
+    let key = set_key(&view.namespace, &view.name);
     ctx.expectations.claim(&key, &view.uid);
     // Built only when deletes are pending: one pass over the cache, not one per deleted pod.
     let pods_by_uid = std::cell::OnceCell::new();

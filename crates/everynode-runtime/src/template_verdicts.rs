@@ -14,6 +14,7 @@ use kube::Api;
 use kube::api::PostParams;
 
 use crate::context::Context;
+use crate::key::set_key;
 use crate::target::SetResource;
 
 /// How long a refusal stands before the template is asked about again: an admission webhook or
@@ -87,7 +88,7 @@ pub async fn rejection<K: SetResource>(
     input: &PlanInput,
     plan: &Plan,
 ) -> Option<Rejection> {
-    let key = format!("{}/{}", input.set.namespace, input.set.name);
+    let key = set_key(&input.set.namespace, &input.set.name);
     let (uid, hash) = (&input.set.uid, &plan.history.hash);
     let known = ctx.template_verdicts.get(&key, uid, hash);
     let recheck = match &known {
