@@ -38,10 +38,10 @@ pub async fn apply_plan<K: SetResource>(
     input: &PlanInput,
     plan: &Plan,
 ) -> Result<Option<Duration>, Vec<Error>> {
-    publish_plan_events(ctx, set, plan);
+    publish_plan_events(&ctx.recorder, set, plan);
     let mut events = PodWriteEvents::default();
     let failures = apply_writes::<K>(ctx, set, input, plan, &mut events).await;
-    publish_pod_writes(ctx, set, events);
+    publish_pod_writes(&ctx.recorder, &ctx.pod_write_windows, set, events);
     if !failures.is_empty() {
         return Err(failures);
     }

@@ -12,7 +12,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
 
-use crate::context::Context;
 use crate::key::key_of;
 use crate::target::SetResource;
 
@@ -166,19 +165,24 @@ impl PodWriteWindows {
 }
 
 /// Publishes a reconcile's pod writes on the set, through the set's window.
-pub(crate) fn publish_pod_writes<K: SetResource>(ctx: &Context, set: &K, writes: PodWriteEvents) {
+pub(crate) fn publish_pod_writes<K: SetResource>(
+    recorder: &Recorder,
+    windows: &PodWriteWindows,
+    set: &K,
+    writes: PodWriteEvents,
+) {
     if writes.is_empty() {
         return;
     }
     // By UID: a set deleted and made again under its name gets a window (and Events) of its own.
     let key = set.meta().uid.clone().unwrap_or_else(|| key_of(set));
-    let Some(now) = ctx.pod_write_windows.gather(&key, writes) else {
+    let Some(now) = windows.gather(&key, writes) else {
         return;
     };
     let regarding = set.object_ref(&());
-    now.send(&ctx.recorder, &regarding);
-    let windows = ctx.pod_write_windows.clone();
-    let recorder = ctx.recorder.clone();
+    now.send(recorder, &regarding);
+    let windows = windows.clone();
+    let recorder = recorder.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(POD_WRITE_WINDOW).await;
@@ -232,7 +236,7 @@ fn truncate(mut text: String, limit: usize) -> String {
 
 /// Publishes the events the plan carries (placement, failures, rollout steps).
 pub(crate) fn publish_plan_events<K: SetResource>(
-    ctx: &Context,
+    recorder: &Recorder,
     set: &K,
     plan: &everynode_core::Plan,
 ) {
@@ -243,7 +247,7 @@ pub(crate) fn publish_plan_events<K: SetResource>(
             EventType::Normal
         };
         publish(
-            ctx,
+            recorder,
             set,
             type_,
             event.reason.as_str(),
@@ -257,21 +261,14 @@ pub(crate) fn publish_plan_events<K: SetResource>(
 /// Events (upstream's recorder is asynchronous too). Failures are logged, never fatal; the
 /// recorder folds repeats into a series.
 pub(crate) fn publish<K: SetResource>(
-    ctx: &Context,
+    recorder: &Recorder,
     set: &K,
     type_: EventType,
     reason: &str,
     action: &str,
     note: String,
 ) {
-    send(
-        &ctx.recorder,
-        &set.object_ref(&()),
-        type_,
-        reason,
-        action,
-        note,
-    );
+    send(recorder, &set.object_ref(&()), type_, reason, action, note);
 }
 
 /// [`publish`], for a set known by its reference.

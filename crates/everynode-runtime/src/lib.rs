@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod builtin;
+pub mod caches;
 pub mod client;
 pub mod context;
 pub mod controller;

@@ -103,7 +103,7 @@ impl Problems {
         for (update, reason, action) in &self.updates {
             if let Some(message) = &update.event {
                 publish(
-                    ctx,
+                    &ctx.recorder,
                     set,
                     EventType::Warning,
                     reason,

@@ -12,8 +12,8 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::{Instrument, info_span};
 
 use crate::apply::{apply_plan, roll_back, write_status};
+use crate::caches::until_ready;
 use crate::context::Context;
-use crate::controller::until_ready;
 use crate::error::Error;
 use crate::events::publish;
 use crate::expectations::CachedPod;
@@ -115,7 +115,8 @@ async fn plan_set<K: SetResource>(ctx: &Context, view: SetView) -> Planned {
     let mut input = snapshot(ctx, view, outstanding == 0, K::ROLLOUT_STATUS);
     let mut plan = everynode_core::plan(&input);
     // A template the apiserver refuses starts no rollout: plan again holding its pods.
-    let rejection = template_verdicts::rejection::<K>(ctx, &input, &plan).await;
+    let rejection =
+        template_verdicts::rejection::<K>(&ctx.template_verdicts, &ctx.client, &input, &plan).await;
     if let Some(rejection) = &rejection {
         tracing::warn!(hash = %rejection.hash, refused = %rejection.message, "template refused by the apiserver");
         input.rejected_hash = Some(rejection.hash.clone());
@@ -167,7 +168,7 @@ async fn carry_out<K: SetResource>(
                 ));
                 tracing::warn!(from = %rollback.from, to = %rollback.to, reason = %rollback.reason, "rolled back");
                 publish(
-                    ctx,
+                    &ctx.recorder,
                     set,
                     EventType::Warning,
                     "RolledBack",

@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
 
-use crate::context::Context;
 use crate::key::set_key;
 use crate::target::SetResource;
 
@@ -84,13 +83,14 @@ impl TemplateVerdicts {
 /// apiserver unreachable, a quota) counts as no refusal: the writes themselves then fail as
 /// they would have.
 pub async fn rejection<K: SetResource>(
-    ctx: &Context,
+    verdicts: &TemplateVerdicts,
+    client: &kube::Client,
     input: &PlanInput,
     plan: &Plan,
 ) -> Option<Rejection> {
     let key = set_key(&input.set.namespace, &input.set.name);
     let (uid, hash) = (&input.set.uid, &plan.history.hash);
-    let known = ctx.template_verdicts.get(&key, uid, hash);
+    let known = verdicts.get(&key, uid, hash);
     let recheck = match &known {
         None => writes_pods(plan),
         Some(Verdict::Rejected { at, .. }) => at.elapsed() >= RECHECK_REJECTED,
@@ -102,9 +102,8 @@ pub async fn rejection<K: SetResource>(
             _ => None,
         };
     }
-    let verdict = ask::<K>(ctx, input, plan).await?;
-    ctx.template_verdicts
-        .store(&key, uid, hash, verdict.clone());
+    let verdict = ask::<K>(client, input, plan).await?;
+    verdicts.store(&key, uid, hash, verdict.clone());
     match verdict {
         Verdict::Rejected { rejection, .. } => Some(rejection),
         Verdict::Accepted => None,
@@ -118,7 +117,11 @@ fn writes_pods(plan: &Plan) -> bool {
 
 /// The verdict on the update template: local checks first (what the apiserver refuses without
 /// naming the field), then a server-side dry run of one pod. `None`: no verdict this time.
-async fn ask<K: SetResource>(ctx: &Context, input: &PlanInput, plan: &Plan) -> Option<Verdict> {
+async fn ask<K: SetResource>(
+    client: &kube::Client,
+    input: &PlanInput,
+    plan: &Plan,
+) -> Option<Verdict> {
     let hash = plan.history.hash.clone();
     let problems = template_problems(&input.set.spec.template);
     if !problems.is_empty() {
@@ -154,7 +157,7 @@ async fn ask<K: SetResource>(ctx: &Context, input: &PlanInput, plan: &Plan) -> O
     });
     pod.metadata.name = None;
     pod.metadata.generate_name = Some(format!("{}-", input.set.name));
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &input.set.namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &input.set.namespace);
     let params = PostParams {
         dry_run: true,
         ..PostParams::default()

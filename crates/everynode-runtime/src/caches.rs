@@ -1,0 +1,480 @@
+//! The caches of every replica: one watch per kind (sets, Pods, Nodes, ControllerRevisions)
+//! feeding a reflector store, so a standby's caches are warm when it takes over; each change
+//! turned into reconcile requests for the sets it concerns; readiness while the watches are
+//! healthy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use everynode_core::selector::Selector;
+use futures::{Stream, StreamExt, future};
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::task::JoinHandle;
+
+use crate::context::ControllerConfig;
+use crate::expectations::Expectations;
+use crate::http::Readiness;
+use crate::key::set_key;
+use crate::metrics::Metrics;
+use crate::target::SetResource;
+use crate::triggers::Triggers;
+
+/// The caches every replica keeps, and the tasks that fill them.
+pub(crate) struct Caches<K: SetResource> {
+    /// The sets of the target kind.
+    pub(crate) sets: Store<K>,
+    /// Every pod (in the watched namespace).
+    pub(crate) pods: Store<Pod>,
+    /// Every node.
+    pub(crate) nodes: Store<Node>,
+    /// Every ControllerRevision (in the watched namespace).
+    pub(crate) revisions: Store<ControllerRevision>,
+    /// Aborted on drop: the watches end with the controller.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl<K: SetResource> Drop for Caches<K> {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl<K: SetResource> Caches<K> {
+    /// Starts one watch per kind. Each change is turned into reconcile requests for the sets it
+    /// concerns and handed to `triggers` (which drops them until this replica leads).
+    pub(crate) fn start(
+        client: &Client,
+        config: &ControllerConfig,
+        triggers: &Arc<Triggers<K>>,
+        readiness: &Arc<Readiness>,
+        metrics: &Arc<Metrics>,
+        expectations: &Arc<Expectations>,
+    ) -> Self {
+        let namespace = config.namespace.as_deref();
+        let watch_config = watcher::Config::default().any_semantic();
+        // Pods are listed with a consistent read: a replica that starts (or relists) after
+        // another one created pods sees every one of them, so it creates no duplicate.
+        let pod_watch_config = watcher::Config::default();
+
+        // Sets and pods keep the built-in controller's managed-fields entries (its writes are
+        // how it is noticed beside `--target apps/v1`); everything else keeps none.
+        let builtin = crate::builtin::keep_entry;
+        let (sets, set_events) =
+            cached_watch(scoped::<K>(client, namespace), &watch_config, builtin);
+        let (pods, pod_events) =
+            cached_watch(scoped::<Pod>(client, namespace), &pod_watch_config, builtin);
+        let (revisions, revision_events) = cached_watch(
+            scoped::<ControllerRevision>(client, namespace),
+            &watch_config,
+            |_| false,
+        );
+        let (nodes, node_events) =
+            cached_watch(Api::<Node>::all(client.clone()), &watch_config, |_| false);
+        // /readyz fails while a watch fails (the watcher backs off and resumes by itself).
+        let set_events = set_events.inspect(watch_health("daemonsets", readiness, metrics));
+        let pod_events = pod_events
+            .inspect(watch_health("pods", readiness, metrics))
+            .inspect(created_pods_seen::<K>(expectations));
+        let revision_events =
+            revision_events.inspect(watch_health("controllerrevisions", readiness, metrics));
+        let node_events = node_events.inspect(watch_health("nodes", readiness, metrics));
+
+        let every_set = {
+            let sets = sets.clone();
+            move |_: Node| all_sets(&sets)
+        };
+        let tasks = vec![
+            forward(
+                "daemonsets",
+                set_events.touched_objects(),
+                |set: K| vec![ObjectRef::from_obj(&set)],
+                triggers,
+            ),
+            forward(
+                "pods",
+                pod_events.filter_map(touched_or_relisted),
+                owners_or_all::<K, Pod>(&sets),
+                triggers,
+            ),
+            forward(
+                "controllerrevisions",
+                revision_events.filter_map(touched_or_relisted),
+                owners_or_all::<K, ControllerRevision>(&sets),
+                triggers,
+            ),
+            forward(
+                "nodes",
+                node_events.filter_map(placement_changes()),
+                every_set,
+                triggers,
+            ),
+        ];
+        Self {
+            sets,
+            pods,
+            nodes,
+            revisions,
+            tasks,
+        }
+    }
+}
+
+/// A watch of `api` feeding a new store, with managedFields stripped but the entries `keep`
+/// accepts; the returned stream yields the watch events after the store has applied them.
+fn cached_watch<T>(
+    api: Api<T>,
+    config: &watcher::Config,
+    keep: fn(&ManagedFieldsEntry) -> bool,
+) -> (
+    Store<T>,
+    impl Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static,
+)
+where
+    T: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    T::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store::<T>();
+    let events = watcher(api, config.clone())
+        .default_backoff()
+        .modify(move |obj| obj.managed_fields_mut().retain(keep))
+        .reflect(writer);
+    (store, events)
+}
+
+/// Reports each watch event's outcome to `readiness`, and each failure (after which the
+/// watcher backs off and restarts) to `metrics`.
+fn watch_health<E>(
+    kind: &'static str,
+    readiness: &Arc<Readiness>,
+    metrics: &Arc<Metrics>,
+) -> impl FnMut(&Result<E, watcher::Error>) + Send + 'static {
+    let readiness = readiness.clone();
+    let metrics = metrics.clone();
+    move |event| {
+        readiness.watch_healthy(kind, event.is_ok());
+        if event.is_err() {
+            metrics.observe_watch_restart(kind);
+        }
+    }
+}
+
+/// Tells `expectations` about every pod of a set of the target kind the watch shows, so a
+/// created pod counts as seen even when it is gone again by the next plan.
+fn created_pods_seen<K: SetResource>(
+    expectations: &Arc<Expectations>,
+) -> impl FnMut(&Result<watcher::Event<Pod>, watcher::Error>) + Send + 'static {
+    let expectations = expectations.clone();
+    move |event| {
+        if let Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) = event
+            && let Some(owner) = pod
+                .owner_references()
+                .iter()
+                .find(|r| r.controller == Some(true) && r.kind == K::kind(&()))
+        {
+            let key = set_key(&pod.namespace().unwrap_or_default(), &owner.name);
+            expectations.observed_create(&key, &pod.name_any());
+        }
+    }
+}
+
+/// What a pod or revision watch event asks for.
+#[derive(Debug, PartialEq)]
+enum Touched<T> {
+    /// This object was added, changed or deleted.
+    Object(T),
+    /// The watch listed everything again: objects deleted meanwhile are gone from the cache
+    /// without an event of their own, so every set is looked at.
+    Relisted,
+}
+
+/// Maps watch events to [`Touched`] (list markers other than the end of a list give nothing).
+fn touched_or_relisted<T>(
+    event: Result<watcher::Event<T>, watcher::Error>,
+) -> future::Ready<Option<Result<Touched<T>, watcher::Error>>> {
+    future::ready(match event {
+        Ok(
+            watcher::Event::Apply(obj)
+            | watcher::Event::Delete(obj)
+            | watcher::Event::InitApply(obj),
+        ) => Some(Ok(Touched::Object(obj))),
+        Ok(watcher::Event::InitDone) => Some(Ok(Touched::Relisted)),
+        Ok(watcher::Event::Init) => None,
+        Err(err) => Some(Err(err)),
+    })
+}
+
+/// Maps a touched pod or revision to the sets it concerns ([`owners_of`]), and a relist to
+/// every set.
+fn owners_or_all<K: SetResource, O: Resource>(
+    sets: &Store<K>,
+) -> impl Fn(Touched<O>) -> Vec<ObjectRef<K>> + Send + 'static {
+    let sets = sets.clone();
+    move |touched| match touched {
+        Touched::Object(obj) => owners_of(&sets, &obj),
+        Touched::Relisted => all_sets(&sets),
+    }
+}
+
+fn all_sets<K: SetResource>(sets: &Store<K>) -> Vec<ObjectRef<K>> {
+    sets.state()
+        .iter()
+        .map(|set| ObjectRef::from_obj(set.as_ref()))
+        .collect()
+}
+
+/// Polls one watch for ever (keeping its store current) and hands the sets each change concerns
+/// to `triggers`.
+fn forward<T, K>(
+    kind: &'static str,
+    events: impl Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+    sets_of: impl Fn(T) -> Vec<ObjectRef<K>> + Send + 'static,
+    triggers: &Arc<Triggers<K>>,
+) -> JoinHandle<()>
+where
+    T: Send + 'static,
+    K: SetResource,
+{
+    let triggers = triggers.clone();
+    tokio::spawn(events.for_each(move |event| {
+        match event {
+            Ok(obj) => sets_of(obj).into_iter().for_each(|set| triggers.send(set)),
+            // The watcher backs off and resumes by itself.
+            Err(err) => tracing::warn!(kind, error = %err, "watch failed; retrying"),
+        }
+        future::ready(())
+    }))
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The sets a pod or revision concerns: its controller if that is a set of the target kind, or —
+/// for an orphan — every set in its namespace whose selector matches its labels.
+fn owners_of<K: SetResource, O: Resource>(sets: &Store<K>, obj: &O) -> Vec<ObjectRef<K>> {
+    let namespace = obj.namespace().unwrap_or_default();
+    if let Some(owner) = obj
+        .owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true))
+    {
+        if owner.kind == K::kind(&()) && owner.api_version == K::api_version(&()) {
+            return vec![ObjectRef::new(&owner.name).within(&namespace)];
+        }
+        return Vec::new();
+    }
+    let labels = obj.labels();
+    sets.state()
+        .iter()
+        .filter(|set| set.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|set| {
+            set.selector().is_some_and(|selector| {
+                Selector::compile(selector).is_ok_and(|s| !s.is_empty() && s.matches(labels))
+            })
+        })
+        .map(|set| ObjectRef::from_obj(set.as_ref()))
+        .collect()
+}
+
+/// The node fields placement depends on (labels and taints), hashed. Heartbeats and status
+/// updates do not change it.
+fn placement_fingerprint(node: &Node) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    node.labels().hash(&mut hasher);
+    if let Some(spec) = &node.spec {
+        spec.unschedulable.hash(&mut hasher);
+        for taint in spec.taints.iter().flatten() {
+            (&taint.key, &taint.value, &taint.effect).hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+/// Passes node events that can change placement — new nodes, label or taint changes, deletions —
+/// and drops the rest (heartbeats and status updates).
+/// A node watch event, and what the trigger stream makes of it.
+type NodeEvent = Result<watcher::Event<Node>, watcher::Error>;
+
+type NodeTrigger = future::Ready<Option<Result<Node, watcher::Error>>>;
+
+fn placement_changes() -> impl FnMut(NodeEvent) -> NodeTrigger {
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    move |event| {
+        future::ready(match event {
+            Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) => {
+                let fingerprint = placement_fingerprint(&node);
+                let changed = seen.insert(node.name_any(), fingerprint) != Some(fingerprint);
+                changed.then_some(Ok(node))
+            }
+            Ok(watcher::Event::Delete(node)) => {
+                seen.remove(&node.name_any());
+                Some(Ok(node))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(err) => Some(Err(err)),
+        })
+    }
+}
+
+/// Sets readiness once every cache has synced.
+pub(crate) async fn mark_ready_when_synced<K: SetResource>(
+    sets: Store<K>,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    revisions: Store<ControllerRevision>,
+    readiness: Arc<Readiness>,
+) {
+    let synced = async {
+        until_ready(&sets).await?;
+        until_ready(&pods).await?;
+        until_ready(&nodes).await?;
+        until_ready(&revisions).await
+    };
+    match synced.await {
+        Ok(()) => {
+            tracing::info!("caches synced");
+            readiness.set(true);
+        }
+        Err(err) => tracing::error!(error = %err, "a cache stopped before it synced"),
+    }
+}
+
+/// Waits for a store to be ready. kube-runtime's readiness future wakes only the task that polled
+/// it last, so with several waiters (this task and the reconciles) it is polled again every
+/// 200 ms rather than awaited once.
+pub(crate) async fn until_ready<K>(store: &Store<K>) -> Result<(), reflector::store::WriterDropped>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(result) =
+            tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await
+        {
+            return result;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use k8s_openapi::api::core::v1::{NodeSpec, NodeStatus, Taint};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn node(name: &str, zone: &str, taint: Option<&str>, heartbeat: &str) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some([("zone".to_owned(), zone.to_owned())].into()),
+                resource_version: Some(heartbeat.into()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                taints: taint.map(|key| {
+                    vec![Taint {
+                        key: key.into(),
+                        effect: "NoSchedule".into(),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus::default()),
+        }
+    }
+
+    #[test]
+    fn a_relist_of_pods_or_revisions_touches_every_set() {
+        let decode = |event| {
+            touched_or_relisted::<Pod>(Ok(event))
+                .now_or_never()
+                .flatten()
+        };
+        let pod = Pod::default();
+        assert!(matches!(
+            decode(watcher::Event::Delete(pod.clone())),
+            Some(Ok(Touched::Object(_)))
+        ));
+        assert!(matches!(
+            decode(watcher::Event::InitApply(pod)),
+            Some(Ok(Touched::Object(_)))
+        ));
+        assert!(decode(watcher::Event::Init).is_none());
+        // Pods deleted while the watch relisted have no event: every set gets a look instead.
+        assert!(matches!(
+            decode(watcher::Event::InitDone),
+            Some(Ok(Touched::Relisted))
+        ));
+    }
+
+    fn passes(
+        filter: &mut impl FnMut(NodeEvent) -> NodeTrigger,
+        event: watcher::Event<Node>,
+    ) -> bool {
+        filter(Ok(event)).now_or_never().flatten().is_some()
+    }
+
+    #[test]
+    fn node_filter_drops_heartbeats_and_keeps_placement_changes_and_deletions() {
+        let mut filter = placement_changes();
+        assert!(passes(
+            &mut filter,
+            watcher::Event::InitApply(node("a", "z1", None, "1"))
+        ));
+        assert!(!passes(&mut filter, watcher::Event::InitDone));
+        // a heartbeat: only the resourceVersion/status changed
+        assert!(!passes(
+            &mut filter,
+            watcher::Event::Apply(node("a", "z1", None, "2"))
+        ));
+        // a label change and a taint change matter
+        assert!(passes(
+            &mut filter,
+            watcher::Event::Apply(node("a", "z2", None, "3"))
+        ));
+        assert!(passes(
+            &mut filter,
+            watcher::Event::Apply(node("a", "z2", Some("gpu"), "4"))
+        ));
+        assert!(!passes(
+            &mut filter,
+            watcher::Event::Apply(node("a", "z2", Some("gpu"), "5"))
+        ));
+        // a deletion always passes, even with unchanged labels and taints
+        assert!(passes(
+            &mut filter,
+            watcher::Event::Delete(node("a", "z2", Some("gpu"), "6"))
+        ));
+        // and a node that comes back under the same name is new again
+        assert!(passes(
+            &mut filter,
+            watcher::Event::Apply(node("a", "z2", Some("gpu"), "7"))
+        ));
+        // a watch error is passed on (the controller logs it and the watcher backs off)
+        let error = watcher::Error::NoResourceVersion;
+        assert!(
+            filter(Err(error))
+                .now_or_never()
+                .flatten()
+                .is_some_and(|r| r.is_err())
+        );
+    }
+}
