@@ -10,6 +10,7 @@
 
 pub mod crd;
 pub mod labels;
+pub(crate) mod rules;
 pub mod v1alpha1;
 
 pub use v1alpha1::{

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::crd::rules;
+use crate::rules;
 
 /// Desired state of an everynode DaemonSet: one pod from `template` on every node that the
 /// template's node selector, node affinity and tolerations allow.
