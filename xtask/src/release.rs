@@ -227,14 +227,7 @@ spec:
 
 /// `helm package` of the chart into `out`.
 fn package_chart(root: &Path, out: &Path) -> anyhow::Result<()> {
-    let helm =
-        everynode_cluster::layout::Cache::pinned().binary_named(everynode_cluster::gobuild::HELM);
-    if !helm.exists() {
-        bail!(
-            "{} is missing: run `cargo xtask cluster build`",
-            helm.display()
-        );
-    }
+    let helm = everynode_cluster::layout::Cache::pinned().tool(everynode_cluster::gobuild::HELM)?;
     let status = std::process::Command::new(helm)
         .args(["package", "deploy/helm/everynode", "--destination"])
         .arg(out)

@@ -80,6 +80,20 @@ impl Cache {
         self.bin_dir().join(name)
     }
 
+    /// The built binary `name` (e.g. helm, promtool), or [`crate::Error::NotBuilt`] saying how to
+    /// build it.
+    pub fn tool(&self, name: &str) -> crate::Result<PathBuf> {
+        let path = self.binary_named(name);
+        if path.exists() {
+            Ok(path)
+        } else {
+            Err(crate::Error::NotBuilt {
+                dir: self.bin_dir(),
+                detail: format!("{name} is missing"),
+            })
+        }
+    }
+
     /// Generated KWOK configuration (stages).
     #[must_use]
     pub fn kwok_config(&self) -> PathBuf {
@@ -218,6 +232,23 @@ impl ClusterDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_tool_says_how_to_build_it() {
+        let root = std::env::temp_dir().join(format!("everynode-tool-{}", std::process::id()));
+        let cache = Cache::at(&root);
+        let missing = cache.tool("helm").map_err(|e| e.to_string());
+        assert!(
+            missing
+                .as_ref()
+                .is_err_and(|e| e.contains("cargo xtask cluster build")),
+            "{missing:?}"
+        );
+        std::fs::create_dir_all(cache.bin_dir()).expect("bin dir");
+        std::fs::write(cache.binary_named("helm"), b"").expect("helm");
+        assert_eq!(cache.tool("helm").ok(), Some(cache.binary_named("helm")));
+        let _ = std::fs::remove_dir_all(root);
+    }
 
     #[test]
     fn cluster_dir_paths() {

@@ -171,12 +171,8 @@ fn the_name_scanner_finds_names_in_promql() {
 /// promtool from the control-plane cache.
 fn promtool(args: &[&str]) -> String {
     let promtool = everynode_cluster::layout::Cache::pinned()
-        .binary_named(everynode_cluster::gobuild::PROMTOOL);
-    assert!(
-        promtool.exists(),
-        "{} is missing: build it with `cargo xtask cluster build`",
-        promtool.display()
-    );
+        .tool(everynode_cluster::gobuild::PROMTOOL)
+        .unwrap_or_else(|e| panic!("{e}"));
     let out = std::process::Command::new(&promtool)
         .args(args)
         .current_dir(observability_dir())

@@ -29,14 +29,9 @@ fn chart() -> PathBuf {
 
 /// helm from the control-plane cache.
 fn helm() -> PathBuf {
-    let helm =
-        everynode_cluster::layout::Cache::pinned().binary_named(everynode_cluster::gobuild::HELM);
-    assert!(
-        helm.exists(),
-        "{} is missing: build it with `cargo xtask cluster build`",
-        helm.display()
-    );
-    helm
+    everynode_cluster::layout::Cache::pinned()
+        .tool(everynode_cluster::gobuild::HELM)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs helm; `Ok(stdout)` or `Err(stderr)`.
