@@ -464,15 +464,30 @@ async fn runs_as_a_kubectl_plugin() {
     assert_eq!(code, 0, "{err}");
     assert!(listed.contains(&link.display().to_string()), "{listed}");
 
-    // KUBECONFIG from the environment, as kubectl passes it on.
-    let (code, out, err) = run(
-        args(&["everynode", "status", "-n", env.namespace(), "agent"]),
-        kubeconfig.clone(),
+    // KUBECONFIG from the environment, as kubectl passes it on. The pod is available already;
+    // the counters come from the status the controller writes (paced: up to a second later).
+    eventually(
+        "kubectl everynode status to show the ready pod",
+        TIMEOUT,
+        || async {
+            let (code, out, err) = run(
+                args(&["everynode", "status", "-n", env.namespace(), "agent"]),
+                kubeconfig.clone(),
+            )
+            .await;
+            if code != 0 {
+                return Err(format!("exit {code}: {err}"));
+            }
+            if out.contains("daemonset.everynode.dev/agent")
+                && out.contains("desired 1  current 1  ready 1")
+            {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
     )
     .await;
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("daemonset.everynode.dev/agent"), "{out}");
-    assert!(out.contains("desired 1  current 1  ready 1"), "{out}");
 
     // kubectl-style flags after the plugin name are the plugin's own.
     let (code, out, err) = run(
