@@ -34,28 +34,52 @@ pub fn scaled_value(
     total: i32,
     field: &'static str,
 ) -> Result<i32, BudgetError> {
-    match value {
-        IntOrString::Int(n) if *n < 0 => Err(BudgetError::Negative {
-            field,
-            value: i64::from(*n),
-        }),
-        IntOrString::Int(n) => Ok(*n),
-        IntOrString::String(s) => {
-            let parsed = s
-                .strip_suffix('%')
-                .and_then(|p| p.parse::<i64>().ok())
-                .ok_or_else(|| BudgetError::InvalidPercent {
-                    field,
-                    value: s.clone(),
-                })?;
-            if parsed < 0 {
-                return Err(BudgetError::Negative {
-                    field,
-                    value: parsed,
-                });
+    Ok(Scaled::parse(value, field)?.of(total))
+}
+
+/// A validated int-or-percent, scaled later against a total not known when it is parsed
+/// (a topology domain's size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scaled {
+    /// An absolute count.
+    Count(i32),
+    /// A percentage of the total, rounded up.
+    Percent(i64),
+}
+
+impl Scaled {
+    /// Parses `value` of `field`: a non-negative integer or a percentage like `"25%"`.
+    pub fn parse(value: &IntOrString, field: &'static str) -> Result<Self, BudgetError> {
+        let (parsed, scaled) = match value {
+            IntOrString::Int(n) => (i64::from(*n), Self::Count(*n)),
+            IntOrString::String(s) => {
+                let p = s
+                    .strip_suffix('%')
+                    .and_then(|p| p.parse::<i64>().ok())
+                    .ok_or_else(|| BudgetError::InvalidPercent {
+                        field,
+                        value: s.clone(),
+                    })?;
+                (p, Self::Percent(p))
             }
-            let scaled = (parsed * i64::from(total.max(0)) + 99) / 100;
-            Ok(i32::try_from(scaled).unwrap_or(i32::MAX))
+        };
+        if parsed < 0 {
+            return Err(BudgetError::Negative {
+                field,
+                value: parsed,
+            });
+        }
+        Ok(scaled)
+    }
+
+    /// The value against `total`.
+    pub fn of(self, total: i32) -> i32 {
+        match self {
+            Self::Count(n) => n,
+            Self::Percent(p) => {
+                let scaled = (p * i64::from(total.max(0)) + 99) / 100;
+                i32::try_from(scaled).unwrap_or(i32::MAX)
+            }
         }
     }
 }

@@ -8,9 +8,8 @@
 use std::cmp::Ordering;
 
 use everynode_api::{DaemonSetSpec, NewNodePolicy, RolloutOrderType, UpdateStrategyType};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::budget::{BudgetError, scaled_value};
+use crate::budget::{BudgetError, Scaled, scaled_value};
 use crate::reason::Deferred;
 use crate::selector::{Selector, SelectorError};
 use crate::snapshot::NodeView;
@@ -19,7 +18,7 @@ use crate::snapshot::NodeView;
 /// a rule existed can still carry one).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ControlsError {
-    /// `partition` is not an integer or percentage.
+    /// `partition` or `maxUnavailablePerDomain` is not a non-negative integer or percentage.
     #[error(transparent)]
     Partition(#[from] BudgetError),
     /// `rollingUpdate.selector` is invalid.
@@ -124,13 +123,17 @@ pub struct Controls {
     pub failed: bool,
 }
 
+/// The field of the per-domain budget.
+const MAX_UNAVAILABLE_PER_DOMAIN: &str =
+    "spec.updateStrategy.rollingUpdate.maxUnavailablePerDomain";
+
 /// Update one topology domain at a time.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Topology {
     /// The node label that names a node's domain.
     pub key: String,
     /// `maxUnavailablePerDomain` (scaled per domain when used).
-    pub per_domain: Option<IntOrString>,
+    pub per_domain: Option<Scaled>,
     /// `bakeSeconds`.
     pub bake_seconds: i64,
 }
@@ -183,7 +186,11 @@ impl Controls {
         if let Some(key) = rolling.topology_key.as_ref().filter(|k| !k.is_empty()) {
             controls.topology = Some(Topology {
                 key: key.clone(),
-                per_domain: rolling.max_unavailable_per_domain.clone(),
+                per_domain: rolling
+                    .max_unavailable_per_domain
+                    .as_ref()
+                    .map(|v| Scaled::parse(v, MAX_UNAVAILABLE_PER_DOMAIN))
+                    .transpose()?,
                 bake_seconds: i64::from(rolling.bake_seconds.unwrap_or(0).max(0)),
             });
         }

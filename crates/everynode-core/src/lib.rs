@@ -31,7 +31,7 @@ pub mod selector;
 pub mod snapshot;
 mod state;
 pub mod status;
-pub mod status_pacing;
+
 mod strs;
 pub mod template_check;
 
@@ -55,7 +55,7 @@ pub use snapshot::{
     SnapshotError,
 };
 pub use status::StatusCounts;
-pub use status_pacing::StatusWrite;
+pub use status::pacing::StatusWrite;
 
 /// Re-exported so callers build `now` with the same type.
 pub use k8s_openapi::jiff::Timestamp;

@@ -86,12 +86,9 @@ pub(crate) fn manage(state: &State<'_>, ctx: &ManageCtx<'_>) -> ManageOut {
     let mut running: Vec<usize> = Vec::new();
     for (si, slot) in state.slots.iter().enumerate() {
         let elig = &slot.elig;
-        let exists = !slot.pods.is_empty();
-        if elig.should_run && !exists {
+        if elig.should_run && slot.pods.is_empty() {
             out.creates.push((si, CreateReason::MissingPod));
-            continue;
-        }
-        if elig.should_continue_running {
+        } else if elig.should_continue_running {
             if let [pi] = *slot.pods.as_slice() {
                 let pod = &state.pods[pi];
                 if !pod.deleting && !pod.phase.is_terminal() {
@@ -99,118 +96,158 @@ pub(crate) fn manage(state: &State<'_>, ctx: &ManageCtx<'_>) -> ManageOut {
                     continue;
                 }
             }
-            running.clear();
-            let mut blocked = false;
-            for &pi in &slot.pods {
-                let pod = &state.pods[pi];
-                if pod.deleting {
-                    blocked = true;
-                    continue;
-                }
-                match pod.phase {
-                    PodPhase::Failed => {
-                        blocked = true;
-                        let node = slot.node.name.as_str();
-                        let entry = out.backoff.get(node).or_else(|| ctx.backoff.get(node));
-                        if let Some(e) = entry.filter(|e| e.in_backoff(ctx.now, ctx.backoff_config))
-                        {
-                            min_requeue(&mut out.requeue, e.delay);
-                            out.deferred
-                                .push((si, Deferred::Backoff { delay: e.delay }));
-                            continue;
-                        }
-                        let next = BackoffEntry::next(entry, ctx.now, ctx.backoff_config);
-                        out.backoff.insert(node.to_owned(), next);
-                        out.events.push(PlanEvent {
-                            reason: EventReason::FailedDaemonPod,
-                            message: format!(
-                                "Found failed daemon pod {}/{} on node {}, will try to kill it",
-                                ctx.namespace,
-                                state.name(pi),
-                                node
-                            ),
-                        });
-                        out.deletes
-                            .push((Some(si), None, pi, DeleteReason::PodFailed));
-                    }
-                    PodPhase::Succeeded => {
-                        blocked = true;
-                        out.events.push(PlanEvent {
-                            reason: EventReason::SucceededDaemonPod,
-                            message: format!(
-                                "Found succeeded daemon pod {}/{} on node {}, will try to delete it",
-                                ctx.namespace,
-                                state.name(pi),
-                                slot.node.name
-                            ),
-                        });
-                        out.deletes
-                            .push((Some(si), None, pi, DeleteReason::PodSucceeded));
-                    }
-                    _ => running.push(pi),
-                }
+            let blocked = sweep_finished(state, si, ctx, &mut running, &mut out);
+            if ctx.surge {
+                prune_with_surge(state, si, &running, &mut out);
+            } else {
+                prune_without_surge(state, si, &running, blocked, &mut out);
             }
-            // `slot.pods` is sorted, so `running` is too.
-            if !ctx.surge {
-                if running.len() > 1 {
-                    for &pi in &running[1..] {
-                        out.deletes
-                            .push((Some(si), None, pi, DeleteReason::ExcessPod));
-                    }
-                } else if running.is_empty() && blocked && elig.should_run {
-                    out.deferred.push((si, Deferred::WaitingForTermination));
-                }
-                continue;
-            }
-            if running.len() <= 1 {
-                if running.is_empty() && elig.should_run {
-                    out.creates.push((si, CreateReason::NoRunningPod));
-                }
-                continue;
-            }
-            let mut oldest_new: Option<usize> = None;
-            let mut oldest_old: Option<usize> = None;
-            for &pi in &running {
-                let is_new = state.pods[pi].current;
-                let keeper = if is_new {
-                    &mut oldest_new
-                } else {
-                    &mut oldest_old
-                };
-                if keeper.is_none() {
-                    *keeper = Some(pi);
-                } else {
-                    out.deletes
-                        .push((Some(si), None, pi, DeleteReason::ExcessPod));
-                }
-            }
-            if let (Some(new), Some(old)) = (oldest_new, oldest_old) {
-                if !state.pods[old].ready {
-                    out.deletes
-                        .push((Some(si), None, old, DeleteReason::OldPodNotReady));
-                } else if state.pods[new].available {
-                    out.deletes
-                        .push((Some(si), None, old, DeleteReason::NewPodAvailable));
-                }
-            }
-            continue;
-        }
-        if exists {
-            let why = elig.excluded.as_deref();
-            for &pi in &slot.pods {
-                if state.pods[pi].deleting {
-                    continue;
-                }
-                let reason = match why {
-                    Some(w) => DeleteReason::NodeIneligible(w.clone()),
-                    None => DeleteReason::ExcessPod,
-                };
-                out.deletes.push((Some(si), None, pi, reason));
-            }
+        } else {
+            delete_from_ineligible(state, si, &mut out);
         }
     }
-    // Unscheduled pods pinned to nodes that no longer exist (§4.3 step 4). Terminating ones
-    // are not deleted again.
+    delete_pinned_to_vanished(state, &mut out);
+    out
+}
+
+/// Deletes the failed (outside their backoff) and succeeded pods of slot `si`, collecting its
+/// running pods into `running`; returns whether a pod blocks a new one (terminating, failed or
+/// succeeded).
+fn sweep_finished(
+    state: &State<'_>,
+    si: usize,
+    ctx: &ManageCtx<'_>,
+    running: &mut Vec<usize>,
+    out: &mut ManageOut,
+) -> bool {
+    let slot = &state.slots[si];
+    let node = slot.node.name.as_str();
+    running.clear();
+    let mut blocked = false;
+    for &pi in &slot.pods {
+        let pod = &state.pods[pi];
+        if pod.deleting {
+            blocked = true;
+            continue;
+        }
+        match pod.phase {
+            PodPhase::Failed => {
+                blocked = true;
+                let entry = out.backoff.get(node).or_else(|| ctx.backoff.get(node));
+                if let Some(e) = entry.filter(|e| e.in_backoff(ctx.now, ctx.backoff_config)) {
+                    min_requeue(&mut out.requeue, e.delay);
+                    out.deferred
+                        .push((si, Deferred::Backoff { delay: e.delay }));
+                    continue;
+                }
+                let next = BackoffEntry::next(entry, ctx.now, ctx.backoff_config);
+                out.backoff.insert(node.to_owned(), next);
+                out.events.push(PlanEvent {
+                    reason: EventReason::FailedDaemonPod,
+                    message: format!(
+                        "Found failed daemon pod {}/{} on node {}, will try to kill it",
+                        ctx.namespace,
+                        state.name(pi),
+                        node
+                    ),
+                });
+                out.deletes
+                    .push((Some(si), None, pi, DeleteReason::PodFailed));
+            }
+            PodPhase::Succeeded => {
+                blocked = true;
+                out.events.push(PlanEvent {
+                    reason: EventReason::SucceededDaemonPod,
+                    message: format!(
+                        "Found succeeded daemon pod {}/{} on node {}, will try to delete it",
+                        ctx.namespace,
+                        state.name(pi),
+                        node
+                    ),
+                });
+                out.deletes
+                    .push((Some(si), None, pi, DeleteReason::PodSucceeded));
+            }
+            _ => running.push(pi),
+        }
+    }
+    blocked
+}
+
+/// Without surge: keeps the oldest running pod (`running` is sorted) and deletes the others;
+/// a desired node whose only pods are on their way out waits for them.
+fn prune_without_surge(
+    state: &State<'_>,
+    si: usize,
+    running: &[usize],
+    blocked: bool,
+    out: &mut ManageOut,
+) {
+    if let [_, excess @ ..] = running {
+        for &pi in excess {
+            out.deletes
+                .push((Some(si), None, pi, DeleteReason::ExcessPod));
+        }
+    } else if blocked && state.slots[si].elig.should_run {
+        out.deferred.push((si, Deferred::WaitingForTermination));
+    }
+}
+
+/// With surge: creates a pod on a desired node without a running one; keeps the oldest new and
+/// the oldest old pod, and deletes the old one once it is not ready or the new one is
+/// available.
+fn prune_with_surge(state: &State<'_>, si: usize, running: &[usize], out: &mut ManageOut) {
+    if running.len() <= 1 {
+        if running.is_empty() && state.slots[si].elig.should_run {
+            out.creates.push((si, CreateReason::NoRunningPod));
+        }
+        return;
+    }
+    let mut oldest_new: Option<usize> = None;
+    let mut oldest_old: Option<usize> = None;
+    for &pi in running {
+        let keeper = if state.pods[pi].current {
+            &mut oldest_new
+        } else {
+            &mut oldest_old
+        };
+        if keeper.is_none() {
+            *keeper = Some(pi);
+        } else {
+            out.deletes
+                .push((Some(si), None, pi, DeleteReason::ExcessPod));
+        }
+    }
+    if let (Some(new), Some(old)) = (oldest_new, oldest_old) {
+        if !state.pods[old].ready {
+            out.deletes
+                .push((Some(si), None, old, DeleteReason::OldPodNotReady));
+        } else if state.pods[new].available {
+            out.deletes
+                .push((Some(si), None, old, DeleteReason::NewPodAvailable));
+        }
+    }
+}
+
+/// Deletes the (not yet terminating) pods of a node that must not run them.
+fn delete_from_ineligible(state: &State<'_>, si: usize, out: &mut ManageOut) {
+    let slot = &state.slots[si];
+    let why = slot.elig.excluded.as_deref();
+    for &pi in &slot.pods {
+        if state.pods[pi].deleting {
+            continue;
+        }
+        let reason = match why {
+            Some(w) => DeleteReason::NodeIneligible(w.clone()),
+            None => DeleteReason::ExcessPod,
+        };
+        out.deletes.push((Some(si), None, pi, reason));
+    }
+}
+
+/// Unscheduled pods pinned to nodes that no longer exist (§4.3 step 4). Terminating ones are
+/// not deleted again.
+fn delete_pinned_to_vanished(state: &State<'_>, out: &mut ManageOut) {
     for (node, pods) in &state.vanished {
         for &pi in pods {
             let pod = &state.pods[pi];
@@ -220,5 +257,4 @@ pub(crate) fn manage(state: &State<'_>, ctx: &ManageCtx<'_>) -> ManageOut {
             }
         }
     }
-    out
 }
