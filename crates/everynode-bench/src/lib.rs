@@ -22,6 +22,7 @@ pub mod procfs;
 pub mod report;
 pub mod runner;
 pub mod stats;
+mod step;
 pub mod workload;
 
 pub use error::{Error, Result};

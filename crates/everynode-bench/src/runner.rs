@@ -26,8 +26,8 @@ use crate::report::{
     ControllerId, ControllerRun, Load, Machine, Report, Scenario, ScenarioResult, SizeResult,
 };
 use crate::stats::Latency;
+use crate::step::{SETTLE, StepMeter, StepOutcome, Who};
 use crate::workload::{self, PodBook, SET_NAME};
-use everynode_cluster::audit::AuditReader;
 
 /// Options of a benchmark run.
 #[derive(Debug, Clone)]
@@ -55,9 +55,6 @@ pub struct BenchOptions {
 
 /// Share of nodes that join and leave in S3 (and the update budget of S2).
 const CHURN_PERCENT: usize = 10;
-/// Pause after convergence before a scenario's counters are read, so that trailing writes
-/// (status updates, events) are counted with the scenario that caused them.
-const SETTLE: Duration = Duration::from_secs(2);
 /// How often convergence is checked.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -387,90 +384,14 @@ struct Measured {
     name: String,
 }
 
-/// Whose counters a scenario reads: the process (none for the floor) and the audited user.
-#[derive(Debug, Clone, Copy)]
-struct Who<'a> {
-    pid: Option<u32>,
-    user: &'a str,
-}
-
-const FLOOR: Who<'static> = Who {
-    pid: None,
-    user: BENCH_FLOOR_USER,
-};
-
-/// Per-scenario counters of the measured process.
-struct Meter {
-    started: Instant,
-    cpu_ticks: u64,
-    audit: AuditReader,
-    rss_reset: bool,
-}
-
 impl Bench<'_> {
     fn timeout(&self) -> Duration {
         Duration::from_secs(600) + Duration::from_millis(500 * self.nodes.len() as u64)
     }
 
-    fn meter(&self, pid: Option<u32>) -> Meter {
-        Meter {
-            started: Instant::now(),
-            cpu_ticks: pid.and_then(|p| procfs::cpu_ticks(p).ok()).unwrap_or(0),
-            audit: AuditReader::at_end(&self.audit_log),
-            rss_reset: pid.is_some_and(procfs::reset_peak_rss),
-        }
-    }
-
-    /// Ends a scenario: settles, then reads CPU, peak RSS and the audit log.
-    async fn finish(
-        &self,
-        mut meter: Meter,
-        scenario: Scenario,
-        seconds: f64,
-        pods: u64,
-        who: Who<'_>,
-        join_latency: Option<Latency>,
-    ) -> Result<ScenarioResult> {
-        let Who { pid, user } = who;
-        tokio::time::sleep(SETTLE).await;
-        let requests = meter.audit.read_new(user)?;
-        let (cpu_seconds, peak_rss_bytes) = match pid {
-            Some(p) => {
-                let ticks = procfs::cpu_ticks(p)?.saturating_sub(meter.cpu_ticks);
-                if !meter.rss_reset {
-                    tracing::warn!(
-                        "could not reset the peak RSS of pid {p}; reporting its lifetime peak"
-                    );
-                }
-                (
-                    ticks as f64 / self.ticks_per_second,
-                    procfs::status_bytes(p, "VmHWM")?,
-                )
-            }
-            None => (0.0, 0),
-        };
-        meter.rss_reset = false;
-        tracing::info!(
-            "  {scenario:?} {:<36} {seconds:>7.1} s  {:>6} requests ({} writes)  cpu {cpu_seconds:.1} s  rss {} MiB{}",
-            scenario.describe(),
-            requests.total(),
-            requests.writes(),
-            peak_rss_bytes / (1024 * 1024),
-            join_latency.map_or_else(String::new, |l| format!(
-                "  join→pod p50 {:.0} ms p99 {:.0} ms",
-                l.p50_ms, l.p99_ms
-            )),
-        );
-        Ok(ScenarioResult {
-            scenario,
-            seconds,
-            pods,
-            requests,
-            cpu_seconds,
-            peak_rss_bytes,
-            join_latency,
-            admitted_latency: None,
-        })
+    /// A meter of `who`'s scenario steps on this cluster.
+    fn step_meter<'w>(&self, who: Who<'w>) -> StepMeter<'w> {
+        StepMeter::new(who, &self.audit_log, self.ticks_per_second)
     }
 
     async fn create_namespace(&self, name: &str) -> Result<()> {
@@ -658,34 +579,75 @@ impl Bench<'_> {
         self.create_namespace(ns).await?;
         let watch = PodWatch::start(&self.admin, ns).await;
         let pods: Api<Pod> = Api::namespaced(self.floor.clone(), ns);
+        let meter = self.step_meter(Who::FLOOR);
         let mut out = Vec::new();
+        // The floor writes no status: its pods alone decide convergence.
+        let pods_only = || async { Ok(true) };
 
         // S1: create one pod per node in slow-start batches (1, 2, 4, …).
-        let meter = self.meter(None);
-        let started = meter.started;
-        let nodes: Vec<String> = self.nodes.iter().cloned().collect();
-        let mut remaining = nodes.as_slice();
-        let mut batch = 1;
-        while !remaining.is_empty() {
-            let (now, rest) = remaining.split_at(batch.min(remaining.len()));
-            remaining = rest;
-            futures::future::try_join_all(now.iter().map(|n| create_floor_pod(&pods, ns, n, "1")))
+        let s1 = meter.measure(Scenario::S1, async |started| {
+            let nodes: Vec<String> = self.nodes.iter().cloned().collect();
+            let mut remaining = nodes.as_slice();
+            let mut batch = 1;
+            while !remaining.is_empty() {
+                let (now, rest) = remaining.split_at(batch.min(remaining.len()));
+                remaining = rest;
+                futures::future::try_join_all(
+                    now.iter().map(|n| create_floor_pod(&pods, ns, n, "1")),
+                )
                 .await?;
-            batch *= 2;
-        }
-        let secs = self
-            .wait_converged(&watch, "1", "floor S1", started, || async { Ok(true) })
-            .await?;
-        out.push(
-            self.finish(meter, Scenario::S1, secs, nodes.len() as u64, FLOOR, None)
-                .await?,
-        );
+                batch *= 2;
+            }
+            let secs = self
+                .wait_converged(&watch, "1", "floor S1", started, pods_only)
+                .await?;
+            Ok(StepOutcome::converged(secs, nodes.len()))
+        });
+        out.push(s1.await?);
 
-        // S2: replace every pod, at most 10 % of the nodes without a ready pod at a time:
-        // delete the old pod and create the new one at once; refill the budget as new pods
-        // become ready.
-        let meter = self.meter(None);
-        let started = meter.started;
+        // S2: replace every pod, at most 10 % of the nodes without a ready pod at a time.
+        let s2 = meter.measure(Scenario::S2, async |started| {
+            let secs = self
+                .floor_rolling_update(&watch, &pods, ns, started)
+                .await?;
+            Ok(StepOutcome::converged(secs, self.nodes.len()))
+        });
+        out.push(s2.await?);
+
+        // S3: nodes join and leave; a pod is created for each joining node right away.
+        let s3 = meter.measure(Scenario::S3, async |started| {
+            let pods = &pods;
+            let joined = self
+                .churn_nodes(|node| async move { create_floor_pod(pods, ns, &node, "2").await })
+                .await?;
+            let secs = self
+                .wait_converged(&watch, "2", "floor S3", started, pods_only)
+                .await?;
+            Ok(StepOutcome::converged(secs, joined.len()))
+        });
+        out.push(s3.await?);
+
+        // Clean up (not measured).
+        pods.delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await
+            .map_err(Error::kube("delete the floor pods"))?;
+        self.wait_no_pods(&watch, "floor clean-up", Instant::now())
+            .await?;
+        drop(watch);
+        self.delete_namespace(ns).await?;
+        Ok(out)
+    }
+
+    /// The floor's S2 from `started`: deletes each old pod and creates its replacement at once,
+    /// at most 10 % of the nodes without a ready new pod at a time, refilling the budget as new
+    /// pods become ready. Returns the seconds to convergence.
+    async fn floor_rolling_update(
+        &self,
+        watch: &PodWatch,
+        pods: &Api<Pod>,
+        ns: &str,
+        started: Instant,
+    ) -> Result<f64> {
         let budget = self.churn_count();
         let mut started_nodes: BTreeSet<String> = BTreeSet::new();
         let mut inflight = futures::stream::FuturesUnordered::new();
@@ -702,7 +664,7 @@ impl Bench<'_> {
                 })
                 .ok_or_else(|| Error::Other("pod book poisoned".into()))?;
             if done {
-                break;
+                return Ok(started.elapsed().as_secs_f64());
             }
             let unavailable = started_nodes.difference(&ready_new).count();
             for node in self
@@ -741,43 +703,6 @@ impl Bench<'_> {
                 });
             }
         }
-        let secs = started.elapsed().as_secs_f64();
-        out.push(
-            self.finish(
-                meter,
-                Scenario::S2,
-                secs,
-                self.nodes.len() as u64,
-                FLOOR,
-                None,
-            )
-            .await?,
-        );
-
-        // S3: nodes join and leave; a pod is created for each joining node right away.
-        let meter = self.meter(None);
-        let started = meter.started;
-        let pods_ref = &pods;
-        let joined = self
-            .churn_nodes(|node| async move { create_floor_pod(pods_ref, ns, &node, "2").await })
-            .await?;
-        let secs = self
-            .wait_converged(&watch, "2", "floor S3", started, || async { Ok(true) })
-            .await?;
-        out.push(
-            self.finish(meter, Scenario::S3, secs, joined.len() as u64, FLOOR, None)
-                .await?,
-        );
-
-        // Clean up (not measured).
-        pods.delete_collection(&DeleteParams::default(), &ListParams::default())
-            .await
-            .map_err(Error::kube("delete the floor pods"))?;
-        self.wait_no_pods(&watch, "floor clean-up", Instant::now())
-            .await?;
-        drop(watch);
-        self.delete_namespace(ns).await?;
-        Ok(out)
     }
 
     async fn start_measured(&self, cluster: &mut Cluster, c: ControllerId) -> Result<Measured> {
@@ -897,6 +822,7 @@ impl Bench<'_> {
         })
     }
 
+    /// The measured controller `m` through S1, S2, S3, S5 and S4 on a set of kind `ar` in `ns`.
     async fn scenarios(
         &mut self,
         ns: &str,
@@ -906,135 +832,98 @@ impl Bench<'_> {
     ) -> Result<Vec<ScenarioResult>> {
         let sets: Api<DynamicObject> = Api::namespaced_with(self.admin.clone(), ns, ar);
         let watch = PodWatch::start(&self.admin, ns).await;
-        let pid = Some(m.pid);
-        let who = Who {
-            pid,
-            user: BENCH_MEASURED_USER,
-        };
+        let meter = self.step_meter(Who::measured(m.pid));
         let mut out = Vec::new();
         tokio::time::sleep(SETTLE).await;
-        let status_ok = |n: usize| {
-            let sets = sets.clone();
-            move || {
-                let sets = sets.clone();
-                async move {
-                    let set = sets
-                        .get(SET_NAME)
-                        .await
-                        .map_err(Error::kube("get the set"))?;
-                    let value =
-                        serde_json::to_value(&set).map_err(|e| Error::Other(e.to_string()))?;
-                    Ok(workload::status_converged(&value, n))
-                }
-            }
-        };
 
-        // S1
-        let meter = self.meter(pid);
-        let started = meter.started;
-        let obj: DynamicObject = serde_json::from_value(workload::set_object(api_version, ns, "1"))
-            .map_err(|e| Error::Other(e.to_string()))?;
-        sets.create(&PostParams::default(), &obj)
+        // S1: create the set.
+        let s1 = meter.measure(Scenario::S1, async |started| {
+            let obj: DynamicObject =
+                serde_json::from_value(workload::set_object(api_version, ns, "1"))
+                    .map_err(|e| Error::Other(e.to_string()))?;
+            sets.create(&PostParams::default(), &obj)
+                .await
+                .map_err(Error::kube("create the set"))?;
+            let what = format!("{} S1", m.name);
+            let secs = self
+                .wait_set_converged(&watch, &sets, "1", &what, started)
+                .await?;
+            Ok(StepOutcome::converged(secs, self.nodes.len()))
+        });
+        out.push(s1.await?);
+
+        // S2: update the set's template.
+        let s2 = meter.measure(Scenario::S2, async |started| {
+            sets.patch(
+                SET_NAME,
+                &PatchParams::default(),
+                &Patch::Merge(workload::rev_patch("2")),
+            )
             .await
-            .map_err(Error::kube("create the set"))?;
-        let secs = self
-            .wait_converged(
-                &watch,
-                "1",
-                &format!("{} S1", m.name),
-                started,
-                status_ok(self.nodes.len()),
-            )
-            .await?;
-        out.push(
-            self.finish(
-                meter,
-                Scenario::S1,
-                secs,
-                self.nodes.len() as u64,
-                who,
-                None,
-            )
-            .await?,
-        );
+            .map_err(Error::kube("update the set's template"))?;
+            let what = format!("{} S2", m.name);
+            let secs = self
+                .wait_set_converged(&watch, &sets, "2", &what, started)
+                .await?;
+            Ok(StepOutcome::converged(secs, self.nodes.len()))
+        });
+        out.push(s2.await?);
 
-        // S2
-        let meter = self.meter(pid);
-        let started = meter.started;
-        sets.patch(
-            SET_NAME,
-            &PatchParams::default(),
-            &Patch::Merge(workload::rev_patch("2")),
-        )
-        .await
-        .map_err(Error::kube("update the set's template"))?;
-        let secs = self
-            .wait_converged(
-                &watch,
-                "2",
-                &format!("{} S2", m.name),
-                started,
-                status_ok(self.nodes.len()),
-            )
-            .await?;
-        out.push(
-            self.finish(
-                meter,
-                Scenario::S2,
-                secs,
-                self.nodes.len() as u64,
-                who,
-                None,
-            )
-            .await?,
-        );
+        out.push(self.controller_churn(&meter, &watch, &sets, m).await?);
 
-        // S3
+        // Not measured: pods of the nodes that left stay (Terminating) until the pod garbage
+        // collector of the shared kube-controller-manager removes them (~40 s after the node
+        // went); wait for that so S5 is idle and S4 measures the set's own pods.
+        self.wait_orphans_gone(&watch).await?;
+
+        // S5: idle with the set in place; only KWOK's node heartbeats happen. The window ends
+        // with the step's settling pause.
+        let s5 = meter.measure(Scenario::S5, async |started| {
+            tokio::time::sleep(self.opts.idle.saturating_sub(SETTLE)).await;
+            let secs = started.elapsed().as_secs_f64() + SETTLE.as_secs_f64();
+            Ok(StepOutcome::converged(secs, 0))
+        });
+        out.push(s5.await?);
+
+        // S4: delete the set (background propagation: the garbage collector removes the pods).
+        let pods_before = watch.with(|b| b.pods.len()).unwrap_or(0);
+        let s4 = meter.measure(Scenario::S4, async |started| {
+            sets.delete(SET_NAME, &DeleteParams::background())
+                .await
+                .map_err(Error::kube("delete the set"))?;
+            let what = format!("{} S4", m.name);
+            let secs = self.wait_no_pods(&watch, &what, started).await?;
+            Ok(StepOutcome::converged(secs, pods_before))
+        });
+        out.push(s4.await?);
+        Ok(out)
+    }
+
+    /// S3 of the measured controller `m`: nodes join and leave. Also records how long each
+    /// joining node waited for its pod, from its creation and from its admitting daemon pods.
+    async fn controller_churn(
+        &mut self,
+        meter: &StepMeter<'_>,
+        watch: &PodWatch,
+        sets: &Api<DynamicObject>,
+        m: &Measured,
+    ) -> Result<ScenarioResult> {
         let node_watch = NodeWatch::start(&self.admin);
-        let meter = self.meter(pid);
-        let started = meter.started;
-        let joined = self.churn_nodes(|_| async { Ok(()) }).await?;
-        let secs = self
-            .wait_converged(
-                &watch,
-                "2",
-                &format!("{} S3", m.name),
-                started,
-                status_ok(self.nodes.len()),
-            )
-            .await?;
-        // From the node's creation, and from its admitting daemon pods (the controller's share).
-        let (latencies, from_admitted): (Vec<f64>, Vec<f64>) = watch
-            .with(|b| {
-                let ms = |from: Instant, to: &Instant| {
-                    to.saturating_duration_since(from).as_secs_f64() * 1000.0
-                };
-                let joined_ms = joined
-                    .iter()
-                    .filter_map(|(node, at)| b.first_seen.get(node).map(|seen| ms(*at, seen)))
-                    .collect();
-                let admitted_ms = joined
-                    .keys()
-                    .filter_map(|node| {
-                        let seen = b.first_seen.get(node)?;
-                        Some(ms(node_watch.admitted_at(node)?, seen))
-                    })
-                    .collect();
-                (joined_ms, admitted_ms)
+        let s3 = meter.measure(Scenario::S3, async |started| {
+            let joined = self.churn_nodes(|_| async { Ok(()) }).await?;
+            let what = format!("{} S3", m.name);
+            let secs = self
+                .wait_set_converged(watch, sets, "2", &what, started)
+                .await?;
+            let (join_latency, admitted_latency) = join_latencies(watch, &node_watch, &joined);
+            drop(node_watch);
+            Ok(StepOutcome {
+                join_latency,
+                admitted_latency,
+                ..StepOutcome::converged(secs, joined.len())
             })
-            .unwrap_or_default();
-        drop(node_watch);
-        let mut s3 = self
-            .finish(
-                meter,
-                Scenario::S3,
-                secs,
-                joined.len() as u64,
-                who,
-                Latency::of(&latencies),
-            )
-            .await?;
-        s3.admitted_latency = Latency::of(&from_admitted);
+        });
+        let s3 = s3.await?;
         if let Some(l) = s3.admitted_latency {
             tracing::info!(
                 "  S3 node admits daemon pods → pod created: p50 {:.0} ms p99 {:.0} ms",
@@ -1042,35 +931,64 @@ impl Bench<'_> {
                 l.p99_ms
             );
         }
-        out.push(s3);
-
-        // Not measured: pods of the nodes that left stay (Terminating) until the pod garbage
-        // collector of the shared kube-controller-manager removes them (~40 s after the node
-        // went); wait for that so S5 is idle and S4 measures the set's own pods.
-        self.wait_orphans_gone(&watch).await?;
-
-        // S5: idle with the set in place; only KWOK's node heartbeats happen.
-        let meter = self.meter(pid);
-        tokio::time::sleep(self.opts.idle.saturating_sub(SETTLE)).await;
-        let secs = meter.started.elapsed().as_secs_f64() + SETTLE.as_secs_f64();
-        out.push(self.finish(meter, Scenario::S5, secs, 0, who, None).await?);
-
-        // S4: delete the set (background propagation: the garbage collector removes the pods).
-        let pods_before = watch.with(|b| b.pods.len()).unwrap_or(0) as u64;
-        let meter = self.meter(pid);
-        let started = meter.started;
-        sets.delete(SET_NAME, &DeleteParams::background())
-            .await
-            .map_err(Error::kube("delete the set"))?;
-        let secs = self
-            .wait_no_pods(&watch, &format!("{} S4", m.name), started)
-            .await?;
-        out.push(
-            self.finish(meter, Scenario::S4, secs, pods_before, who, None)
-                .await?,
-        );
-        Ok(out)
+        Ok(s3)
     }
+
+    /// Waits until the pods converge to `rev` on the current nodes and the set's status says
+    /// so for every node.
+    async fn wait_set_converged(
+        &self,
+        watch: &PodWatch,
+        sets: &Api<DynamicObject>,
+        rev: &str,
+        what: &str,
+        started: Instant,
+    ) -> Result<f64> {
+        let nodes = self.nodes.len();
+        self.wait_converged(watch, rev, what, started, || {
+            set_status_converged(sets, nodes)
+        })
+        .await
+    }
+}
+
+/// Whether the status of the set reports `nodes` nodes converged.
+async fn set_status_converged(sets: &Api<DynamicObject>, nodes: usize) -> Result<bool> {
+    let set = sets
+        .get(SET_NAME)
+        .await
+        .map_err(Error::kube("get the set"))?;
+    let value = serde_json::to_value(&set).map_err(|e| Error::Other(e.to_string()))?;
+    Ok(workload::status_converged(&value, nodes))
+}
+
+/// S3's join latencies, from the harness's watches: each joined node's creation (`joined`), and
+/// its admitting daemon pods (the controller's share), to its pod first seen.
+fn join_latencies(
+    watch: &PodWatch,
+    node_watch: &NodeWatch,
+    joined: &BTreeMap<String, Instant>,
+) -> (Option<Latency>, Option<Latency>) {
+    let (from_joined, from_admitted): (Vec<f64>, Vec<f64>) = watch
+        .with(|b| {
+            let ms = |from: Instant, to: &Instant| {
+                to.saturating_duration_since(from).as_secs_f64() * 1000.0
+            };
+            let joined_ms = joined
+                .iter()
+                .filter_map(|(node, at)| b.first_seen.get(node).map(|seen| ms(*at, seen)))
+                .collect();
+            let admitted_ms = joined
+                .keys()
+                .filter_map(|node| {
+                    let seen = b.first_seen.get(node)?;
+                    Some(ms(node_watch.admitted_at(node)?, seen))
+                })
+                .collect();
+            (joined_ms, admitted_ms)
+        })
+        .unwrap_or_default();
+    (Latency::of(&from_joined), Latency::of(&from_admitted))
 }
 
 async fn create_floor_pod(pods: &Api<Pod>, ns: &str, node: &str, rev: &str) -> Result<()> {
