@@ -703,6 +703,31 @@ fn per_domain_budget_limits_each_wave() {
 }
 
 #[test]
+fn an_invalid_per_domain_budget_is_an_error_and_starts_no_update() {
+    let mut c = zoned(|r| {
+        r.max_unavailable = Some(IntOrString::Int(6));
+        r.topology_key = Some("zone".to_owned());
+    });
+    let rolling = c.set.spec.update_strategy.as_mut().unwrap();
+    rolling
+        .rolling_update
+        .as_mut()
+        .unwrap()
+        .max_unavailable_per_domain = Some(IntOrString::String("half".to_owned()));
+    c.set_image("agent:v2");
+    let p = c.plan();
+    let errors: Vec<String> = p.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errors,
+        [
+            "invalid value \"half\" for spec.updateStrategy.rollingUpdate.maxUnavailablePerDomain: \
+             must be an integer or a percentage like \"25%\""
+        ]
+    );
+    assert!(p.deletes.is_empty() && p.creates.is_empty(), "{p}");
+}
+
+#[test]
 fn min_seconds_between_batches_paces_the_rollout() {
     let mut c = rolled_out(
         3,

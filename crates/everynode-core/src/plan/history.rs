@@ -1,0 +1,105 @@
+//! History (§5): claim the revisions (§5.1), find or create the update revision and renumber,
+//! relabel or delete duplicates (§5.3); the stable revision `newNodePolicy: Stable` and
+//! rollbacks fall back to.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+
+use crate::revision::{
+    Claim, TemplateDigest, claim, construct_history, rev_hash, template_from_data,
+};
+use crate::selector::Selector;
+use crate::snapshot::{PlanInput, RevisionView, SetView};
+
+use super::output::Plan;
+use super::working::record_claim;
+
+/// What the history step leaves for the later steps.
+pub(super) struct History<'a> {
+    /// The claimed revisions other than the update revision.
+    pub old: Vec<&'a RevisionView>,
+    /// Hashes of the duplicates of the update revision that are deleted (their pods are
+    /// relabelled).
+    pub duplicate_hashes: std::collections::BTreeSet<String>,
+}
+
+/// Claims the revisions and plans the history into `out.history`. Neither depends on the
+/// pods, so the pods are claimed later, in the pass that maps them to nodes.
+pub(super) fn plan_history<'a>(
+    input: &'a PlanInput,
+    selector: &Selector,
+    out: &mut Plan,
+) -> History<'a> {
+    let set = &input.set;
+    let mut claimed: Vec<&RevisionView> = Vec::new();
+    let (mut adopt, mut release) = (Vec::new(), Vec::new());
+    for rev in &input.revisions {
+        match claim(rev.owner(), selector.matches(&rev.labels), rev.deleting) {
+            Claim::Keep => claimed.push(rev),
+            Claim::Adopt => {
+                adopt.push(rev.name.clone());
+                claimed.push(rev);
+            }
+            Claim::Release => release.push(rev.name.clone()),
+            Claim::Ignore => {}
+        }
+    }
+    claimed.sort_by(|a, b| a.name.cmp(&b.name));
+    let template = &set.spec.template;
+    let digest = TemplateDigest::new(template, set.collision_count());
+    let history = construct_history(
+        &set.name,
+        &set.annotations,
+        template,
+        set.collision_count(),
+        &digest,
+        &claimed,
+        &input.revisions,
+    );
+    out.history = history.plan;
+    adopt.sort();
+    release.sort();
+    out.history.adopt = adopt;
+    out.history.release = release;
+    History {
+        old: history.old,
+        duplicate_hashes: history.duplicate_hashes,
+    }
+}
+
+/// A hash collision: only the pod claims (§4.3 step 1) and the new collision count are
+/// written this round.
+pub(super) fn collision_only(input: &PlanInput, selector: &Selector, count: i32, out: &mut Plan) {
+    for pod in &input.pods {
+        record_claim(pod, selector, out);
+    }
+    out.adopt_pods.sort();
+    out.release_pods.sort();
+    let mut status = input.set.status.clone().unwrap_or_default();
+    status.collision_count = Some(count);
+    out.status = Some(status);
+    out.status_changed = true;
+}
+
+/// `status.stableRevision`, when it is one of the set's old revisions.
+pub(super) fn stored_stable<'r>(
+    set: &SetView,
+    old: &[&'r RevisionView],
+) -> Option<&'r RevisionView> {
+    let name = set.status.as_ref()?.stable_revision.as_deref()?;
+    old.iter().find(|r| r.name == name).copied()
+}
+
+/// The stable revision's hash and template, when it differs from `current_hash` and its
+/// template can be read from the revision.
+pub(super) fn stable_revision(
+    set: &SetView,
+    old: &[&RevisionView],
+    current_hash: &str,
+) -> Option<(String, PodTemplateSpec)> {
+    let rev = stored_stable(set, old)?;
+    let hash = rev_hash(rev);
+    if hash == current_hash {
+        return None;
+    }
+    Some((hash.to_owned(), template_from_data(&rev.data)?))
+}

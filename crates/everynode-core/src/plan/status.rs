@@ -1,0 +1,294 @@
+//! Status (§7) of the final working copy: the counters, and everynode's rollout status
+//! (revisions, wave, failure, rollback, skipped and blocked nodes, conditions).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use everynode_api::labels::CONTROLLER_REVISION_HASH;
+use everynode_api::{DaemonSetStatus, RevisionPods};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::controls::Controls;
+use crate::reason::{Deferred, NodeExcluded};
+use crate::revision::{rev_hash, revision_name};
+use crate::safety::MAX_LISTED_NODES;
+use crate::snapshot::{RevisionView, SetView};
+use crate::status::{RolloutFacts, RolloutStatus, StatusCounts, count, rollout_conditions};
+use crate::strs;
+
+use super::builder::Builder;
+use super::params::RolloutParams;
+use super::steps::RolloutOutcome;
+
+/// The status of the final working copy into the plan, and whether it differs from the stored
+/// one.
+pub(super) fn plan_status(
+    b: &mut Builder<'_>,
+    params: &RolloutParams,
+    old: &[&RevisionView],
+    stable_hash: Option<&str>,
+    rollout: &RolloutOutcome,
+) {
+    let input = b.input;
+    let set = &input.set;
+    let counts = count(&b.state);
+    let stored = set.status.as_ref();
+    let observed = if input.expectations_satisfied {
+        set.generation
+    } else {
+        None
+    };
+    let mut status = counts.apply_to(stored, observed);
+    b.plan.status_changed = stored.is_none_or(|s| !counts.equals(s))
+        || (input.expectations_satisfied && generation_lags(set));
+    if input.config.rollout_status {
+        let changed = rollout_fields(b, params, old, stable_hash, rollout, &counts, &mut status);
+        b.plan.status_changed |= changed;
+    }
+    if params.min_ready > 0 && counts.ready != counts.available {
+        b.requeue_within(Duration::from_secs(
+            u64::try_from(params.min_ready).unwrap_or(0),
+        ));
+    }
+    b.plan.counts = Some(counts);
+    b.plan.status = Some(status);
+}
+
+/// The stored status speaks for an older generation.
+fn generation_lags(set: &SetView) -> bool {
+    match (
+        set.generation,
+        set.status.as_ref().and_then(|s| s.observed_generation),
+    ) {
+        (Some(g), Some(o)) => o < g,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// everynode's rollout status into `status`; returns whether it differs from the stored one.
+fn rollout_fields(
+    b: &Builder<'_>,
+    params: &RolloutParams,
+    old: &[&RevisionView],
+    stable_hash: Option<&str>,
+    outcome: &RolloutOutcome,
+    counts: &StatusCounts,
+    status: &mut DaemonSetStatus,
+) -> bool {
+    let set = &b.input.set;
+    let now = b.input.now;
+    let stored = set.status.as_ref();
+    let mut rollout = rollout_status(b, old, stable_hash);
+    rollout.wave = outcome.wave.as_ref().map(|w| everynode_api::RolloutWave {
+        domain: w.domain.clone(),
+        index: i32::try_from(w.index).unwrap_or(i32::MAX),
+        domains: i32::try_from(w.domains).unwrap_or(i32::MAX),
+        baked_at: w.baked_at.map(Time),
+    });
+    rollout.failure = outcome.failure.clone();
+    rollout.rollback = b
+        .plan
+        .rollback
+        .as_ref()
+        .map(|r| everynode_api::RolloutRollback {
+            rolled_back_from: r.from.clone(),
+            rollback_of: r.to.clone(),
+            reason: r.reason.clone(),
+            time: Time(now),
+        })
+        .or_else(|| stored.and_then(|s| s.rollback.clone()));
+    rollout.skipped_nodes = skipped_nodes(b, params.controls.as_ref());
+    (rollout.blocked_nodes, rollout.blocked_totals) = blocked_nodes(b, &b.log.blocked_by);
+    let mut changed = stored.is_none_or(|s| !rollout.equals(s));
+    rollout.apply_to(status);
+    let facts = RolloutFacts {
+        paused: set.spec.is_paused(),
+        frozen: set.spec.is_frozen(),
+        complete: rollout.complete(counts.desired),
+        held: outcome.held,
+        desired: counts.desired,
+        updated: counts.updated,
+        update_revision: &rollout.update_revision,
+        wave: rollout.wave.as_ref(),
+        failure: rollout.failure.as_ref(),
+        rollback: rollout.rollback.as_ref(),
+        skipped: rollout.skipped_nodes.len(),
+        template_rejected: b.input.rejected_hash.as_deref() == Some(b.hash.as_str()),
+        unavailable: counts.unavailable,
+        max_unavailable: params.budget.map_or(0, |b| b.max_unavailable),
+    };
+    let previous = stored.and_then(|s| s.conditions.as_deref());
+    if let Some(conditions) = rollout_conditions(previous, &facts, now, set.generation) {
+        status.conditions = Some(conditions);
+        changed = true;
+    }
+    changed
+}
+
+/// Desired nodes that `unavailableNodePolicy: Skip` leaves out, sorted, at most
+/// [`MAX_LISTED_NODES`].
+fn skipped_nodes(b: &Builder<'_>, controls: Option<&Controls>) -> Vec<String> {
+    if !controls.is_some_and(|c| c.safety.skip_unavailable_nodes) {
+        return Vec::new();
+    }
+    b.state
+        .slots
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| s.elig.should_run && crate::safety::skipped(&b.state, *i))
+        .take(MAX_LISTED_NODES)
+        .map(|(_, s)| s.node.name.clone())
+        .collect()
+}
+
+/// Why a node is listed in `status.blockedNodes`; the message is only built for listed nodes.
+enum Blocked<'a> {
+    Excluded(&'a NodeExcluded),
+    Unschedulable(&'a str),
+    Trouble(&'a str),
+    Deferred(&'a Deferred),
+}
+
+impl<'a> Blocked<'a> {
+    fn reason(&self) -> &'a str {
+        match self {
+            Self::Excluded(e) => e.code(),
+            Self::Unschedulable(_) => "Unschedulable",
+            // `container agent: CrashLoopBackOff` → `CrashLoopBackOff`.
+            Self::Trouble(t) => t.rsplit(": ").next().unwrap_or(t),
+            Self::Deferred(d) => d.code(),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Self::Excluded(e) => e.to_string(),
+            Self::Unschedulable(m) | Self::Trouble(m) => (*m).to_owned(),
+            Self::Deferred(d) => d.to_string(),
+        }
+    }
+}
+
+/// Nodes that are excluded or blocked (at most [`MAX_LISTED_NODES`], by name) and the totals
+/// per reason: excluded by the template, a pod the scheduler cannot place, a container that
+/// cannot run, or a deferral that holds the node (`blocked_by`).
+fn blocked_nodes(
+    b: &Builder<'_>,
+    blocked_by: &[(usize, Deferred)],
+) -> (
+    Vec<everynode_api::BlockedNode>,
+    Vec<everynode_api::ReasonCount>,
+) {
+    let mut by_slot: Vec<Option<&Deferred>> = vec![None; b.state.slots.len()];
+    for (slot, d) in blocked_by {
+        if let Some(entry) = by_slot.get_mut(*slot) {
+            entry.get_or_insert(d);
+        }
+    }
+    let mut listed = Vec::new();
+    let mut totals: BTreeMap<&str, i32> = BTreeMap::new();
+    for (i, slot) in b.state.slots.iter().enumerate() {
+        let pod = slot
+            .pods
+            .iter()
+            .filter_map(|&p| b.state.pods[p].input())
+            .map(|i| &b.input.pods[i])
+            .find(|p| !p.deleting());
+        let why = if !slot.elig.should_run {
+            slot.elig
+                .excluded
+                .as_deref()
+                // A pod that keeps running there (e.g. a NoSchedule taint added later) is not
+                // blocked.
+                .filter(|_| !(slot.elig.should_continue_running && pod.is_some()))
+                .map(Blocked::Excluded)
+        } else if let Some(message) = pod.and_then(|p| p.unschedulable.as_deref()) {
+            Some(Blocked::Unschedulable(message))
+        } else if let Some(trouble) = pod.and_then(|p| p.trouble.as_deref()) {
+            Some(Blocked::Trouble(trouble))
+        } else {
+            by_slot[i].map(Blocked::Deferred)
+        };
+        let Some(why) = why else {
+            continue;
+        };
+        if listed.len() < MAX_LISTED_NODES {
+            listed.push(everynode_api::BlockedNode {
+                node: slot.node.name.clone(),
+                reason: why.reason().to_owned(),
+                message: why.message(),
+            });
+        }
+        *totals.entry(why.reason()).or_default() += 1;
+    }
+    let totals = totals
+        .into_iter()
+        .map(|(reason, count)| everynode_api::ReasonCount {
+            reason: reason.to_owned(),
+            count,
+        })
+        .collect();
+    (listed, totals)
+}
+
+/// everynode's rollout status of the final working state: the desired nodes' first pods
+/// counted per revision.
+fn rollout_status(
+    b: &Builder<'_>,
+    old: &[&RevisionView],
+    stable_hash: Option<&str>,
+) -> RolloutStatus {
+    let set = &b.input.set;
+    // (hash, pods, available); few distinct hashes.
+    let mut per_hash: Vec<(&str, i32, i32)> = Vec::new();
+    let mut desired = 0;
+    for slot in b.state.slots.iter().filter(|s| s.elig.should_run) {
+        desired += 1;
+        let Some(&first) = slot.pods.first() else {
+            continue;
+        };
+        let pod = &b.state.pods[first];
+        let hash = if pod.current {
+            Some(b.hash.as_str())
+        } else if let Some(i) = pod.input() {
+            strs::label(&b.input.pods[i].labels, CONTROLLER_REVISION_HASH).map(String::as_str)
+        } else {
+            stable_hash
+        };
+        let Some(hash) = hash else { continue };
+        match per_hash.iter_mut().find(|(h, _, _)| strs::eq(h, hash)) {
+            Some(entry) => {
+                entry.1 += 1;
+                entry.2 += i32::from(pod.available);
+            }
+            None => per_hash.push((hash, 1, i32::from(pod.available))),
+        }
+    }
+    let number = |hash: &str| -> i64 {
+        if hash == b.hash {
+            return b.plan.history.current_revision;
+        }
+        old.iter()
+            .find(|r| rev_hash(r) == hash)
+            .map_or(0, |r| r.revision)
+    };
+    let per = per_hash
+        .into_iter()
+        .map(|(hash, pods, available)| {
+            (
+                number(hash),
+                RevisionPods {
+                    revision: revision_name(&set.name, hash),
+                    pods,
+                    available,
+                },
+            )
+        })
+        .collect();
+    let stored_stable = set
+        .status
+        .as_ref()
+        .and_then(|s| s.stable_revision.as_deref());
+    RolloutStatus::compute(&b.plan.history.current, desired, per, stored_stable)
+}
