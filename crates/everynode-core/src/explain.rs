@@ -2,7 +2,7 @@
 //!
 //! A plan over thousands of nodes makes one decision per node. Giving each its own `String`
 //! name and `Vec` of deferrals cost two heap allocations (and frees) per node, most of the
-//! price of `explain`. Here all names of a plan share one buffer ([`NodeName`]) and a node's
+//! price of `explain`. Here all names of a plan share one buffer ([`SharedName`]) and a node's
 //! deferrals are stored inline unless there are several ([`Deferrals`]); the (rarely present)
 //! exclusion reason is boxed, which keeps a decision small. Both types behave like the string
 //! and list they stand for: they deref to `str` / `[Deferred]`, compare with strings / slices,
@@ -20,15 +20,16 @@ use serde::{Serialize, Serializer};
 
 use crate::reason::Deferred;
 
-/// A node name in a plan's explain output; the decisions of one plan share one buffer.
+/// A node or pod name in a plan's explain output; the decisions of one plan share one buffer
+/// of node names and one of pod names.
 #[derive(Clone)]
-pub struct NodeName {
+pub struct SharedName {
     names: Arc<str>,
     start: u32,
     end: u32,
 }
 
-impl NodeName {
+impl SharedName {
     /// A name with a buffer of its own.
     pub fn new(name: &str) -> Self {
         Self {
@@ -60,82 +61,82 @@ pub(crate) fn offset(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-impl Deref for NodeName {
+impl Deref for SharedName {
     type Target = str;
     fn deref(&self) -> &str {
         self.as_str()
     }
 }
 
-impl AsRef<str> for NodeName {
+impl AsRef<str> for SharedName {
     fn as_ref(&self) -> &str {
         self.as_str()
     }
 }
 
-impl Borrow<str> for NodeName {
+impl Borrow<str> for SharedName {
     fn borrow(&self) -> &str {
         self.as_str()
     }
 }
 
-impl From<&str> for NodeName {
+impl From<&str> for SharedName {
     fn from(name: &str) -> Self {
         Self::new(name)
     }
 }
 
-impl From<String> for NodeName {
+impl From<String> for SharedName {
     fn from(name: String) -> Self {
         Self::new(&name)
     }
 }
 
-impl From<&NodeName> for String {
-    fn from(name: &NodeName) -> Self {
+impl From<&SharedName> for String {
+    fn from(name: &SharedName) -> Self {
         name.as_str().to_owned()
     }
 }
 
-impl fmt::Debug for NodeName {
+impl fmt::Debug for SharedName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
-impl fmt::Display for NodeName {
+impl fmt::Display for SharedName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self.as_str(), f)
     }
 }
 
-impl Serialize for NodeName {
+impl Serialize for SharedName {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
     }
 }
 
-impl PartialEq for NodeName {
+impl PartialEq for SharedName {
     fn eq(&self, other: &Self) -> bool {
         self.as_str() == other.as_str()
     }
 }
 
-impl Eq for NodeName {}
+impl Eq for SharedName {}
 
-impl PartialOrd for NodeName {
+impl PartialOrd for SharedName {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for NodeName {
+impl Ord for SharedName {
     fn cmp(&self, other: &Self) -> Ordering {
         self.as_str().cmp(other.as_str())
     }
 }
 
-impl Hash for NodeName {
+impl Hash for SharedName {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.as_str().hash(state);
     }
@@ -143,13 +144,13 @@ impl Hash for NodeName {
 
 macro_rules! str_eq {
     ($($t:ty),*) => {$(
-        impl PartialEq<$t> for NodeName {
+        impl PartialEq<$t> for SharedName {
             fn eq(&self, other: &$t) -> bool {
                 self.as_str() == AsRef::<str>::as_ref(other)
             }
         }
-        impl PartialEq<NodeName> for $t {
-            fn eq(&self, other: &NodeName) -> bool {
+        impl PartialEq<SharedName> for $t {
+            fn eq(&self, other: &SharedName) -> bool {
                 AsRef::<str>::as_ref(self) == other.as_str()
             }
         }
@@ -280,15 +281,15 @@ mod tests {
         let strings = ["node-0", "", "node-10"];
         let buffer: Arc<str> = Arc::from(strings.concat());
         let names = [
-            NodeName::in_buffer(&buffer, 0, 6),
-            NodeName::in_buffer(&buffer, 6, 6),
-            NodeName::in_buffer(&buffer, 6, 13),
+            SharedName::in_buffer(&buffer, 0, 6),
+            SharedName::in_buffer(&buffer, 6, 6),
+            SharedName::in_buffer(&buffer, 6, 13),
         ];
         assert_eq!(names.len(), 3);
         for (n, s) in names.iter().zip(strings) {
             assert_eq!(n, s);
             assert_eq!(*n, *s);
-            assert_eq!(n, &NodeName::new(s));
+            assert_eq!(n, &SharedName::new(s));
             assert_eq!(format!("{n:?}"), format!("{s:?}"));
             assert_eq!(format!("{n:#?}"), format!("{:#?}", s.to_owned()));
             assert_eq!(n.to_string(), s);

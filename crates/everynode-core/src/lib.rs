@@ -15,6 +15,7 @@
 pub mod backoff;
 pub mod budget;
 pub mod controls;
+pub mod convert;
 pub mod eligibility;
 pub mod explain;
 pub mod gojson;
@@ -28,6 +29,7 @@ pub mod revision;
 pub mod rollout;
 pub mod safety;
 pub mod selector;
+pub mod simulate;
 pub mod snapshot;
 mod state;
 pub mod status;
@@ -38,7 +40,7 @@ pub mod template_check;
 pub use backoff::{BackoffConfig, BackoffEntry};
 pub use controls::{Controls, ControlsError, NodeOrder};
 pub use eligibility::{Eligibility, NodeMatcher, node_should_run};
-pub use explain::{Deferrals, NodeName};
+pub use explain::{Deferrals, SharedName};
 pub use manage::{EventReason, PlanEvent};
 pub use plan::{
     BackoffUpdate, NodeDecision, Plan, PlanError, PodCreate, PodDelete, PodUpdate, plan,

@@ -1,15 +1,12 @@
 //! The planner's input: small views of the set, its nodes, pods and revisions, plus `now`
-//! and the failed-pod backoff state; and pure conversions from Kubernetes objects.
+//! and the failed-pod backoff state ([`crate::convert`] builds them from Kubernetes objects).
 //!
 //! `§` numbers refer to `docs/upstream-semantics.md`.
 
 use std::collections::BTreeMap;
 
-use everynode_api::labels::TEMPLATE_GENERATION_ANNOTATION;
-use everynode_api::{DaemonSet, DaemonSetSpec, DaemonSetStatus};
-use k8s_openapi::api::apps::v1::ControllerRevision;
-use k8s_openapi::api::core::v1::{Node, Pod, Taint};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use everynode_api::{DaemonSetSpec, DaemonSetStatus};
+use k8s_openapi::api::core::v1::Taint;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::backoff::{BackoffConfig, BackoffEntry};
@@ -33,6 +30,15 @@ pub enum SnapshotError {
         /// Object name.
         name: String,
     },
+    /// A built-in apps/v1 field does not fit the everynode API, or back (it should always fit:
+    /// the everynode API is the apps/v1 one).
+    #[error("its {field} cannot be read as the apps/v1 DaemonSet {field}: {message}")]
+    Reshape {
+        /// `spec` or `status`.
+        field: &'static str,
+        /// The decoding error.
+        message: String,
+    },
 }
 
 /// Who controls a pod or revision, relative to the planned set.
@@ -44,21 +50,6 @@ pub enum Owner {
     Orphan,
     /// Controlled by another object.
     Other,
-}
-
-impl Owner {
-    /// Classifies owner references against the set's UID.
-    pub fn from_refs(refs: Option<&Vec<OwnerReference>>, set_uid: &str) -> Self {
-        match refs
-            .into_iter()
-            .flatten()
-            .find(|r| r.controller == Some(true))
-        {
-            None => Self::Orphan,
-            Some(r) if r.uid == set_uid => Self::ThisSet,
-            Some(_) => Self::Other,
-        }
-    }
 }
 
 /// The set being planned.
@@ -86,32 +77,6 @@ pub struct SetView {
 }
 
 impl SetView {
-    /// Builds the view of an everynode `DaemonSet`.
-    pub fn from_daemon_set(ds: &DaemonSet) -> Result<Self, SnapshotError> {
-        let meta = &ds.metadata;
-        let req = |v: &Option<String>, field| {
-            v.clone().ok_or(SnapshotError::MissingField {
-                kind: "DaemonSet",
-                field,
-            })
-        };
-        let annotations = meta.annotations.clone().unwrap_or_default();
-        let template_generation = annotations
-            .get(TEMPLATE_GENERATION_ANNOTATION)
-            .and_then(|v| v.parse::<i64>().ok());
-        Ok(Self {
-            name: req(&meta.name, "name")?,
-            namespace: req(&meta.namespace, "namespace")?,
-            uid: req(&meta.uid, "uid")?,
-            generation: meta.generation,
-            annotations,
-            spec: ds.spec.clone(),
-            template_generation,
-            deleting: meta.deletion_timestamp.is_some(),
-            status: ds.status.clone(),
-        })
-    }
-
     /// `status.collisionCount`.
     pub fn collision_count(&self) -> Option<i32> {
         self.status.as_ref().and_then(|s| s.collision_count)
@@ -151,95 +116,6 @@ impl NodeProblem {
     /// Whether the node is down (NotReady or unreachable) rather than under pressure.
     pub fn is_down(&self) -> bool {
         matches!(self.what.as_str(), "NotReady" | "Unreachable")
-    }
-}
-
-/// Node conditions that mean trouble when `True`, and the taints the node lifecycle
-/// controller puts on for them.
-const PRESSURE: [(&str, &str); 4] = [
-    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
-    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
-    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
-    (
-        "NetworkUnavailable",
-        "node.kubernetes.io/network-unavailable",
-    ),
-];
-
-/// The first problem of a node, from its conditions, else from its taints.
-fn node_problem(node: &Node, taints: &[Taint]) -> Option<NodeProblem> {
-    let conditions = node
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_deref())
-        .unwrap_or_default();
-    let since = |c: &k8s_openapi::api::core::v1::NodeCondition| {
-        c.last_transition_time.as_ref().map(|t| t.0)
-    };
-    if let Some(c) = conditions.iter().find(|c| c.type_ == "Ready")
-        && c.status != "True"
-    {
-        let what = if c.status == "False" {
-            "NotReady"
-        } else {
-            "Unreachable"
-        };
-        return Some(NodeProblem {
-            what: what.to_owned(),
-            since: since(c),
-        });
-    }
-    for (condition, _) in PRESSURE {
-        if let Some(c) = conditions
-            .iter()
-            .find(|c| c.type_ == condition && c.status == "True")
-        {
-            return Some(NodeProblem {
-                what: condition.to_owned(),
-                since: since(c),
-            });
-        }
-    }
-    let taint_problems = [
-        ("NotReady", "node.kubernetes.io/not-ready"),
-        ("Unreachable", "node.kubernetes.io/unreachable"),
-    ]
-    .into_iter()
-    .chain(PRESSURE);
-    for (what, key) in taint_problems {
-        if let Some(t) = taints.iter().find(|t| t.key == key) {
-            return Some(NodeProblem {
-                what: what.to_owned(),
-                since: t.time_added.as_ref().map(|t| t.0),
-            });
-        }
-    }
-    None
-}
-
-impl NodeView {
-    /// Builds the view of a node.
-    pub fn from_node(node: &Node) -> Self {
-        let spec = node.spec.as_ref();
-        let ready = node
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-            .and_then(|c| match c.status.as_str() {
-                "True" => Some(true),
-                "False" => Some(false),
-                _ => None,
-            });
-        let taints = spec.and_then(|s| s.taints.clone()).unwrap_or_default();
-        Self {
-            name: node.metadata.name.clone().unwrap_or_default(),
-            labels: node.metadata.labels.clone().unwrap_or_default(),
-            problem: node_problem(node, &taints),
-            taints,
-            unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
-            ready,
-        }
     }
 }
 
@@ -311,104 +187,7 @@ pub struct PodView {
     pub unschedulable: Option<String>,
 }
 
-/// Container waiting reasons that mean the pod will not run without a change.
-const FAILING_WAITING_REASONS: [&str; 7] = [
-    "CrashLoopBackOff",
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "RunContainerError",
-];
-
-/// The first container (init containers first) waiting for a reason that means trouble.
-fn pod_trouble(pod: &Pod) -> Option<String> {
-    let status = pod.status.as_ref()?;
-    status
-        .init_container_statuses
-        .iter()
-        .flatten()
-        .chain(status.container_statuses.iter().flatten())
-        .find_map(|c| {
-            let waiting = c.state.as_ref()?.waiting.as_ref()?;
-            let reason = waiting.reason.as_deref()?;
-            FAILING_WAITING_REASONS
-                .contains(&reason)
-                .then(|| format!("container {}: {reason}", c.name))
-        })
-}
-
-/// Whether `pod` was updated in place and some container still reports the image it had
-/// before (see [`everynode_api::labels::IN_PLACE_UPDATE_ANNOTATION`]).
-pub fn in_place_pending(pod: &Pod) -> bool {
-    let Some(before) = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(everynode_api::labels::IN_PLACE_UPDATE_ANNOTATION))
-    else {
-        return false;
-    };
-    // An unreadable record is treated as done rather than blocking the rollout forever.
-    let Ok(before) = serde_json::from_str::<BTreeMap<String, String>>(before) else {
-        return false;
-    };
-    let statuses = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_deref())
-        .unwrap_or_default();
-    before.iter().any(|(container, old_image)| {
-        statuses
-            .iter()
-            .find(|s| s.name == *container)
-            .is_none_or(|s| s.image == *old_image)
-    })
-}
-
 impl PodView {
-    /// Builds the view of a pod, classifying its owner against `set_uid`.
-    pub fn from_pod(pod: &Pod, set_uid: &str) -> Self {
-        let spec = pod.spec.as_ref();
-        let status = pod.status.as_ref();
-        let ready_cond = status
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
-        Self {
-            name: pod.metadata.name.clone().unwrap_or_default(),
-            uid: pod.metadata.uid.clone().unwrap_or_default(),
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
-            owner: Some(Owner::from_refs(
-                pod.metadata.owner_references.as_ref(),
-                set_uid,
-            )),
-            node_name: spec
-                .and_then(|s| s.node_name.clone())
-                .filter(|n| !n.is_empty()),
-            target_node: crate::render::target_node_name(pod).ok(),
-            phase: PodPhase::parse(status.and_then(|s| s.phase.as_deref())),
-            // A pod updated in place is not ready until its containers run the new images.
-            ready: ready_cond.is_some_and(|c| c.status == "True") && !in_place_pending(pod),
-            ready_since: ready_cond
-                .and_then(|c| c.last_transition_time.as_ref())
-                .map(|t| t.0),
-            deletion_timestamp: pod.metadata.deletion_timestamp.as_ref().map(|t| t.0),
-            created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            trouble: pod_trouble(pod),
-            unschedulable: status
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|cs| {
-                    cs.iter().find(|c| {
-                        c.type_ == "PodScheduled"
-                            && c.status == "False"
-                            && c.reason.as_deref() == Some("Unschedulable")
-                    })
-                })
-                .map(|c| c.message.clone().unwrap_or_default()),
-        }
-    }
-
     /// The owner, `Orphan` when unknown.
     pub fn owner(&self) -> Owner {
         self.owner.unwrap_or(Owner::Orphan)
@@ -438,23 +217,6 @@ pub struct RevisionView {
 }
 
 impl RevisionView {
-    /// Builds the view of a ControllerRevision.
-    pub fn from_revision(rev: &ControllerRevision, set_uid: &str) -> Self {
-        let meta: &ObjectMeta = &rev.metadata;
-        Self {
-            name: meta.name.clone().unwrap_or_default(),
-            labels: meta.labels.clone().unwrap_or_default(),
-            owner: Some(Owner::from_refs(meta.owner_references.as_ref(), set_uid)),
-            revision: rev.revision,
-            data: rev
-                .data
-                .as_ref()
-                .map(|d| d.0.clone())
-                .unwrap_or(serde_json::Value::Null),
-            deleting: meta.deletion_timestamp.is_some(),
-        }
-    }
-
     /// The owner, `Orphan` when unknown.
     pub fn owner(&self) -> Owner {
         self.owner.unwrap_or(Owner::Orphan)

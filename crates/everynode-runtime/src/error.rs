@@ -12,7 +12,8 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// The set cannot be planned (missing metadata).
+    /// The set cannot be planned (missing metadata, or a built-in set that does not fit the
+    /// everynode API).
     #[error("DaemonSet {set} cannot be planned: {source}")]
     Snapshot {
         /// `namespace/name`.
@@ -21,11 +22,8 @@ pub enum Error {
         #[source]
         source: everynode_core::SnapshotError,
     },
-    /// A built-in apps/v1 set does not fit the everynode API (it should always fit: the
-    /// everynode API is the apps/v1 one).
-    #[error(
-        "DaemonSet {set}: its {field} cannot be read as the apps/v1 DaemonSet {field}: {source}"
-    )]
+    /// A set's status cannot be encoded for a status write.
+    #[error("DaemonSet {set}: its {field} cannot be encoded: {source}")]
     Convert {
         /// `namespace/name`.
         set: String,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use everynode_core::{NodeView, Plan, PlanInput, PodView, RevisionView, SetView, Timestamp};
+use everynode_core::{Plan, PlanInput, SetView, Timestamp};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -291,37 +291,20 @@ fn snapshot(
     expectations_satisfied: bool,
     rollout_status: bool,
 ) -> PlanInput {
-    let nodes: Vec<NodeView> = ctx
-        .nodes
-        .state()
-        .iter()
-        .map(|n| NodeView::from_node(n))
-        .collect();
-    let pods: Vec<PodView> = ctx
-        .pods
-        .state()
-        .iter()
-        .filter(|p| p.namespace().as_deref() == Some(set.namespace.as_str()))
-        .map(|p| PodView::from_pod(p, &set.uid))
-        .filter(|p| p.owner() != everynode_core::Owner::Other)
-        .collect();
-    let revisions: Vec<RevisionView> = ctx
-        .revisions
-        .state()
-        .iter()
-        .filter(|r| r.namespace().as_deref() == Some(set.namespace.as_str()))
-        .map(|r| RevisionView::from_revision(r, &set.uid))
-        .collect();
     let backoff_generation = set
         .status
         .as_ref()
         .and_then(|s| s.observed_generation)
         .unwrap_or(0);
     let backoff = ctx.backoff.for_set(&set.uid, backoff_generation);
-    let mut input = PlanInput::new(set, ctx.config.server_clock.now());
-    input.nodes = nodes;
-    input.pods = pods;
-    input.revisions = revisions;
+    let (nodes, pods, revisions) = (ctx.nodes.state(), ctx.pods.state(), ctx.revisions.state());
+    let mut input = PlanInput::from_objects(
+        set,
+        nodes.iter().map(AsRef::as_ref),
+        pods.iter().map(AsRef::as_ref),
+        revisions.iter().map(AsRef::as_ref),
+        ctx.config.server_clock.now(),
+    );
     input.backoff = backoff;
     input.expectations_satisfied = expectations_satisfied;
     input.name_seed = fresh_name_seed();

@@ -7,7 +7,7 @@ use everynode_core::SetView;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -127,11 +127,12 @@ impl SetResource for apps::DaemonSet {
     }
 
     fn view(&self) -> Result<SetView, Error> {
-        let set = everynode_set(self)?;
-        SetView::from_daemon_set(&set).map_err(|source| Error::Snapshot {
-            set: key(self),
-            source,
-        })
+        everynode_core::convert::from_apps_v1(self)
+            .and_then(|set| SetView::from_daemon_set(&set))
+            .map_err(|source| Error::Snapshot {
+                set: key(self),
+                source,
+            })
     }
 
     fn with_template(&self, template: &PodTemplateSpec) -> Self {
@@ -144,90 +145,18 @@ impl SetResource for apps::DaemonSet {
 
     /// The apps/v1 shape: conditions as `DaemonSetCondition` (no `observedGeneration`).
     fn status_json(&self, status: &everynode_api::DaemonSetStatus) -> Result<Value, Error> {
-        let apps_status: apps::DaemonSetStatus = convert(status, self, "status")?;
+        let apps_status = everynode_core::convert::status_to_apps_v1(status).map_err(|source| {
+            Error::Snapshot {
+                set: key(self),
+                source,
+            }
+        })?;
         serde_json::to_value(apps_status).map_err(|source| Error::Convert {
             set: key(self),
             field: "status",
             source,
         })
     }
-}
-
-/// The everynode form of a built-in set: the same metadata, and spec and status converted field
-/// by field (the everynode API is the apps/v1 one, plus optional extras).
-fn everynode_set(set: &apps::DaemonSet) -> Result<everynode_api::DaemonSet, Error> {
-    let spec = set.spec.as_ref().ok_or_else(|| Error::Snapshot {
-        set: key(set),
-        source: everynode_core::SnapshotError::MissingSpec {
-            kind: "DaemonSet",
-            name: set.name_any(),
-        },
-    })?;
-    let spec = convert(spec, set, "spec")?;
-    let status = set
-        .status
-        .as_ref()
-        .map(|status| everynode_status(status, set))
-        .transpose()?;
-    let mut converted = everynode_api::DaemonSet::new(&set.name_any(), spec);
-    converted.metadata = set.metadata.clone();
-    converted.status = status;
-    Ok(converted)
-}
-
-/// The everynode form of a built-in status. apps/v1 conditions have optional reason, message and
-/// time, which `metav1.Condition` requires: missing ones read as empty (time: the Unix epoch).
-fn everynode_status(
-    status: &apps::DaemonSetStatus,
-    set: &apps::DaemonSet,
-) -> Result<everynode_api::DaemonSetStatus, Error> {
-    let counters = apps::DaemonSetStatus {
-        conditions: None,
-        ..status.clone()
-    };
-    let mut converted: everynode_api::DaemonSetStatus = convert(&counters, set, "status")?;
-    converted.conditions = status.conditions.as_ref().map(|conditions| {
-        conditions
-            .iter()
-            .map(|c| Condition {
-                type_: c.type_.clone(),
-                status: c.status.clone(),
-                reason: c.reason.clone().unwrap_or_default(),
-                message: c.message.clone().unwrap_or_default(),
-                last_transition_time: c
-                    .last_transition_time
-                    .clone()
-                    .unwrap_or(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
-                observed_generation: None,
-            })
-            .collect()
-    });
-    Ok(with_zero_counters(converted))
-}
-
-/// apps/v1 omits zero counters (`omitempty`); read them as the 0 they are, so that an unchanged
-/// status is not written again.
-fn with_zero_counters(
-    mut status: everynode_api::DaemonSetStatus,
-) -> everynode_api::DaemonSetStatus {
-    status.updated_number_scheduled.get_or_insert(0);
-    status.number_available.get_or_insert(0);
-    status.number_unavailable.get_or_insert(0);
-    status
-}
-
-fn convert<From: Serialize, To: DeserializeOwned>(
-    value: &From,
-    set: &apps::DaemonSet,
-    field: &'static str,
-) -> Result<To, Error> {
-    serde_json::to_value(value)
-        .and_then(serde_json::from_value)
-        .map_err(|source| Error::Convert {
-            set: key(set),
-            field,
-            source,
-        })
 }
 
 #[cfg(test)]

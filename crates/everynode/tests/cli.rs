@@ -565,3 +565,100 @@ async fn rollout_status_fails_with_the_reason_when_the_deadline_passes() {
     }
     assert_eq!(held.len(), 1, "{held:?}");
 }
+
+/// `explain -n NS SET --node NODE`, which must succeed.
+async fn explain(env: &TestEnv, set: &str, node: &str) -> String {
+    let (code, out, err) = everynode(
+        env,
+        &["explain", "-n", env.namespace(), set, "--node", node],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
+#[tokio::test]
+async fn explain_and_the_controller_agree_on_a_set_with_an_orphan() {
+    let env = TestEnv::new("cli-orphan").await;
+    let nodes = env.add_nodes(3).await;
+    everynode_testkit::install_crd(&env.client()).await;
+    // An orphan the set's selector matches, on the second node; no controller runs yet.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(env.client(), env.namespace());
+    let orphan: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "agent-orphan", "labels": {"app": "agent"}},
+        "spec": {"nodeName": nodes[1], "containers": [{"name": "c", "image": "agent:v1"}]}
+    }))
+    .unwrap();
+    pods.create(&Default::default(), &orphan).await.unwrap();
+    let v1 = "everynode.dev/v1alpha1";
+    let mut set = manifest(&env, v1, "agent", "agent:v1");
+    // OnDelete: the adopted orphan keeps running, so what follows the adoption is observable.
+    set["spec"]["updateStrategy"] = json!({"type": "OnDelete"});
+    apply(&env, v1, &set).await;
+
+    // explain plans what the controller will do: adopt the orphan, create on the other nodes.
+    let on_orphan_node = explain(&env, "agent", &nodes[1]).await;
+    assert!(
+        on_orphan_node.contains("Pod:         agent-orphan"),
+        "{on_orphan_node}"
+    );
+    assert!(
+        on_orphan_node.contains("Next:        adopt agent-orphan"),
+        "{on_orphan_node}"
+    );
+    assert!(!on_orphan_node.contains("create"), "{on_orphan_node}");
+    for node in [&nodes[0], &nodes[2]] {
+        let explained = explain(&env, "agent", node).await;
+        assert!(
+            explained.contains("Next:        create agent-"),
+            "{explained}"
+        );
+    }
+
+    // The controller does just that: every node runs one pod of the set, the orphan adopted.
+    let _controller = start_controller(&env, v1);
+    let sets = sets_api(&env, v1);
+    let uid = sets.get("agent").await.unwrap().metadata.uid.unwrap();
+    eventually(
+        "the orphan adopted and a pod on every node",
+        TIMEOUT,
+        || async {
+            let list = pods
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut placed: Vec<(String, String, bool)> = list
+                .items
+                .iter()
+                .map(|p| {
+                    let owned = p
+                        .metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .any(|r| r.controller == Some(true) && r.uid == uid);
+                    let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+                    let node = node.or_else(|| everynode_core::target_node_name(p).ok());
+                    (
+                        node.unwrap_or_default(),
+                        p.metadata.name.clone().unwrap_or_default(),
+                        owned,
+                    )
+                })
+                .collect();
+            placed.sort();
+            let on = |n: &String| placed.iter().filter(|(node, _, _)| node == n).count();
+            let orphan_adopted = placed
+                .iter()
+                .any(|(node, name, owned)| node == &nodes[1] && name == "agent-orphan" && *owned);
+            if placed.len() == 3 && nodes.iter().all(|n| on(n) == 1) && orphan_adopted {
+                Ok(())
+            } else {
+                Err(format!("{placed:?}"))
+            }
+        },
+    )
+    .await;
+    let after = explain(&env, "agent", &nodes[1]).await;
+    assert!(!after.contains("Next:"), "{after}");
+}

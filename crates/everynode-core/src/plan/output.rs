@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::backoff::BackoffEntry;
 use crate::budget::BudgetError;
 use crate::controls::ControlsError;
-use crate::explain::{Deferrals, NodeName};
+use crate::explain::{Deferrals, SharedName};
 use crate::manage::PlanEvent;
 use crate::reason::{CreateReason, DeleteReason, NodeExcluded};
 use crate::revision::HistoryPlan;
@@ -83,7 +83,7 @@ pub struct BackoffUpdate {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NodeDecision {
     /// Node name (shares one buffer with the other decisions of the plan).
-    pub node: NodeName,
+    pub node: SharedName,
     /// A daemon pod should run here.
     pub should_run: bool,
     /// An existing daemon pod may keep running.
@@ -92,6 +92,13 @@ pub struct NodeDecision {
     pub excluded: Option<Box<NodeExcluded>>,
     /// Daemon pods mapped to the node before the plan.
     pub pods: usize,
+    /// The node's first pod (in upstream's order: oldest first) that is not terminating,
+    /// before the plan.
+    pub pod: Option<SharedName>,
+    /// That pod runs the update revision.
+    pub updated: bool,
+    /// That pod is available (Ready for `minReadySeconds`).
+    pub available: bool,
     /// Things deferred on this node, in order.
     pub deferred: Deferrals,
 }

@@ -9,7 +9,7 @@ use everynode_api::labels::{CONTROLLER_REVISION_HASH, POD_TEMPLATE_GENERATION};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::eligibility::NodeMatcher;
-use crate::explain::{self, Deferrals, NodeName};
+use crate::explain::{self, Deferrals, SharedName};
 use crate::revision::{Claim, claim};
 use crate::selector::Selector;
 use crate::snapshot::{NodeView, PlanInput, PodView};
@@ -337,15 +337,45 @@ fn warm_pods(pods: &[PodView]) -> usize {
 /// The per-node decisions for `explain`, before anything is deferred, into `out`.
 fn node_decisions(state: &State<'_>, names: NodeNames, out: &mut Vec<NodeDecision>) {
     let buffer: Arc<str> = Arc::from(names.buffer.as_str());
-    out.extend(state.slots.iter().enumerate().map(|(i, slot)| {
-        let (start, end) = names.range(i);
-        NodeDecision {
-            node: NodeName::in_buffer(&buffer, start, end),
-            should_run: slot.elig.should_run,
-            should_continue_running: slot.elig.should_continue_running,
-            excluded: slot.elig.excluded.clone(),
-            pods: slot.pods.len(),
-            deferred: Deferrals::new(),
-        }
-    }));
+    // Each node's first pod that is not terminating, and their names in one buffer.
+    let first: Vec<Option<usize>> = state
+        .slots
+        .iter()
+        .map(|slot| slot.pods.iter().copied().find(|&p| !state.pods[p].deleting))
+        .collect();
+    let mut pod_names = NodeNames::with_capacity(&[]);
+    for p in first.iter().flatten() {
+        pod_names.push(state.name(*p));
+    }
+    let pod_buffer: Arc<str> = Arc::from(pod_names.buffer.as_str());
+    let mut next_pod = 0;
+    out.extend(
+        state
+            .slots
+            .iter()
+            .zip(first)
+            .enumerate()
+            .map(|(i, (slot, first))| {
+                let (start, end) = names.range(i);
+                let pod = first.map(|p| {
+                    let (start, end) = pod_names.range(next_pod);
+                    next_pod += 1;
+                    (
+                        SharedName::in_buffer(&pod_buffer, start, end),
+                        &state.pods[p],
+                    )
+                });
+                NodeDecision {
+                    node: SharedName::in_buffer(&buffer, start, end),
+                    should_run: slot.elig.should_run,
+                    should_continue_running: slot.elig.should_continue_running,
+                    excluded: slot.elig.excluded.clone(),
+                    pods: slot.pods.len(),
+                    updated: pod.as_ref().is_some_and(|(_, p)| p.updated),
+                    available: pod.as_ref().is_some_and(|(_, p)| p.available),
+                    pod: pod.map(|(name, _)| name),
+                    deferred: Deferrals::new(),
+                }
+            }),
+    );
 }

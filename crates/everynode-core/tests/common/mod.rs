@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use everynode_api::labels::CONTROLLER_REVISION_HASH;
 use everynode_api::{DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
-use everynode_core::render::pod_labels;
 use everynode_core::{
     BackoffEntry, Deferred, NodeView, Owner, Plan, PlanConfig, PlanInput, PodPhase, PodView,
     RevisionView, SetView, Timestamp, hash_template, plan,
@@ -303,108 +302,19 @@ impl Cluster {
 
     /// Applies a plan like upstream's fake pod control and API.
     pub fn apply(&mut self, plan: &Plan) {
-        self.name_seed += 1;
-        let h = &plan.history;
-        for name in &h.adopt {
-            if let Some(r) = self.revisions.iter_mut().find(|r| r.name == *name) {
-                r.owner = Some(Owner::ThisSet);
-            }
-        }
-        for name in &h.release {
-            if let Some(r) = self.revisions.iter_mut().find(|r| r.name == *name) {
-                r.owner = Some(Owner::Orphan);
-            }
-        }
-        for name in &h.add_hash_label {
-            if let Some(r) = self.revisions.iter_mut().find(|r| r.name == *name) {
-                r.labels
-                    .insert(CONTROLLER_REVISION_HASH.to_owned(), name.clone());
-            }
-        }
-        if let Some(c) = &h.create {
-            self.revisions.push(RevisionView {
-                name: c.name.clone(),
-                labels: c.labels.clone(),
-                owner: Some(Owner::ThisSet),
-                revision: c.revision,
-                data: serde_json::from_str(&c.data).expect("revision data is JSON"),
-                deleting: false,
-            });
-        }
-        if let Some((name, rev)) = &h.renumber
-            && let Some(r) = self.revisions.iter_mut().find(|r| r.name == *name)
-        {
-            r.revision = *rev;
-        }
-        for (pod, hash) in &h.relabel_pods {
-            if let Some(p) = self.pods.iter_mut().find(|p| p.name == *pod) {
-                p.labels
-                    .insert(CONTROLLER_REVISION_HASH.to_owned(), hash.clone());
-            }
-        }
-        for d in &h.delete {
-            self.revisions.retain(|r| r.name != d.name);
-        }
-        if let Some(c) = h.collision_count {
-            self.set
-                .status
-                .get_or_insert_with(Default::default)
-                .collision_count = Some(c);
-        }
-        for name in &plan.adopt_pods {
-            if let Some(p) = self.pods.iter_mut().find(|p| p.name == *name) {
-                p.owner = Some(Owner::ThisSet);
-            }
-        }
-        for name in &plan.release_pods {
-            if let Some(p) = self.pods.iter_mut().find(|p| p.name == *name) {
-                p.owner = Some(Owner::Orphan);
-            }
-        }
-        for d in &plan.deletes {
-            self.pods.retain(|p| p.name != d.pod);
-        }
-        // An in-place update: new labels; not ready until the containers restart.
-        for u in &plan.updates {
-            if let Some(p) = self.pods.iter_mut().find(|p| p.name == u.pod) {
-                p.labels.extend(u.labels.clone());
-                p.ready = false;
-                p.ready_since = None;
-            }
-        }
-        for c in &plan.creates {
-            let labels = pod_labels(
-                &self.set.spec.template,
-                &c.hash,
-                self.set.template_generation,
-            );
-            self.pods.push(PodView {
-                name: c.pod_name.clone(),
-                uid: format!("uid-{}", c.pod_name),
-                labels,
-                owner: Some(Owner::ThisSet),
-                node_name: None,
-                target_node: Some(c.node.clone()),
-                phase: PodPhase::Pending,
-                ready: false,
-                ready_since: None,
-                deletion_timestamp: None,
-                created: Some(self.now),
-                trouble: None,
-                unschedulable: None,
-            });
-        }
-        for b in &plan.backoff_updates {
-            self.backoff.insert(b.node.clone(), b.entry);
-        }
-        if let Some(s) = &plan.status {
-            self.set.status = Some(s.clone());
-        }
-        // An automatic rollback: the runtime puts the stable template back into the spec.
-        if let Some(r) = &plan.rollback {
-            self.set.spec.template = r.template.clone();
-            self.set.generation = self.set.generation.map(|g| g + 1);
-        }
+        let mut input = self.input();
+        input.apply(plan);
+        let PlanInput {
+            set,
+            nodes,
+            pods,
+            revisions,
+            backoff,
+            name_seed,
+            ..
+        } = input;
+        (self.set, self.nodes, self.pods, self.revisions) = (set, nodes, pods, revisions);
+        (self.backoff, self.name_seed) = (backoff, name_seed);
     }
 
     /// Plans, checks (creates, deletes, events) and applies.

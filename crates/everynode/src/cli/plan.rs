@@ -7,14 +7,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use everynode_core::{
-    Deferred, NodeView, Owner, PlanInput, PodPhase, PodView, RevisionView, SetView, Timestamp,
-};
+use everynode_core::{Deferred, PlanInput, PodPhase, PodView, SetView, Timestamp};
 use everynode_runtime::target::SetResource;
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -206,177 +202,143 @@ pub struct PlanReport {
     pub held: Vec<(String, String)>,
 }
 
-/// Plans `set` against `snapshot` and simulates the rollout.
+/// Plans `set` against `snapshot` and simulates the rollout: each plan's writes go through
+/// ([`PlanInput::apply`]), then every pod runs and becomes available.
 pub fn simulate(set: &SetView, snapshot: &Snapshot, start: Timestamp) -> PlanReport {
-    let mut now = start;
-    let mut pods: Vec<PodView> = snapshot
-        .pods
-        .iter()
-        .map(|p| PodView::from_pod(p, &set.uid))
-        .filter(|p| p.owner() != Owner::Other)
-        .collect();
-    let mut revisions: Vec<RevisionView> = snapshot
-        .revisions
-        .iter()
-        .map(|r| RevisionView::from_revision(r, &set.uid))
-        .collect();
-    let nodes: Vec<NodeView> = snapshot.nodes.iter().map(NodeView::from_node).collect();
-    let mut view = set.clone();
+    let mut input = PlanInput::from_objects(
+        set.clone(),
+        &snapshot.nodes,
+        &snapshot.pods,
+        &snapshot.revisions,
+        start,
+    );
+    // Per-node decisions: the first plan's eligibility, and the last one's held nodes.
+    input.config.explain = true;
     let mut waves = Vec::new();
-    let mut first_decisions = None;
+    let mut eligibility = None;
     let mut converged = false;
     let mut waits = 0;
     let mut held = Vec::new();
-    let min_ready = set.spec.min_ready_seconds.unwrap_or_default();
     for _ in 0..MAX_STEPS {
-        let mut input = PlanInput::new(view.clone(), now);
-        input.nodes = nodes.clone();
-        input.pods = pods.clone();
-        input.revisions = revisions.clone();
-        input.expectations_satisfied = true;
-        // Per-node decisions: the first plan's eligibility, and the last one's held nodes.
-        input.config.explain = true;
         let plan = everynode_core::plan(&input);
-        if first_decisions.is_none() {
-            first_decisions = Some(
-                plan.nodes
-                    .iter()
-                    .map(|d| {
-                        let node: &str = &d.node;
-                        (
-                            node.to_owned(),
-                            d.should_run,
-                            d.excluded.as_ref().map(ToString::to_string),
-                        )
-                    })
-                    .collect::<Vec<_>>(),
-            );
-        }
-        if let Some(status) = plan.status.clone() {
-            view.status = Some(status);
-        }
-        if let Some(count) = plan.history.collision_count {
-            let mut status = view.status.clone().unwrap_or_default();
-            status.collision_count = Some(count);
-            view.status = Some(status);
-            continue;
-        }
-        if let Some(new) = &plan.history.create {
-            revisions.push(revision_view(new));
-        }
-        if plan.creates.is_empty() && plan.deletes.is_empty() && plan.updates.is_empty() {
-            if plan.history.create.is_some() {
+        let eligible = eligibility.get_or_insert_with(|| node_eligibility(&plan));
+        let history_only = plan.history.collision_count.is_some() || plan.history.create.is_some();
+        let writes =
+            !(plan.creates.is_empty() && plan.deletes.is_empty() && plan.updates.is_empty());
+        input.apply(&plan);
+        if !writes {
+            if history_only {
                 continue;
             }
             // A bake time or pacing window: let it pass.
             let rolling = plan.counts.is_some_and(|c| c.updated < c.desired);
             if let Some(wait) = plan.requeue_after.filter(|_| rolling) {
-                waits += wait.as_secs().max(1);
-                now = now
-                    .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(
-                        i64::try_from(wait.as_secs().max(1)).unwrap_or(i64::MAX),
-                    ))
-                    .unwrap_or(now);
+                let seconds = wait.as_secs().max(1);
+                waits += seconds;
+                input.now = later(input.now, seconds);
                 continue;
             }
             held = held_nodes(&plan);
             converged = true;
             break;
         }
-        let deleted: Vec<&str> = plan.deletes.iter().map(|d| d.pod.as_str()).collect();
-        pods.retain(|p| !deleted.contains(&p.name.as_str()));
-        // In place: the pod takes the new revision's labels and restarts.
-        for update in &plan.updates {
-            if let Some(pod) = pods.iter_mut().find(|p| p.name == update.pod) {
-                pod.labels.extend(update.labels.clone());
-                pod.phase = PodPhase::Pending;
-                pod.ready = false;
-            }
-        }
-        for create in &plan.creates {
-            let mut labels = view
-                .spec
-                .template
-                .metadata
-                .as_ref()
-                .and_then(|m| m.labels.clone())
-                .unwrap_or_default();
-            labels.insert(
-                everynode_api::labels::CONTROLLER_REVISION_HASH.to_owned(),
-                create.hash.clone(),
-            );
-            pods.push(PodView {
-                name: create.pod_name.clone(),
-                uid: create.pod_name.clone(),
-                labels,
-                owner: Some(Owner::ThisSet),
-                node_name: Some(create.node.clone()),
-                target_node: Some(create.node.clone()),
-                phase: PodPhase::Pending,
-                created: Some(now),
-                ..PodView::default()
-            });
-        }
-        let should_run: Vec<String> = first_decisions
-            .iter()
-            .flatten()
-            .filter(|(_, run, _)| *run)
-            .map(|(n, _, _)| n.clone())
-            .collect();
-        let unavailable = should_run
-            .iter()
-            .filter(|node| {
-                !pods.iter().any(|p| {
-                    p.target_node.as_deref() == Some(node.as_str())
-                        && everynode_core::status::is_pod_available(p, min_ready, now)
-                })
-            })
-            .count();
-        let step = Wave {
-            creates: plan
-                .creates
-                .iter()
-                .map(|c| (c.node.clone(), c.reason.to_string()))
-                .collect(),
-            deletes: plan
-                .deletes
-                .iter()
-                .map(|d| (d.node.clone(), d.reason.to_string()))
-                .collect(),
-            updates: plan.updates.iter().map(|u| u.node.clone()).collect(),
-            unavailable,
-            waits_seconds: std::mem::take(&mut waits),
-        };
+        let step = wave(&plan, &input, eligible, std::mem::take(&mut waits));
         merge_step(&mut waves, step);
-        // Time passes: every pod runs and is available.
-        now = now
-            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(
-                i64::from(min_ready.max(0)) + 10,
-            ))
-            .unwrap_or(now);
-        let ready_since = now
-            .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(
-                i64::from(min_ready.max(0)) + 5,
-            ))
-            .unwrap_or(now);
-        for pod in &mut pods {
-            if pod.phase == PodPhase::Pending {
-                pod.phase = PodPhase::Running;
-                pod.ready = true;
-                pod.ready_since = Some(ready_since);
-            }
-        }
+        settle(&mut input, &plan);
     }
-    let strategy = view.spec.effective_update_strategy();
+    let strategy = input.set.spec.effective_update_strategy();
     PlanReport {
         set: format!("{}/{}", set.namespace, set.name),
-        nodes: first_decisions.unwrap_or_default(),
+        nodes: eligibility.unwrap_or_default(),
         strategy: strategy.type_.unwrap_or_else(|| "RollingUpdate".to_owned()),
         waves,
-        pods_after: pods.len(),
+        pods_after: input.pods.len(),
         converged,
         held,
     }
+}
+
+/// Per node: whether it runs the pod, and why not.
+fn node_eligibility(plan: &everynode_core::Plan) -> Vec<(String, bool, Option<String>)> {
+    plan.nodes
+        .iter()
+        .map(|d| {
+            let node: &str = &d.node;
+            (
+                node.to_owned(),
+                d.should_run,
+                d.excluded.as_ref().map(ToString::to_string),
+            )
+        })
+        .collect()
+}
+
+/// One step of the simulation, once its writes went through.
+fn wave(
+    plan: &everynode_core::Plan,
+    after: &PlanInput,
+    eligibility: &[(String, bool, Option<String>)],
+    waits_seconds: u64,
+) -> Wave {
+    let min_ready = after.set.spec.min_ready_seconds.unwrap_or_default();
+    let unavailable = eligibility
+        .iter()
+        .filter(|(_, run, _)| *run)
+        .filter(|(node, _, _)| {
+            !after.pods.iter().any(|p| {
+                p.target_node.as_deref() == Some(node.as_str())
+                    && everynode_core::status::is_pod_available(p, min_ready, after.now)
+            })
+        })
+        .count();
+    Wave {
+        creates: plan
+            .creates
+            .iter()
+            .map(|c| (c.node.clone(), c.reason.to_string()))
+            .collect(),
+        deletes: plan
+            .deletes
+            .iter()
+            .map(|d| (d.node.clone(), d.reason.to_string()))
+            .collect(),
+        updates: plan.updates.iter().map(|u| u.node.clone()).collect(),
+        unavailable,
+        waits_seconds,
+    }
+}
+
+/// Time passes: the scheduler binds every new pod, and new pods and pods updated in place
+/// run and become available (ready for longer than `minReadySeconds`).
+fn settle(input: &mut PlanInput, plan: &everynode_core::Plan) {
+    let min_ready =
+        u64::try_from(input.set.spec.min_ready_seconds.unwrap_or_default().max(0)).unwrap_or(0);
+    input.now = later(input.now, min_ready + 10);
+    let ready_since = input
+        .now
+        .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(
+            i64::try_from(min_ready + 5).unwrap_or(i64::MAX),
+        ))
+        .unwrap_or(input.now);
+    let restarted = |p: &PodView| plan.updates.iter().any(|u| u.pod == p.name);
+    for pod in input
+        .pods
+        .iter_mut()
+        .filter(|p| p.phase == PodPhase::Pending || restarted(p))
+    {
+        pod.node_name = pod.target_node.clone();
+        pod.phase = PodPhase::Running;
+        pod.ready = true;
+        pod.ready_since = Some(ready_since);
+    }
+}
+
+/// `now` plus `seconds`.
+fn later(now: Timestamp, seconds: u64) -> Timestamp {
+    now.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(
+        i64::try_from(seconds).unwrap_or(i64::MAX),
+    ))
+    .unwrap_or(now)
 }
 
 /// Adds a step to the waves: a step that only finishes the previous wave's nodes (the create
@@ -420,21 +382,6 @@ fn merge_step(waves: &mut Vec<Wave>, step: Wave) {
         }
     }
     waves.push(step);
-}
-
-fn revision_view(new: &everynode_core::NewRevision) -> RevisionView {
-    let revision = ControllerRevision {
-        metadata: ObjectMeta {
-            name: Some(new.name.clone()),
-            labels: Some(new.labels.clone()),
-            ..ObjectMeta::default()
-        },
-        data: serde_json::from_str(&new.data).ok().map(RawExtension),
-        revision: new.revision,
-    };
-    let mut view = RevisionView::from_revision(&revision, OFFLINE_UID);
-    view.owner = Some(Owner::ThisSet);
-    view
 }
 
 /// Renders the report.

@@ -1,7 +1,7 @@
 //! `everynode status`: a kubectl-like summary of a set and a grid with one cell per node, or a
 //! table of every set.
 
-use everynode_core::{NodeView, PlanInput, PodView, RevisionView, Timestamp};
+use everynode_core::{PlanInput, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use serde::Serialize;
@@ -140,18 +140,7 @@ pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow:
         revisions,
     } = super::plan::live_snapshot(client, namespace).await?;
 
-    let mut input = PlanInput::new(set.view.clone(), now);
-    input.nodes = nodes.iter().map(NodeView::from_node).collect();
-    input.pods = pods
-        .iter()
-        .map(|p| PodView::from_pod(p, &set.view.uid))
-        .filter(|p| p.owner() == everynode_core::Owner::ThisSet)
-        .collect();
-    input.revisions = revisions
-        .iter()
-        .map(|r| RevisionView::from_revision(r, &set.view.uid))
-        .collect();
-    input.expectations_satisfied = true;
+    let mut input = PlanInput::from_objects(set.view.clone(), &nodes, &pods, &revisions, now);
     input.config.explain = true;
     let plan = everynode_core::plan(&input);
 
@@ -159,22 +148,17 @@ pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow:
         .iter()
         .filter_map(|p| Some((p.metadata.name.as_deref()?, scheduler_message(p)?)))
         .collect();
-    let hash = plan.history.hash.clone();
-    let min_ready = set.view.spec.min_ready_seconds.unwrap_or_default();
+    let pods_by_name: std::collections::HashMap<&str, &everynode_core::PodView> =
+        input.pods.iter().map(|p| (p.name.as_str(), p)).collect();
     let mut statuses = Vec::with_capacity(plan.nodes.len());
     let stored = set.view.status.as_ref();
     for decision in &plan.nodes {
         let node: &str = &decision.node;
-        let pod = input
-            .pods
-            .iter()
-            .filter(|p| !p.deleting())
-            .find(|p| p.target_node.as_deref() == Some(node));
-        let updated = pod.is_some_and(|p| {
-            everynode_core::status::is_pod_updated(&p.labels, &hash, set.view.template_generation)
-        });
-        let available =
-            pod.is_some_and(|p| everynode_core::status::is_pod_available(p, min_ready, now));
+        let pod = decision
+            .pod
+            .as_deref()
+            .and_then(|name| pods_by_name.get(name).copied());
+        let (updated, available) = (decision.updated, decision.available);
         let state = match (decision.should_run, pod.is_some(), updated, available) {
             (true, true, true, true) => NodeState::Updated,
             (true, true, true, false) => NodeState::Updating,
@@ -190,11 +174,21 @@ pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow:
             .or_else(|| pod.and_then(|p| unschedulable.get(p.name.as_str()).cloned()))
             .or_else(|| pod.and_then(|p| p.trouble.clone()))
             .or_else(|| decision.deferred.first().map(ToString::to_string));
-        let actions = plan
-            .creates
-            .iter()
-            .filter(|c| c.node == node)
-            .map(|c| format!("create {} ({})", c.pod_name, c.reason))
+        let adopt = pod.filter(|p| plan.adopt_pods.contains(&p.name));
+        let actions = adopt
+            .map(|p| {
+                format!(
+                    "adopt {} (an orphan pod the selector matches: the set takes it over)",
+                    p.name
+                )
+            })
+            .into_iter()
+            .chain(
+                plan.creates
+                    .iter()
+                    .filter(|c| c.node == node)
+                    .map(|c| format!("create {} ({})", c.pod_name, c.reason)),
+            )
             .chain(
                 plan.deletes
                     .iter()
@@ -258,7 +252,7 @@ pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow:
             .then(|| (plan.history.current.clone(), plan.history.current_revision)),
         rollout: rollout::progress(&set.view).message,
         nodes: statuses,
-        hash,
+        hash: plan.history.hash.clone(),
     })
 }
 
