@@ -25,6 +25,8 @@ pub enum EventReason {
     SucceededDaemonPod,
     /// Warning: the rollout of the update revision failed (everynode rollout safety).
     RolloutFailed,
+    /// Warning: the scheduler cannot place some of the set's pods (new or changed).
+    FailedPlacement,
 }
 
 impl EventReason {
@@ -35,6 +37,15 @@ impl EventReason {
             Self::FailedDaemonPod => "FailedDaemonPod",
             Self::SucceededDaemonPod => "SucceededDaemonPod",
             Self::RolloutFailed => "RolloutFailed",
+            Self::FailedPlacement => "FailedPlacement",
+        }
+    }
+
+    /// The event `action` field.
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::FailedPlacement => "Scheduling",
+            _ => "Reconcile",
         }
     }
 

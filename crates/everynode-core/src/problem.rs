@@ -7,8 +7,11 @@
 //! upstream writes it; once it had it, the condition turns `True` when the problem is gone.
 //! `lastTransitionTime` moves only when the status flips.
 
+use everynode_api::DaemonSetStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+
+use crate::status::pacing::StatusWrite;
 
 /// One kind of problem condition: its type, and what it says once the problem is gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,27 +75,38 @@ pub struct ConditionUpdate {
 }
 
 impl ConditionUpdate {
-    /// Puts this update's condition into a plan's status (keeping the plan's other conditions),
-    /// marking the status changed when it changes.
-    pub fn apply_to(&self, plan: &mut crate::plan::Plan) {
-        if let Some(status) = plan.status.as_mut().filter(|_| self.changed) {
-            let mut conditions: Vec<Condition> = status
-                .conditions
-                .take()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|c| c.type_ != self.type_)
-                .collect();
-            conditions.extend(
-                self.conditions
-                    .iter()
-                    .flatten()
-                    .filter(|c| c.type_ == self.type_)
-                    .cloned(),
-            );
-            conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-            status.conditions = (!conditions.is_empty()).then_some(conditions);
-            plan.status_changed = true;
+    /// Puts this update's condition into `status` (keeping its other conditions); returns
+    /// whether that changed it.
+    pub fn apply_to_status(&self, status: &mut DaemonSetStatus) -> bool {
+        if !self.changed {
+            return false;
+        }
+        let mut conditions: Vec<Condition> = status
+            .conditions
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.type_ != self.type_)
+            .collect();
+        conditions.extend(
+            self.conditions
+                .iter()
+                .flatten()
+                .filter(|c| c.type_ == self.type_)
+                .cloned(),
+        );
+        conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+        status.conditions = (!conditions.is_empty()).then_some(conditions);
+        true
+    }
+
+    /// Puts this update's condition into a plan's status, and the status write into the plan
+    /// when it changes (`stored`: the status the set has).
+    pub fn apply_to(&self, plan: &mut crate::plan::Plan, stored: Option<&DaemonSetStatus>) {
+        if let Some(status) = plan.status.as_mut()
+            && self.apply_to_status(status)
+        {
+            plan.status_write = Some(StatusWrite::classify(stored, status));
         }
     }
 }

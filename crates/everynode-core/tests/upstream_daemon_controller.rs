@@ -127,7 +127,7 @@ fn simple_daemon_set_updates_status_after_launching_pods() {
         let p = c.expect_sync(5, 0, 0);
         let st = p.status.unwrap();
         assert_eq!(st.current_number_scheduled, 5);
-        assert!(p.status_changed);
+        assert!(p.status_write.is_some());
     }
 }
 

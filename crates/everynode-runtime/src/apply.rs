@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use everynode_api::labels::{CONTROLLER_REVISION_HASH, IN_PLACE_UPDATE_ANNOTATION};
-use everynode_core::{
-    Plan, PlanInput, RenderParams, StatusWrite, controller_owner_reference, render_pod,
-};
+use everynode_core::{Plan, PlanInput, RenderParams, controller_owner_reference, render_pod};
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::Pod;
@@ -38,19 +36,18 @@ pub async fn apply_plan<K: SetResource>(
     input: &PlanInput,
     plan: &Plan,
 ) -> Result<Option<Duration>, Vec<Error>> {
-    publish_plan_events(&ctx.recorder, set, plan);
+    publish_plan_events(&ctx.recorder, set, &plan.events);
     let mut events = PodWriteEvents::default();
     let failures = apply_writes::<K>(ctx, set, input, plan, &mut events).await;
     publish_pod_writes(&ctx.recorder, &ctx.pod_write_windows, set, events);
     if !failures.is_empty() {
         return Err(failures);
     }
-    let Some(status) = plan.status.as_ref().filter(|_| plan.status_changed) else {
+    let Some(write) = plan.status_write else {
         return Ok(None);
     };
     let key = set_key(&input.set.namespace, &input.set.name);
     let now = Instant::now();
-    let write = StatusWrite::classify(input.set.status.as_ref(), status);
     if let Some(wait) = ctx
         .status_pacer
         .wait(&key, now)
@@ -563,7 +560,7 @@ pub(crate) async fn write_status<K: SetResource>(
     set: &K,
     plan: &Plan,
 ) -> Result<(), Error> {
-    let Some(status) = plan.status.as_ref().filter(|_| plan.status_changed) else {
+    let Some(status) = plan.status.as_ref().filter(|_| plan.status_write.is_some()) else {
         return Ok(());
     };
     let namespace = set.namespace().unwrap_or_default();

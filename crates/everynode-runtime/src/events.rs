@@ -238,9 +238,9 @@ fn truncate(mut text: String, limit: usize) -> String {
 pub(crate) fn publish_plan_events<K: SetResource>(
     recorder: &Recorder,
     set: &K,
-    plan: &everynode_core::Plan,
+    events: &[everynode_core::PlanEvent],
 ) {
-    for event in &plan.events {
+    for event in events {
         let type_ = if event.reason.is_warning() {
             EventType::Warning
         } else {
@@ -251,7 +251,7 @@ pub(crate) fn publish_plan_events<K: SetResource>(
             set,
             type_,
             event.reason.as_str(),
-            "Reconcile",
+            event.reason.action(),
             event.message.clone(),
         );
     }

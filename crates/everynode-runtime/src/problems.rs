@@ -1,13 +1,14 @@
-//! The set's problem conditions ([`everynode_core::problem`]) from what this reconcile saw:
-//! pods the scheduler cannot place, a template the apiserver refuses, writes that failed. Each
-//! new or changed problem is one Warning Event.
+//! The set's problem conditions ([`everynode_core::problem`]) from what this reconcile saw
+//! besides the plan's snapshot: a template the apiserver refuses, writes that failed, the
+//! built-in controller at work (the plan itself carries `PodsScheduled`). Each new or changed
+//! problem is one Warning Event.
 
+use everynode_api::DaemonSetStatus;
 use everynode_core::problem::{
     BUILT_IN_CONTROLLER_OFF, ConditionUpdate, Problem, RECONCILE_SUCCEEDED, TEMPLATE_VALID,
-    UnschedulablePod, problem_condition, scheduling_conditions,
+    problem_condition,
 };
 use everynode_core::{Plan, SetView, Timestamp};
-use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
 use crate::context::Context;
@@ -53,7 +54,6 @@ impl Problems {
         });
         Self {
             updates: vec![
-                (scheduling(ctx, set, now), "FailedPlacement", "Scheduling"),
                 (
                     problem_condition(
                         previous,
@@ -91,10 +91,10 @@ impl Problems {
         }
     }
 
-    /// Puts the conditions into the plan's status.
-    pub fn apply_to(&self, plan: &mut Plan) {
+    /// Puts the conditions into the plan's status (`stored`: the status the set has).
+    pub fn apply_to(&self, plan: &mut Plan, stored: Option<&DaemonSetStatus>) {
         for (update, _, _) in &self.updates {
-            update.apply_to(plan);
+            update.apply_to(plan, stored);
         }
     }
 
@@ -147,43 +147,4 @@ fn write_problem(failures: &[Error]) -> Option<Problem> {
         .to_owned(),
         message,
     })
-}
-
-/// The `PodsScheduled` condition for the set's pods the scheduler cannot place (from the cache).
-fn scheduling(ctx: &Context, set: &SetView, now: Timestamp) -> ConditionUpdate {
-    let pods = ctx.pods.state();
-    let blocked: Vec<(String, &str, &str)> = pods
-        .iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(set.namespace.as_str()))
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            p.owner_references()
-                .iter()
-                .any(|r| r.controller == Some(true) && r.uid == set.uid)
-        })
-        .filter_map(|p| {
-            let condition = p
-                .status
-                .as_ref()?
-                .conditions
-                .as_ref()?
-                .iter()
-                .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
-            if condition.reason.as_deref() != Some("Unschedulable") {
-                return None;
-            }
-            let node = everynode_core::target_node_name(p).ok()?;
-            Some((
-                node,
-                p.metadata.name.as_deref().unwrap_or_default(),
-                condition.message.as_deref().unwrap_or_default(),
-            ))
-        })
-        .collect();
-    let blocked: Vec<UnschedulablePod<'_>> = blocked
-        .iter()
-        .map(|(node, pod, message)| UnschedulablePod { node, pod, message })
-        .collect();
-    let previous = set.status.as_ref().and_then(|s| s.conditions.as_deref());
-    scheduling_conditions(previous, &blocked, now, set.generation)
 }

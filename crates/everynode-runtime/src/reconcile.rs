@@ -189,7 +189,7 @@ async fn carry_out<K: SetResource>(
     }
 
     let problems = Problems::assess(ctx, &view, rejection.as_ref(), &failures, None, input.now);
-    problems.apply_to(plan);
+    problems.apply_to(plan, view.status.as_ref());
     match apply_plan(ctx, set, input, plan).await {
         Ok(held_for) => {
             problems.publish(ctx, set);
@@ -248,7 +248,7 @@ async fn stand_aside<K: SetResource>(
         ..everynode_core::Plan::default()
     };
     let problems = Problems::assess(ctx, view, None, &[], Some(evidence), now);
-    problems.apply_to(&mut plan);
+    problems.apply_to(&mut plan, view.status.as_ref());
     problems.publish(ctx, set);
     write_status(ctx, set, &plan).await?;
     Ok(Action::requeue(
@@ -265,18 +265,12 @@ async fn write_observed_status<K: SetResource>(
     rejection: Option<&template_verdicts::Rejection>,
     failures: &[Error],
 ) {
-    let generation = view.generation;
     let input = snapshot(ctx, view.clone(), false, K::ROLLOUT_STATUS);
     let mut observed = everynode_core::plan(&input);
-    // A full sync was attempted, so the status speaks for this generation (upstream too).
-    if let Some(status) = observed.status.as_mut()
-        && status.observed_generation < generation
-    {
-        status.observed_generation = generation;
-        observed.status_changed = true;
-    }
+    // Its events are the failed plan's, published already.
+    observed.observe_generation(view.generation, view.status.as_ref());
     let problems = Problems::assess(ctx, &view, rejection, failures, None, input.now);
-    problems.apply_to(&mut observed);
+    problems.apply_to(&mut observed, view.status.as_ref());
     problems.publish(ctx, set);
     if let Err(status_err) = write_status(ctx, set, &observed).await {
         tracing::debug!(error = %status_err, "writing the observed status failed too");

@@ -9,6 +9,7 @@ use crate::revision::{
 };
 use crate::selector::Selector;
 use crate::snapshot::{PlanInput, RevisionView, SetView};
+use crate::status::pacing::StatusWrite;
 
 use super::output::Plan;
 use super::working::record_claim;
@@ -74,10 +75,11 @@ pub(super) fn collision_only(input: &PlanInput, selector: &Selector, count: i32,
     }
     out.adopt_pods.sort();
     out.release_pods.sort();
-    let mut status = input.set.status.clone().unwrap_or_default();
+    let stored = input.set.status.as_ref();
+    let mut status = stored.cloned().unwrap_or_default();
     status.collision_count = Some(count);
+    out.status_write = Some(StatusWrite::classify(stored, &status));
     out.status = Some(status);
-    out.status_changed = true;
 }
 
 /// `status.stableRevision`, when it is one of the set's old revisions.

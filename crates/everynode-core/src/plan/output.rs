@@ -17,6 +17,7 @@ use crate::reason::{CreateReason, DeleteReason, NodeExcluded};
 use crate::revision::HistoryPlan;
 use crate::selector::SelectorError;
 use crate::status::StatusCounts;
+use crate::status::pacing::StatusWrite;
 
 /// Why a pod is updated in place.
 pub(crate) const IN_PLACE_REASON: &str =
@@ -148,8 +149,9 @@ pub struct Plan {
     pub status: Option<DaemonSetStatus>,
     /// The counters of `status`.
     pub counts: Option<StatusCounts>,
-    /// The status differs from the stored one (write it).
-    pub status_changed: bool,
+    /// How to write `status`, when it differs from the stored one (`None`: no write).
+    #[serde(skip)]
+    pub status_write: Option<StatusWrite>,
     /// Plan again after this delay even without events.
     pub requeue_after: Option<Duration>,
     /// Per-node decisions (when `config.explain`).
@@ -179,6 +181,21 @@ pub struct PlannedRollback {
 }
 
 impl Plan {
+    /// After failed writes: the status speaks for `generation` all the same, since a full sync
+    /// was attempted (upstream does the same).
+    pub fn observe_generation(
+        &mut self,
+        generation: Option<i64>,
+        stored: Option<&DaemonSetStatus>,
+    ) {
+        if let Some(status) = self.status.as_mut()
+            && status.observed_generation < generation
+        {
+            status.observed_generation = generation;
+            self.status_write = Some(StatusWrite::classify(stored, status));
+        }
+    }
+
     /// No pod, revision or ownership action (events, status and requeue aside).
     pub fn is_noop(&self) -> bool {
         let h = &self.history;

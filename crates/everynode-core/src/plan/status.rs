@@ -9,10 +9,13 @@ use everynode_api::{DaemonSetStatus, RevisionPods};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::controls::Controls;
+use crate::manage::{EventReason, PlanEvent};
+use crate::problem::{UnschedulablePod, scheduling_conditions};
 use crate::reason::{Deferred, NodeExcluded};
 use crate::revision::{rev_hash, revision_name};
 use crate::safety::MAX_LISTED_NODES;
-use crate::snapshot::{RevisionView, SetView};
+use crate::snapshot::{Owner, RevisionView, SetView};
+use crate::status::pacing::StatusWrite;
 use crate::status::{RolloutFacts, RolloutStatus, StatusCounts, count, rollout_conditions};
 use crate::strs;
 
@@ -39,12 +42,13 @@ pub(super) fn plan_status(
         None
     };
     let mut status = counts.apply_to(stored, observed);
-    b.plan.status_changed = stored.is_none_or(|s| !counts.equals(s))
+    let mut changed = stored.is_none_or(|s| !counts.equals(s))
         || (input.expectations_satisfied && generation_lags(set));
     if input.config.rollout_status {
-        let changed = rollout_fields(b, params, old, stable_hash, rollout, &counts, &mut status);
-        b.plan.status_changed |= changed;
+        changed |= rollout_fields(b, params, old, stable_hash, rollout, &counts, &mut status);
     }
+    changed |= pods_scheduled(b, &mut status);
+    b.plan.status_write = changed.then(|| StatusWrite::classify(stored, &status));
     if params.min_ready > 0 && counts.ready != counts.available {
         b.requeue_within(Duration::from_secs(
             u64::try_from(params.min_ready).unwrap_or(0),
@@ -52,6 +56,38 @@ pub(super) fn plan_status(
     }
     b.plan.counts = Some(counts);
     b.plan.status = Some(status);
+}
+
+/// The `PodsScheduled` condition from the set's pods the scheduler cannot place, into
+/// `status` (with a Warning Event when the problem is new or changed); returns whether it
+/// changed the status.
+fn pods_scheduled(b: &mut Builder<'_>, status: &mut DaemonSetStatus) -> bool {
+    let input = b.input;
+    let blocked: Vec<UnschedulablePod<'_>> = input
+        .pods
+        .iter()
+        .filter(|p| p.owner() == Owner::ThisSet && !p.deleting())
+        .filter_map(|p| {
+            Some(UnschedulablePod {
+                node: p.target_node.as_deref()?,
+                pod: &p.name,
+                message: p.unschedulable.as_deref()?,
+            })
+        })
+        .collect();
+    let previous = input
+        .set
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref());
+    let update = scheduling_conditions(previous, &blocked, input.now, input.set.generation);
+    if let Some(message) = &update.event {
+        b.plan.events.push(PlanEvent {
+            reason: EventReason::FailedPlacement,
+            message: message.clone(),
+        });
+    }
+    update.apply_to_status(status)
 }
 
 /// The stored status speaks for an older generation.
