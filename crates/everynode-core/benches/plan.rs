@@ -151,6 +151,32 @@ fn input() -> PlanInput {
     input
 }
 
+/// `input` with its pods and nodes cloned one by one in a shuffled order: as in inputs built
+/// from a controller's long-lived caches, objects a plan visits one after another lie far
+/// apart on the heap.
+fn scattered(input: &PlanInput) -> PlanInput {
+    let n = input.pods.len().min(input.nodes.len());
+    let mut order: Vec<usize> = (0..n).collect();
+    // A fixed xorshift shuffle: the same layout every run.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let mut pods = vec![None; n];
+    let mut nodes = vec![None; n];
+    for &i in &order {
+        pods[i] = Some(input.pods[i].clone());
+        nodes[i] = Some(input.nodes[i].clone());
+    }
+    let mut out = input.clone();
+    out.pods = pods.into_iter().flatten().collect();
+    out.nodes = nodes.into_iter().flatten().collect();
+    out
+}
+
 fn bench(c: &mut Criterion) {
     let input = input();
     let p = plan(&input);
@@ -163,6 +189,11 @@ fn bench(c: &mut Criterion) {
     c.bench_function(
         "plan 5000 nodes / 5000 pods, rolling update, no explain",
         |b| b.iter(|| plan(black_box(&quiet))),
+    );
+    let scattered = scattered(&quiet);
+    c.bench_function(
+        "plan 5000 nodes / 5000 pods, rolling update, no explain, scattered input",
+        |b| b.iter(|| plan(black_box(&scattered))),
     );
 }
 

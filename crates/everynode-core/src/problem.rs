@@ -11,8 +11,6 @@ use everynode_api::DaemonSetStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::status::pacing::StatusWrite;
-
 /// One kind of problem condition: its type, and what it says once the problem is gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProblemKind {
@@ -98,16 +96,6 @@ impl ConditionUpdate {
         conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
         status.conditions = (!conditions.is_empty()).then_some(conditions);
         true
-    }
-
-    /// Puts this update's condition into a plan's status, and the status write into the plan
-    /// when it changes (`stored`: the status the set has).
-    pub fn apply_to(&self, plan: &mut crate::plan::Plan, stored: Option<&DaemonSetStatus>) {
-        if let Some(status) = plan.status.as_mut()
-            && self.apply_to_status(status)
-        {
-            plan.status_write = Some(StatusWrite::classify(stored, status));
-        }
     }
 }
 

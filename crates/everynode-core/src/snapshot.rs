@@ -1,5 +1,5 @@
 //! The planner's input: small views of the set, its nodes, pods and revisions, plus `now`
-//! and the failed-pod backoff state ([`crate::convert`] builds them from Kubernetes objects).
+//! and the failed-pod backoff state (`convert.rs` builds them from Kubernetes objects).
 //!
 //! `§` numbers refer to `docs/upstream-semantics.md`.
 

@@ -94,7 +94,7 @@ impl Problems {
     /// Puts the conditions into the plan's status (`stored`: the status the set has).
     pub fn apply_to(&self, plan: &mut Plan, stored: Option<&DaemonSetStatus>) {
         for (update, _, _) in &self.updates {
-            update.apply_to(plan, stored);
+            plan.apply_condition(update, stored);
         }
     }
 

@@ -13,6 +13,7 @@ use crate::budget::BudgetError;
 use crate::controls::ControlsError;
 use crate::explain::{Deferrals, SharedName};
 use crate::manage::PlanEvent;
+use crate::problem::ConditionUpdate;
 use crate::reason::{CreateReason, DeleteReason, NodeExcluded};
 use crate::revision::HistoryPlan;
 use crate::selector::SelectorError;
@@ -192,6 +193,16 @@ impl Plan {
             && status.observed_generation < generation
         {
             status.observed_generation = generation;
+            self.status_write = Some(StatusWrite::classify(stored, status));
+        }
+    }
+
+    /// Puts a problem condition's update into the status, and the status write into the plan
+    /// when it changes the status (`stored`: the status the set has).
+    pub fn apply_condition(&mut self, update: &ConditionUpdate, stored: Option<&DaemonSetStatus>) {
+        if let Some(status) = self.status.as_mut()
+            && update.apply_to_status(status)
+        {
             self.status_write = Some(StatusWrite::classify(stored, status));
         }
     }
