@@ -48,6 +48,13 @@ impl SharedName {
         }
     }
 
+    /// Another name at `start..end` of the buffer this one is in.
+    pub(crate) fn in_same_buffer(&self, start: u32, end: u32) -> &str {
+        self.names
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+
     /// The name.
     pub fn as_str(&self) -> &str {
         self.names

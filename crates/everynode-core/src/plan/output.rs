@@ -82,7 +82,7 @@ pub struct BackoffUpdate {
 }
 
 /// What the plan decided about one node (for `explain`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct NodeDecision {
     /// Node name (shares one buffer with the other decisions of the plan).
     pub node: SharedName,
@@ -94,15 +94,57 @@ pub struct NodeDecision {
     pub excluded: Option<Box<NodeExcluded>>,
     /// Daemon pods mapped to the node before the plan.
     pub pods: usize,
-    /// The node's first pod (in upstream's order: oldest first) that is not terminating,
-    /// before the plan.
-    pub pod: Option<SharedName>,
-    /// That pod runs the update revision.
+    /// Where [`NodeDecision::pod`] is in the buffer `node` shares (no second reference count
+    /// per node).
+    pub(crate) pod_span: Option<(u32, u32)>,
+    /// The node's first pod runs the update revision.
     pub updated: bool,
-    /// That pod is available (Ready for `minReadySeconds`).
+    /// The node's first pod is available (Ready for `minReadySeconds`).
     pub available: bool,
     /// Things deferred on this node, in order.
     pub deferred: Deferrals,
+}
+
+impl NodeDecision {
+    /// The node's first pod (in upstream's order: oldest first) that is not terminating,
+    /// before the plan.
+    pub fn pod(&self) -> Option<&str> {
+        self.pod_span
+            .map(|(start, end)| self.node.in_same_buffer(start, end))
+    }
+}
+
+impl fmt::Debug for NodeDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeDecision")
+            .field("node", &self.node)
+            .field("should_run", &self.should_run)
+            .field("should_continue_running", &self.should_continue_running)
+            .field("excluded", &self.excluded)
+            .field("pods", &self.pods)
+            .field("pod", &self.pod())
+            .field("updated", &self.updated)
+            .field("available", &self.available)
+            .field("deferred", &self.deferred)
+            .finish()
+    }
+}
+
+impl Serialize for NodeDecision {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("NodeDecision", 9)?;
+        out.serialize_field("node", &self.node)?;
+        out.serialize_field("should_run", &self.should_run)?;
+        out.serialize_field("should_continue_running", &self.should_continue_running)?;
+        out.serialize_field("excluded", &self.excluded)?;
+        out.serialize_field("pods", &self.pods)?;
+        out.serialize_field("pod", &self.pod())?;
+        out.serialize_field("updated", &self.updated)?;
+        out.serialize_field("available", &self.available)?;
+        out.serialize_field("deferred", &self.deferred)?;
+        out.end()
+    }
 }
 
 /// A non-fatal problem; the runtime should log it and retry with backoff.

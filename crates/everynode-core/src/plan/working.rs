@@ -335,20 +335,24 @@ fn warm_pods(pods: &[PodView]) -> usize {
 }
 
 /// The per-node decisions for `explain`, before anything is deferred, into `out`.
-fn node_decisions(state: &State<'_>, names: NodeNames, out: &mut Vec<NodeDecision>) {
-    let buffer: Arc<str> = Arc::from(names.buffer.as_str());
-    // Each node's first pod that is not terminating, and their names in one buffer.
-    let first: Vec<Option<usize>> = state
+fn node_decisions(state: &State<'_>, mut names: NodeNames, out: &mut Vec<NodeDecision>) {
+    let mut buffer = std::mem::take(&mut names.buffer);
+    // Each node's first pod that is not terminating, its name appended to the node names.
+    let first: Vec<Option<(usize, (u32, u32))>> = state
         .slots
         .iter()
-        .map(|slot| slot.pods.iter().copied().find(|&p| !state.pods[p].deleting))
+        .map(|slot| {
+            let p = slot
+                .pods
+                .iter()
+                .copied()
+                .find(|&p| !state.pods[p].deleting)?;
+            let start = explain::offset(buffer.len());
+            buffer.push_str(state.name(p));
+            Some((p, (start, explain::offset(buffer.len()))))
+        })
         .collect();
-    let mut pod_names = NodeNames::with_capacity(&[]);
-    for p in first.iter().flatten() {
-        pod_names.push(state.name(*p));
-    }
-    let pod_buffer: Arc<str> = Arc::from(pod_names.buffer.as_str());
-    let mut next_pod = 0;
+    let buffer: Arc<str> = Arc::from(buffer);
     out.extend(
         state
             .slots
@@ -357,23 +361,16 @@ fn node_decisions(state: &State<'_>, names: NodeNames, out: &mut Vec<NodeDecisio
             .enumerate()
             .map(|(i, (slot, first))| {
                 let (start, end) = names.range(i);
-                let pod = first.map(|p| {
-                    let (start, end) = pod_names.range(next_pod);
-                    next_pod += 1;
-                    (
-                        SharedName::in_buffer(&pod_buffer, start, end),
-                        &state.pods[p],
-                    )
-                });
+                let pod = first.map(|(p, _)| &state.pods[p]);
                 NodeDecision {
                     node: SharedName::in_buffer(&buffer, start, end),
                     should_run: slot.elig.should_run,
                     should_continue_running: slot.elig.should_continue_running,
                     excluded: slot.elig.excluded.clone(),
                     pods: slot.pods.len(),
-                    updated: pod.as_ref().is_some_and(|(_, p)| p.updated),
-                    available: pod.as_ref().is_some_and(|(_, p)| p.available),
-                    pod: pod.map(|(name, _)| name),
+                    pod_span: first.map(|(_, span)| span),
+                    updated: pod.is_some_and(|p| p.updated),
+                    available: pod.is_some_and(|p| p.available),
                     deferred: Deferrals::new(),
                 }
             }),

@@ -155,8 +155,7 @@ pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow:
     for decision in &plan.nodes {
         let node: &str = &decision.node;
         let pod = decision
-            .pod
-            .as_deref()
+            .pod()
             .and_then(|name| pods_by_name.get(name).copied());
         let (updated, available) = (decision.updated, decision.available);
         let state = match (decision.should_run, pod.is_some(), updated, available) {
