@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, PodTemplateSpec, Taint, Toleration};
 
+use crate::index::strs;
 use crate::reason::NodeExcluded;
 use crate::snapshot::NodeView;
-use crate::strs;
 
 /// Taint keys of the default tolerations (§2.2).
 pub mod taint_keys {

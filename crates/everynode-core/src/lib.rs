@@ -19,6 +19,7 @@ pub mod convert;
 pub mod eligibility;
 pub mod explain;
 pub mod gojson;
+mod index;
 pub mod inplace;
 pub mod manage;
 pub mod plan;
@@ -34,7 +35,6 @@ pub mod snapshot;
 mod state;
 pub mod status;
 
-mod strs;
 pub mod template_check;
 
 pub use backoff::{BackoffConfig, BackoffEntry};

@@ -9,6 +9,7 @@ use everynode_api::{DaemonSetStatus, RevisionPods};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::controls::Controls;
+use crate::index::strs;
 use crate::manage::{EventReason, PlanEvent};
 use crate::problem::{UnschedulablePod, scheduling_conditions};
 use crate::reason::{Deferred, NodeExcluded};
@@ -17,7 +18,6 @@ use crate::safety::MAX_LISTED_NODES;
 use crate::snapshot::{Owner, RevisionView, SetView};
 use crate::status::pacing::StatusWrite;
 use crate::status::{RolloutFacts, RolloutStatus, StatusCounts, count, rollout_conditions};
-use crate::strs;
 
 use super::builder::Builder;
 use super::params::RolloutParams;

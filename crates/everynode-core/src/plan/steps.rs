@@ -6,13 +6,13 @@ use std::collections::BTreeSet;
 use everynode_api::labels::CONTROLLER_REVISION_HASH;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
+use crate::index::strs;
 use crate::inplace::ImageChanges;
 use crate::manage::{ManageCtx, manage};
 use crate::reason::{CreateReason, Deferred, DeleteReason};
 use crate::revision::{cleanup_history, rev_hash, template_from_data};
 use crate::rollout::{NodeRef, RolloutCtx, WaveInfo, rolling_update, updated_nodes};
 use crate::snapshot::RevisionView;
-use crate::strs;
 
 use super::builder::Builder;
 use super::history::stored_stable;

@@ -10,11 +10,12 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::eligibility::NodeMatcher;
 use crate::explain::{self, Deferrals, SharedName};
+use crate::index::NodeIndex;
+use crate::index::strs;
 use crate::revision::{Claim, claim};
 use crate::selector::Selector;
 use crate::snapshot::{NodeView, PlanInput, PodView};
 use crate::state::{InputPod, PodList, Slot, SlotElig, State};
-use crate::strs::{self, NameIndex};
 
 use super::output::{NodeDecision, Plan};
 
@@ -45,14 +46,11 @@ pub(super) fn working_copy<'a>(
     // hand back to the system only to ask for it again in the next plan.
     let explain = input.config.explain;
     let mut decisions = Vec::with_capacity(if explain { input.nodes.len() } else { 0 });
-    let (slots, names, slot_of) = build_slots(&input.nodes, &matcher);
+    let (slots, index) = build_slots(&input.nodes, &matcher);
     let mut state = State::new(&input.pods, slots);
     let mut hashes = PodHashes::default();
     let mut crowded = Vec::new();
     for (i, pod) in input.pods.iter().enumerate() {
-        if i % WARM_BLOCK == 0 {
-            std::hint::black_box(warm_pods(input.pods.get(i..).unwrap_or_default()));
-        }
         if !record_claim(pod, selector, out) {
             continue;
         }
@@ -74,7 +72,7 @@ pub(super) fn working_copy<'a>(
                 .is_ok();
         // A relabelled pod carries the current hash.
         let idx = state.add_input(facts.input_pod(i, pod, relabelled || label_is_current));
-        match slot_of.get(target, |i| names.get(i)) {
+        match index.slot(target) {
             Some(s) => {
                 let list = &mut state.slots[s].pods;
                 if list.len() == 1 {
@@ -85,14 +83,13 @@ pub(super) fn working_copy<'a>(
             None => state.vanished.entry(target).or_default().push(idx),
         }
     }
-    drop(slot_of);
     out.adopt_pods.sort();
     out.release_pods.sort();
     out.ignored_pods.sort();
     out.history.relabel_pods = relabel;
     state.sort_pods(&crowded);
     if explain {
-        node_decisions(&state, names, &mut decisions);
+        node_decisions(&state, index, &mut decisions);
     }
     WorkingCopy {
         state,
@@ -224,70 +221,21 @@ impl<'a> PodHashes<'a> {
     }
 }
 
-/// The node names in slot order, in one buffer: mapping pods to nodes compares each pod's
-/// target with this buffer rather than with each node's own (scattered) name string, and
-/// `explain` shares it.
-struct NodeNames {
-    buffer: String,
-    /// Name `i` is `buffer[bounds[i]..bounds[i + 1]]`.
-    bounds: Vec<u32>,
-}
-
-impl NodeNames {
-    fn with_capacity(nodes: &[NodeView]) -> Self {
-        let mut bounds = Vec::with_capacity(nodes.len() + 1);
-        bounds.push(0);
-        Self {
-            buffer: String::with_capacity(nodes.iter().map(|n| n.name.len()).sum()),
-            bounds,
-        }
-    }
-
-    fn push(&mut self, name: &str) {
-        self.buffer.push_str(name);
-        self.bounds.push(explain::offset(self.buffer.len()));
-    }
-
-    /// `(start, end)` of name `i` in the buffer.
-    fn range(&self, i: usize) -> (u32, u32) {
-        match self.bounds.get(i..i + 2) {
-            Some(&[start, end]) => (start, end),
-            _ => (0, 0),
-        }
-    }
-
-    /// Name `i`.
-    fn get(&self, i: usize) -> &str {
-        let (start, end) = self.range(i);
-        self.buffer
-            .get(start as usize..end as usize)
-            .unwrap_or_default()
-    }
-}
-
 /// The node list: nodes sorted by name (stable; the input usually already is sorted) with
-/// their predicate, their names, and the slot of each name (the last one for duplicates).
-fn build_slots<'a>(
-    nodes: &'a [NodeView],
-    matcher: &NodeMatcher,
-) -> (Vec<Slot<'a>>, NodeNames, NameIndex) {
+/// their predicate, and the index of their names.
+fn build_slots<'a>(nodes: &'a [NodeView], matcher: &NodeMatcher) -> (Vec<Slot<'a>>, NodeIndex) {
     let mut slots = Vec::with_capacity(nodes.len());
-    let mut names = NodeNames::with_capacity(nodes);
     // Built in the same pass while the nodes are sorted (each name is read once), rebuilt
     // after sorting otherwise.
-    let mut slot_of = NameIndex::with_capacity(nodes.len());
+    let mut index = NodeIndex::with_capacity(nodes);
     let mut sorted = true;
     let mut previous: Option<&str> = None;
-    for (i, node) in nodes.iter().enumerate() {
-        if i % WARM_BLOCK == 0 {
-            std::hint::black_box(warm_nodes(nodes.get(i..).unwrap_or_default()));
-        }
+    for node in nodes {
         let name = node.name.as_str();
         sorted = sorted && previous.is_none_or(|p| strs::cmp(p, name).is_le());
         previous = Some(name);
         if sorted {
-            names.push(name);
-            slot_of.insert(name, i, |j| names.get(j));
+            index.push(name);
         }
         slots.push(Slot {
             node,
@@ -297,46 +245,17 @@ fn build_slots<'a>(
     }
     if !sorted {
         slots.sort_by(|a, b| a.node.name.cmp(&b.node.name));
-        names = NodeNames::with_capacity(nodes);
-        slot_of = NameIndex::with_capacity(slots.len());
-        for (i, slot) in slots.iter().enumerate() {
-            names.push(&slot.node.name);
-            slot_of.insert(&slot.node.name, i, |j| names.get(j));
+        index = NodeIndex::with_capacity(nodes);
+        for slot in &slots {
+            index.push(&slot.node.name);
         }
     }
-    (slots, names, slot_of)
-}
-
-/// Nodes and pods read ahead at a time by [`warm_nodes`] and [`warm_pods`].
-const WARM_BLOCK: usize = 32;
-
-/// Reads the scattered heap objects that evaluating the next [`WARM_BLOCK`] `nodes` reads
-/// (each node's name, label map and labels) in a short loop without dependencies between
-/// nodes, so the CPU overlaps the cache and TLB misses; the main loop, long and with each
-/// lookup depending on the one before, then finds them in cache instead of waiting for one
-/// miss after another. This matters most when the input's strings are scattered over the heap
-/// (as in inputs built from a controller's caches). Returns a value derived from what it read.
-fn warm_nodes(nodes: &[NodeView]) -> usize {
-    nodes
-        .iter()
-        .take(WARM_BLOCK)
-        .map(|node| strs::touch(&node.name) + strs::touch_labels(&node.labels))
-        .sum()
-}
-
-/// Like [`warm_nodes`] for the next block of `pods`: their label maps and target node names.
-fn warm_pods(pods: &[PodView]) -> usize {
-    pods.iter()
-        .take(WARM_BLOCK)
-        .map(|pod| {
-            strs::touch_labels(&pod.labels) + pod.target_node.as_deref().map_or(0, strs::touch)
-        })
-        .sum()
+    (slots, index)
 }
 
 /// The per-node decisions for `explain`, before anything is deferred, into `out`.
-fn node_decisions(state: &State<'_>, mut names: NodeNames, out: &mut Vec<NodeDecision>) {
-    let mut buffer = std::mem::take(&mut names.buffer);
+fn node_decisions(state: &State<'_>, mut index: NodeIndex, out: &mut Vec<NodeDecision>) {
+    let mut buffer = index.take_buffer();
     // Each node's first pod that is not terminating, its name appended to the node names.
     let first: Vec<Option<(usize, (u32, u32))>> = state
         .slots
@@ -360,7 +279,7 @@ fn node_decisions(state: &State<'_>, mut names: NodeNames, out: &mut Vec<NodeDec
             .zip(first)
             .enumerate()
             .map(|(i, (slot, first))| {
-                let (start, end) = names.range(i);
+                let (start, end) = index.range(i);
                 let pod = first.map(|(p, _)| &state.pods[p]);
                 NodeDecision {
                     node: SharedName::in_buffer(&buffer, start, end),

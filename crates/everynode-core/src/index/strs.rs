@@ -111,26 +111,6 @@ pub(crate) fn label<'m>(labels: &'m BTreeMap<String, String>, key: &str) -> Opti
     }
 }
 
-/// The first byte of `s` (0 when empty): reading it brings the string into cache.
-#[inline]
-pub(crate) fn touch(s: &str) -> usize {
-    usize::from(s.as_bytes().first().copied().unwrap_or(0))
-}
-
-/// Reads the first byte of every key and value of a label map (of the first and last ones
-/// for big maps), bringing them into cache; returns a value derived from what it read.
-pub(crate) fn touch_labels(labels: &BTreeMap<String, String>) -> usize {
-    if labels.len() <= 2 || labels.len() > SCAN_MAX {
-        let ends = [labels.first_key_value(), labels.last_key_value()];
-        return ends
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| touch(k) + touch(v))
-            .sum();
-    }
-    labels.iter().map(|(k, v)| touch(k) + touch(v)).sum()
-}
-
 /// A fast, non-cryptographic hash of a short string: eight bytes per folded multiply.
 #[inline]
 pub(crate) fn hash(s: &str) -> u64 {
@@ -151,84 +131,6 @@ pub(crate) fn hash(s: &str) -> u64 {
         at += 8;
     }
     mix(h, load(b, n - 8))
-}
-
-/// Name → index into a list of named items, for names read from the list itself (the table
-/// holds only indices and a few hash bits): open addressing with linear probing, at most 2/3
-/// full. Inserting a name again points it to the later item.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct NameIndex {
-    /// `(hash tag, index + 1)`; `(_, 0)` is an empty bucket. Empty or a power of two long.
-    table: Vec<(u32, u32)>,
-    /// Occupied buckets.
-    len: usize,
-}
-
-impl NameIndex {
-    /// An index for up to `n` names.
-    pub(crate) fn with_capacity(n: usize) -> Self {
-        let buckets = (n + n / 2).max(8).next_power_of_two();
-        Self {
-            table: vec![(0, 0); buckets],
-            len: 0,
-        }
-    }
-
-    /// Maps `name` to `index` (`name_of(i)` gives the names already inserted).
-    pub(crate) fn insert<'n>(
-        &mut self,
-        name: &str,
-        index: usize,
-        name_of: impl Fn(usize) -> &'n str + Copy,
-    ) {
-        if 3 * (self.len + 1) > 2 * self.table.len() {
-            let old = std::mem::replace(self, Self::with_capacity(2 * (self.len + 1)));
-            for &(_, value) in &old.table {
-                if value != 0 {
-                    let i = value as usize - 1;
-                    self.insert(name_of(i), i, name_of);
-                }
-            }
-        }
-        let h = hash(name);
-        let tag = (h >> 32) as u32;
-        let mask = self.table.len() - 1;
-        let mut pos = (h as usize) & mask;
-        // Item counts beyond u32 are far beyond any cluster (and any memory).
-        let value = index as u32 + 1;
-        while let Some(bucket) = self.table.get_mut(pos) {
-            if bucket.1 == 0 {
-                *bucket = (tag, value);
-                self.len += 1;
-                return;
-            }
-            if bucket.0 == tag && eq(name_of(bucket.1 as usize - 1), name) {
-                bucket.1 = value;
-                return;
-            }
-            pos = (pos + 1) & mask;
-        }
-    }
-
-    /// The index `name` maps to.
-    #[inline]
-    pub(crate) fn get<'n>(&self, name: &str, name_of: impl Fn(usize) -> &'n str) -> Option<usize> {
-        let mask = self.table.len().checked_sub(1)?;
-        let h = hash(name);
-        let tag = (h >> 32) as u32;
-        let mut pos = (h as usize) & mask;
-        loop {
-            let &(t, value) = self.table.get(pos)?;
-            if value == 0 {
-                return None;
-            }
-            let i = value as usize - 1;
-            if t == tag && eq(name_of(i), name) {
-                return Some(i);
-            }
-            pos = (pos + 1) & mask;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -292,17 +194,5 @@ mod tests {
                 assert_eq!(label(map, k), map.get(*k));
             }
         }
-        // Duplicates map to the last one.
-        let names: Vec<String> = (0..200).map(|i| format!("n-{}", i % 150)).collect();
-        let mut index = NameIndex::default();
-        for (i, n) in names.iter().enumerate() {
-            index.insert(n, i, |j| names[j].as_str());
-        }
-        for (i, n) in names.iter().enumerate() {
-            let last = names.iter().rposition(|m| m == n);
-            assert_eq!(index.get(n, |j| names[j].as_str()), last, "{i}");
-        }
-        assert_eq!(index.get("n-150", |j| names[j].as_str()), None);
-        assert_eq!(NameIndex::default().get("x", |j| names[j].as_str()), None);
     }
 }
