@@ -256,6 +256,8 @@ fn build_slots<'a>(nodes: &'a [NodeView], matcher: &NodeMatcher) -> (Vec<Slot<'a
 /// The per-node decisions for `explain`, before anything is deferred, into `out`.
 fn node_decisions(state: &State<'_>, mut index: NodeIndex, out: &mut Vec<NodeDecision>) {
     let mut buffer = index.take_buffer();
+    // Pod names are node names plus a short prefix: no reallocation on the way.
+    buffer.reserve(buffer.len() + 16 * state.slots.len());
     // Each node's first pod that is not terminating, its name appended to the node names.
     let first: Vec<Option<(usize, (u32, u32))>> = state
         .slots

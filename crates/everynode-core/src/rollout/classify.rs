@@ -92,6 +92,30 @@ fn walk<'a>(state: &State<'a>, mut visit: impl FnMut(NodeRef<'a>, &[usize])) {
     }
 }
 
+/// Like [`walk`], leaving out (counted and reported) the nodes `unavailableNodePolicy: Skip`
+/// leaves alone.
+fn walk_unskipped<'a>(
+    state: &State<'a>,
+    ctx: &RolloutCtx<'_>,
+    c: &mut Classification<'a>,
+    defer: &mut dyn FnMut(usize, Deferred),
+    mut visit: impl FnMut(
+        &mut Classification<'a>,
+        NodeRef<'a>,
+        &[usize],
+        &mut dyn FnMut(usize, Deferred),
+    ),
+) {
+    walk(state, |node, pods| {
+        if ctx.skips(state, node) {
+            c.skipped += 1;
+            defer_on(node, Deferred::SkippedNodeDown, ctx, defer);
+        } else {
+            visit(c, node, pods, defer);
+        }
+    });
+}
+
 /// Classification without surge (§6.1).
 pub(crate) fn classify_unavailable<'a>(
     state: &State<'a>,
@@ -99,12 +123,7 @@ pub(crate) fn classify_unavailable<'a>(
     defer: &mut dyn FnMut(usize, Deferred),
 ) -> Classification<'a> {
     let mut c = Classification::default();
-    walk(state, |node, pods| {
-        if ctx.skips(state, node) {
-            c.skipped += 1;
-            defer_on(node, Deferred::SkippedNodeDown, ctx, defer);
-            return;
-        }
+    walk_unskipped(state, ctx, &mut c, defer, |c, node, pods, defer| {
         let Some((new, old)) = split_pods(state, pods) else {
             c.in_use += 1;
             return;
@@ -143,12 +162,7 @@ pub(crate) fn classify_surge<'a>(
     defer: &mut dyn FnMut(usize, Deferred),
 ) -> Classification<'a> {
     let mut c = Classification::default();
-    walk(state, |node, pods| {
-        if ctx.skips(state, node) {
-            c.skipped += 1;
-            defer_on(node, Deferred::SkippedNodeDown, ctx, defer);
-            return;
-        }
+    walk_unskipped(state, ctx, &mut c, defer, |c, node, pods, defer| {
         let Some((new, old)) = split_pods(state, pods) else {
             c.in_use += 1;
             c.unavailable += 1;
