@@ -4,15 +4,16 @@
 //! named phase per module:
 //!
 //! 1. guards — an invalid or empty selector, or a set being deleted, stop here;
-//! 2. [`history`] — claim the revisions (§5.1) and plan the history (§5.3);
-//! 3. [`working`] — claim the pods (§4.3 step 1) and build the working copy: nodes with their
+//! 2. `history` — claim the revisions (§5.1) and plan the history (§5.3);
+//! 3. `working` — claim the pods (§4.3 step 1) and build the working copy: nodes with their
 //!    predicate, pods by target node;
-//! 4. [`params`] and [`safety`] — the rollout's parameters, parsed once, and rollout safety;
-//! 5. [`steps`] — manage (§4.3), then the `RollingUpdate` step (§6) on the working copy with
-//!    manage's writes observed ([`builder`]), then history cleanup (§5.5);
-//! 6. [`status`] — the status (§7) of the final working copy.
+//! 4. `params` and `safety` — the rollout's parameters, parsed once, and rollout safety;
+//! 5. `steps` — manage (§4.3), then the `RollingUpdate` step (§6) on the working copy with
+//!    manage's writes observed (`builder`), then history cleanup (§5.5);
+//! 6. `status` — the status (§7) of the final working copy.
 //!
-//! The result is a [`Plan`] ([`output`]): the runtime carries it out and writes nothing else.
+//! The result is a [`Plan`] (`output`): the runtime carries it out, adding only the problem
+//! conditions a snapshot cannot know (a refused template, failed writes).
 
 mod builder;
 mod history;
