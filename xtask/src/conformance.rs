@@ -153,6 +153,14 @@ async fn run_suites(
     if result.is_err() {
         eprintln!("{}", cluster.log_tails(40));
     }
+    // The controller's log stays beside the report.
+    let controller_log = cluster.dir().extra_log("everynode-controller");
+    if controller_log.exists() {
+        let kept = args.dir.join(format!("{name}-controller.log"));
+        if let Err(err) = std::fs::copy(&controller_log, &kept) {
+            eprintln!("keeping {}: {err}", controller_log.display());
+        }
+    }
     everynode_cluster::down(&dir).await?;
     result.map(|()| report)
 }

@@ -810,3 +810,34 @@ fn in_place_updates_patch_images_and_recreate_for_other_changes() {
     let p = c.expect_sync(0, 1, 0);
     assert!(p.updates.is_empty());
 }
+
+/// With surge and `minReadySeconds`, a new pod beside an available old one: the counters see
+/// only the old one (ready and available), so the plan wakes itself when the new one becomes
+/// available, and then deletes the old one (upstream e2e: "should surge pods onto nodes").
+#[test]
+fn a_surge_pod_becoming_available_wakes_the_plan_that_deletes_its_old_pod() {
+    let mut c = rolled_out(
+        2,
+        rolling_with(|r| {
+            r.max_unavailable = Some(IntOrString::Int(0));
+            r.max_surge = Some(IntOrString::Int(1));
+        }),
+    );
+    c.set.spec.min_ready_seconds = Some(10);
+    c.advance(Duration::from_secs(11));
+    c.expect_sync(0, 0, 0);
+    c.set_image("agent:v2");
+    c.expect_sync(1, 0, 0);
+    c.mark_pods_ready();
+    c.advance(Duration::from_secs(3));
+    let p = c.expect_sync(0, 0, 0);
+    let counts = p.counts.unwrap();
+    assert_eq!(
+        counts.ready, counts.available,
+        "the counters see the old pods only"
+    );
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(8)));
+    c.advance(Duration::from_secs(8));
+    let p = c.expect_sync(1, 1, 0);
+    assert_eq!(deleted_nodes(&p), ["node-0"]);
+}

@@ -9,6 +9,7 @@ use futures::channel::mpsc;
 use kube::runtime::reflector::ObjectRef;
 use prometheus_client::metrics::gauge::Gauge;
 
+use crate::key::set_key;
 use crate::target::SetResource;
 
 /// Sets that were asked to reconcile and have not started yet, exported as a gauge.
@@ -76,11 +77,7 @@ impl<K: SetResource> Triggers<K> {
     /// Asks for a reconcile of `set`; dropped while the gate is closed.
     pub fn send(&self, set: ObjectRef<K>) {
         if let Some(sender) = self.sender.get() {
-            let key = format!(
-                "{}/{}",
-                set.namespace.as_deref().unwrap_or_default(),
-                set.name
-            );
+            let key = set_key(set.namespace.as_deref().unwrap_or_default(), &set.name);
             if sender.unbounded_send(set).is_ok() {
                 self.queue.queued(key);
             }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use everynode_api::labels::CONTROLLER_REVISION_HASH;
 use everynode_api::{DaemonSetStatus, RevisionPods};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::SignedDuration;
 
 use crate::controls::Controls;
 use crate::index::strs;
@@ -54,6 +55,9 @@ pub(super) fn plan_status(
             u64::try_from(params.min_ready).unwrap_or(0),
         ));
     }
+    if let Some(wait) = next_available(b, params.min_ready) {
+        b.requeue_within(wait);
+    }
     b.plan.counts = Some(counts);
     b.plan.status = Some(status);
 }
@@ -88,6 +92,32 @@ fn pods_scheduled(b: &mut Builder<'_>, status: &mut DaemonSetStatus) -> bool {
         });
     }
     update.apply_to_status(status)
+}
+
+/// How long until the next ready pod becomes available (`minReadySeconds` after it turned
+/// Ready), plus a second: the counters above see only each node's oldest pod, so a surge pod
+/// next to an available old one needs its own wake-up, or its old pod stays until some event.
+fn next_available(b: &Builder<'_>, min_ready: i64) -> Option<Duration> {
+    if min_ready <= 0 {
+        return None;
+    }
+    let now = b.input.now;
+    b.state
+        .pods
+        .iter()
+        .filter(|p| p.ready && !p.available && !p.deleting)
+        .filter_map(|p| b.input.pods.get(p.input()?)?.ready_since)
+        .filter_map(|since| since.checked_add(SignedDuration::from_secs(min_ready)).ok())
+        .map(|at| {
+            let until = now.duration_until(at);
+            let until = if until.is_negative() {
+                Duration::ZERO
+            } else {
+                until.unsigned_abs()
+            };
+            until + Duration::from_secs(1)
+        })
+        .min()
 }
 
 /// The stored status speaks for an older generation.

@@ -255,45 +255,37 @@ fn build_slots<'a>(nodes: &'a [NodeView], matcher: &NodeMatcher) -> (Vec<Slot<'a
 
 /// The per-node decisions for `explain`, before anything is deferred, into `out`.
 fn node_decisions(state: &State<'_>, mut index: NodeIndex, out: &mut Vec<NodeDecision>) {
+    let first_pod = |slot: &Slot<'_>| slot.pods.iter().copied().find(|&p| !state.pods[p].deleting);
+    // Each node's first pod that is not terminating: its name goes after the node names.
     let mut buffer = index.take_buffer();
+    let mut at = buffer.len();
     // Pod names are node names plus a short prefix: no reallocation on the way.
     buffer.reserve(buffer.len() + 16 * state.slots.len());
-    // Each node's first pod that is not terminating, its name appended to the node names.
-    let first: Vec<Option<(usize, (u32, u32))>> = state
-        .slots
-        .iter()
-        .map(|slot| {
-            let p = slot
-                .pods
-                .iter()
-                .copied()
-                .find(|&p| !state.pods[p].deleting)?;
-            let start = explain::offset(buffer.len());
+    for slot in &state.slots {
+        if let Some(p) = first_pod(slot) {
             buffer.push_str(state.name(p));
-            Some((p, (start, explain::offset(buffer.len()))))
-        })
-        .collect();
+        }
+    }
     let buffer: Arc<str> = Arc::from(buffer);
-    out.extend(
-        state
-            .slots
-            .iter()
-            .zip(first)
-            .enumerate()
-            .map(|(i, (slot, first))| {
-                let (start, end) = index.range(i);
-                let pod = first.map(|(p, _)| &state.pods[p]);
-                NodeDecision {
-                    node: SharedName::in_buffer(&buffer, start, end),
-                    should_run: slot.elig.should_run,
-                    should_continue_running: slot.elig.should_continue_running,
-                    excluded: slot.elig.excluded.clone(),
-                    pods: slot.pods.len(),
-                    pod_span: first.map(|(_, span)| span),
-                    updated: pod.is_some_and(|p| p.updated),
-                    available: pod.is_some_and(|p| p.available),
-                    deferred: Deferrals::new(),
-                }
-            }),
-    );
+    for (i, slot) in state.slots.iter().enumerate() {
+        let (start, end) = index.range(i);
+        let pod = first_pod(slot);
+        let pod_span = pod.map(|p| {
+            let start = at;
+            at += state.name(p).len();
+            (explain::offset(start), explain::offset(at))
+        });
+        let pod = pod.map(|p| &state.pods[p]);
+        out.push(NodeDecision {
+            node: SharedName::in_buffer(&buffer, start, end),
+            should_run: slot.elig.should_run,
+            should_continue_running: slot.elig.should_continue_running,
+            excluded: slot.elig.excluded.clone(),
+            pods: slot.pods.len(),
+            pod_span,
+            updated: pod.is_some_and(|p| p.updated),
+            available: pod.is_some_and(|p| p.available),
+            deferred: Deferrals::new(),
+        });
+    }
 }
