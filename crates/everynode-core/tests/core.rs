@@ -98,12 +98,8 @@ fn rev(name: &str, hash: &str, revision: i64, data: serde_json::Value) -> Revisi
 fn takeover_keeps_pods_of_matching_upstream_revision() {
     let mut c = Cluster::new(new_set("foo"));
     c.add_nodes(0, 2, Default::default());
-    c.revisions.push(rev(
-        "foo-5d8b7c9f4",
-        "5d8b7c9f4",
-        3,
-        revision_data(&c.set.spec.template),
-    ));
+    let data = revision_data(&c.set.spec.template);
+    c.revisions.push(rev("foo-5d8b7c9f4", "5d8b7c9f4", 3, data));
     for n in ["node-0", "node-1"] {
         let mut p = c.new_pod("foo-", n, ds_label(), true);
         p.labels

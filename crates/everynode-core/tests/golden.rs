@@ -354,8 +354,9 @@ fn scenario(seed: u64) -> (Cluster, Vec<String>) {
         let h = hash_template(&c.set.spec.template, c.set.collision_count());
         let mut other = c.set.spec.template.clone();
         other.spec.as_mut().unwrap().containers[0].image = Some("other".to_owned());
+        let name = format!("{}-{h}", c.set.name);
         c.revisions.push(RevisionView {
-            name: format!("{}-{h}", c.set.name),
+            name,
             labels: BTreeMap::new(),
             owner: Some(Owner::Other),
             revision: 9,

@@ -125,12 +125,13 @@ fn build(nodes: &[NodeGen], strategy: DaemonSetUpdateStrategy) -> Cluster {
 fn settle(c: &mut Cluster) {
     c.pods.retain(|p| !p.deleting());
     c.advance(Duration::from_secs(60));
+    let now = c.now;
     for p in &mut c.pods {
         if p.phase == PodPhase::Running || p.phase == PodPhase::Pending {
             p.phase = PodPhase::Running;
             if !p.ready {
                 p.ready = true;
-                p.ready_since = Some(c.now);
+                p.ready_since = Some(now);
             }
         }
     }

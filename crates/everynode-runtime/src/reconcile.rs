@@ -267,7 +267,8 @@ async fn write_observed_status<K: SetResource>(
 ) {
     let input = snapshot(ctx, view.clone(), false, K::ROLLOUT_STATUS);
     let mut observed = everynode_core::plan(&input);
-    // Its events are the failed plan's, published already.
+    // A full sync was attempted, so the status speaks for this generation (upstream too). Its
+    // events are not published: they are the failed plan's, which went out already.
     observed.observe_generation(view.generation, view.status.as_ref());
     let problems = Problems::assess(ctx, &view, rejection, failures, None, input.now);
     problems.apply_to(&mut observed, view.status.as_ref());

@@ -10,8 +10,8 @@ use std::time::Duration;
 use everynode_api::labels::CONTROLLER_REVISION_HASH;
 use everynode_api::{DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
 use everynode_core::{
-    BackoffEntry, Deferred, NodeView, Owner, Plan, PlanConfig, PlanInput, PodPhase, PodView,
-    RevisionView, SetView, Timestamp, hash_template, plan,
+    Deferred, NodeView, Owner, Plan, PlanInput, PodPhase, PodView, SetView, Timestamp,
+    hash_template, plan,
 };
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -158,34 +158,29 @@ pub type Counts = (usize, usize, usize);
 
 /// A fake cluster around one set.
 pub struct Cluster {
-    pub set: SetView,
-    pub nodes: Vec<NodeView>,
-    pub pods: Vec<PodView>,
-    pub revisions: Vec<RevisionView>,
-    pub backoff: BTreeMap<String, BackoffEntry>,
-    pub now: Timestamp,
-    pub config: PlanConfig,
-    pub expectations_satisfied: bool,
-    /// `PlanInput::name_seed`: raised by every applied plan, as the runtime draws a new one.
-    pub name_seed: u64,
-    /// `PlanInput::rejected_hash`: the apiserver refuses pods of this template.
-    pub rejected_hash: Option<String>,
+    /// What the next plan sees (its fields read as the cluster's: `c.pods`, `c.set`, ...).
+    state: PlanInput,
     counter: usize,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = PlanInput;
+
+    fn deref(&self) -> &PlanInput {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut PlanInput {
+        &mut self.state
+    }
 }
 
 impl Cluster {
     pub fn new(set: SetView) -> Self {
         Self {
-            set,
-            nodes: Vec::new(),
-            pods: Vec::new(),
-            revisions: Vec::new(),
-            backoff: BTreeMap::new(),
-            now: t(1_700_000_000),
-            config: PlanConfig::default(),
-            expectations_satisfied: true,
-            name_seed: 0,
-            rejected_hash: None,
+            state: PlanInput::new(set, t(1_700_000_000)),
             counter: 0,
         }
     }
@@ -281,18 +276,7 @@ impl Cluster {
     }
 
     pub fn input(&self) -> PlanInput {
-        PlanInput {
-            set: self.set.clone(),
-            nodes: self.nodes.clone(),
-            pods: self.pods.clone(),
-            revisions: self.revisions.clone(),
-            backoff: self.backoff.clone(),
-            now: self.now,
-            name_seed: self.name_seed,
-            expectations_satisfied: self.expectations_satisfied,
-            rejected_hash: self.rejected_hash.clone(),
-            config: self.config.clone(),
-        }
+        self.state.clone()
     }
 
     /// One `syncDaemonSet`, without applying.
@@ -302,19 +286,7 @@ impl Cluster {
 
     /// Applies a plan like upstream's fake pod control and API.
     pub fn apply(&mut self, plan: &Plan) {
-        let mut input = self.input();
-        input.apply(plan);
-        let PlanInput {
-            set,
-            nodes,
-            pods,
-            revisions,
-            backoff,
-            name_seed,
-            ..
-        } = input;
-        (self.set, self.nodes, self.pods, self.revisions) = (set, nodes, pods, revisions);
-        (self.backoff, self.name_seed) = (backoff, name_seed);
+        self.state.apply(plan);
     }
 
     /// Plans, checks (creates, deletes, events) and applies.
@@ -334,10 +306,11 @@ impl Cluster {
 
     /// `markPodsReady`: every pod Ready (transition time `now` for pods that were not ready).
     pub fn mark_pods_ready(&mut self) {
+        let now = self.now;
         for p in &mut self.pods {
             if !p.ready {
                 p.ready = true;
-                p.ready_since = Some(self.now);
+                p.ready_since = Some(now);
             }
         }
     }
