@@ -515,12 +515,13 @@ pub struct DaemonSetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped_nodes: Option<Vec<String>>,
 
-    /// Nodes that are excluded or blocked, each with its reason (at most 50, by node name;
-    /// everynode only). `blockedTotals` counts all of them.
+    /// Nodes that will not run an updated, available pod without a change — selected but
+    /// tainted, unschedulable, failing, held by a control — each with its reason (at most 50,
+    /// by node name; everynode only). `blockedTotals` counts all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_nodes: Option<Vec<BlockedNode>>,
 
-    /// Excluded or blocked nodes per reason, by reason (everynode only).
+    /// Blocked nodes per reason, by reason (everynode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_totals: Option<Vec<ReasonCount>>,
 

@@ -32,11 +32,14 @@ impl PlanInput {
         let in_namespace =
             |meta: &ObjectMeta| meta.namespace.as_deref() == Some(namespace.as_str());
         let nodes = nodes.into_iter().map(NodeView::from_node).collect();
+        // Pods of other controllers are left out before any view is built.
         let pods = pods
             .into_iter()
             .filter(|p| in_namespace(&p.metadata))
+            .filter(|p| {
+                Owner::from_refs(p.metadata.owner_references.as_ref(), &set.uid) != Owner::Other
+            })
             .map(|p| PodView::from_pod(p, &set.uid))
-            .filter(|p| p.owner() != Owner::Other)
             .collect();
         let revisions = revisions
             .into_iter()

@@ -21,6 +21,7 @@ pub mod explain;
 pub mod gojson;
 mod index;
 pub mod inplace;
+pub mod interest;
 pub mod manage;
 pub mod plan;
 pub mod problem;
@@ -41,6 +42,7 @@ pub use backoff::{BackoffConfig, BackoffEntry};
 pub use controls::{Controls, ControlsError, NodeOrder};
 pub use eligibility::{Eligibility, NodeMatcher, node_should_run};
 pub use explain::{Deferrals, SharedName};
+pub use interest::NodeInterest;
 pub use manage::{EventReason, PlanEvent};
 pub use plan::{
     BackoffUpdate, NodeDecision, Plan, PlanError, PodCreate, PodDelete, PodUpdate, plan,

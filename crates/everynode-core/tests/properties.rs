@@ -10,7 +10,7 @@ use common::*;
 use everynode_api::DaemonSetUpdateStrategy;
 use everynode_core::budget::budget;
 use everynode_core::status::is_pod_available;
-use everynode_core::{PodPhase, PodView, node_should_run, plan};
+use everynode_core::{NodeInterest, PodPhase, PodView, node_should_run, plan};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use proptest::prelude::*;
 
@@ -273,6 +273,54 @@ proptest! {
         shuffle(&mut shuffled.pods, seed.rotate_left(17));
         shuffle(&mut shuffled.revisions, seed.rotate_left(31));
         prop_assert_eq!(plan(&shuffled), expected);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// A node change the set's [`NodeInterest`] says does not concern it leaves a converged
+    /// set converged, with the same status: waking only the concerned sets loses no work.
+    #[test]
+    fn a_node_change_that_does_not_concern_the_set_changes_nothing_in_its_plan(
+        nodes in prop::collection::vec(node_gen(false, 1), 1..8),
+        strategy in strategy_gen(false),
+        which in any::<prop::sample::Index>(),
+        pool in 0u8..3,
+        taint_kind in 0u8..4,
+    ) {
+        let mut c = build(&nodes, strategy);
+        for _ in 0..(6 * nodes.len() + 10) {
+            let p = c.plan();
+            if p.is_noop() {
+                break;
+            }
+            c.apply(&p);
+            settle(&mut c);
+        }
+        let settled = c.plan();
+        prop_assume!(settled.is_noop());
+        let interest = NodeInterest::of(&c.set);
+        let i = which.index(c.nodes.len());
+        let before = c.nodes[i].clone();
+        let after = &mut c.nodes[i];
+        after.labels = match pool {
+            0 => labels(&[("pool", "a")]),
+            1 => labels(&[("pool", "a"), ("zone", "z2")]),
+            _ => labels(&[("pool", "b")]),
+        };
+        after.taints = match taint_kind {
+            1 => vec![taint("dedicated", "x", "NoSchedule")],
+            2 => vec![taint("dedicated", "x", "NoExecute")],
+            3 => vec![taint("ok", "", "NoSchedule")],
+            _ => Vec::new(),
+        };
+        let after = after.clone();
+        if !interest.concerns(Some(&before), Some(&after)) {
+            let replanned = c.plan();
+            prop_assert!(replanned.is_noop(), "{:?} -> {:?}: {:?}", before, after, replanned);
+            prop_assert_eq!(replanned.status, settled.status);
+        }
     }
 }
 

@@ -3,7 +3,6 @@
 //! turned into reconcile requests for the sets it concerns; readiness while the watches are
 //! healthy.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +21,8 @@ use crate::expectations::Expectations;
 use crate::http::Readiness;
 use crate::key::set_key;
 use crate::metrics::Metrics;
+use crate::node_routes::NodeRoutes;
+use crate::pod_index::PodIndex;
 use crate::target::SetResource;
 use crate::triggers::Triggers;
 
@@ -31,6 +32,8 @@ pub(crate) struct Caches<K: SetResource> {
     pub(crate) sets: Store<K>,
     /// Every pod (in the watched namespace).
     pub(crate) pods: Store<Pod>,
+    /// The pods of each set, and the orphans, kept by the pod watch.
+    pub(crate) pod_index: Arc<PodIndex>,
     /// Every node.
     pub(crate) nodes: Store<Node>,
     /// Every ControllerRevision (in the watched namespace).
@@ -80,17 +83,16 @@ impl<K: SetResource> Caches<K> {
             cached_watch(Api::<Node>::all(client.clone()), &watch_config, |_| false);
         // /readyz fails while a watch fails (the watcher backs off and resumes by itself).
         let set_events = set_events.inspect(watch_health("daemonsets", readiness, metrics));
+        let pod_index = Arc::new(PodIndex::new(&K::kind(&()), &K::api_version(&())));
         let pod_events = pod_events
             .inspect(watch_health("pods", readiness, metrics))
+            .inspect(indexed(&pod_index))
             .inspect(created_pods_seen::<K>(expectations));
         let revision_events =
             revision_events.inspect(watch_health("controllerrevisions", readiness, metrics));
         let node_events = node_events.inspect(watch_health("nodes", readiness, metrics));
 
-        let every_set = {
-            let sets = sets.clone();
-            move |_: Node| all_sets(&sets)
-        };
+        let mut node_routes = NodeRoutes::new(sets.clone(), nodes.clone());
         let tasks = vec![
             forward(
                 "daemonsets",
@@ -112,14 +114,15 @@ impl<K: SetResource> Caches<K> {
             ),
             forward(
                 "nodes",
-                node_events.filter_map(placement_changes()),
-                every_set,
+                node_events,
+                move |event| node_routes.route(event),
                 triggers,
             ),
         ];
         Self {
             sets,
             pods,
+            pod_index,
             nodes,
             revisions,
             tasks,
@@ -162,6 +165,18 @@ fn watch_health<E>(
         readiness.watch_healthy(kind, event.is_ok());
         if event.is_err() {
             metrics.observe_watch_restart(kind);
+        }
+    }
+}
+
+/// Keeps `index` in step with the pod store.
+fn indexed(
+    index: &Arc<PodIndex>,
+) -> impl FnMut(&Result<watcher::Event<Pod>, watcher::Error>) + Send + 'static {
+    let index = index.clone();
+    move |event| {
+        if let Ok(event) = event {
+            index.observe(event);
         }
     }
 }
@@ -235,7 +250,7 @@ fn all_sets<K: SetResource>(sets: &Store<K>) -> Vec<ObjectRef<K>> {
 fn forward<T, K>(
     kind: &'static str,
     events: impl Stream<Item = Result<T, watcher::Error>> + Send + 'static,
-    sets_of: impl Fn(T) -> Vec<ObjectRef<K>> + Send + 'static,
+    mut sets_of: impl FnMut(T) -> Vec<ObjectRef<K>> + Send + 'static,
     triggers: &Arc<Triggers<K>>,
 ) -> JoinHandle<()>
 where
@@ -291,47 +306,6 @@ fn owners_of<K: SetResource, O: Resource>(sets: &Store<K>, obj: &O) -> Vec<Objec
         .collect()
 }
 
-/// The node fields placement depends on (labels and taints), hashed. Heartbeats and status
-/// updates do not change it.
-fn placement_fingerprint(node: &Node) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    node.labels().hash(&mut hasher);
-    if let Some(spec) = &node.spec {
-        spec.unschedulable.hash(&mut hasher);
-        for taint in spec.taints.iter().flatten() {
-            (&taint.key, &taint.value, &taint.effect).hash(&mut hasher);
-        }
-    }
-    hasher.finish()
-}
-
-/// Passes node events that can change placement — new nodes, label or taint changes, deletions —
-/// and drops the rest (heartbeats and status updates).
-/// A node watch event, and what the trigger stream makes of it.
-type NodeEvent = Result<watcher::Event<Node>, watcher::Error>;
-
-type NodeTrigger = future::Ready<Option<Result<Node, watcher::Error>>>;
-
-fn placement_changes() -> impl FnMut(NodeEvent) -> NodeTrigger {
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    move |event| {
-        future::ready(match event {
-            Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) => {
-                let fingerprint = placement_fingerprint(&node);
-                let changed = seen.insert(node.name_any(), fingerprint) != Some(fingerprint);
-                changed.then_some(Ok(node))
-            }
-            Ok(watcher::Event::Delete(node)) => {
-                seen.remove(&node.name_any());
-                Some(Ok(node))
-            }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-            Err(err) => Some(Err(err)),
-        })
-    }
-}
-
 /// Sets readiness once every cache has synced.
 pub(crate) async fn mark_ready_when_synced<K: SetResource>(
     sets: Store<K>,
@@ -376,30 +350,6 @@ where
 mod tests {
     use super::*;
     use futures::FutureExt;
-    use k8s_openapi::api::core::v1::{NodeSpec, NodeStatus, Taint};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    fn node(name: &str, zone: &str, taint: Option<&str>, heartbeat: &str) -> Node {
-        Node {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                labels: Some([("zone".to_owned(), zone.to_owned())].into()),
-                resource_version: Some(heartbeat.into()),
-                ..Default::default()
-            },
-            spec: Some(NodeSpec {
-                taints: taint.map(|key| {
-                    vec![Taint {
-                        key: key.into(),
-                        effect: "NoSchedule".into(),
-                        ..Default::default()
-                    }]
-                }),
-                ..Default::default()
-            }),
-            status: Some(NodeStatus::default()),
-        }
-    }
 
     #[test]
     fn a_relist_of_pods_or_revisions_touches_every_set() {
@@ -423,58 +373,5 @@ mod tests {
             decode(watcher::Event::InitDone),
             Some(Ok(Touched::Relisted))
         ));
-    }
-
-    fn passes(
-        filter: &mut impl FnMut(NodeEvent) -> NodeTrigger,
-        event: watcher::Event<Node>,
-    ) -> bool {
-        filter(Ok(event)).now_or_never().flatten().is_some()
-    }
-
-    #[test]
-    fn node_filter_drops_heartbeats_and_keeps_placement_changes_and_deletions() {
-        let mut filter = placement_changes();
-        assert!(passes(
-            &mut filter,
-            watcher::Event::InitApply(node("a", "z1", None, "1"))
-        ));
-        assert!(!passes(&mut filter, watcher::Event::InitDone));
-        // a heartbeat: only the resourceVersion/status changed
-        assert!(!passes(
-            &mut filter,
-            watcher::Event::Apply(node("a", "z1", None, "2"))
-        ));
-        // a label change and a taint change matter
-        assert!(passes(
-            &mut filter,
-            watcher::Event::Apply(node("a", "z2", None, "3"))
-        ));
-        assert!(passes(
-            &mut filter,
-            watcher::Event::Apply(node("a", "z2", Some("gpu"), "4"))
-        ));
-        assert!(!passes(
-            &mut filter,
-            watcher::Event::Apply(node("a", "z2", Some("gpu"), "5"))
-        ));
-        // a deletion always passes, even with unchanged labels and taints
-        assert!(passes(
-            &mut filter,
-            watcher::Event::Delete(node("a", "z2", Some("gpu"), "6"))
-        ));
-        // and a node that comes back under the same name is new again
-        assert!(passes(
-            &mut filter,
-            watcher::Event::Apply(node("a", "z2", Some("gpu"), "7"))
-        ));
-        // a watch error is passed on (the controller logs it and the watcher backs off)
-        let error = watcher::Error::NoResourceVersion;
-        assert!(
-            filter(Err(error))
-                .now_or_never()
-                .flatten()
-                .is_some_and(|r| r.is_err())
-        );
     }
 }

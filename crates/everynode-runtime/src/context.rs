@@ -95,6 +95,8 @@ pub struct Context {
     pub client: Client,
     /// Cache of pods (in the watched namespaces).
     pub pods: Store<Pod>,
+    /// The pods of each set and the orphans ([`Context::pods_of`]).
+    pub(crate) pod_index: std::sync::Arc<crate::pod_index::PodIndex>,
     /// Cache of nodes.
     pub nodes: Store<Node>,
     /// Cache of ControllerRevisions (in the watched namespaces).
@@ -123,4 +125,12 @@ pub struct Context {
     pub started: everynode_core::Timestamp,
     /// Settings.
     pub config: ControllerConfig,
+}
+
+impl Context {
+    /// The cached pods a set reads: its own (by controller UID) and the orphans of its
+    /// namespace.
+    pub fn pods_of(&self, namespace: &str, set_uid: &str) -> Vec<std::sync::Arc<Pod>> {
+        self.pod_index.pods_of(&self.pods, namespace, set_uid)
+    }
 }

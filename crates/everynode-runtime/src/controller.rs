@@ -92,6 +92,7 @@ async fn run_target<K: SetResource>(
     let context = Arc::new(Context {
         client: client.clone(),
         pods: caches.pods.clone(),
+        pod_index: caches.pod_index.clone(),
         nodes: caches.nodes.clone(),
         revisions: caches.revisions.clone(),
         recorder: Recorder::new(client, reporter),

@@ -106,7 +106,7 @@ async fn plan_set<K: SetResource>(ctx: &Context, view: SetView) -> Planned {
         |name| cached_by_name(ctx, &view.namespace, name),
         |uid| {
             *pods_by_uid
-                .get_or_init(|| cached_by_uid(ctx, &view.namespace))
+                .get_or_init(|| cached_by_uid(ctx, &view.namespace, &view.uid))
                 .get(uid)
                 .unwrap_or(&CachedPod::Absent)
         },
@@ -216,13 +216,11 @@ fn built_in_at_work<K: SetResource>(
     if K::api_version(&()) != "apps/v1" {
         return None;
     }
-    let pods = ctx.pods.state();
+    let pods = ctx.pods_of(&view.namespace, &view.uid);
     let owned = pods.iter().map(AsRef::as_ref).filter(|pod| {
-        pod.metadata.namespace.as_deref() == Some(view.namespace.as_str())
-            && pod
-                .owner_references()
-                .iter()
-                .any(|r| r.controller == Some(true) && r.uid == view.uid)
+        pod.owner_references()
+            .iter()
+            .any(|r| r.controller == Some(true) && r.uid == view.uid)
     });
     crate::builtin::recent_write(
         set.meta(),
@@ -292,7 +290,8 @@ fn snapshot(
         .and_then(|s| s.observed_generation)
         .unwrap_or(0);
     let backoff = ctx.backoff.for_set(&set.uid, backoff_generation);
-    let (nodes, pods, revisions) = (ctx.nodes.state(), ctx.pods.state(), ctx.revisions.state());
+    let pods = ctx.pods_of(&set.namespace, &set.uid);
+    let (nodes, revisions) = (ctx.nodes.state(), ctx.revisions.state());
     let mut input = PlanInput::from_objects(
         set,
         nodes.iter().map(AsRef::as_ref),
@@ -341,12 +340,11 @@ fn cached_by_name(ctx: &Context, namespace: &str, name: &str) -> CachedPod {
     }
 }
 
-/// What the cache says about every pod of a namespace, by UID.
-fn cached_by_uid(ctx: &Context, namespace: &str) -> HashMap<String, CachedPod> {
-    ctx.pods
-        .state()
+/// What the cache says about the set's pods (and the orphans of its namespace), by UID: the
+/// pods the set deleted were among them.
+fn cached_by_uid(ctx: &Context, namespace: &str, set_uid: &str) -> HashMap<String, CachedPod> {
+    ctx.pods_of(namespace, set_uid)
         .iter()
-        .filter(|pod| pod.metadata.namespace.as_deref() == Some(namespace))
         .filter_map(|pod| {
             let state = if pod.metadata.deletion_timestamp.is_some() {
                 CachedPod::Terminating

@@ -265,8 +265,10 @@ fn blocked_nodes(
             slot.elig
                 .excluded
                 .as_deref()
-                // A pod that keeps running there (e.g. a NoSchedule taint added later) is not
-                // blocked.
+                // Only a taint keeps a node the template selects out; nodes it does not select
+                // are not the set's business. A pod that keeps running there (e.g. a NoSchedule
+                // taint added later) is not blocked.
+                .filter(|e| matches!(e, NodeExcluded::TaintNotTolerated { .. }))
                 .filter(|_| !(slot.elig.should_continue_running && pod.is_some()))
                 .map(Blocked::Excluded)
         } else if let Some(message) = pod.and_then(|p| p.unschedulable.as_deref()) {

@@ -1,0 +1,271 @@
+//! The cached pods grouped by what they can belong to — a set of the target kind (by the set's
+//! UID) or nothing (orphans, by namespace) — kept by the pod watch, so a reconcile reads its
+//! set's pods and the orphans it may adopt instead of scanning every cached pod.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+
+/// A group of pods a set reads.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Group {
+    /// Controlled by the set with this UID.
+    Set(String),
+    /// Without a controller, in this namespace.
+    Orphans(String),
+}
+
+/// Pod names by group, and each indexed pod's group.
+#[derive(Debug, Default)]
+struct Groups {
+    of_pod: HashMap<(String, String), Group>,
+    members: HashMap<Group, HashSet<String>>,
+}
+
+impl Groups {
+    fn remove(&mut self, key: &(String, String)) {
+        if let Some(group) = self.of_pod.remove(key)
+            && let Some(names) = self.members.get_mut(&group)
+        {
+            names.remove(&key.1);
+            if names.is_empty() {
+                self.members.remove(&group);
+            }
+        }
+    }
+
+    fn insert(&mut self, key: (String, String), group: Group) {
+        self.members
+            .entry(group.clone())
+            .or_default()
+            .insert(key.1.clone());
+        self.of_pod.insert(key, group);
+    }
+
+    fn apply(&mut self, pod: &Pod, set_type: &SetType) {
+        let key = (pod.namespace().unwrap_or_default(), pod.name_any());
+        self.remove(&key);
+        if let Some(group) = group_of(pod, &key.0, set_type) {
+            self.insert(key, group);
+        }
+    }
+}
+
+/// The kind and apiVersion of the sets whose pods are indexed.
+#[derive(Debug)]
+struct SetType {
+    kind: String,
+    api_version: String,
+}
+
+/// The group a pod belongs to, if a set of `set_type` can read it.
+fn group_of(pod: &Pod, namespace: &str, set_type: &SetType) -> Option<Group> {
+    match pod
+        .owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true))
+    {
+        None => Some(Group::Orphans(namespace.to_owned())),
+        Some(owner) if owner.kind == set_type.kind && owner.api_version == set_type.api_version => {
+            Some(Group::Set(owner.uid.clone()))
+        }
+        Some(_) => None,
+    }
+}
+
+/// The index. Reads see the last complete list, like the reflector store: a relist is gathered
+/// aside and swapped in when it ends.
+#[derive(Debug)]
+pub(crate) struct PodIndex {
+    set_type: SetType,
+    live: RwLock<Groups>,
+    relisting: std::sync::Mutex<Option<Groups>>,
+}
+
+impl PodIndex {
+    /// An empty index of the pods the sets of `kind` in `api_version` read.
+    pub(crate) fn new(kind: &str, api_version: &str) -> Self {
+        Self {
+            set_type: SetType {
+                kind: kind.to_owned(),
+                api_version: api_version.to_owned(),
+            },
+            live: RwLock::default(),
+            relisting: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Applies one pod watch event (after the store has).
+    pub(crate) fn observe(&self, event: &watcher::Event<Pod>) {
+        match event {
+            watcher::Event::Apply(pod) => self.write().apply(pod, &self.set_type),
+            watcher::Event::Delete(pod) => self
+                .write()
+                .remove(&(pod.namespace().unwrap_or_default(), pod.name_any())),
+            watcher::Event::Init => *self.relist() = Some(Groups::default()),
+            watcher::Event::InitApply(pod) => {
+                if let Some(groups) = self.relist().as_mut() {
+                    groups.apply(pod, &self.set_type);
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(groups) = self.relist().take() {
+                    *self.write() = groups;
+                }
+            }
+        }
+    }
+
+    /// The cached pods the set with `uid` in `namespace` reads: its own and the namespace's
+    /// orphans.
+    pub(crate) fn pods_of(&self, pods: &Store<Pod>, namespace: &str, uid: &str) -> Vec<Arc<Pod>> {
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        [
+            Group::Set(uid.to_owned()),
+            Group::Orphans(namespace.to_owned()),
+        ]
+        .iter()
+        .filter_map(|group| live.members.get(group))
+        .flatten()
+        .filter_map(|name| pods.get(&ObjectRef::new(name).within(namespace)))
+        .collect()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Groups> {
+        self.live.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn relist(&self) -> std::sync::MutexGuard<'_, Option<Groups>> {
+        self.relisting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use kube::runtime::reflector;
+
+    use super::*;
+
+    fn pod(namespace: &str, name: &str, owner: Option<(&str, &str)>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                namespace: Some(namespace.into()),
+                name: Some(name.into()),
+                owner_references: owner.map(|(kind, uid)| {
+                    vec![OwnerReference {
+                        api_version: "apps/v1".into(),
+                        kind: kind.into(),
+                        uid: uid.into(),
+                        controller: Some(true),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// The store and the index fed the same events, as the pod watch does.
+    fn feed(events: Vec<watcher::Event<Pod>>) -> (Store<Pod>, PodIndex) {
+        let (store, mut writer) = reflector::store::<Pod>();
+        let index = PodIndex::new("DaemonSet", "apps/v1");
+        for event in events {
+            writer.apply_watcher_event(&event);
+            index.observe(&event);
+        }
+        (store, index)
+    }
+
+    fn names(pods: Vec<Arc<Pod>>) -> Vec<String> {
+        let mut names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_set_reads_its_own_pods_and_the_orphans_of_its_namespace_only() {
+        let (store, index) = feed(vec![
+            watcher::Event::Init,
+            watcher::Event::InitApply(pod("a", "mine", Some(("DaemonSet", "u1")))),
+            watcher::Event::InitApply(pod("a", "other-set", Some(("DaemonSet", "u2")))),
+            watcher::Event::InitApply(pod("a", "replica", Some(("ReplicaSet", "r1")))),
+            watcher::Event::InitApply(pod("a", "orphan", None)),
+            watcher::Event::InitApply(pod("b", "orphan-elsewhere", None)),
+            watcher::Event::InitDone,
+        ]);
+        assert_eq!(names(index.pods_of(&store, "a", "u1")), ["mine", "orphan"]);
+        assert_eq!(
+            names(index.pods_of(&store, "b", "u3")),
+            ["orphan-elsewhere"]
+        );
+    }
+
+    #[test]
+    fn adoption_release_and_deletion_move_a_pod_between_groups() {
+        let (store, mut writer) = reflector::store::<Pod>();
+        let index = PodIndex::new("DaemonSet", "apps/v1");
+        let mut send = |event: watcher::Event<Pod>| {
+            writer.apply_watcher_event(&event);
+            index.observe(&event);
+        };
+        send(watcher::Event::Init);
+        send(watcher::Event::InitDone);
+        send(watcher::Event::Apply(pod("a", "p", None)));
+        send(watcher::Event::Apply(pod(
+            "a",
+            "p",
+            Some(("DaemonSet", "u1")),
+        )));
+        assert_eq!(names(index.pods_of(&store, "a", "u1")), ["p"]);
+        assert_eq!(
+            names(index.pods_of(&store, "a", "u2")),
+            Vec::<String>::new()
+        );
+        send(watcher::Event::Apply(pod(
+            "a",
+            "p",
+            Some(("ReplicaSet", "r")),
+        )));
+        assert!(index.pods_of(&store, "a", "u1").is_empty());
+        send(watcher::Event::Apply(pod("a", "p", None)));
+        assert_eq!(names(index.pods_of(&store, "a", "u2")), ["p"]);
+        send(watcher::Event::Delete(pod("a", "p", None)));
+        assert!(index.pods_of(&store, "a", "u2").is_empty());
+        let live = index.live.read().unwrap_or_else(|p| p.into_inner());
+        assert!(live.of_pod.is_empty() && live.members.is_empty());
+    }
+
+    #[test]
+    fn a_relist_replaces_the_index_when_it_ends() {
+        let (store, mut writer) = reflector::store::<Pod>();
+        let index = PodIndex::new("DaemonSet", "apps/v1");
+        let mut send = |event: watcher::Event<Pod>| {
+            writer.apply_watcher_event(&event);
+            index.observe(&event);
+        };
+        send(watcher::Event::Init);
+        send(watcher::Event::InitApply(pod(
+            "a",
+            "gone",
+            Some(("DaemonSet", "u1")),
+        )));
+        send(watcher::Event::InitDone);
+        // The watch restarts; "gone" was deleted meanwhile and has no event of its own.
+        send(watcher::Event::Init);
+        send(watcher::Event::InitApply(pod(
+            "a",
+            "new",
+            Some(("DaemonSet", "u1")),
+        )));
+        // Until the list ends, reads see the last complete one (as the store does).
+        assert_eq!(names(index.pods_of(&store, "a", "u1")), ["gone"]);
+        send(watcher::Event::InitDone);
+        assert_eq!(names(index.pods_of(&store, "a", "u1")), ["new"]);
+    }
+}
