@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use everynode_bench::{BenchOptions, ControllerId};
+use everynode_bench::{BenchOptions, ClusterMode, ControllerId};
 use everynode_cluster::ClientLimits;
 
 use crate::ci::workspace_root;
@@ -31,6 +31,21 @@ impl From<ControllerArg> for ControllerId {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ModeArg {
+    Unthrottled,
+    Defaults,
+}
+
+impl From<ModeArg> for ClusterMode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Unthrottled => Self::Unthrottled,
+            ModeArg::Defaults => Self::Defaults,
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
     /// Cluster sizes (KWOK worker nodes), comma-separated; one fresh cluster each.
@@ -40,6 +55,11 @@ pub(crate) struct BenchArgs {
     /// runs — the report says which was used).
     #[arg(long, default_value_t = 600)]
     idle_seconds: u64,
+    /// Cluster modes, each on a fresh cluster: `unthrottled` (the cluster's scheduler,
+    /// controller-manager and KWOK not rate-limited; the targets apply) and `defaults` (their
+    /// stock limits, what a user sees).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ModeArg::Unthrottled, ModeArg::Defaults])]
+    modes: Vec<ModeArg>,
     /// Controllers to run (default: all four).
     #[arg(long, value_enum, value_delimiter = ',')]
     controllers: Vec<ControllerArg>,
@@ -93,6 +113,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     anyhow::ensure!(!args.nodes.is_empty(), "--nodes: give at least one size");
+    anyhow::ensure!(!args.modes.is_empty(), "--modes: give at least one mode");
     crate::build().await?;
     let everynode = match &args.everynode {
         Some(path) => path.clone(),
@@ -134,6 +155,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .fold("cargo xtask".to_owned(), |acc, a| acc + " " + &a);
     let opts = BenchOptions {
         sizes: args.nodes.clone(),
+        modes: args.modes.iter().map(|m| (*m).into()).collect(),
         idle: Duration::from_secs(args.idle_seconds),
         dir: args.dir.clone(),
         base_port: args.base_port,

@@ -108,6 +108,10 @@ enum ClusterCmd {
         /// Benchmark mode: API Priority and Fairness off, no in-flight request limits.
         #[arg(long)]
         benchmark: bool,
+        /// The cluster's own clients (kube-scheduler, kube-controller-manager, KWOK) are not
+        /// rate-limited.
+        #[arg(long)]
+        unthrottled: bool,
     },
     /// Stop the control plane started in --dir and remove its state.
     Down {
@@ -190,6 +194,7 @@ async fn cluster(cmd: ClusterCmd) -> anyhow::Result<ExitCode> {
             dir,
             base_port,
             benchmark,
+            unthrottled,
         } => {
             let opts = UpOptions {
                 dir,
@@ -198,6 +203,7 @@ async fn cluster(cmd: ClusterCmd) -> anyhow::Result<ExitCode> {
                 settings: FlagSettings {
                     builtin_daemonset_controller: builtin_daemonset_controller == OnOff::On,
                     benchmark,
+                    unthrottled,
                 },
                 ..UpOptions::default()
             };
@@ -238,11 +244,7 @@ async fn cluster(cmd: ClusterCmd) -> anyhow::Result<ExitCode> {
                 } else {
                     "off"
                 },
-                if st.settings.benchmark {
-                    ", benchmark mode"
-                } else {
-                    ""
-                }
+                st.settings.modes_note()
             );
             println!("{:<24} {:<8} {:<8} HEALTH", "COMPONENT", "PID", "PROCESS");
             let mut healthy = true;
@@ -317,6 +319,7 @@ pub(crate) fn three_node_options(
         settings: FlagSettings {
             builtin_daemonset_controller,
             benchmark: false,
+            unthrottled: false,
         },
         ..UpOptions::default()
     })

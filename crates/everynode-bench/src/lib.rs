@@ -26,5 +26,5 @@ mod step;
 pub mod workload;
 
 pub use error::{Error, Result};
-pub use report::{ControllerId, Report};
+pub use report::{ClusterMode, ControllerId, Report};
 pub use runner::{BenchOptions, run};

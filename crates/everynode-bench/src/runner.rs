@@ -23,7 +23,8 @@ use kube::{Api, Client};
 use crate::error::{Error, Result};
 use crate::procfs;
 use crate::report::{
-    ControllerId, ControllerRun, Load, Machine, Report, Scenario, ScenarioResult, SizeResult,
+    ClusterMode, ControllerId, ControllerRun, Load, Machine, Report, Scenario, ScenarioResult,
+    SizeResult,
 };
 use crate::stats::Latency;
 use crate::step::{SETTLE, StepMeter, StepOutcome, Who};
@@ -34,6 +35,8 @@ use crate::workload::{self, PodBook, SET_NAME};
 pub struct BenchOptions {
     /// Cluster sizes (KWOK worker nodes).
     pub sizes: Vec<usize>,
+    /// Cluster modes; each size runs on a fresh cluster per mode.
+    pub modes: Vec<ClusterMode>,
     /// S5 idle window.
     pub idle: Duration,
     /// Root directory for the benchmark clusters (`<root>/n<size>`).
@@ -83,9 +86,11 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
         .versions
         .insert("kwok".into(), everynode_cluster::versions::KWOK.into());
     for &nodes in &opts.sizes {
-        tracing::info!("=== {nodes} nodes ===");
-        let size = run_size(opts, nodes).await?;
-        report.sizes.push(size);
+        for &mode in &opts.modes {
+            tracing::info!("=== {nodes} nodes, {} ===", mode.label());
+            let size = run_size(opts, nodes, mode).await?;
+            report.sizes.push(size);
+        }
     }
     Ok(report)
 }
@@ -113,8 +118,8 @@ fn machine() -> Machine {
     }
 }
 
-async fn run_size(opts: &BenchOptions, nodes: usize) -> Result<SizeResult> {
-    let dir = opts.dir.join(format!("n{nodes}"));
+async fn run_size(opts: &BenchOptions, nodes: usize, mode: ClusterMode) -> Result<SizeResult> {
+    let dir = opts.dir.join(format!("n{nodes}-{}", mode.slug()));
     let cdir = ClusterDir::new(&dir);
     let watchdog =
         everynode_cluster::cluster::spawn_watchdog(&cdir, &cdir.default_etcd_data_dir())?;
@@ -126,6 +131,7 @@ async fn run_size(opts: &BenchOptions, nodes: usize) -> Result<SizeResult> {
         settings: FlagSettings {
             builtin_daemonset_controller: false,
             benchmark: true,
+            unthrottled: mode == ClusterMode::Unthrottled,
         },
         name: "everynode-bench".into(),
         ..UpOptions::default()
@@ -139,7 +145,7 @@ async fn run_size(opts: &BenchOptions, nodes: usize) -> Result<SizeResult> {
         }
     };
     let cluster_up_seconds = t.elapsed().as_secs_f64();
-    let result = run_on_cluster(opts, &mut cluster, nodes, cluster_up_seconds).await;
+    let result = run_on_cluster(opts, &mut cluster, (nodes, mode), cluster_up_seconds).await;
     if result.is_err() {
         eprintln!("{}", cluster.log_tails(20));
     }
@@ -167,7 +173,7 @@ struct Bench<'a> {
 async fn run_on_cluster(
     opts: &BenchOptions,
     cluster: &mut Cluster,
-    nodes: usize,
+    (nodes, mode): (usize, ClusterMode),
     cluster_up_seconds: f64,
 ) -> Result<SizeResult> {
     let admin = cluster.client().await?;
@@ -195,6 +201,7 @@ async fn run_on_cluster(
     }
     Ok(SizeResult {
         nodes,
+        mode,
         cluster_up_seconds,
         load_before,
         load_after: read_load(),

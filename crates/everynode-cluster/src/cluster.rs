@@ -53,6 +53,7 @@ impl Default for UpOptions {
             settings: FlagSettings {
                 builtin_daemonset_controller: false,
                 benchmark: false,
+                unthrottled: false,
             },
             cache_root: None,
             name: "everynode".to_owned(),
@@ -143,6 +144,15 @@ impl Cluster {
         pki::write_kubeconfig(&dir.kubeconfig(), &pki, ports.apiserver, &opts.name)?;
         std::fs::write(dir.corefile(), flags::corefile(&ports, &dir.kubeconfig()))
             .map_err(|e| Error::io("write", dir.corefile(), e))?;
+        let scheduler_config =
+            flags::scheduler_config(&dir.kubeconfig(), opts.settings.cluster_client_limits());
+        std::fs::write(dir.scheduler_config(), scheduler_config)
+            .map_err(|e| Error::io("write", dir.scheduler_config(), e))?;
+        std::fs::write(
+            dir.kwok_options(),
+            flags::kwok_options(flags::UNTHROTTLED_KWOK_WORKERS),
+        )
+        .map_err(|e| Error::io("write", dir.kwok_options(), e))?;
         let state = ClusterState {
             name: opts.name.clone(),
             ports,
@@ -170,11 +180,7 @@ impl Cluster {
             } else {
                 "off"
             },
-            if opts.settings.benchmark {
-                ", benchmark mode"
-            } else {
-                ""
-            }
+            opts.settings.modes_note()
         );
 
         let mut cluster = Self {

@@ -105,6 +105,52 @@ pub fn daemonset_controller_manager_args(
     v
 }
 
+/// Client limits of the cluster's own clients in an unthrottled cluster: not client-limited
+/// (KWOK's `--disable-qps-limits` uses 5,000 / 10,000 to the same end).
+pub const UNTHROTTLED_LIMITS: ClientLimits = ClientLimits {
+    qps: 100_000.0,
+    burst: 100_000,
+};
+
+/// KWOK's pod and node stage workers and node-lease workers in an unthrottled cluster (its
+/// default is 4 each). KWOK's client has no rate limiter of its own.
+pub const UNTHROTTLED_KWOK_WORKERS: u32 = 16;
+
+/// kube-scheduler's configuration file: its kubeconfig, no leader election, and — in an
+/// unthrottled cluster — client limits (its defaults are QPS 50, burst 100).
+#[must_use]
+pub fn scheduler_config(kubeconfig: &Path, limits: Option<ClientLimits>) -> String {
+    let mut client = format!("  kubeconfig: {}\n", kubeconfig.display());
+    if let Some(l) = limits {
+        client.push_str(&format!("  qps: {}\n  burst: {}\n", l.qps, l.burst));
+    }
+    format!(
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n\
+         clientConnection:\n{client}leaderElection:\n  leaderElect: false\n"
+    )
+}
+
+/// KWOK options for an unthrottled cluster: `workers` stage and lease workers. KWOK applies
+/// no defaults to a `KwokConfiguration` it reads, so every defaulted option is spelled out
+/// (KWOK v0.8.0's defaults; flags still override them).
+#[must_use]
+pub fn kwok_options(workers: u32) -> String {
+    format!(
+        "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions:\n\
+         \x20 cidr: {POD_CIDR}\n\
+         \x20 manageAllNodes: false\n\
+         \x20 enableDebuggingHandlers: true\n\
+         \x20 enableContentionProfiling: false\n\
+         \x20 enableProfilingHandler: true\n\
+         \x20 podPlayStageParallelism: {workers}\n\
+         \x20 nodePlayStageParallelism: {workers}\n\
+         \x20 nodeLeaseParallelism: {workers}\n\
+         \x20 podsOnNodeSyncParallelism: 1\n\
+         \x20 enablePodsOnNodeSyncListPager: true\n\
+         \x20 enablePodsOnNodeSyncStreamWatch: false\n"
+    )
+}
+
 /// Settings that change component flags.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlagSettings {
@@ -114,6 +160,31 @@ pub struct FlagSettings {
     /// Benchmark mode: API Priority and Fairness off and no in-flight request limits on the API
     /// server, so the control plane does not throttle the controller under test.
     pub benchmark: bool,
+    /// The cluster's own clients are not rate-limited: kube-scheduler and
+    /// kube-controller-manager get [`UNTHROTTLED_LIMITS`], KWOK [`UNTHROTTLED_KWOK_WORKERS`]
+    /// workers. Then what every controller waits for is the API server and etcd, not the
+    /// scheduler's client limit. Off: the components' defaults, as on a stock cluster.
+    #[serde(default)]
+    pub unthrottled: bool,
+}
+
+impl FlagSettings {
+    /// The client limits of the cluster's own clients (`None`: their defaults).
+    #[must_use]
+    pub fn cluster_client_limits(&self) -> Option<ClientLimits> {
+        self.unthrottled.then_some(UNTHROTTLED_LIMITS)
+    }
+
+    /// The modes that are on, for a status line (`", benchmark mode, unthrottled"`).
+    #[must_use]
+    pub fn modes_note(&self) -> &'static str {
+        match (self.benchmark, self.unthrottled) {
+            (true, true) => ", benchmark mode, unthrottled",
+            (true, false) => ", benchmark mode",
+            (false, true) => ", unthrottled",
+            (false, false) => "",
+        }
+    }
 }
 
 /// Everything the flag builders need.
@@ -197,53 +268,79 @@ pub fn args(component: Component, cx: &FlagContext<'_>) -> Vec<String> {
             v.push("--v=1".into());
             v
         }
-        Component::KubeControllerManager => vec![
-            format!("--kubeconfig={kc}"),
-            format!("--authentication-kubeconfig={kc}"),
-            format!("--authorization-kubeconfig={kc}"),
-            "--bind-address=127.0.0.1".into(),
-            format!("--secure-port={}", ports.controller_manager),
-            "--leader-elect=false".into(),
-            if cx.settings.builtin_daemonset_controller {
-                "--controllers=*".into()
-            } else {
-                "--controllers=*,-daemonset-controller".into()
-            },
-            format!("--root-ca-file={}", p(pki.ca_cert())),
-            format!("--service-account-private-key-file={}", p(pki.sa_key())),
-            "--node-monitor-period=5s".into(),
-            "--node-monitor-grace-period=40s".into(),
-            "--v=1".into(),
-        ],
+        Component::KubeControllerManager => {
+            let mut v = controller_manager_args(&kc, &pki, ports, cx.settings);
+            if let Some(l) = cx.settings.cluster_client_limits() {
+                v.push(format!("--kube-api-qps={}", l.qps));
+                v.push(format!("--kube-api-burst={}", l.burst));
+            }
+            v
+        }
         Component::KubeScheduler => vec![
-            format!("--kubeconfig={kc}"),
+            format!("--config={}", p(cx.dir.scheduler_config())),
             format!("--authentication-kubeconfig={kc}"),
             format!("--authorization-kubeconfig={kc}"),
             "--bind-address=127.0.0.1".into(),
             format!("--secure-port={}", ports.scheduler),
-            "--leader-elect=false".into(),
             "--v=1".into(),
         ],
-        Component::Kwok => vec![
-            format!("--kubeconfig={kc}"),
-            format!("--config={}", p(cx.cache.kwok_config())),
-            "--manage-all-nodes=false".into(),
-            format!(
-                "--manage-nodes-with-annotation-selector={}={}",
-                crate::nodes::KWOK_ANNOTATION,
-                crate::nodes::KWOK_ANNOTATION_VALUE
-            ),
-            format!("--cidr={POD_CIDR}"),
-            "--node-ip=127.0.0.1".into(),
-            "--node-name=localhost".into(),
-            format!("--node-port={}", ports.kwok),
-            format!("--server-address=127.0.0.1:{}", ports.kwok),
-            "--node-lease-duration-seconds=40".into(),
-        ],
+        Component::Kwok => {
+            let mut v = kwok_args(&kc, cx);
+            if cx.settings.unthrottled {
+                v.push(format!("--config={}", p(cx.dir.kwok_options())));
+            }
+            v
+        }
         Component::CoreDns => vec!["-conf".into(), p(cx.dir.corefile())],
     };
     a.shrink_to_fit();
     a
+}
+
+fn controller_manager_args(
+    kc: &str,
+    pki: &Pki,
+    ports: &Ports,
+    settings: &FlagSettings,
+) -> Vec<String> {
+    vec![
+        format!("--kubeconfig={kc}"),
+        format!("--authentication-kubeconfig={kc}"),
+        format!("--authorization-kubeconfig={kc}"),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={}", ports.controller_manager),
+        "--leader-elect=false".into(),
+        if settings.builtin_daemonset_controller {
+            "--controllers=*".into()
+        } else {
+            "--controllers=*,-daemonset-controller".into()
+        },
+        format!("--root-ca-file={}", p(pki.ca_cert())),
+        format!("--service-account-private-key-file={}", p(pki.sa_key())),
+        "--node-monitor-period=5s".into(),
+        "--node-monitor-grace-period=40s".into(),
+        "--v=1".into(),
+    ]
+}
+
+fn kwok_args(kc: &str, cx: &FlagContext<'_>) -> Vec<String> {
+    let ports = cx.ports;
+    vec![
+        format!("--kubeconfig={kc}"),
+        format!("--config={}", p(cx.cache.kwok_config())),
+        "--manage-all-nodes=false".into(),
+        format!(
+            "--manage-nodes-with-annotation-selector={}={}",
+            crate::nodes::KWOK_ANNOTATION,
+            crate::nodes::KWOK_ANNOTATION_VALUE
+        ),
+        format!("--cidr={POD_CIDR}"),
+        "--node-ip=127.0.0.1".into(),
+        "--node-name=localhost".into(),
+        format!("--node-port={}", ports.kwok),
+        format!("--server-address=127.0.0.1:{}", ports.kwok),
+        "--node-lease-duration-seconds=40".into(),
+    ]
 }
 
 /// Base URL and path of the component's health endpoint (all on 127.0.0.1).
@@ -287,10 +384,12 @@ mod tests {
         let off = FlagSettings {
             builtin_daemonset_controller: false,
             benchmark: false,
+            unthrottled: false,
         };
         let on = FlagSettings {
             builtin_daemonset_controller: true,
             benchmark: false,
+            unthrottled: false,
         };
         assert!(
             ctx_args(Component::KubeControllerManager, &off)
@@ -306,10 +405,12 @@ mod tests {
         let normal = FlagSettings {
             builtin_daemonset_controller: false,
             benchmark: false,
+            unthrottled: false,
         };
         let bench = FlagSettings {
             builtin_daemonset_controller: false,
             benchmark: true,
+            unthrottled: false,
         };
         let flag = "--enable-priority-and-fairness=false".to_owned();
         assert!(!ctx_args(Component::KubeApiserver, &normal).contains(&flag));
@@ -345,6 +446,69 @@ mod tests {
     }
 
     #[test]
+    fn an_unthrottled_cluster_lifts_the_client_limits_of_its_own_components() {
+        let stock = FlagSettings {
+            builtin_daemonset_controller: false,
+            benchmark: true,
+            unthrottled: false,
+        };
+        let unthrottled = FlagSettings {
+            unthrottled: true,
+            ..stock.clone()
+        };
+        let kcm = |s| ctx_args(Component::KubeControllerManager, s);
+        assert!(!kcm(&stock).iter().any(|a| a.starts_with("--kube-api-qps")));
+        let raised = kcm(&unthrottled);
+        assert!(raised.contains(&"--kube-api-qps=100000".to_owned()));
+        assert!(raised.contains(&"--kube-api-burst=100000".to_owned()));
+        // The scheduler reads its limits (and kubeconfig) from its config file in both modes.
+        for s in [&stock, &unthrottled] {
+            let args = ctx_args(Component::KubeScheduler, s);
+            assert!(args.contains(&"--config=/tmp/c/kube-scheduler.yaml".to_owned()));
+            assert!(!args.iter().any(|a| a.starts_with("--kubeconfig")));
+        }
+        // KWOK reads the options file only when unthrottled, after its stages.
+        let kwok = |s| ctx_args(Component::Kwok, s);
+        let options = "--config=/tmp/c/kwok-options.yaml".to_owned();
+        assert!(!kwok(&stock).contains(&options));
+        let args = kwok(&unthrottled);
+        let stages = args.iter().position(|a| a == "--config=/cache/kwok.yaml");
+        assert!(stages < args.iter().position(|a| *a == options));
+    }
+
+    #[test]
+    fn scheduler_config_names_the_kubeconfig_and_the_limits_when_given() {
+        let kc = Path::new("/tmp/c/kubeconfig");
+        let stock: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&scheduler_config(kc, None)).unwrap();
+        assert_eq!(stock["kind"], "KubeSchedulerConfiguration");
+        assert_eq!(stock["clientConnection"]["kubeconfig"], "/tmp/c/kubeconfig");
+        assert!(stock["clientConnection"].get("qps").is_none());
+        assert_eq!(stock["leaderElection"]["leaderElect"], false);
+        let raised: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&scheduler_config(kc, Some(UNTHROTTLED_LIMITS))).unwrap();
+        assert_eq!(raised["clientConnection"]["qps"], 100_000);
+        assert_eq!(raised["clientConnection"]["burst"], 100_000);
+    }
+
+    #[test]
+    fn kwok_options_spell_out_every_default_and_raise_the_workers() {
+        let options: serde_yaml_ng::Value = serde_yaml_ng::from_str(&kwok_options(16)).unwrap();
+        assert_eq!(options["kind"], "KwokConfiguration");
+        let o = &options["options"];
+        for key in [
+            "podPlayStageParallelism",
+            "nodePlayStageParallelism",
+            "nodeLeaseParallelism",
+        ] {
+            assert_eq!(o[key], 16, "{key}");
+        }
+        assert_eq!(o["podsOnNodeSyncParallelism"], 1);
+        assert_eq!(o["enablePodsOnNodeSyncListPager"], true);
+        assert_eq!(o["cidr"], POD_CIDR);
+    }
+
+    #[test]
     fn daemonset_only_controller_manager() {
         let kc = Path::new("/tmp/c/kubeconfig-x");
         let d = daemonset_controller_manager_args(kc, 17450, None);
@@ -368,6 +532,7 @@ mod tests {
         let s = FlagSettings {
             builtin_daemonset_controller: false,
             benchmark: true,
+            unthrottled: false,
         };
         for c in Component::ALL {
             for a in ctx_args(c, &s) {

@@ -186,6 +186,18 @@ impl ClusterDir {
         self.root.join("Corefile")
     }
 
+    /// kube-scheduler's configuration (see [`crate::flags::scheduler_config`]).
+    #[must_use]
+    pub fn scheduler_config(&self) -> PathBuf {
+        self.root.join("kube-scheduler.yaml")
+    }
+
+    /// KWOK's options in an unthrottled cluster (see [`crate::flags::kwok_options`]).
+    #[must_use]
+    pub fn kwok_options(&self) -> PathBuf {
+        self.root.join("kwok-options.yaml")
+    }
+
     /// Audit policy of the API server in benchmark mode.
     #[must_use]
     pub fn audit_policy(&self) -> PathBuf {

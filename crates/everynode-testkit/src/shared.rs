@@ -155,6 +155,7 @@ pub(crate) async fn start_private(
         settings: FlagSettings {
             builtin_daemonset_controller,
             benchmark: false,
+            unthrottled: false,
         },
         ..UpOptions::default()
     };
