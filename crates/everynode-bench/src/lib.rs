@@ -18,6 +18,7 @@
 //! See `docs/benchmarks/README.md`.
 
 pub mod error;
+pub mod fleet;
 pub mod procfs;
 pub mod report;
 pub mod runner;
@@ -27,4 +28,4 @@ pub mod workload;
 
 pub use error::{Error, Result};
 pub use report::{ClusterMode, ControllerId, Report};
-pub use runner::{BenchOptions, run};
+pub use runner::{BenchOptions, FleetOptions, run};

@@ -116,6 +116,8 @@ pub fn pod_node(pod: &Pod) -> Option<String> {
 /// What the harness knows about one pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodInfo {
+    /// Its [`APP_LABEL`]: the set it belongs to.
+    pub app: String,
     /// Node it is for.
     pub node: String,
     /// Its [`REV_LABEL`].
@@ -131,20 +133,22 @@ impl PodInfo {
     #[must_use]
     pub fn of(pod: &Pod) -> Option<Self> {
         let node = pod_node(pod)?;
-        let rev = pod
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(REV_LABEL).cloned())
-            .unwrap_or_default();
+        let label = |key| {
+            pod.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(key).cloned())
+                .unwrap_or_default()
+        };
         let status = pod.status.as_ref();
         let ready = status.and_then(|s| s.phase.as_deref()) == Some("Running")
             && status
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
         Some(Self {
+            app: label(APP_LABEL),
             node,
-            rev,
+            rev: label(REV_LABEL),
             ready,
             deleting: pod.metadata.deletion_timestamp.is_some(),
         })

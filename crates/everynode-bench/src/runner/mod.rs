@@ -23,12 +23,16 @@ use kube::{Api, Client};
 use crate::error::{Error, Result};
 use crate::procfs;
 use crate::report::{
-    ClusterMode, ControllerId, ControllerRun, Load, Machine, Report, Scenario, ScenarioResult,
-    SizeResult,
+    ClusterMode, ControllerId, ControllerRun, FleetResult, Load, Machine, Report, Scenario,
+    ScenarioResult, SizeResult,
 };
 use crate::stats::Latency;
 use crate::step::{SETTLE, StepMeter, StepOutcome, Who};
 use crate::workload::{self, PodBook, SET_NAME};
+
+mod fleet;
+
+pub use fleet::FleetOptions;
 
 /// Options of a benchmark run.
 #[derive(Debug, Clone)]
@@ -50,6 +54,8 @@ pub struct BenchOptions {
     pub controllers: Vec<ControllerId>,
     /// Client limits of the "equal limits" upstream run.
     pub raised_limits: ClientLimits,
+    /// Run the many-sets suite instead of the single-set one.
+    pub fleet: Option<FleetOptions>,
     /// The command line, for the report.
     pub command: String,
     /// Extra versions for the report (e.g. everynode commit, rustc).
@@ -73,6 +79,7 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
         versions: opts.versions.clone(),
         idle_seconds: opts.idle.as_secs(),
         sizes: Vec::new(),
+        fleets: Vec::new(),
         notes: Vec::new(),
     };
     report.versions.insert(
@@ -88,11 +95,19 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
     for &nodes in &opts.sizes {
         for &mode in &opts.modes {
             tracing::info!("=== {nodes} nodes, {} ===", mode.label());
-            let size = run_size(opts, nodes, mode).await?;
-            report.sizes.push(size);
+            match run_size(opts, nodes, mode).await? {
+                Measured::Sizes(size) => report.sizes.push(size),
+                Measured::Fleet(fleet) => report.fleets.push(fleet),
+            }
         }
     }
     Ok(report)
+}
+
+/// What one cluster measured: the single-set suite or the many-sets one.
+enum Measured {
+    Sizes(SizeResult),
+    Fleet(FleetResult),
 }
 
 fn read_load() -> Option<Load> {
@@ -118,7 +133,7 @@ fn machine() -> Machine {
     }
 }
 
-async fn run_size(opts: &BenchOptions, nodes: usize, mode: ClusterMode) -> Result<SizeResult> {
+async fn run_size(opts: &BenchOptions, nodes: usize, mode: ClusterMode) -> Result<Measured> {
     let dir = opts.dir.join(format!("n{nodes}-{}", mode.slug()));
     let cdir = ClusterDir::new(&dir);
     let watchdog =
@@ -151,9 +166,9 @@ async fn run_size(opts: &BenchOptions, nodes: usize, mode: ClusterMode) -> Resul
     }
     let down = cluster.down().await;
     watchdog.disarm();
-    let size = result?;
+    let measured = result?;
     down?;
-    Ok(size)
+    Ok(measured)
 }
 
 /// Harness state for one cluster.
@@ -167,6 +182,8 @@ struct Bench<'a> {
     nodes: BTreeSet<String>,
     /// Counter for names of joining nodes.
     joined: usize,
+    /// The slice of each worker node (many-sets suite).
+    slices: BTreeMap<String, usize>,
     ticks_per_second: f64,
 }
 
@@ -175,7 +192,7 @@ async fn run_on_cluster(
     cluster: &mut Cluster,
     (nodes, mode): (usize, ClusterMode),
     cluster_up_seconds: f64,
-) -> Result<SizeResult> {
+) -> Result<Measured> {
     let admin = cluster.client().await?;
     install_crd(&admin, &opts.everynode).await?;
     let measured_kubeconfig = cluster.client_kubeconfig(BENCH_MEASURED_USER)?;
@@ -189,8 +206,14 @@ async fn run_on_cluster(
         audit_log: cluster.dir().audit_log(),
         nodes: (0..nodes).map(knodes::worker_name).collect(),
         joined: 0,
+        slices: BTreeMap::new(),
         ticks_per_second: procfs::clock_ticks_per_second() as f64,
     };
+    if let Some(fleet_opts) = opts.fleet {
+        let runs = bench.fleet_run(cluster, fleet_opts).await?;
+        let result = fleet::result((nodes, mode), fleet_opts, cluster_up_seconds, runs);
+        return Ok(Measured::Fleet(result));
+    }
     let load_before = read_load();
     tracing::info!("floor (minimal client)");
     let floor_results = bench.floor_run().await?;
@@ -199,7 +222,7 @@ async fn run_on_cluster(
         tracing::info!("controller {}", c.label());
         runs.push(bench.controller_run(cluster, c).await?);
     }
-    Ok(SizeResult {
+    Ok(Measured::Sizes(SizeResult {
         nodes,
         mode,
         cluster_up_seconds,
@@ -207,7 +230,7 @@ async fn run_on_cluster(
         load_after: read_load(),
         floor: floor_results,
         runs,
-    })
+    }))
 }
 
 /// Installs everynode's CRD (`everynode crd`, server-side apply) and waits until it is
@@ -386,7 +409,7 @@ impl Drop for PodWatch {
 }
 
 /// The measured process of a run.
-struct Measured {
+struct MeasuredProcess {
     pid: u32,
     name: String,
 }
@@ -712,7 +735,11 @@ impl Bench<'_> {
         }
     }
 
-    async fn start_measured(&self, cluster: &mut Cluster, c: ControllerId) -> Result<Measured> {
+    async fn start_measured(
+        &self,
+        cluster: &mut Cluster,
+        c: ControllerId,
+    ) -> Result<MeasuredProcess> {
         let name = c.key().to_owned();
         // The two ports right after the cluster's own.
         let port_kcm = self.opts.base_port + everynode_cluster::ports::PORTS_PER_CLUSTER;
@@ -778,7 +805,7 @@ impl Bench<'_> {
                 pid
             }
         };
-        Ok(Measured { pid, name })
+        Ok(MeasuredProcess { pid, name })
     }
 
     /// One controller through S1, S2, S3, S5 and S4, in its own namespace.
@@ -788,22 +815,7 @@ impl Bench<'_> {
         c: ControllerId,
     ) -> Result<ControllerRun> {
         let ns = format!("bench-{}", c.key());
-        let api_version = if c == ControllerId::EverynodeOwn {
-            "everynode.dev/v1alpha1"
-        } else {
-            "apps/v1"
-        };
-        let ar = if c == ControllerId::EverynodeOwn {
-            ApiResource {
-                group: "everynode.dev".into(),
-                version: "v1alpha1".into(),
-                api_version: "everynode.dev/v1alpha1".into(),
-                kind: "DaemonSet".into(),
-                plural: "daemonsets".into(),
-            }
-        } else {
-            ApiResource::erase::<k8s_openapi::api::apps::v1::DaemonSet>(&())
-        };
+        let (api_version, ar) = set_resource(c);
         self.create_namespace(&ns).await?;
         let t = Instant::now();
         let measured = self.start_measured(cluster, c).await?;
@@ -814,19 +826,24 @@ impl Bench<'_> {
         self.delete_namespace(&ns).await?;
         Ok(ControllerRun {
             controller: c,
-            client_limits: match c {
-                ControllerId::UpstreamDefault => {
-                    "kube-controller-manager defaults: QPS 20, burst 30".into()
-                }
-                ControllerId::UpstreamEqual => format!(
-                    "--kube-api-qps={} --kube-api-burst={}",
-                    self.opts.raised_limits.qps, self.opts.raised_limits.burst
-                ),
-                _ => "none (kube-rs has no client-side rate limiter)".into(),
-            },
+            client_limits: self.client_limits(c),
             startup_seconds,
             scenarios,
         })
+    }
+
+    /// How the client of controller `c` is limited (for the report).
+    fn client_limits(&self, c: ControllerId) -> String {
+        match c {
+            ControllerId::UpstreamDefault => {
+                "kube-controller-manager defaults: QPS 20, burst 30".into()
+            }
+            ControllerId::UpstreamEqual => format!(
+                "--kube-api-qps={} --kube-api-burst={}",
+                self.opts.raised_limits.qps, self.opts.raised_limits.burst
+            ),
+            _ => "none (kube-rs has no client-side rate limiter)".into(),
+        }
     }
 
     /// The measured controller `m` through S1, S2, S3, S5 and S4 on a set of kind `ar` in `ns`.
@@ -835,7 +852,7 @@ impl Bench<'_> {
         ns: &str,
         api_version: &str,
         ar: &ApiResource,
-        m: &Measured,
+        m: &MeasuredProcess,
     ) -> Result<Vec<ScenarioResult>> {
         let sets: Api<DynamicObject> = Api::namespaced_with(self.admin.clone(), ns, ar);
         let watch = PodWatch::start(&self.admin, ns).await;
@@ -913,7 +930,7 @@ impl Bench<'_> {
         meter: &StepMeter<'_>,
         watch: &PodWatch,
         sets: &Api<DynamicObject>,
-        m: &Measured,
+        m: &MeasuredProcess,
     ) -> Result<ScenarioResult> {
         let node_watch = NodeWatch::start(&self.admin);
         let s3 = meter.measure(Scenario::S3, async |started| {
@@ -956,6 +973,23 @@ impl Bench<'_> {
             set_status_converged(sets, nodes)
         })
         .await
+    }
+}
+
+/// The apiVersion and API resource of the sets controller `c` runs.
+fn set_resource(c: ControllerId) -> (&'static str, ApiResource) {
+    if c == ControllerId::EverynodeOwn {
+        let ar = ApiResource {
+            group: "everynode.dev".into(),
+            version: "v1alpha1".into(),
+            api_version: "everynode.dev/v1alpha1".into(),
+            kind: "DaemonSet".into(),
+            plural: "daemonsets".into(),
+        };
+        ("everynode.dev/v1alpha1", ar)
+    } else {
+        let ar = ApiResource::erase::<k8s_openapi::api::apps::v1::DaemonSet>(&());
+        ("apps/v1", ar)
     }
 }
 

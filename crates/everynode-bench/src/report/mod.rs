@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::stats::Latency;
 use everynode_cluster::audit::RequestCounts;
 
+pub mod fleet;
+
+pub use fleet::FleetResult;
+
 /// One benchmark scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Scenario {
@@ -22,6 +26,15 @@ pub enum Scenario {
     S4,
     /// S5: idle window with node heartbeats (run before S4, with the set in place).
     S5,
+    /// F1 (many sets): create every set → every pod of every set available.
+    F1,
+    /// F2 (many sets): a new template on every set at once → every set updated.
+    F2,
+    /// F3 (many sets): a node moves to the next slice, which changes 1 in 5 sets; repeated,
+    /// one node after another.
+    F3,
+    /// F4 (many sets): nodes join at once, each selected by 2 in 5 sets.
+    F4,
 }
 
 impl Scenario {
@@ -37,6 +50,10 @@ impl Scenario {
             Self::S3 => "S3 churn",
             Self::S4 => "S4 delete",
             Self::S5 => "S5 idle",
+            Self::F1 => "F1 create all",
+            Self::F2 => "F2 roll all",
+            Self::F3 => "F3 relabel",
+            Self::F4 => "F4 join",
         }
     }
 
@@ -49,6 +66,10 @@ impl Scenario {
             Self::S3 => "churn: 10% join, 10% leave",
             Self::S4 => "delete the set",
             Self::S5 => "idle",
+            Self::F1 => "create every set",
+            Self::F2 => "new template on every set",
+            Self::F3 => "nodes move slice, one at a time",
+            Self::F4 => "nodes join at once",
         }
     }
 }
@@ -314,6 +335,9 @@ pub struct Report {
     pub idle_seconds: u64,
     /// Results by size.
     pub sizes: Vec<SizeResult>,
+    /// Many-sets results.
+    #[serde(default)]
+    pub fleets: Vec<FleetResult>,
     /// Notes (e.g. sizes skipped and why).
     pub notes: Vec<String>,
 }
@@ -470,16 +494,18 @@ pub fn markdown(r: &Report) -> String {
     for (k, v) in &r.versions {
         let _ = writeln!(md, "| {k} | {v} |");
     }
-    let _ = writeln!(
-        md,
-        "| S5 idle window | {} s{} |",
-        r.idle_seconds,
-        if r.idle_seconds < 600 {
-            " (shortened with `--idle-seconds`; the issue asks for 600 s)"
-        } else {
-            ""
-        }
-    );
+    if !r.sizes.is_empty() {
+        let _ = writeln!(
+            md,
+            "| S5 idle window | {} s{} |",
+            r.idle_seconds,
+            if r.idle_seconds < 600 {
+                " (shortened with `--idle-seconds`; the issue asks for 600 s)"
+            } else {
+                ""
+            }
+        );
+    }
     for n in &r.notes {
         let _ = writeln!(md, "| note | {n} |");
     }
@@ -556,28 +582,7 @@ pub fn markdown(r: &Report) -> String {
             );
         }
         md.push('\n');
-        let checks = target_checks(size);
-        if !checks.is_empty() {
-            let _ = writeln!(
-                md,
-                "Targets (everynode ÷ reference, same run; idle requests: an absolute 0):\n\n| everynode | metric | reference | everynode | reference | ratio | target | |\n|---|---|---|---:|---:|---:|---:|---|"
-            );
-            for c in &checks {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {:.2} | {:.2} | {} | ≤ {:.2} | {} |",
-                    c.everynode.label(),
-                    c.metric,
-                    c.reference,
-                    c.value,
-                    c.reference_value,
-                    fmt_opt(c.ratio, 2),
-                    c.limit,
-                    if c.met() { "met" } else { "**missed**" }
-                );
-            }
-            md.push('\n');
-        }
+        checks_table(&mut md, &target_checks(size));
         let _ = writeln!(
             md,
             "API requests of the measured process, S1–S5 (audit log, by verb and resource):\n"
@@ -621,7 +626,36 @@ pub fn markdown(r: &Report) -> String {
         }
         md.push_str("\n\n");
     }
+    for fleet in &r.fleets {
+        fleet::markdown(&mut md, fleet);
+    }
     md
+}
+
+/// The target checks as a table (nothing when there are none).
+fn checks_table(md: &mut String, checks: &[TargetCheck]) {
+    if checks.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "Targets (everynode ÷ reference, same run; idle requests: an absolute 0):\n\n| everynode | metric | reference | everynode | reference | ratio | target | |\n|---|---|---|---:|---:|---:|---:|---|"
+    );
+    for c in checks {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.2} | {:.2} | {} | ≤ {:.2} | {} |",
+            c.everynode.label(),
+            c.metric,
+            c.reference,
+            c.value,
+            c.reference_value,
+            fmt_opt(c.ratio, 2),
+            c.limit,
+            if c.met() { "met" } else { "**missed**" }
+        );
+    }
+    md.push('\n');
 }
 
 const COLORS: [&str; 5] = ["#9e9e9e", "#d62728", "#ff9896", "#1f77b4", "#17becf"];
@@ -743,9 +777,14 @@ pub fn read_json(path: &std::path::Path) -> crate::Result<Report> {
 /// Suffix of the output files: the sizes, e.g. `1000` or `100-1000`.
 #[must_use]
 pub fn file_suffix(r: &Report) -> String {
-    let mut sizes: Vec<String> = r.sizes.iter().map(|s| s.nodes.to_string()).collect();
-    sizes.dedup();
-    sizes.join("-")
+    let mut parts: Vec<String> = r.sizes.iter().map(|s| s.nodes.to_string()).collect();
+    parts.dedup();
+    parts.extend(
+        r.fleets
+            .iter()
+            .map(|f| format!("{}sets-{}", f.sets, f.nodes)),
+    );
+    parts.join("-")
 }
 
 /// Writes `results-<sizes>.json`, `results-<sizes>.md` and `converge-<sizes>.svg` into `dir`
@@ -837,7 +876,7 @@ mod tests {
         }
     }
 
-    fn run(c: ControllerId, factor: f64) -> ControllerRun {
+    pub(super) fn run(c: ControllerId, factor: f64) -> ControllerRun {
         ControllerRun {
             controller: c,
             client_limits: "none".into(),
@@ -889,6 +928,7 @@ mod tests {
                     run(ControllerId::EverynodeAppsV1, 0.5),
                 ],
             }],
+            fleets: Vec::new(),
             notes: vec!["5000 nodes not run".into()],
         }
     }
