@@ -96,7 +96,7 @@ pub struct Context {
     /// Cache of pods (in the watched namespaces).
     pub pods: Store<Pod>,
     /// The pods of each set and the orphans ([`Context::pods_of`]).
-    pub(crate) pod_index: std::sync::Arc<crate::pod_index::PodIndex>,
+    pub pod_index: std::sync::Arc<crate::pod_index::PodIndex>,
     /// Cache of nodes.
     pub nodes: Store<Node>,
     /// Cache of ControllerRevisions (in the watched namespaces).

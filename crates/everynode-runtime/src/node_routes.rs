@@ -14,7 +14,7 @@ use crate::target::SetResource;
 
 /// Routes node events to sets. Keeps the last seen version of every node — the store's own
 /// `Arc`, so nothing is copied — and each set's compiled interest, by UID and generation.
-pub(crate) struct NodeRoutes<K: SetResource> {
+pub struct NodeRoutes<K: SetResource> {
     sets: Store<K>,
     nodes: Store<Node>,
     seen: HashMap<String, Arc<Node>>,
@@ -25,7 +25,9 @@ pub(crate) struct NodeRoutes<K: SetResource> {
 }
 
 impl<K: SetResource> NodeRoutes<K> {
-    pub(crate) fn new(sets: Store<K>, nodes: Store<Node>) -> Self {
+    /// Routes to the sets of `sets`, sharing the nodes of `nodes` (the store the node watch
+    /// fills before each event is routed).
+    pub fn new(sets: Store<K>, nodes: Store<Node>) -> Self {
         Self {
             sets,
             nodes,
@@ -36,7 +38,7 @@ impl<K: SetResource> NodeRoutes<K> {
     }
 
     /// The sets one node watch event (already applied to the node store) concerns.
-    pub(crate) fn route(&mut self, event: watcher::Event<Node>) -> Vec<ObjectRef<K>> {
+    pub fn route(&mut self, event: watcher::Event<Node>) -> Vec<ObjectRef<K>> {
         match event {
             watcher::Event::Apply(node) => self.changed(node),
             watcher::Event::InitApply(node) => {

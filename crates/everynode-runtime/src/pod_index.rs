@@ -80,7 +80,7 @@ fn group_of(pod: &Pod, namespace: &str, set_type: &SetType) -> Option<Group> {
 /// The index. Reads see the last complete list, like the reflector store: a relist is gathered
 /// aside and swapped in when it ends.
 #[derive(Debug)]
-pub(crate) struct PodIndex {
+pub struct PodIndex {
     set_type: SetType,
     live: RwLock<Groups>,
     relisting: std::sync::Mutex<Option<Groups>>,
@@ -88,7 +88,7 @@ pub(crate) struct PodIndex {
 
 impl PodIndex {
     /// An empty index of the pods the sets of `kind` in `api_version` read.
-    pub(crate) fn new(kind: &str, api_version: &str) -> Self {
+    pub fn new(kind: &str, api_version: &str) -> Self {
         Self {
             set_type: SetType {
                 kind: kind.to_owned(),
@@ -100,7 +100,7 @@ impl PodIndex {
     }
 
     /// Applies one pod watch event (after the store has).
-    pub(crate) fn observe(&self, event: &watcher::Event<Pod>) {
+    pub fn observe(&self, event: &watcher::Event<Pod>) {
         match event {
             watcher::Event::Apply(pod) => self.write().apply(pod, &self.set_type),
             watcher::Event::Delete(pod) => self
@@ -122,7 +122,7 @@ impl PodIndex {
 
     /// The cached pods the set with `uid` in `namespace` reads: its own and the namespace's
     /// orphans.
-    pub(crate) fn pods_of(&self, pods: &Store<Pod>, namespace: &str, uid: &str) -> Vec<Arc<Pod>> {
+    pub fn pods_of(&self, pods: &Store<Pod>, namespace: &str, uid: &str) -> Vec<Arc<Pod>> {
         let live = self.live.read().unwrap_or_else(|p| p.into_inner());
         [
             Group::Set(uid.to_owned()),
