@@ -95,7 +95,7 @@ fn input() -> PlanInput {
                 time_added: None,
             });
         }
-        nodes.push(NodeView {
+        nodes.push(std::sync::Arc::new(NodeView {
             name: name.clone(),
             labels: labels(&[
                 ("kubernetes.io/os", "linux"),
@@ -106,7 +106,7 @@ fn input() -> PlanInput {
             unschedulable: false,
             ready: Some(true),
             problem: None,
-        });
+        }));
         // 40 % updated and available, 5 % updated and not yet ready, 55 % old and available.
         let (hash, ready) = match i % 20 {
             0..=7 => (&new_hash, true),

@@ -3,6 +3,7 @@
 //! (the everynode API is the apps/v1 one plus optional extras).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use everynode_api::DaemonSet;
 use everynode_api::labels::TEMPLATE_GENERATION_ANNOTATION;
@@ -28,10 +29,25 @@ impl PlanInput {
         revisions: impl IntoIterator<Item = &'o ControllerRevision>,
         now: Timestamp,
     ) -> Self {
+        let nodes = nodes
+            .into_iter()
+            .map(|n| Arc::new(NodeView::from_node(n)))
+            .collect();
+        Self::from_views(set, nodes, pods, revisions, now)
+    }
+
+    /// [`PlanInput::from_objects`] with node views the caller already has (a controller keeps
+    /// them between plans and shares them across sets).
+    pub fn from_views<'o>(
+        set: SetView,
+        nodes: Vec<Arc<NodeView>>,
+        pods: impl IntoIterator<Item = &'o Pod>,
+        revisions: impl IntoIterator<Item = &'o ControllerRevision>,
+        now: Timestamp,
+    ) -> Self {
         let namespace = set.namespace.clone();
         let in_namespace =
             |meta: &ObjectMeta| meta.namespace.as_deref() == Some(namespace.as_str());
-        let nodes = nodes.into_iter().map(NodeView::from_node).collect();
         // Pods of other controllers are left out before any view is built.
         let pods = pods
             .into_iter()

@@ -4,6 +4,7 @@
 //! `§` numbers refer to `docs/upstream-semantics.md`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use everynode_api::{DaemonSetSpec, DaemonSetStatus};
 use k8s_openapi::api::core::v1::Taint;
@@ -253,8 +254,8 @@ impl Default for PlanConfig {
 pub struct PlanInput {
     /// The set.
     pub set: SetView,
-    /// All nodes.
-    pub nodes: Vec<NodeView>,
+    /// All nodes (shared: a caller may keep the views between plans and across sets).
+    pub nodes: Vec<Arc<NodeView>>,
     /// Pods in the set's namespace that are owned by the set or orphans matching its selector
     /// (others are ignored).
     pub pods: Vec<PodView>,

@@ -374,7 +374,7 @@ fn scenario(seed: u64) -> (Cluster, Vec<String>) {
     }
     for name in &names {
         let n = node_view(&mut r, name.clone());
-        c.nodes.push(n);
+        c.nodes.push(std::sync::Arc::new(n));
     }
     if r.chance(1, 3) {
         for i in (1..c.nodes.len()).rev() {

@@ -96,7 +96,7 @@ fn build(nodes: &[NodeGen], strategy: DaemonSetUpdateStrategy) -> Cluster {
             3 => view.taints.push(taint("ok", "", "NoSchedule")),
             _ => {}
         }
-        c.nodes.push(view);
+        c.nodes.push(Arc::new(view));
         for p in &n.pods {
             let mut pod = c.new_pod(&format!("{name}-"), &name, ds_label(), true);
             if !p.new {
@@ -302,8 +302,8 @@ proptest! {
         prop_assume!(settled.is_noop());
         let interest = NodeInterest::of(&c.set);
         let i = which.index(c.nodes.len());
-        let before = c.nodes[i].clone();
-        let after = &mut c.nodes[i];
+        let before = (*c.nodes[i]).clone();
+        let after = Arc::make_mut(&mut c.nodes[i]);
         after.labels = match pool {
             0 => labels(&[("pool", "a")]),
             1 => labels(&[("pool", "a"), ("zone", "z2")]),
@@ -379,7 +379,7 @@ proptest! {
         let mut c = build(&nodes, controlled(max_unavailable, max_surge, partition, canary_only));
         for (node, is_canary) in c.nodes.iter_mut().zip(&canary) {
             if *is_canary {
-                node.labels.insert("canary".to_owned(), "yes".to_owned());
+                Arc::make_mut(node).labels.insert("canary".to_owned(), "yes".to_owned());
             }
         }
         // Everything on the first revision and available.
@@ -464,7 +464,7 @@ proptest! {
         let mut c = build(&nodes, strategy);
         for (node, zone) in c.nodes.iter_mut().zip(&zones) {
             if !ZONES[*zone].is_empty() {
-                node.labels.insert("zone".to_owned(), ZONES[*zone].to_owned());
+                Arc::make_mut(node).labels.insert("zone".to_owned(), ZONES[*zone].to_owned());
             }
         }
         for _ in 0..3 {

@@ -180,8 +180,10 @@ fn label_values_order_updates_zone_by_zone() {
         }),
     );
     for (i, zone) in ["a", "b", "a", "b"].iter().enumerate() {
-        c.nodes
-            .push(node(&format!("node-{i}"), labels(&[("zone", zone)])));
+        c.nodes.push(Arc::new(node(
+            &format!("node-{i}"),
+            labels(&[("zone", zone)]),
+        )));
     }
     c.expect_sync(4, 0, 0);
     c.mark_pods_ready();
@@ -210,8 +212,10 @@ fn priority_order_goes_highest_first() {
         }),
     );
     for (i, prio) in ["1", "30", "x", "7"].iter().enumerate() {
-        c.nodes
-            .push(node(&format!("node-{i}"), labels(&[("prio", prio)])));
+        c.nodes.push(Arc::new(node(
+            &format!("node-{i}"),
+            labels(&[("prio", prio)]),
+        )));
     }
     c.expect_sync(4, 0, 0);
     c.mark_pods_ready();
@@ -634,8 +638,10 @@ fn a_new_generation_is_written_into_unchanged_conditions() {
 fn zoned(f: impl FnOnce(&mut RollingUpdateDaemonSet)) -> Cluster {
     let mut c = Cluster::with_strategy(new_set("agent"), rolling_with(f));
     for (i, zone) in ["a", "b", "c", "a", "b", "c"].iter().enumerate() {
-        c.nodes
-            .push(node(&format!("node-{i}"), labels(&[("zone", zone)])));
+        c.nodes.push(Arc::new(node(
+            &format!("node-{i}"),
+            labels(&[("zone", zone)]),
+        )));
     }
     c.expect_sync(6, 0, 0);
     c.mark_pods_ready();

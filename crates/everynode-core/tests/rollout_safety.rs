@@ -475,7 +475,9 @@ fn blocked_nodes_name_each_reason_and_totals_count_them_all() {
         s.node_selector = Some(BTreeMap::from([("role".to_owned(), "agent".to_owned())]));
     });
     for n in &mut c.nodes {
-        n.labels.insert("role".into(), "agent".into());
+        Arc::make_mut(n)
+            .labels
+            .insert("role".into(), "agent".into());
     }
     for i in 0..60 {
         let mut tainted = node(
@@ -483,11 +485,11 @@ fn blocked_nodes_name_each_reason_and_totals_count_them_all() {
             BTreeMap::from([("role".to_owned(), "agent".to_owned())]),
         );
         tainted.taints.push(taint("dedicated", "db", "NoSchedule"));
-        c.nodes.push(tainted);
+        c.nodes.push(Arc::new(tainted));
     }
     for i in 0..5 {
         c.nodes
-            .push(node(&format!("unselected-{i}"), BTreeMap::new()));
+            .push(Arc::new(node(&format!("unselected-{i}"), BTreeMap::new())));
     }
     // node-7 is down (skipped); node-0's new pod crash-loops; node-1's cannot be scheduled.
     let now = c.now;

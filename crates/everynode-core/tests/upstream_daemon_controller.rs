@@ -143,7 +143,8 @@ fn no_nodes_does_nothing() {
 fn one_node_daemon_launches_pod() {
     for s in strategies() {
         let mut c = Cluster::with_strategy(new_set("foo"), s);
-        c.nodes.push(node("only-node", Default::default()));
+        c.nodes
+            .push(Arc::new(node("only-node", Default::default())));
         c.expect_sync(1, 0, 0);
     }
 }
@@ -154,7 +155,7 @@ fn not_ready_node_daemon_does_launch_pod() {
         let mut c = Cluster::with_strategy(new_set("foo"), s);
         let mut n = node("not-ready", Default::default());
         n.ready = Some(false);
-        c.nodes.push(n);
+        c.nodes.push(Arc::new(n));
         c.expect_sync(1, 0, 0);
     }
 }
@@ -165,7 +166,7 @@ fn network_unavailable_node_daemon_launches_pod() {
     for s in strategies() {
         let mut c = Cluster::with_strategy(new_set("simple"), s);
         c.nodes
-            .push(node("network-unavailable", Default::default()));
+            .push(Arc::new(node("network-unavailable", Default::default())));
         c.expect_sync(1, 0, 0);
     }
 }
@@ -176,7 +177,8 @@ fn insufficient_capacity_node_daemon_does_not_unschedule_running_pod() {
         let mut set = new_set("foo");
         set.spec.template.spec.as_mut().unwrap().node_name = Some("too-much-mem".to_owned());
         let mut c = Cluster::with_strategy(set, s);
-        c.nodes.push(node("too-much-mem", Default::default()));
+        c.nodes
+            .push(Arc::new(node("too-much-mem", Default::default())));
         // An unrelated pod with the same spec (no labels, no owner) is not ours.
         let mut other = c.new_pod("other-", "too-much-mem", Default::default(), false);
         other.owner = Some(Owner::Orphan);
@@ -191,8 +193,9 @@ fn insufficient_capacity_node_sufficient_capacity_with_node_label_daemon_launch_
     set.spec.template.spec.as_mut().unwrap().node_selector = Some(node_label());
     let mut c = Cluster::new(set);
     c.nodes
-        .push(node("not-enough-resource", Default::default()));
-    c.nodes.push(node("enough-resource", node_label()));
+        .push(Arc::new(node("not-enough-resource", Default::default())));
+    c.nodes
+        .push(Arc::new(node("enough-resource", node_label())));
     let p = c.expect_sync(1, 0, 0);
     assert!(p.events.is_empty());
 }
@@ -203,7 +206,8 @@ fn port_conflict_with_same_daemon_pod_does_not_delete_pod() {
         let mut set = new_set("foo");
         set.spec.template.spec.as_mut().unwrap().node_name = Some("port-conflict".to_owned());
         let mut c = Cluster::with_strategy(set, s);
-        c.nodes.push(node("port-conflict", Default::default()));
+        c.nodes
+            .push(Arc::new(node("port-conflict", Default::default())));
         let p = c.new_pod("foo-", "port-conflict", ds_label(), true);
         c.pods.push(p);
         c.expect_sync(0, 0, 0);
@@ -216,7 +220,8 @@ fn no_port_conflict_node_daemon_launches_pod() {
         let mut set = new_set("foo");
         set.spec.template.spec.as_mut().unwrap().node_name = Some("no-port-conflict".to_owned());
         let mut c = Cluster::with_strategy(set, s);
-        c.nodes.push(node("no-port-conflict", Default::default()));
+        c.nodes
+            .push(Arc::new(node("no-port-conflict", Default::default())));
         let p = c.new_pod("other-", "no-port-conflict", Default::default(), false);
         c.pods.push(p);
         c.expect_sync(1, 0, 0);
@@ -229,7 +234,8 @@ fn dont_do_anything_if_being_deleted() {
         let mut set = new_set("foo");
         set.deleting = true;
         let mut c = Cluster::with_strategy(set, s);
-        c.nodes.push(node("not-too-much-mem", Default::default()));
+        c.nodes
+            .push(Arc::new(node("not-too-much-mem", Default::default())));
         let p = c.expect_sync(0, 0, 0);
         assert!(p.status.is_none(), "no status write while deleting");
     }
@@ -264,7 +270,7 @@ fn pod_is_not_deleted_by_daemonset_with_empty_label_selector() {
         set.spec.selector = LabelSelector::default();
         set.spec.template.spec.as_mut().unwrap().node_selector = Some(labels(&[("foo", "bar")]));
         let mut c = Cluster::with_strategy(set, s);
-        c.nodes.push(node("node1", Default::default()));
+        c.nodes.push(Arc::new(node("node1", Default::default())));
         let p = c.new_pod("x-", "node1", labels(&[("bang", "boom")]), false);
         c.pods.push(p);
         let p = c.expect_sync(0, 0, 1);
@@ -743,7 +749,7 @@ fn no_schedule_tainted_doesnt_evicit_running_intolerant_pod() {
         let mut c = Cluster::with_strategy(new_set("intolerant"), s);
         let mut n = node("tainted", Default::default());
         n.taints = vec![taint("dedicated", "user1", "NoSchedule")];
-        c.nodes.push(n);
+        c.nodes.push(Arc::new(n));
         let p = c.new_pod("keep-running-me", "tainted", ds_label(), true);
         c.pods.push(p);
         let p = c.expect_sync(0, 0, 0);
@@ -757,7 +763,7 @@ fn no_execute_tainted_does_evicit_running_intolerant_pod() {
         let mut c = Cluster::with_strategy(new_set("intolerant"), s);
         let mut n = node("tainted", Default::default());
         n.taints = vec![taint("dedicated", "user1", "NoExecute")];
-        c.nodes.push(n);
+        c.nodes.push(Arc::new(n));
         let p = c.new_pod("stop-running-me", "tainted", ds_label(), true);
         c.pods.push(p);
         let p = c.expect_sync(0, 1, 0);
@@ -774,7 +780,7 @@ fn tainted_node_daemon_does_not_launch_intolerant_pod() {
         let mut c = Cluster::with_strategy(new_set("intolerant"), s);
         let mut n = node("tainted", Default::default());
         n.taints = vec![taint("dedicated", "user1", "NoSchedule")];
-        c.nodes.push(n);
+        c.nodes.push(Arc::new(n));
         let p = c.expect_sync(0, 0, 0);
         assert_eq!(
             p.nodes[0].excluded.as_ref().unwrap().to_string(),
@@ -792,7 +798,7 @@ fn tainted_node_daemon_launches_tolerate_pod() {
         let mut c = Cluster::with_strategy(set, s);
         let mut n = node("tainted", Default::default());
         n.taints = vec![taint("dedicated", "user1", "NoSchedule")];
-        c.nodes.push(n);
+        c.nodes.push(Arc::new(n));
         c.expect_sync(1, 0, 0);
     }
 }
@@ -816,7 +822,7 @@ fn not_ready_node_daemon_launches_pod() {
         let mut n = node("tainted", Default::default());
         n.taints = vec![taint(taint_keys::NOT_READY, "", "NoExecute")];
         n.ready = Some(false);
-        c.nodes.push(n);
+        c.nodes.push(Arc::new(n));
         c.expect_sync(1, 0, 0);
     }
 }
@@ -828,7 +834,7 @@ fn unreachable_node_daemon_launches_pod() {
         let mut n = node("tainted", Default::default());
         n.taints = vec![taint(taint_keys::UNREACHABLE, "", "NoExecute")];
         n.ready = None;
-        c.nodes.push(n);
+        c.nodes.push(Arc::new(n));
         c.expect_sync(1, 0, 0);
     }
 }
@@ -846,7 +852,7 @@ fn taint_pressure_node_daemon_launches_pod() {
             taint(taint_keys::MEMORY_PRESSURE, "", "NoSchedule"),
             taint(taint_keys::PID_PRESSURE, "", "NoSchedule"),
         ];
-        c.nodes.push(n);
+        c.nodes.push(Arc::new(n));
         c.expect_sync(1, 0, 0);
     }
 }

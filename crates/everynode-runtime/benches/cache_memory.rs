@@ -1,5 +1,5 @@
 //! Memory per cached pod and node: fills the caches the controller keeps — the reflector
-//! stores, the pod index and the node routes — with copies of a real pod and node (captured
+//! stores, the pod index, the node routes and the node views — with copies of a real pod and node (captured
 //! from the local cluster: a daemon pod as KWOK runs it and a KWOK node, managedFields
 //! stripped as the watches strip them) and counts the bytes allocated and still live.
 //!
@@ -9,6 +9,7 @@
 use std::alloc::System;
 
 use everynode_runtime::node_routes::NodeRoutes;
+use everynode_runtime::node_views::NodeViews;
 use everynode_runtime::pod_index::PodIndex;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -72,7 +73,7 @@ fn per_pod(n: usize) -> f64 {
     bytes as f64 / n as f64
 }
 
-/// Bytes per node: the node store and the node routes' last-seen map.
+/// Bytes per node: the node store, the node routes' last-seen map and the kept node views.
 fn per_node(n: usize) -> f64 {
     let region = Region::new(GLOBAL);
     let nodes: Vec<Node> = copies(NODE, n, |node: &mut Node, i| {
@@ -91,6 +92,9 @@ fn per_node(n: usize) -> f64 {
         feed(Event::InitApply(node));
     }
     feed(Event::InitDone);
+    // The planner's views, kept between reconciles.
+    let views = NodeViews::default();
+    views.of(&store.state());
     let bytes = live(&region);
     assert_eq!(store.state().len(), n);
     bytes as f64 / n as f64

@@ -99,6 +99,8 @@ pub struct Context {
     pub pod_index: std::sync::Arc<crate::pod_index::PodIndex>,
     /// Cache of nodes.
     pub nodes: Store<Node>,
+    /// The planner's node views, kept between reconciles and shared by every set.
+    pub node_views: crate::node_views::NodeViews,
     /// Cache of ControllerRevisions (in the watched namespaces).
     pub revisions: Store<ControllerRevision>,
     /// Publishes Events on sets.

@@ -94,6 +94,7 @@ async fn run_target<K: SetResource>(
         pods: caches.pods.clone(),
         pod_index: caches.pod_index.clone(),
         nodes: caches.nodes.clone(),
+        node_views: Default::default(),
         revisions: caches.revisions.clone(),
         recorder: Recorder::new(client, reporter),
         pod_write_windows: Default::default(),

@@ -17,6 +17,7 @@ pub mod key;
 pub mod leader;
 pub mod metrics;
 pub mod node_routes;
+pub mod node_views;
 pub mod pacing;
 pub mod permissions;
 pub mod pod_index;

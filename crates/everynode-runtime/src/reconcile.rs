@@ -291,10 +291,11 @@ fn snapshot(
         .unwrap_or(0);
     let backoff = ctx.backoff.for_set(&set.uid, backoff_generation);
     let pods = ctx.pods_of(&set.namespace, &set.uid);
-    let (nodes, revisions) = (ctx.nodes.state(), ctx.revisions.state());
-    let mut input = PlanInput::from_objects(
+    let nodes = ctx.node_views.of(&ctx.nodes.state());
+    let revisions = ctx.revisions.state();
+    let mut input = PlanInput::from_views(
         set,
-        nodes.iter().map(AsRef::as_ref),
+        nodes,
         pods.iter().map(AsRef::as_ref),
         revisions.iter().map(AsRef::as_ref),
         ctx.config.server_clock.now(),

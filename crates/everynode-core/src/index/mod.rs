@@ -9,6 +9,8 @@
 pub(crate) mod strs;
 
 use crate::explain::offset;
+use std::sync::Arc;
+
 use crate::snapshot::NodeView;
 
 use strs::{eq, hash};
@@ -25,7 +27,7 @@ pub(crate) struct NodeIndex {
 
 impl NodeIndex {
     /// An empty index sized for `nodes`.
-    pub fn with_capacity(nodes: &[NodeView]) -> Self {
+    pub fn with_capacity(nodes: &[Arc<NodeView>]) -> Self {
         let mut bounds = Vec::with_capacity(nodes.len() + 1);
         bounds.push(0);
         Self {

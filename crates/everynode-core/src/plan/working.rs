@@ -223,7 +223,10 @@ impl<'a> PodHashes<'a> {
 
 /// The node list: nodes sorted by name (stable; the input usually already is sorted) with
 /// their predicate, and the index of their names.
-fn build_slots<'a>(nodes: &'a [NodeView], matcher: &NodeMatcher) -> (Vec<Slot<'a>>, NodeIndex) {
+fn build_slots<'a>(
+    nodes: &'a [Arc<NodeView>],
+    matcher: &NodeMatcher,
+) -> (Vec<Slot<'a>>, NodeIndex) {
     let mut slots = Vec::with_capacity(nodes.len());
     // Built in the same pass while the nodes are sorted (each name is read once), rebuilt
     // after sorting otherwise.

@@ -5,6 +5,7 @@
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+pub use std::sync::Arc;
 use std::time::Duration;
 
 use everynode_api::labels::CONTROLLER_REVISION_HASH;
@@ -193,12 +194,13 @@ impl Cluster {
     /// `addNodes(store, start, n, labels)`.
     pub fn add_nodes(&mut self, start: usize, n: usize, labels: BTreeMap<String, String>) {
         for i in start..start + n {
-            self.nodes.push(node(&format!("node-{i}"), labels.clone()));
+            self.nodes
+                .push(Arc::new(node(&format!("node-{i}"), labels.clone())));
         }
     }
 
     pub fn node_mut(&mut self, name: &str) -> &mut NodeView {
-        self.nodes.iter_mut().find(|n| n.name == name).unwrap()
+        Arc::make_mut(self.nodes.iter_mut().find(|n| n.name == name).unwrap())
     }
 
     /// The hash a pod built by upstream `newPod(.., ds)` carries: the current template's.

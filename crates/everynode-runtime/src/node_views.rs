@@ -1,0 +1,88 @@
+//! The planner's node views, kept between reconciles and shared by every set: a view is built
+//! again only when its node's resourceVersion changed, so a reconcile of one set among fifty
+//! on 5,000 nodes copies no labels.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use everynode_core::NodeView;
+use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
+
+/// Node views by node name, each with the resourceVersion it was built from.
+#[derive(Debug, Default)]
+pub struct NodeViews {
+    views: Mutex<HashMap<String, (String, Arc<NodeView>)>>,
+}
+
+impl NodeViews {
+    /// The views of `nodes` (in their order), reusing those whose node has not changed and
+    /// forgetting nodes that are gone.
+    pub fn of(&self, nodes: &[Arc<Node>]) -> Vec<Arc<NodeView>> {
+        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        let out: Vec<Arc<NodeView>> = nodes
+            .iter()
+            .map(|node| {
+                let version = node.resource_version().unwrap_or_default();
+                match views.get(node.metadata.name.as_deref().unwrap_or_default()) {
+                    Some((built_from, view)) if *built_from == version => view.clone(),
+                    _ => {
+                        let view = Arc::new(NodeView::from_node(node));
+                        views.insert(node.name_any(), (version, view.clone()));
+                        view
+                    }
+                }
+            })
+            .collect();
+        if views.len() > nodes.len() {
+            let present: HashSet<&str> = out.iter().map(|v| v.name.as_str()).collect();
+            views.retain(|name, _| present.contains(name.as_str()));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn node(name: &str, version: &str, zone: &str) -> Arc<Node> {
+        Arc::new(Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                resource_version: Some(version.into()),
+                labels: Some([("zone".to_owned(), zone.to_owned())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_view_is_built_again_only_when_its_node_changed() {
+        let views = NodeViews::default();
+        let first = views.of(&[node("a", "1", "z1"), node("b", "1", "z1")]);
+        let again = views.of(&[node("a", "1", "z1"), node("b", "2", "z2")]);
+        assert!(
+            Arc::ptr_eq(&first[0], &again[0]),
+            "unchanged node: the same view"
+        );
+        assert!(
+            !Arc::ptr_eq(&first[1], &again[1]),
+            "changed node: a new view"
+        );
+        assert_eq!(again[1].labels["zone"], "z2");
+    }
+
+    #[test]
+    fn nodes_that_are_gone_are_forgotten() {
+        let views = NodeViews::default();
+        views.of(&[node("a", "1", "z1"), node("b", "1", "z1")]);
+        let left = views.of(&[node("b", "1", "z1")]);
+        assert_eq!(left.len(), 1);
+        let kept = views.views.lock().unwrap_or_else(|p| p.into_inner());
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["b"]);
+    }
+}
