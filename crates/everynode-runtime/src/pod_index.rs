@@ -171,15 +171,32 @@ mod tests {
         }
     }
 
-    /// The store and the index fed the same events, as the pod watch does.
-    fn feed(events: Vec<watcher::Event<Pod>>) -> (Store<Pod>, PodIndex) {
-        let (store, mut writer) = reflector::store::<Pod>();
-        let index = PodIndex::new("DaemonSet", "apps/v1");
-        for event in events {
-            writer.apply_watcher_event(&event);
-            index.observe(&event);
+    /// A pod store and an index fed the same events, as the pod watch feeds them.
+    struct Indexed {
+        store: Store<Pod>,
+        writer: reflector::store::Writer<Pod>,
+        index: PodIndex,
+    }
+
+    impl Indexed {
+        fn new() -> Self {
+            let (store, writer) = reflector::store::<Pod>();
+            let index = PodIndex::new("DaemonSet", "apps/v1");
+            Self {
+                store,
+                writer,
+                index,
+            }
         }
-        (store, index)
+
+        fn send(&mut self, event: watcher::Event<Pod>) {
+            self.writer.apply_watcher_event(&event);
+            self.index.observe(&event);
+        }
+
+        fn names_of(&self, namespace: &str, uid: &str) -> Vec<String> {
+            names(self.index.pods_of(&self.store, namespace, uid))
+        }
     }
 
     fn names(pods: Vec<Arc<Pod>>) -> Vec<String> {
@@ -190,82 +207,62 @@ mod tests {
 
     #[test]
     fn a_set_reads_its_own_pods_and_the_orphans_of_its_namespace_only() {
-        let (store, index) = feed(vec![
-            watcher::Event::Init,
-            watcher::Event::InitApply(pod("a", "mine", Some(("DaemonSet", "u1")))),
-            watcher::Event::InitApply(pod("a", "other-set", Some(("DaemonSet", "u2")))),
-            watcher::Event::InitApply(pod("a", "replica", Some(("ReplicaSet", "r1")))),
-            watcher::Event::InitApply(pod("a", "orphan", None)),
-            watcher::Event::InitApply(pod("b", "orphan-elsewhere", None)),
-            watcher::Event::InitDone,
-        ]);
-        assert_eq!(names(index.pods_of(&store, "a", "u1")), ["mine", "orphan"]);
-        assert_eq!(
-            names(index.pods_of(&store, "b", "u3")),
-            ["orphan-elsewhere"]
-        );
+        let mut x = Indexed::new();
+        x.send(watcher::Event::Init);
+        for (namespace, name, owner) in [
+            ("a", "mine", Some(("DaemonSet", "u1"))),
+            ("a", "other-set", Some(("DaemonSet", "u2"))),
+            ("a", "replica", Some(("ReplicaSet", "r1"))),
+            ("a", "orphan", None),
+            ("b", "orphan-elsewhere", None),
+        ] {
+            x.send(watcher::Event::InitApply(pod(namespace, name, owner)));
+        }
+        x.send(watcher::Event::InitDone);
+        assert_eq!(x.names_of("a", "u1"), ["mine", "orphan"]);
+        assert_eq!(x.names_of("b", "u3"), ["orphan-elsewhere"]);
     }
 
     #[test]
     fn adoption_release_and_deletion_move_a_pod_between_groups() {
-        let (store, mut writer) = reflector::store::<Pod>();
-        let index = PodIndex::new("DaemonSet", "apps/v1");
-        let mut send = |event: watcher::Event<Pod>| {
-            writer.apply_watcher_event(&event);
-            index.observe(&event);
-        };
-        send(watcher::Event::Init);
-        send(watcher::Event::InitDone);
-        send(watcher::Event::Apply(pod("a", "p", None)));
-        send(watcher::Event::Apply(pod(
+        let mut x = Indexed::new();
+        x.send(watcher::Event::Init);
+        x.send(watcher::Event::InitDone);
+        x.send(watcher::Event::Apply(pod("a", "p", None)));
+        x.send(watcher::Event::Apply(pod(
             "a",
             "p",
             Some(("DaemonSet", "u1")),
         )));
-        assert_eq!(names(index.pods_of(&store, "a", "u1")), ["p"]);
-        assert_eq!(
-            names(index.pods_of(&store, "a", "u2")),
-            Vec::<String>::new()
-        );
-        send(watcher::Event::Apply(pod(
+        assert_eq!(x.names_of("a", "u1"), ["p"]);
+        assert!(x.names_of("a", "u2").is_empty());
+        x.send(watcher::Event::Apply(pod(
             "a",
             "p",
             Some(("ReplicaSet", "r")),
         )));
-        assert!(index.pods_of(&store, "a", "u1").is_empty());
-        send(watcher::Event::Apply(pod("a", "p", None)));
-        assert_eq!(names(index.pods_of(&store, "a", "u2")), ["p"]);
-        send(watcher::Event::Delete(pod("a", "p", None)));
-        assert!(index.pods_of(&store, "a", "u2").is_empty());
-        let live = index.live.read().unwrap_or_else(|p| p.into_inner());
+        assert!(x.names_of("a", "u1").is_empty());
+        x.send(watcher::Event::Apply(pod("a", "p", None)));
+        assert_eq!(x.names_of("a", "u2"), ["p"]);
+        x.send(watcher::Event::Delete(pod("a", "p", None)));
+        assert!(x.names_of("a", "u2").is_empty());
+        let live = x.index.live.read().unwrap_or_else(|p| p.into_inner());
         assert!(live.of_pod.is_empty() && live.members.is_empty());
     }
 
     #[test]
     fn a_relist_replaces_the_index_when_it_ends() {
-        let (store, mut writer) = reflector::store::<Pod>();
-        let index = PodIndex::new("DaemonSet", "apps/v1");
-        let mut send = |event: watcher::Event<Pod>| {
-            writer.apply_watcher_event(&event);
-            index.observe(&event);
-        };
-        send(watcher::Event::Init);
-        send(watcher::Event::InitApply(pod(
-            "a",
-            "gone",
-            Some(("DaemonSet", "u1")),
-        )));
-        send(watcher::Event::InitDone);
+        let mut x = Indexed::new();
+        let owned = |name| pod("a", name, Some(("DaemonSet", "u1")));
+        x.send(watcher::Event::Init);
+        x.send(watcher::Event::InitApply(owned("gone")));
+        x.send(watcher::Event::InitDone);
         // The watch restarts; "gone" was deleted meanwhile and has no event of its own.
-        send(watcher::Event::Init);
-        send(watcher::Event::InitApply(pod(
-            "a",
-            "new",
-            Some(("DaemonSet", "u1")),
-        )));
+        x.send(watcher::Event::Init);
+        x.send(watcher::Event::InitApply(owned("new")));
         // Until the list ends, reads see the last complete one (as the store does).
-        assert_eq!(names(index.pods_of(&store, "a", "u1")), ["gone"]);
-        send(watcher::Event::InitDone);
-        assert_eq!(names(index.pods_of(&store, "a", "u1")), ["new"]);
+        assert_eq!(x.names_of("a", "u1"), ["gone"]);
+        x.send(watcher::Event::InitDone);
+        assert_eq!(x.names_of("a", "u1"), ["new"]);
     }
 }

@@ -12,9 +12,9 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 
-use super::{Bench, MeasuredProcess, POLL, PodWatch, STALE_AFTER, set_resource};
+use super::{Bench, MeasuredProcess, POLL, PodWatch, STALE_AFTER, Staleness, set_resource};
 use crate::error::{Error, Result};
-use crate::fleet::{self, FleetProgress, SLICE_LABEL};
+use crate::fleet::{self, SLICE_LABEL};
 use crate::report::{ControllerId, ControllerRun, FleetResult, Scenario, ScenarioResult};
 use crate::step::{StepMeter, StepOutcome, Who};
 use crate::workload::{self, REV_LABEL};
@@ -87,7 +87,7 @@ impl Bench<'_> {
         let result = self.fleet_steps(&ns, c, &measured, &watch, opts).await;
         cluster.stop_extra(&measured.name).await?;
         let steps = result?;
-        self.fleet_clean_up(&ns, c, &watch).await?;
+        self.fleet_clean_up(&ns, c, opts.sets, &watch).await?;
         drop(watch);
         self.delete_namespace(&ns).await?;
         let created = steps.first().map_or(0, |s| s.pods);
@@ -244,8 +244,7 @@ impl Bench<'_> {
     ) -> Result<(f64, usize)> {
         let timeout = self.timeout()
             + Duration::from_millis(20 * fleet.count as u64 * self.slices.len() as u64 / 10);
-        let mut last: Option<FleetProgress> = None;
-        let mut changed = Instant::now();
+        let mut staleness = Staleness::default();
         loop {
             let progress = fleet
                 .watch
@@ -254,10 +253,7 @@ impl Bench<'_> {
             if progress.done() && self.fleet_status_converged(fleet).await? {
                 return Ok((started.elapsed().as_secs_f64(), progress.wanted_pods()));
             }
-            if last.as_ref() != Some(&progress) {
-                last = Some(progress.clone());
-                changed = Instant::now();
-            } else if changed.elapsed() > STALE_AFTER {
+            if staleness.is_stale(&progress) {
                 tracing::warn!(
                     "{what}: no change for {STALE_AFTER:?} ({progress}); re-listing pods"
                 );
@@ -265,7 +261,6 @@ impl Bench<'_> {
                     .watch
                     .relist(&self.admin, &fleet.watch.namespace)
                     .await?;
-                changed = Instant::now();
             }
             if started.elapsed() > timeout {
                 return Err(Error::Timeout {
@@ -298,15 +293,41 @@ impl Bench<'_> {
             }))
     }
 
-    /// After a controller's run (stopped): removes its pods and sets, not measured.
-    async fn fleet_clean_up(&self, ns: &str, c: ControllerId, watch: &PodWatch) -> Result<()> {
+    /// After a controller's run (stopped): removes its pods and sets, not measured. The pods go
+    /// set by set: one request for all 20,000 outlives the client's connection.
+    async fn fleet_clean_up(
+        &self,
+        ns: &str,
+        c: ControllerId,
+        sets: usize,
+        watch: &PodWatch,
+    ) -> Result<()> {
         let (_, ar) = set_resource(c);
-        let sets: Api<DynamicObject> = Api::namespaced_with(self.admin.clone(), ns, &ar);
+        let set_api: Api<DynamicObject> = Api::namespaced_with(self.admin.clone(), ns, &ar);
         let pods: Api<Pod> = Api::namespaced(self.admin.clone(), ns);
-        pods.delete_collection(&DeleteParams::default(), &ListParams::default())
-            .await
-            .map_err(Error::kube("delete the fleet's pods"))?;
-        sets.delete_collection(&DeleteParams::default(), &ListParams::default())
+        futures::stream::iter(0..sets)
+            .map(|j| {
+                let pods = pods.clone();
+                async move {
+                    let of_set = ListParams::default().labels(&format!(
+                        "{}={}",
+                        workload::APP_LABEL,
+                        fleet::set_name(j)
+                    ));
+                    pods.delete_collection(&DeleteParams::default(), &of_set)
+                        .await
+                        .map_err(Error::kube(format!(
+                            "delete the pods of {}",
+                            fleet::set_name(j)
+                        )))
+                        .map(|_| ())
+                }
+            })
+            .buffer_unordered(4)
+            .try_collect::<Vec<()>>()
+            .await?;
+        set_api
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
             .await
             .map_err(Error::kube("delete the fleet's sets"))?;
         self.wait_no_pods(watch, "fleet clean-up", Instant::now())

@@ -402,6 +402,38 @@ impl Drop for NodeWatch {
 /// How long convergence may show no change before the pod book is re-listed.
 const STALE_AFTER: Duration = Duration::from_secs(30);
 
+/// Tells when the progress a watch-fed book shows has not changed for [`STALE_AFTER`] (the
+/// watch may have fallen behind: the book is then re-listed).
+struct Staleness<P> {
+    last: Option<P>,
+    changed: Instant,
+}
+
+impl<P> Default for Staleness<P> {
+    fn default() -> Self {
+        Self {
+            last: None,
+            changed: Instant::now(),
+        }
+    }
+}
+
+impl<P: PartialEq + Clone> Staleness<P> {
+    /// Whether `progress` is unchanged for [`STALE_AFTER`]; the clock restarts when it is.
+    fn is_stale(&mut self, progress: &P) -> bool {
+        if self.last.as_ref() != Some(progress) {
+            self.last = Some(progress.clone());
+            self.changed = Instant::now();
+            false
+        } else if self.changed.elapsed() > STALE_AFTER {
+            self.changed = Instant::now();
+            true
+        } else {
+            false
+        }
+    }
+}
+
 impl Drop for PodWatch {
     fn drop(&mut self) {
         self.task.abort();
@@ -473,8 +505,7 @@ impl Bench<'_> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<bool>>,
     {
-        let mut last = None;
-        let mut changed = Instant::now();
+        let mut staleness = Staleness::default();
         loop {
             let progress = watch
                 .with(|b| b.progress(&self.nodes, rev))
@@ -482,15 +513,11 @@ impl Bench<'_> {
             if progress.done() && status_ok().await? {
                 return Ok(started.elapsed().as_secs_f64());
             }
-            if last.as_ref() != Some(&progress) {
-                last = Some(progress.clone());
-                changed = Instant::now();
-            } else if changed.elapsed() > STALE_AFTER {
+            if staleness.is_stale(&progress) {
                 tracing::warn!(
                     "{what}: no change for {STALE_AFTER:?} ({progress}); re-listing pods"
                 );
                 watch.relist(&self.admin, &watch.namespace).await?;
-                changed = Instant::now();
             }
             if started.elapsed() > self.timeout() {
                 return Err(Error::Timeout {
