@@ -172,7 +172,10 @@ fuzz_target!(|s: Scenario| {
     };
     let now = Timestamp::from_second(NOW).unwrap_or(Timestamp::UNIX_EPOCH);
     let mut input = PlanInput::new(view, now);
-    input.nodes = nodes.iter().map(NodeView::from_node).collect();
+    input.nodes = nodes
+        .iter()
+        .map(|n| std::sync::Arc::new(NodeView::from_node(n)))
+        .collect();
     input.pods = pods.iter().map(|p| PodView::from_pod(p, UID)).collect();
     input.expectations_satisfied = s.expectations_satisfied;
     input.name_seed = s.seed;
