@@ -50,11 +50,7 @@ impl FleetResult {
     /// Write requests per pod created or moved over F1–F4.
     #[must_use]
     pub fn writes_per_pod(run: &ControllerRun) -> Option<f64> {
-        let (w, p) = run
-            .scenarios
-            .iter()
-            .fold((0, 0), |(w, p), r| (w + r.requests.writes(), p + r.pods));
-        (p > 0).then(|| w as f64 / p as f64)
+        run.writes_per_pod_in(&[Scenario::F1, Scenario::F2, Scenario::F3, Scenario::F4])
     }
 }
 

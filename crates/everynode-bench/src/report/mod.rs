@@ -188,7 +188,13 @@ impl ControllerRun {
     /// Write requests per converged pod over S1–S3.
     #[must_use]
     pub fn writes_per_pod(&self) -> Option<f64> {
-        let (w, p) = [Scenario::S1, Scenario::S2, Scenario::S3]
+        self.writes_per_pod_in(&[Scenario::S1, Scenario::S2, Scenario::S3])
+    }
+
+    /// Write requests per pod created, moved or removed over `scenarios`.
+    #[must_use]
+    pub fn writes_per_pod_in(&self, scenarios: &[Scenario]) -> Option<f64> {
+        let (w, p) = scenarios
             .iter()
             .filter_map(|s| self.get(*s))
             .fold((0u64, 0u64), |(w, p), r| {
