@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use everynode_bench::fleet::Slicing;
 use everynode_bench::{BenchOptions, ClusterMode, ControllerId, FleetOptions};
 use everynode_cluster::ClientLimits;
 
@@ -70,6 +71,12 @@ pub(crate) struct BenchArgs {
     /// Many-sets suite: nodes joining at once in F4.
     #[arg(long, default_value_t = 10)]
     joins: usize,
+    /// Many-sets suite: node slices (round robin by a node label).
+    #[arg(long, default_value_t = Slicing::default().slices)]
+    slices: usize,
+    /// Many-sets suite: consecutive slices each set selects.
+    #[arg(long, default_value_t = Slicing::default().window)]
+    window: usize,
     /// Controllers to run (default: all four; with --sets, all but upstream at QPS 20, which
     /// needs over 20 minutes per step for 20,000 pods).
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -156,6 +163,12 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(v) = command_output("rustc", &["--version"]) {
         versions.insert("rustc".to_owned(), v);
     }
+    let slicing = Slicing {
+        slices: args.slices,
+        window: args.window,
+    }
+    .validate()
+    .map_err(anyhow::Error::msg)?;
     let controllers: Vec<ControllerId> = if args.controllers.is_empty() {
         ControllerId::ALL
             .into_iter()
@@ -179,6 +192,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             sets,
             relabels: args.relabels,
             joins: args.joins,
+            slicing,
         }),
         raised_limits: ClientLimits {
             qps: f64::from(args.raised_qps),

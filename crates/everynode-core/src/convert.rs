@@ -199,6 +199,11 @@ const PRESSURE: [(&str, &str); 4] = [
     ),
 ];
 
+/// Whether `condition` is one of the conditions of [`PRESSURE`].
+pub(crate) fn is_pressure_condition(condition: &str) -> bool {
+    PRESSURE.iter().any(|(c, _)| *c == condition)
+}
+
 /// The first problem of a node, from its conditions, else from its taints.
 fn node_problem(node: &Node, taints: &[Taint]) -> Option<NodeProblem> {
     let conditions = node

@@ -32,6 +32,7 @@ pub mod rollout;
 pub mod safety;
 pub mod selector;
 pub mod simulate;
+pub mod slim;
 pub mod snapshot;
 mod state;
 pub mod status;

@@ -1,13 +1,14 @@
 //! Memory per cached pod and node: fills the caches the controller keeps — the reflector
 //! stores, the pod index, the node routes and the node views — with copies of a real pod and node (captured
-//! from the local cluster: a daemon pod as KWOK runs it and a KWOK node, managedFields
-//! stripped as the watches strip them) and counts the bytes allocated and still live.
+//! from the local cluster: a daemon pod as KWOK runs it and a KWOK node, slimmed as the
+//! watches slim them) and counts the bytes allocated and still live.
 //!
 //! `cargo bench -p everynode-runtime --bench cache_memory`. The figures size the controller's
 //! memory limit (`docs/operations.md`, "Memory").
 
 use std::alloc::System;
 
+use everynode_runtime::caches::{slim_cached_node, slim_cached_pod};
 use everynode_runtime::node_routes::NodeRoutes;
 use everynode_runtime::node_views::NodeViews;
 use everynode_runtime::pod_index::PodIndex;
@@ -56,6 +57,7 @@ fn per_pod(n: usize) -> f64 {
         if let Some(spec) = p.spec.as_mut() {
             spec.node_name = Some(format!("kwok-node-{i:05}"));
         }
+        slim_cached_pod(p);
     });
     let (store, mut writer) = reflector::store::<Pod>();
     let index = PodIndex::new("DaemonSet", "apps/v1");
@@ -79,6 +81,7 @@ fn per_node(n: usize) -> f64 {
     let nodes: Vec<Node> = copies(NODE, n, |node: &mut Node, i| {
         node.metadata.name = Some(format!("kwok-node-{i:05}"));
         node.metadata.uid = Some(format!("00000000-0000-0000-0001-{i:012}"));
+        slim_cached_node(node);
     });
     let (sets, _set_writer) = reflector::store::<DaemonSet>();
     let (store, mut writer) = reflector::store::<Node>();

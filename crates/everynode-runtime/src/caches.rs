@@ -10,7 +10,6 @@ use everynode_core::selector::Selector;
 use futures::{Stream, StreamExt, future};
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -69,18 +68,25 @@ impl<K: SetResource> Caches<K> {
 
         // Sets and pods keep the built-in controller's managed-fields entries (its writes are
         // how it is noticed beside `--target apps/v1`); everything else keeps none.
-        let builtin = crate::builtin::keep_entry;
         let (sets, set_events) =
-            cached_watch(scoped::<K>(client, namespace), &watch_config, builtin);
-        let (pods, pod_events) =
-            cached_watch(scoped::<Pod>(client, namespace), &pod_watch_config, builtin);
+            cached_watch(scoped::<K>(client, namespace), &watch_config, |set| {
+                set.managed_fields_mut().retain(crate::builtin::keep_entry);
+            });
+        let (pods, pod_events) = cached_watch(
+            scoped::<Pod>(client, namespace),
+            &pod_watch_config,
+            slim_cached_pod,
+        );
         let (revisions, revision_events) = cached_watch(
             scoped::<ControllerRevision>(client, namespace),
             &watch_config,
-            |_| false,
+            |revision| revision.managed_fields_mut().clear(),
         );
-        let (nodes, node_events) =
-            cached_watch(Api::<Node>::all(client.clone()), &watch_config, |_| false);
+        let (nodes, node_events) = cached_watch(
+            Api::<Node>::all(client.clone()),
+            &watch_config,
+            slim_cached_node,
+        );
         // /readyz fails while a watch fails (the watcher backs off and resumes by itself).
         let set_events = set_events.inspect(watch_health("daemonsets", readiness, metrics));
         let pod_index = Arc::new(PodIndex::new(&K::kind(&()), &K::api_version(&())));
@@ -130,12 +136,27 @@ impl<K: SetResource> Caches<K> {
     }
 }
 
-/// A watch of `api` feeding a new store, with managedFields stripped but the entries `keep`
-/// accepts; the returned stream yields the watch events after the store has applied them.
+/// What the pod cache keeps of a pod: the fields a reader uses (`everynode_core::slim`) and
+/// the built-in controller's managed-fields entries.
+pub fn slim_cached_pod(pod: &mut Pod) {
+    pod.managed_fields_mut().retain(crate::builtin::keep_entry);
+    everynode_core::slim::slim_pod(pod);
+}
+
+/// What the node cache keeps of a node: the fields a reader uses (`everynode_core::slim`), no
+/// managed fields.
+pub fn slim_cached_node(node: &mut Node) {
+    node.managed_fields_mut().clear();
+    everynode_core::slim::slim_node(node);
+}
+
+/// A watch of `api` feeding a new store, each object passed through `slim` first (which drops
+/// what no reader uses); the returned stream yields the watch events after the store has
+/// applied them.
 fn cached_watch<T>(
     api: Api<T>,
     config: &watcher::Config,
-    keep: fn(&ManagedFieldsEntry) -> bool,
+    slim: fn(&mut T),
 ) -> (
     Store<T>,
     impl Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static,
@@ -147,7 +168,7 @@ where
     let (store, writer) = reflector::store::<T>();
     let events = watcher(api, config.clone())
         .default_backoff()
-        .modify(move |obj| obj.managed_fields_mut().retain(keep))
+        .modify(slim)
         .reflect(writer);
     (store, events)
 }

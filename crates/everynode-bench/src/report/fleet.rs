@@ -20,6 +20,9 @@ pub struct FleetResult {
     pub relabels: u64,
     /// Nodes joining in F4 (at once).
     pub joins: u64,
+    /// How the nodes were sliced (runs before the option: ten slices, four per set).
+    #[serde(default)]
+    pub slicing: crate::fleet::Slicing,
     /// How the cluster's own clients were limited.
     pub mode: ClusterMode,
     /// Cluster start-up, seconds.
@@ -125,14 +128,12 @@ pub(crate) fn markdown(md: &mut String, fleet: &FleetResult) {
          next slice one after another (each changes {} sets); F4: {} nodes join at once (each \
          selected by {} sets).\n",
         fleet.cluster_up_seconds,
-        crate::fleet::WINDOW,
-        crate::fleet::SLICES,
+        fleet.slicing.window,
+        fleet.slicing.slices,
         fleet.relabels,
-        crate::fleet::sets_moved_by(0, 1, fleet.sets).len(),
+        fleet.slicing.sets_moved_by(0, 1, fleet.sets).len(),
         fleet.joins,
-        (0..fleet.sets)
-            .filter(|&j| crate::fleet::slices_of(j).contains(&0))
-            .count(),
+        fleet.slicing.sets_selecting(0, fleet.sets),
     );
     let _ = writeln!(
         md,
@@ -186,6 +187,7 @@ mod tests {
             pods: 20_000,
             relabels: 10,
             joins: 10,
+            slicing: crate::fleet::Slicing::default(),
             mode: ClusterMode::Unthrottled,
             cluster_up_seconds: 60.0,
             runs: vec![

@@ -28,6 +28,8 @@ pub struct FleetOptions {
     pub relabels: usize,
     /// Nodes joining at once in F4.
     pub joins: usize,
+    /// How the nodes are sliced and how many slices each set selects.
+    pub slicing: fleet::Slicing,
 }
 
 /// How often the fleet's convergence is checked (a pass over every pod).
@@ -40,7 +42,7 @@ impl Bench<'_> {
         cluster: &mut Cluster,
         opts: FleetOptions,
     ) -> Result<(u64, Vec<ControllerRun>)> {
-        self.put_nodes_in_slices().await?;
+        self.put_nodes_in_slices(opts.slicing).await?;
         let mut runs = Vec::new();
         let mut pods = 0;
         for &c in &self.opts.controllers.clone() {
@@ -53,13 +55,13 @@ impl Bench<'_> {
     }
 
     /// Labels every current node with its slice (round robin), not measured.
-    async fn put_nodes_in_slices(&mut self) -> Result<()> {
+    async fn put_nodes_in_slices(&mut self, slicing: fleet::Slicing) -> Result<()> {
         let api: Api<Node> = Api::all(self.admin.clone());
         self.slices = self
             .nodes
             .iter()
             .enumerate()
-            .map(|(i, n)| (n.clone(), i % fleet::SLICES))
+            .map(|(i, n)| (n.clone(), slicing.slice_of_node(i)))
             .collect();
         futures::stream::iter(self.slices.clone())
             .map(|(node, slice)| {
@@ -118,6 +120,7 @@ impl Bench<'_> {
             sets: &sets,
             watch,
             count: opts.sets,
+            slicing: opts.slicing,
         };
         let mut out = Vec::new();
         tokio::time::sleep(crate::step::SETTLE).await;
@@ -126,7 +129,7 @@ impl Bench<'_> {
             meter
                 .measure(Scenario::F1, async |started| {
                     futures::stream::iter(0..opts.sets)
-                        .map(|j| create_set(&sets, api_version, ns, j))
+                        .map(|j| create_set(&fleet, api_version, ns, j))
                         .buffer_unordered(8)
                         .try_collect::<Vec<()>>()
                         .await?;
@@ -168,10 +171,10 @@ impl Bench<'_> {
                     let Some((node, slice)) = self.nth_node_to_move(i) else {
                         break;
                     };
-                    let to = (slice + 1) % fleet::SLICES;
+                    let to = fleet.slicing.next(slice);
                     label_slice(&api, &node, to).await?;
                     self.slices.insert(node, to);
-                    moved_pods += fleet::sets_moved_by(slice, to, fleet.count).len();
+                    moved_pods += fleet.slicing.sets_moved_by(slice, to, fleet.count).len();
                     self.wait_fleet(fleet, "2", "F3", Instant::now()).await?;
                 }
                 Ok(StepOutcome::converged(
@@ -205,7 +208,7 @@ impl Bench<'_> {
                     .map(|i| {
                         (
                             format!("kwok-fleet-{:05}", self.joined + i),
-                            i % fleet::SLICES,
+                            fleet.slicing.slice_of_node(i),
                         )
                     })
                     .collect();
@@ -220,11 +223,7 @@ impl Bench<'_> {
                     .await?;
                 let pods: usize = joining
                     .iter()
-                    .map(|(_, s)| {
-                        (0..fleet.count)
-                            .filter(|&j| fleet::slices_of(j).contains(s))
-                            .count()
-                    })
+                    .map(|(_, s)| fleet.slicing.sets_selecting(*s, fleet.count))
                     .sum();
                 self.slices.extend(joining);
                 let (secs, _) = self.wait_fleet(fleet, "2", "F4", started).await?;
@@ -248,7 +247,11 @@ impl Bench<'_> {
         loop {
             let progress = fleet
                 .watch
-                .with(|b| fleet::fleet_progress(b.pods.values(), &self.slices, fleet.count, rev))
+                .with(|b| {
+                    fleet
+                        .slicing
+                        .fleet_progress(b.pods.values(), &self.slices, fleet.count, rev)
+                })
                 .ok_or_else(|| Error::Other("pod book poisoned".into()))?;
             if progress.done() && self.fleet_status_converged(fleet).await? {
                 return Ok((started.elapsed().as_secs_f64(), progress.wanted_pods()));
@@ -281,7 +284,12 @@ impl Bench<'_> {
             .await
             .map_err(Error::kube("list the sets"))?;
         let wanted: BTreeMap<String, usize> = (0..fleet.count)
-            .map(|j| (fleet::set_name(j), fleet::nodes_of(j, &self.slices).len()))
+            .map(|j| {
+                (
+                    fleet::set_name(j),
+                    fleet.slicing.nodes_of(j, &self.slices).len(),
+                )
+            })
             .collect();
         Ok(list.items.len() == fleet.count
             && list.items.iter().all(|set| {
@@ -341,6 +349,7 @@ struct Fleet<'a> {
     sets: &'a Api<DynamicObject>,
     watch: &'a PodWatch,
     count: usize,
+    slicing: fleet::Slicing,
 }
 
 async fn label_slice(api: &Api<Node>, node: &str, slice: usize) -> Result<()> {
@@ -364,15 +373,13 @@ async fn create_node(api: &Api<Node>, name: &str, slice: usize) -> Result<()> {
     Ok(())
 }
 
-async fn create_set(
-    sets: &Api<DynamicObject>,
-    api_version: &str,
-    ns: &str,
-    j: usize,
-) -> Result<()> {
-    let obj: DynamicObject = serde_json::from_value(fleet::set_object(api_version, ns, j, "1"))
-        .map_err(|e| Error::Other(e.to_string()))?;
-    sets.create(&PostParams::default(), &obj)
+async fn create_set(fleet: &Fleet<'_>, api_version: &str, ns: &str, j: usize) -> Result<()> {
+    let object = fleet.slicing.set_object(api_version, ns, j, "1");
+    let obj: DynamicObject =
+        serde_json::from_value(object).map_err(|e| Error::Other(e.to_string()))?;
+    fleet
+        .sets
+        .create(&PostParams::default(), &obj)
         .await
         .map_err(Error::kube(format!("create {}", fleet::set_name(j))))?;
     Ok(())
@@ -404,6 +411,7 @@ pub(super) fn result(
         pods,
         relabels: opts.relabels as u64,
         joins: opts.joins as u64,
+        slicing: opts.slicing,
         mode,
         cluster_up_seconds,
         runs,
