@@ -89,7 +89,7 @@ impl Bench<'_> {
         let result = self.fleet_steps(&ns, c, &measured, &watch, opts).await;
         cluster.stop_extra(&measured.name).await?;
         let steps = result?;
-        self.fleet_clean_up(&ns, c, opts.sets, &watch).await?;
+        self.fleet_clean_up(&ns, c, &watch).await?;
         drop(watch);
         self.delete_namespace(&ns).await?;
         let created = steps.first().map_or(0, |s| s.pods);
@@ -301,39 +301,13 @@ impl Bench<'_> {
             }))
     }
 
-    /// After a controller's run (stopped): removes its pods and sets, not measured. The pods go
-    /// set by set: one request for all 20,000 outlives the client's connection.
-    async fn fleet_clean_up(
-        &self,
-        ns: &str,
-        c: ControllerId,
-        sets: usize,
-        watch: &PodWatch,
-    ) -> Result<()> {
+    /// After a controller's run (stopped): removes its pods (one request each) and sets, not
+    /// measured.
+    async fn fleet_clean_up(&self, ns: &str, c: ControllerId, watch: &PodWatch) -> Result<()> {
         let (_, ar) = set_resource(c);
         let set_api: Api<DynamicObject> = Api::namespaced_with(self.admin.clone(), ns, &ar);
         let pods: Api<Pod> = Api::namespaced(self.admin.clone(), ns);
-        futures::stream::iter(0..sets)
-            .map(|j| {
-                let pods = pods.clone();
-                async move {
-                    let of_set = ListParams::default().labels(&format!(
-                        "{}={}",
-                        workload::APP_LABEL,
-                        fleet::set_name(j)
-                    ));
-                    pods.delete_collection(&DeleteParams::default(), &of_set)
-                        .await
-                        .map_err(Error::kube(format!(
-                            "delete the pods of {}",
-                            fleet::set_name(j)
-                        )))
-                        .map(|_| ())
-                }
-            })
-            .buffer_unordered(4)
-            .try_collect::<Vec<()>>()
-            .await?;
+        super::delete_watched_pods(&pods, watch).await?;
         set_api
             .delete_collection(&DeleteParams::default(), &ListParams::default())
             .await

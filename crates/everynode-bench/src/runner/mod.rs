@@ -685,9 +685,7 @@ impl Bench<'_> {
         out.push(s3.await?);
 
         // Clean up (not measured).
-        pods.delete_collection(&DeleteParams::default(), &ListParams::default())
-            .await
-            .map_err(Error::kube("delete the floor pods"))?;
+        delete_watched_pods(&pods, &watch).await?;
         self.wait_no_pods(&watch, "floor clean-up", Instant::now())
             .await?;
         drop(watch);
@@ -1066,6 +1064,20 @@ async fn create_floor_pod(pods: &Api<Pod>, ns: &str, node: &str, rev: &str) -> R
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(Error::kube(format!("create floor pod for {node}"))(e)),
     }
+}
+
+/// Deletes every pod `watch` shows, one request each, 32 at a time: one deletecollection of
+/// 5,000 pods outlived the API server's request timeout.
+async fn delete_watched_pods(pods: &Api<Pod>, watch: &PodWatch) -> Result<()> {
+    let names: Vec<String> = watch
+        .with(|b| b.pods.keys().cloned().collect())
+        .unwrap_or_default();
+    futures::stream::iter(names)
+        .map(|name| async move { delete_pod(pods, &name).await })
+        .buffer_unordered(32)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
 }
 
 async fn delete_pod(pods: &Api<Pod>, name: &str) -> Result<()> {
