@@ -176,7 +176,7 @@ fuzz_target!(|s: Scenario| {
         .iter()
         .map(|n| std::sync::Arc::new(NodeView::from_node(n)))
         .collect();
-    input.pods = pods.iter().map(|p| PodView::from_pod(p, UID)).collect();
+    input.pods = pods.iter().map(|p| PodView::from_pod(p, UID).into()).collect();
     input.expectations_satisfied = s.expectations_satisfied;
     input.name_seed = s.seed;
     let current = hash_of(s.image);

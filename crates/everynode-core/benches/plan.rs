@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use everynode_api::{DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
@@ -146,7 +147,7 @@ fn input() -> PlanInput {
     let revisions = vec![rev(&old, &old_hash, 1), rev(&new, &new_hash, 2)];
     let mut input = PlanInput::new(set, now);
     input.nodes = nodes;
-    input.pods = pods;
+    input.pods = pods.into_iter().map(Arc::new).collect();
     input.revisions = revisions;
     input
 }

@@ -33,33 +33,28 @@ impl PlanInput {
             .into_iter()
             .map(|n| Arc::new(NodeView::from_node(n)))
             .collect();
-        Self::from_views(set, nodes, pods, revisions, now)
-    }
-
-    /// [`PlanInput::from_objects`] with node views the caller already has (a controller keeps
-    /// them between plans and shares them across sets).
-    pub fn from_views<'o>(
-        set: SetView,
-        nodes: Vec<Arc<NodeView>>,
-        pods: impl IntoIterator<Item = &'o Pod>,
-        revisions: impl IntoIterator<Item = &'o ControllerRevision>,
-        now: Timestamp,
-    ) -> Self {
-        let namespace = set.namespace.clone();
-        let in_namespace =
-            |meta: &ObjectMeta| meta.namespace.as_deref() == Some(namespace.as_str());
         // Pods of other controllers are left out before any view is built.
         let pods = pods
             .into_iter()
-            .filter(|p| in_namespace(&p.metadata))
-            .filter(|p| {
-                Owner::from_refs(p.metadata.owner_references.as_ref(), &set.uid) != Owner::Other
-            })
-            .map(|p| PodView::from_pod(p, &set.uid))
+            .filter(|p| PodView::concerns(p, &set))
+            .map(|p| Arc::new(PodView::from_pod(p, &set.uid)))
             .collect();
+        Self::from_views(set, nodes, pods, revisions, now)
+    }
+
+    /// [`PlanInput::from_objects`] with node and pod views the caller already has (a controller
+    /// keeps them between plans; node views are shared across sets). `pods` are the views of
+    /// pods for which [`PodView::concerns`] holds.
+    pub fn from_views<'o>(
+        set: SetView,
+        nodes: Vec<Arc<NodeView>>,
+        pods: Vec<Arc<PodView>>,
+        revisions: impl IntoIterator<Item = &'o ControllerRevision>,
+        now: Timestamp,
+    ) -> Self {
         let revisions = revisions
             .into_iter()
-            .filter(|r| in_namespace(&r.metadata))
+            .filter(|r| r.metadata.namespace.as_deref() == Some(set.namespace.as_str()))
             .map(|r| RevisionView::from_revision(r, &set.uid))
             .collect();
         let mut input = Self::new(set, now);
@@ -338,6 +333,13 @@ pub fn in_place_pending(pod: &Pod) -> bool {
 }
 
 impl PodView {
+    /// Whether a plan of `set` looks at `pod`: it is in the set's namespace and owned by the
+    /// set or by no controller.
+    pub fn concerns(pod: &Pod, set: &SetView) -> bool {
+        pod.metadata.namespace.as_deref() == Some(set.namespace.as_str())
+            && Owner::from_refs(pod.metadata.owner_references.as_ref(), &set.uid) != Owner::Other
+    }
+
     /// Builds the view of a pod, classifying its owner against `set_uid`.
     pub fn from_pod(pod: &Pod, set_uid: &str) -> Self {
         let spec = pod.spec.as_ref();

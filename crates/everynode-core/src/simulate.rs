@@ -4,6 +4,8 @@
 //! CLI's `plan` and the planner's tests step through a rollout with it; they play the
 //! scheduler and kubelet themselves.
 
+use std::sync::Arc;
+
 use everynode_api::labels::CONTROLLER_REVISION_HASH;
 
 use crate::plan::Plan;
@@ -64,7 +66,8 @@ impl PlanInput {
         }
         for (pod, hash) in &h.relabel_pods {
             if let Some(p) = self.pods.iter_mut().find(|p| p.name == *pod) {
-                p.labels
+                Arc::make_mut(p)
+                    .labels
                     .insert(CONTROLLER_REVISION_HASH.to_owned(), hash.clone());
             }
         }
@@ -86,7 +89,7 @@ impl PlanInput {
         ] {
             for name in names {
                 if let Some(p) = self.pods.iter_mut().find(|p| p.name == *name) {
-                    p.owner = Some(owner);
+                    Arc::make_mut(p).owner = Some(owner);
                 }
             }
         }
@@ -95,6 +98,7 @@ impl PlanInput {
         // An in-place update: new labels; not ready until the containers restart.
         for u in &plan.updates {
             if let Some(p) = self.pods.iter_mut().find(|p| p.name == u.pod) {
+                let p = Arc::make_mut(p);
                 p.labels.extend(u.labels.clone());
                 p.ready = false;
                 p.ready_since = None;
@@ -106,7 +110,7 @@ impl PlanInput {
                 &c.hash,
                 self.set.template_generation,
             );
-            self.pods.push(PodView {
+            self.pods.push(Arc::new(PodView {
                 name: c.pod_name.clone(),
                 uid: format!("uid-{}", c.pod_name),
                 labels,
@@ -115,7 +119,7 @@ impl PlanInput {
                 phase: PodPhase::Pending,
                 created: Some(self.now),
                 ..PodView::default()
-            });
+            }));
         }
     }
 }

@@ -257,8 +257,8 @@ pub struct PlanInput {
     /// All nodes (shared: a caller may keep the views between plans and across sets).
     pub nodes: Vec<Arc<NodeView>>,
     /// Pods in the set's namespace that are owned by the set or orphans matching its selector
-    /// (others are ignored).
-    pub pods: Vec<PodView>,
+    /// (others are ignored). Shared: a caller may keep the views between plans.
+    pub pods: Vec<Arc<PodView>>,
     /// ControllerRevisions in the set's namespace.
     pub revisions: Vec<RevisionView>,
     /// Failed-pod backoff entries of this set's current key (set UID and

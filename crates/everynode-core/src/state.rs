@@ -6,6 +6,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 
@@ -99,7 +100,7 @@ pub(crate) struct Slot<'a> {
 #[derive(Clone, Debug)]
 pub(crate) struct State<'a> {
     /// The input pods (for names).
-    pub inputs: &'a [PodView],
+    pub inputs: &'a [Arc<PodView>],
     pub pods: Vec<WPod>,
     /// Names of the virtual pods.
     pub created: Vec<String>,
@@ -111,7 +112,7 @@ pub(crate) struct State<'a> {
 
 impl<'a> State<'a> {
     /// An empty working copy over `inputs` and the node list `slots`.
-    pub fn new(inputs: &'a [PodView], slots: Vec<Slot<'a>>) -> Self {
+    pub fn new(inputs: &'a [Arc<PodView>], slots: Vec<Slot<'a>>) -> Self {
         Self {
             inputs,
             pods: Vec::with_capacity(inputs.len()),

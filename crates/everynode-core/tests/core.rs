@@ -105,7 +105,7 @@ fn takeover_keeps_pods_of_matching_upstream_revision() {
         p.labels
             .insert("controller-revision-hash".into(), "5d8b7c9f4".into());
         p.ready = true;
-        c.pods.push(p);
+        c.pods.push(p.into());
     }
     c.set.spec.update_strategy = Some(rolling(
         k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1),
@@ -290,7 +290,7 @@ fn a_replacement_pod_never_takes_the_name_of_the_pod_it_replaces() {
     let names = taken.plan().creates;
     let mut squatter = taken.new_pod("x-", "node-9", ds_label(), true);
     squatter.name = names[0].pod_name.clone();
-    taken.pods.push(squatter);
+    taken.pods.push(squatter.into());
     let again = taken.plan();
     assert!(
         again

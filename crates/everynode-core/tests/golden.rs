@@ -452,7 +452,7 @@ fn scenario(seed: u64) -> (Cluster, Vec<String>) {
         p.created = r
             .chance(9, 10)
             .then(|| t(base - i64::try_from(r.below(4)).unwrap()));
-        c.pods.push(p);
+        c.pods.push(p.into());
     }
     if r.chance(1, 3) {
         for i in (1..c.pods.len()).rev() {
@@ -482,6 +482,7 @@ fn settle(c: &mut Cluster, r: &mut Rng) {
     c.advance(Duration::from_secs(*r.pick(&[1, 5, 30, 600])));
     let now = c.now;
     for p in &mut c.pods {
+        let p = Arc::make_mut(p);
         if p.phase == PodPhase::Pending && r.chance(1, 2) {
             p.phase = PodPhase::Running;
         }

@@ -115,7 +115,7 @@ fn build(nodes: &[NodeGen], strategy: DaemonSetUpdateStrategy) -> Cluster {
             }
             pod.deletion_timestamp = p.deleting.then_some(c.now);
             pod.created = Some(t(1_600_000_000 + p.age));
-            c.pods.push(pod);
+            c.pods.push(pod.into());
         }
     }
     c
@@ -127,6 +127,7 @@ fn settle(c: &mut Cluster) {
     c.advance(Duration::from_secs(60));
     let now = c.now;
     for p in &mut c.pods {
+        let p = Arc::make_mut(p);
         if p.phase == PodPhase::Running || p.phase == PodPhase::Pending {
             p.phase = PodPhase::Running;
             if !p.ready {
@@ -156,7 +157,7 @@ fn surging_nodes(c: &Cluster, hash: &str) -> usize {
     c.nodes
         .iter()
         .filter(|n| {
-            let pods: Vec<&PodView> = c
+            let pods: Vec<&Arc<PodView>> = c
                 .pods
                 .iter()
                 .filter(|p| p.target_node.as_deref() == Some(n.name.as_str()) && !p.deleting())
@@ -203,7 +204,7 @@ proptest! {
         let hash = c.current_hash();
         for n in &c.nodes {
             let e = node_should_run(&c.set.spec.template, n);
-            let pods: Vec<&PodView> = c.pods.iter().filter(|p| p.target_node.as_deref() == Some(n.name.as_str())).collect();
+            let pods: Vec<&Arc<PodView>> = c.pods.iter().filter(|p| p.target_node.as_deref() == Some(n.name.as_str())).collect();
             if e.should_run {
                 prop_assert_eq!(pods.len(), 1, "node {} pods {:?}", n.name, pods);
                 if !on_delete {

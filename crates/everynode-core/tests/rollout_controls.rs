@@ -135,7 +135,7 @@ fn partition_percentage_rounds_up_and_held_unavailable_pods_stay() {
         .iter_mut()
         .find(|p| p.target_node.as_deref() == Some("node-9"))
         .unwrap();
-    last.ready = false;
+    Arc::make_mut(last).ready = false;
     let p = c.expect_sync(0, 7, 0);
     assert!(!deleted_nodes(&p).contains(&"node-9"));
     assert_eq!(deleted_nodes(&p).last(), Some(&"node-6"));

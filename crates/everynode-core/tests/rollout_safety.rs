@@ -40,7 +40,7 @@ fn set_trouble(c: &mut Cluster, node: &str, trouble: &str) {
         if p.target_node.as_deref() == Some(node)
             && p.labels.get(CONTROLLER_REVISION_HASH) == Some(&hash)
         {
-            p.trouble = Some(trouble.to_owned());
+            Arc::make_mut(p).trouble = Some(trouble.to_owned());
         }
     }
 }
@@ -506,7 +506,7 @@ fn blocked_nodes_name_each_reason_and_totals_count_them_all() {
         if p.target_node.as_deref() == Some("node-1")
             && p.labels.get(CONTROLLER_REVISION_HASH) == Some(&hash)
         {
-            p.unschedulable =
+            Arc::make_mut(p).unschedulable =
                 Some("0/69 nodes are available: 1 node(s) didn't have free ports".into());
         }
     }

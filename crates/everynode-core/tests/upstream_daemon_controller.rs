@@ -182,7 +182,7 @@ fn insufficient_capacity_node_daemon_does_not_unschedule_running_pod() {
         // An unrelated pod with the same spec (no labels, no owner) is not ours.
         let mut other = c.new_pod("other-", "too-much-mem", Default::default(), false);
         other.owner = Some(Owner::Orphan);
-        c.pods.push(other);
+        c.pods.push(other.into());
         c.expect_sync(1, 0, 0);
     }
 }
@@ -209,7 +209,7 @@ fn port_conflict_with_same_daemon_pod_does_not_delete_pod() {
         c.nodes
             .push(Arc::new(node("port-conflict", Default::default())));
         let p = c.new_pod("foo-", "port-conflict", ds_label(), true);
-        c.pods.push(p);
+        c.pods.push(p.into());
         c.expect_sync(0, 0, 0);
     }
 }
@@ -223,7 +223,7 @@ fn no_port_conflict_node_daemon_launches_pod() {
         c.nodes
             .push(Arc::new(node("no-port-conflict", Default::default())));
         let p = c.new_pod("other-", "no-port-conflict", Default::default(), false);
-        c.pods.push(p);
+        c.pods.push(p.into());
         c.expect_sync(1, 0, 0);
     }
 }
@@ -251,7 +251,7 @@ fn dont_do_anything_if_being_deleted_race() {
         let mut c = Cluster::with_strategy(new_set("foo"), s);
         c.add_nodes(0, 5, Default::default());
         let orphan = c.new_pod("pod1-", "node-0", ds_label(), false);
-        c.pods.push(orphan.clone());
+        c.pods.push(orphan.clone().into());
         let cached = c.plan();
         assert_eq!(
             cached.adopt_pods,
@@ -272,7 +272,7 @@ fn pod_is_not_deleted_by_daemonset_with_empty_label_selector() {
         let mut c = Cluster::with_strategy(set, s);
         c.nodes.push(Arc::new(node("node1", Default::default())));
         let p = c.new_pod("x-", "node1", labels(&[("bang", "boom")]), false);
-        c.pods.push(p);
+        c.pods.push(p.into());
         let p = c.expect_sync(0, 0, 1);
         assert_eq!(p.events[0].reason, EventReason::SelectingAll);
         assert!(p.status.is_none());
@@ -577,8 +577,8 @@ fn get_nodes_to_daemon_pods() {
         } else {
             ignored.push(p)
         };
-        c.pods.extend(wanted.iter().cloned());
-        c.pods.extend(ignored.iter().cloned());
+        c.pods.extend(wanted.iter().cloned().map(Arc::new));
+        c.pods.extend(ignored.iter().cloned().map(Arc::new));
         let p = c.plan();
         // The grouped pods are what the status counts: 2 nodes with pods, none misscheduled.
         let counts = p.counts.unwrap();
@@ -606,7 +606,7 @@ fn delete_unscheduled_pod_for_not_existing_node() {
         c.add_pods("node-1", ds_label(), true, 1);
         let mut pinned = c.new_pod("pod1-node-3", "", ds_label(), true);
         pinned.target_node = Some("node-2".to_owned());
-        c.pods.push(pinned.clone());
+        c.pods.push(pinned.clone().into());
         let p = c.expect_sync(0, 1, 0);
         assert_eq!(p.deletes[0].pod, pinned.name);
         assert_eq!(p.deletes[0].reason, DeleteReason::NodeGone);
@@ -683,7 +683,7 @@ fn daemon_kill_failed_pods_backoff() {
         failed.phase = PodPhase::Failed;
         // Upstream's fake pod control cannot delete pods it did not create: the pod stays
         // across the syncs below (we simply never apply the deletes).
-        c.pods.push(failed);
+        c.pods.push(failed.into());
 
         let p = c.plan();
         assert_eq!(
@@ -738,7 +738,7 @@ fn daemon_set_respects_termination() {
         c.add_nodes(0, 1, node_label());
         let mut p = c.new_pod("node-0-", "node-0", ds_label(), true);
         p.deletion_timestamp = Some(c.now);
-        c.pods.push(p);
+        c.pods.push(p.into());
         c.expect_sync(0, 0, 0);
     }
 }
@@ -751,7 +751,7 @@ fn no_schedule_tainted_doesnt_evicit_running_intolerant_pod() {
         n.taints = vec![taint("dedicated", "user1", "NoSchedule")];
         c.nodes.push(Arc::new(n));
         let p = c.new_pod("keep-running-me", "tainted", ds_label(), true);
-        c.pods.push(p);
+        c.pods.push(p.into());
         let p = c.expect_sync(0, 0, 0);
         assert_eq!(p.status.unwrap().number_misscheduled, 1);
     }
@@ -765,7 +765,7 @@ fn no_execute_tainted_does_evicit_running_intolerant_pod() {
         n.taints = vec![taint("dedicated", "user1", "NoExecute")];
         c.nodes.push(Arc::new(n));
         let p = c.new_pod("stop-running-me", "tainted", ds_label(), true);
-        c.pods.push(p);
+        c.pods.push(p.into());
         let p = c.expect_sync(0, 1, 0);
         assert_eq!(
             p.deletes[0].reason.to_string(),
@@ -877,7 +877,7 @@ fn old_pod(c: &mut Cluster, prefix: &str, node: &str, created: i64, ready: Optio
         p.ready = r;
     }
     let name = p.name.clone();
-    c.pods.push(p);
+    c.pods.push(p.into());
     name
 }
 
@@ -885,7 +885,7 @@ fn new_pod_at(c: &mut Cluster, prefix: &str, node: &str, created: i64) -> String
     let mut p = c.new_pod(prefix, node, ds_label(), true);
     p.created = Some(t(created));
     let name = p.name.clone();
-    c.pods.push(p);
+    c.pods.push(p.into());
     name
 }
 
@@ -906,7 +906,7 @@ fn surge_creates_new_pod_when_at_max_surge_and_old_pod_deleted() {
     let mut c = Cluster::with_strategy(new_set("foo"), surge(IntOrString::Int(1)));
     c.add_nodes(0, 5, Default::default());
     let name = new_pod_at(&mut c, "node-0-", "node-0", 100);
-    c.pods.iter_mut().find(|p| p.name == name).unwrap().ready = false;
+    Arc::make_mut(c.pods.iter_mut().find(|p| p.name == name).unwrap()).ready = false;
     old_pod(&mut c, "node-0-old-ready-", "node-0", 50, Some(true));
     for i in 1..5 {
         let name = old_pod(
@@ -917,11 +917,8 @@ fn surge_creates_new_pod_when_at_max_surge_and_old_pod_deleted() {
             Some(true),
         );
         if i == 4 {
-            c.pods
-                .iter_mut()
-                .find(|p| p.name == name)
-                .unwrap()
-                .deletion_timestamp = Some(t(31));
+            Arc::make_mut(c.pods.iter_mut().find(|p| p.name == name).unwrap()).deletion_timestamp =
+                Some(t(31));
         }
     }
     let p = c.expect_sync(1, 0, 0);
@@ -954,7 +951,7 @@ fn surge_min_ready_case(
     c.add_nodes(0, 5, Default::default());
     c.now = t(clock);
     let name = new_pod_at(&mut c, "node-1-", "node-1", 100);
-    let p = c.pods.iter_mut().find(|p| p.name == name).unwrap();
+    let p = Arc::make_mut(c.pods.iter_mut().find(|p| p.name == name).unwrap());
     p.ready = true;
     p.ready_since = Some(t(50));
     let old_ready = old_pod(&mut c, "node-1-old-ready-", "node-1", 50, Some(true));

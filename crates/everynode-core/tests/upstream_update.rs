@@ -184,7 +184,7 @@ fn daemon_set_updates_all_old_not_ready_pods_and_new_not_ready_pods() {
     names.sort();
     let mut old_unavailable = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let p = c.pods.iter_mut().find(|p| p.name == *name).unwrap();
+        let p = Arc::make_mut(c.pods.iter_mut().find(|p| p.name == *name).unwrap());
         if i >= 10 {
             p.ready = false;
         }
@@ -362,7 +362,7 @@ fn get_unavailable_numbers() {
             if name.ends_with("pod terminating") && i == 1 {
                 p.deletion_timestamp = Some(c.now);
             }
-            c.pods.push(p);
+            c.pods.push(p.into());
         }
         let p = c.plan();
         let without_pods = p

@@ -101,6 +101,8 @@ pub struct Context {
     pub nodes: Store<Node>,
     /// The planner's node views, kept between reconciles and shared by every set.
     pub node_views: crate::node_views::NodeViews,
+    /// The planner's pod views, kept between reconciles per set.
+    pub pod_views: crate::pod_views::PodViews,
     /// Cache of ControllerRevisions (in the watched namespaces).
     pub revisions: Store<ControllerRevision>,
     /// Publishes Events on sets.
@@ -113,9 +115,9 @@ pub struct Context {
     pub expectations: std::sync::Arc<Expectations>,
     /// Failed-pod backoff.
     pub backoff: BackoffTable,
-    /// Pacing of progress-only status writes ([`crate::pacing::STATUS_INTERVAL`]).
+    /// Pacing of progress-only status writes ([`crate::pacing::status_progress`]).
     pub status_pacer: Pacer,
-    /// Pacing of reconcile starts ([`crate::pacing::RECONCILE_INTERVAL`]).
+    /// Pacing of reconcile starts ([`crate::pacing::reconciles`]).
     pub reconcile_pacer: Pacer,
     /// Consecutive reconcile failures per set (`namespace/name`), for error backoff.
     pub failures: Mutex<HashMap<String, u32>>,

@@ -18,7 +18,7 @@ use crate::expectations::Expectations;
 use crate::http::Readiness;
 use crate::key::{key_of, set_key};
 use crate::metrics::{Metrics, Outcome, SetLabels};
-use crate::pacing::{self, Pacer};
+use crate::pacing;
 use crate::reconcile::reconcile;
 use crate::target::{SetResource, Target};
 use crate::triggers::{QueueDepth, Triggers};
@@ -95,14 +95,15 @@ async fn run_target<K: SetResource>(
         pod_index: caches.pod_index.clone(),
         nodes: caches.nodes.clone(),
         node_views: Default::default(),
+        pod_views: Default::default(),
         revisions: caches.revisions.clone(),
         recorder: Recorder::new(client, reporter),
         pod_write_windows: Default::default(),
         metrics: metrics.clone(),
         expectations,
         backoff: Default::default(),
-        status_pacer: Pacer::new(pacing::STATUS_INTERVAL),
-        reconcile_pacer: Pacer::new(pacing::RECONCILE_INTERVAL),
+        status_pacer: pacing::status_progress(),
+        reconcile_pacer: pacing::reconciles(),
         failures: Default::default(),
         template_verdicts: Default::default(),
         queue,
@@ -139,6 +140,7 @@ async fn run_target<K: SetResource>(
                 ctx_for_cleanup.queue.started(&key);
                 ctx_for_cleanup.expectations.forget(&key);
                 ctx_for_cleanup.template_verdicts.forget(&key);
+                ctx_for_cleanup.pod_views.forget(&key);
                 ctx_for_cleanup
                     .failures
                     .lock()

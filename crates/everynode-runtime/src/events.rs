@@ -1,9 +1,10 @@
 //! Events on the set. Pod writes are summarised: one Event per kind of write and cause, naming
 //! the pods, instead of one per pod, gathered over a window per set ([`POD_WRITE_WINDOW`]): the
 //! first writes after a quiet spell are published at once, later ones together when the window
-//! ends. A rollout over 1,000 nodes thus writes a handful of Events, not 3,000 (upstream's
-//! recorder drops most per-pod Events in its spam filter instead). Events never hold up a
-//! reconcile; writes still gathered when the controller stops are not published.
+//! ends, and each window of a set that keeps writing is twice as long as the one before, up to
+//! [`POD_WRITE_WINDOW_MAX`]. A rollout over 1,000 nodes thus writes a handful of Events, not
+//! 3,000 (upstream's recorder drops most per-pod Events in its spam filter instead). Events
+//! never hold up a reconcile; writes still gathered when the controller stops are not published.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -76,6 +77,14 @@ impl PodWrite {
 /// How long a set's pod writes are gathered into one Event per kind after the first is
 /// published.
 pub const POD_WRITE_WINDOW: Duration = Duration::from_secs(5);
+
+/// The longest window: a set that writes pods for minutes publishes them once a minute.
+pub const POD_WRITE_WINDOW_MAX: Duration = Duration::from_secs(60);
+
+/// The window after one that ended with writes to publish.
+fn next_window(window: Duration) -> Duration {
+    window.saturating_mul(2).min(POD_WRITE_WINDOW_MAX)
+}
 
 /// Pod writes grouped by kind and detail (the delete reason, the new images, the error), each
 /// group published as one Event.
@@ -151,7 +160,7 @@ impl PodWriteWindows {
     }
 
     /// At the end of a set's window: `Some` (publish them, and keep the window open for
-    /// another period) when writes were held, else `None` and the window is closed.
+    /// another, longer period) when writes were held, else `None` and the window is closed.
     fn end_window(&self, set: &str) -> Option<PodWriteEvents> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         match open.get_mut(set) {
@@ -184,12 +193,14 @@ pub(crate) fn publish_pod_writes<K: SetResource>(
     let windows = windows.clone();
     let recorder = recorder.clone();
     tokio::spawn(async move {
+        let mut window = POD_WRITE_WINDOW;
         loop {
-            tokio::time::sleep(POD_WRITE_WINDOW).await;
+            tokio::time::sleep(window).await;
             match windows.end_window(&key) {
                 Some(held) => held.send(&recorder, &regarding),
                 None => break,
             }
+            window = next_window(window);
         }
     });
 }
@@ -405,5 +416,18 @@ mod tests {
         // ...and closes after a period without writes, so the next write goes out at once.
         assert!(windows.end_window("ns/a").is_none());
         assert!(windows.gather("ns/a", created("a-5")).is_some());
+    }
+
+    #[test]
+    fn windows_of_a_set_that_keeps_writing_double_up_to_a_minute() {
+        let mut window = POD_WRITE_WINDOW;
+        let mut ends = Vec::new();
+        let mut at = Duration::ZERO;
+        for _ in 0..6 {
+            at += window;
+            ends.push(at.as_secs());
+            window = next_window(window);
+        }
+        assert_eq!(ends, [5, 15, 35, 75, 135, 195]);
     }
 }

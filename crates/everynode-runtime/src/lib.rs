@@ -21,6 +21,7 @@ pub mod node_views;
 pub mod pacing;
 pub mod permissions;
 pub mod pod_index;
+pub mod pod_views;
 pub mod problems;
 pub mod reconcile;
 pub mod retry;

@@ -290,13 +290,16 @@ fn snapshot(
         .and_then(|s| s.observed_generation)
         .unwrap_or(0);
     let backoff = ctx.backoff.for_set(&set.uid, backoff_generation);
-    let pods = ctx.pods_of(&set.namespace, &set.uid);
+    let key = set_key(&set.namespace, &set.name);
+    let pods = ctx
+        .pod_views
+        .of(&key, &set, &ctx.pods_of(&set.namespace, &set.uid));
     let nodes = ctx.node_views.of(&ctx.nodes.state());
     let revisions = ctx.revisions.state();
     let mut input = PlanInput::from_views(
         set,
         nodes,
-        pods.iter().map(AsRef::as_ref),
+        pods,
         revisions.iter().map(AsRef::as_ref),
         ctx.config.server_clock.now(),
     );

@@ -264,7 +264,7 @@ impl Cluster {
     ) {
         for _ in 0..n {
             let p = self.new_pod(&format!("{node}-"), node, labels.clone(), owned);
-            self.pods.push(p);
+            self.pods.push(p.into());
         }
     }
 
@@ -273,7 +273,7 @@ impl Cluster {
         for _ in 0..n {
             let mut p = self.new_pod(&format!("{node}-"), node, labels.clone(), true);
             p.phase = PodPhase::Failed;
-            self.pods.push(p);
+            self.pods.push(p.into());
         }
     }
 
@@ -311,6 +311,7 @@ impl Cluster {
         let now = self.now;
         for p in &mut self.pods {
             if !p.ready {
+                let p = Arc::make_mut(p);
                 p.ready = true;
                 p.ready_since = Some(now);
             }
@@ -337,7 +338,7 @@ impl Cluster {
                 continue;
             }
             let now = self.now;
-            let p = &mut self.pods[i];
+            let p = Arc::make_mut(&mut self.pods[i]);
             p.ready = ready;
             p.ready_since = Some(now);
             left -= 1;

@@ -326,6 +326,7 @@ fn settle(input: &mut PlanInput, plan: &everynode_core::Plan) {
         .iter_mut()
         .filter(|p| p.phase == PodPhase::Pending || restarted(p))
     {
+        let pod = std::sync::Arc::make_mut(pod);
         pod.node_name = pod.target_node.clone();
         pod.phase = PodPhase::Running;
         pod.ready = true;

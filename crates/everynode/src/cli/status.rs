@@ -149,7 +149,7 @@ pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow:
         .filter_map(|p| Some((p.metadata.name.as_deref()?, scheduler_message(p)?)))
         .collect();
     let pods_by_name: std::collections::HashMap<&str, &everynode_core::PodView> =
-        input.pods.iter().map(|p| (p.name.as_str(), p)).collect();
+        input.pods.iter().map(|p| (p.name.as_str(), &**p)).collect();
     let mut statuses = Vec::with_capacity(plan.nodes.len());
     let stored = set.view.status.as_ref();
     for decision in &plan.nodes {

@@ -1,0 +1,177 @@
+//! The planner's pod views, kept between reconciles per set: a view is built again only when
+//! its pod's resourceVersion changed, so a reconcile of a 5,000-pod set during a rollout builds
+//! the views of the pods that moved since the last one, not 5,000 (labels copied each time).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use everynode_core::{PodView, SetView};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+
+/// One pod's view and what it was built from.
+#[derive(Debug)]
+struct Kept {
+    resource_version: String,
+    view: Arc<PodView>,
+}
+
+/// The views of one set's pods by pod UID, for the set of `set_uid`.
+#[derive(Debug, Default)]
+struct SetPods {
+    set_uid: String,
+    by_uid: HashMap<String, Kept>,
+}
+
+/// Pod views by set key (`namespace/name`).
+#[derive(Debug, Default)]
+pub struct PodViews {
+    sets: Mutex<HashMap<String, SetPods>>,
+}
+
+impl PodViews {
+    /// The views of the pods among `pods` that concern `set` ([`PodView::concerns`]), in their
+    /// order, reusing those whose pod has not changed and forgetting the pods that are gone.
+    pub fn of(&self, key: &str, set: &SetView, pods: &[Arc<Pod>]) -> Vec<Arc<PodView>> {
+        // Taken out while building: one set's views are never built by two reconciles at once
+        // (the controller runs one reconcile per set), and other sets need not wait.
+        let kept = self.lock().remove(key).unwrap_or_default();
+        let mut kept = if kept.set_uid == set.uid {
+            kept.by_uid
+        } else {
+            HashMap::new()
+        };
+        let mut now = HashMap::with_capacity(pods.len());
+        let views = pods
+            .iter()
+            .filter(|pod| PodView::concerns(pod, set))
+            .map(|pod| {
+                let uid = pod.uid().unwrap_or_default();
+                let resource_version = pod.resource_version().unwrap_or_default();
+                let view = match kept.remove(&uid) {
+                    Some(old) if old.resource_version == resource_version => old.view,
+                    _ => Arc::new(PodView::from_pod(pod, &set.uid)),
+                };
+                now.insert(
+                    uid,
+                    Kept {
+                        resource_version,
+                        view: view.clone(),
+                    },
+                );
+                view
+            })
+            .collect();
+        let set_pods = SetPods {
+            set_uid: set.uid.clone(),
+            by_uid: now,
+        };
+        self.lock().insert(key.to_owned(), set_pods);
+        views
+    }
+
+    /// Drops the views of a set that is gone.
+    pub fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SetPods>> {
+        self.sets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    use super::*;
+
+    fn set(uid: &str) -> SetView {
+        let mut set = everynode_api::DaemonSet::new("agent", Default::default());
+        set.metadata.namespace = Some("ns".into());
+        set.metadata.uid = Some(uid.into());
+        SetView::from_daemon_set(&set).expect("a set with name, namespace and UID")
+    }
+
+    fn pod(name: &str, version: &str, owner: &str) -> Arc<Pod> {
+        Arc::new(Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some(format!("uid-{name}")),
+                resource_version: Some(version.into()),
+                owner_references: Some(vec![OwnerReference {
+                    uid: owner.into(),
+                    controller: Some(true),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_view_is_built_again_only_when_its_pod_changed() {
+        let views = PodViews::default();
+        let first = views.of(
+            "ns/agent",
+            &set("s1"),
+            &[pod("a", "1", "s1"), pod("b", "1", "s1")],
+        );
+        let again = views.of(
+            "ns/agent",
+            &set("s1"),
+            &[pod("a", "1", "s1"), pod("b", "2", "s1")],
+        );
+        assert!(
+            Arc::ptr_eq(&first[0], &again[0]),
+            "unchanged pod: the same view"
+        );
+        assert!(
+            !Arc::ptr_eq(&first[1], &again[1]),
+            "changed pod: a new view"
+        );
+    }
+
+    #[test]
+    fn pods_of_other_controllers_are_left_out() {
+        let views = PodViews::default();
+        let seen = views.of(
+            "ns/agent",
+            &set("s1"),
+            &[pod("a", "1", "s1"), pod("b", "1", "x")],
+        );
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].name, "a");
+    }
+
+    #[test]
+    fn a_set_made_again_under_its_name_gets_views_of_its_own() {
+        let views = PodViews::default();
+        let old = views.of("ns/agent", &set("s1"), &[pod("a", "1", "s1")]);
+        // The same pod, now an orphan to the new set: the view is built again.
+        let new = views.of("ns/agent", &set("s2"), &[pod("a", "1", "s1")]);
+        assert!(
+            new.is_empty(),
+            "owned by the old set: another controller's to the new one"
+        );
+        let again = views.of("ns/agent", &set("s1"), &[pod("a", "1", "s1")]);
+        assert!(!Arc::ptr_eq(&old[0], &again[0]));
+    }
+
+    #[test]
+    fn pods_and_sets_that_are_gone_are_forgotten() {
+        let views = PodViews::default();
+        views.of(
+            "ns/agent",
+            &set("s1"),
+            &[pod("a", "1", "s1"), pod("b", "1", "s1")],
+        );
+        views.of("ns/agent", &set("s1"), &[pod("b", "1", "s1")]);
+        let kept: Vec<String> = views.lock()["ns/agent"].by_uid.keys().cloned().collect();
+        assert_eq!(kept, ["uid-b"]);
+        views.forget("ns/agent");
+        assert!(views.lock().is_empty());
+    }
+}
