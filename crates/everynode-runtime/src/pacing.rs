@@ -4,6 +4,8 @@
 //!   rollout over 1,000 nodes makes thousands of pod events; without a gap every one of them
 //!   starts a reconcile that snapshots and plans the whole set. The first event after a quiet
 //!   spell is reconciled at once; the events of the next 100 ms are folded into one reconcile.
+//!   A reconcile that waited for the caches to show its earlier pod writes does not count
+//!   ([`Pacer::forget`]): the event that shows the last of them starts the next one at once.
 //! - **Status writes that only report progress** ([`status_progress`],
 //!   [`everynode_core::StatusWrite::Progress`]): at most one per second per set, and when many
 //!   sets roll at once they share about five such writes a second (50 sets: one each per
@@ -81,6 +83,14 @@ impl Pacer {
         last.insert(key.to_owned(), at);
     }
 
+    /// Forgets that set `key` went: its next go need not wait.
+    pub fn forget(&self, key: &str) {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
     /// The interval while `active` sets go.
     fn interval(&self, active: usize) -> Duration {
         let shared = self
@@ -140,6 +150,18 @@ mod tests {
             pacer.wait("ns/0", start + Duration::from_millis(40)),
             Some(Duration::from_millis(60))
         );
+    }
+
+    #[test]
+    fn a_forgotten_set_goes_at_once() {
+        let pacer = reconciles();
+        let start = Instant::now();
+        pacer.went("ns/a", start);
+        pacer.went("ns/b", start);
+        pacer.forget("ns/a");
+        let soon = start + Duration::from_millis(10);
+        assert_eq!(pacer.wait("ns/a", soon), None);
+        assert_eq!(pacer.wait("ns/b", soon), Some(Duration::from_millis(90)));
     }
 
     #[test]

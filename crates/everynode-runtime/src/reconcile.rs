@@ -127,6 +127,9 @@ async fn plan_set<K: SetResource>(ctx: &Context, view: SetView) -> Planned {
     }
     if outstanding > 0 {
         tracing::debug!(outstanding, "waiting for the caches to show earlier writes");
+        // The event that shows the last of them is reconciled at once, not paced behind this
+        // reconcile, which could write no pod.
+        ctx.reconcile_pacer.forget(&key);
     } else if !plan.is_noop() {
         tracing::info!(
             creates = plan.creates.len(),

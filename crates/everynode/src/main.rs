@@ -16,7 +16,11 @@ use everynode_runtime::{ControllerConfig, Target};
 /// jemalloc instead of glibc's malloc: the controller decodes every watched object and builds
 /// views from them, and with glibc's allocator a quarter of its CPU went to malloc and free.
 /// Measured at 1,000 nodes (S1-S4 of `cargo xtask bench`): glibc 2.9-3.4 s CPU in three runs,
-/// jemalloc 2.2 s, at the same peak RSS (see docs/benchmarks).
+/// jemalloc 2.2 s, at the same peak RSS (see docs/benchmarks). Built with one arena (`narenas:1`
+/// in `.cargo/config.toml`; jemalloc's default is four per CPU, each keeping its own freed pages)
+/// and a background thread returning freed pages to the system (the `background_threads`
+/// feature): peak RSS 49-50 MiB against 53-57, CPU 1.6-1.7 s against 1.8-1.9 (two runs each).
+/// `_RJEM_MALLOC_CONF` in the environment still overrides both.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
