@@ -61,6 +61,10 @@ pub(crate) struct BenchArgs {
     /// stock limits, what a user sees).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ModeArg::Unthrottled, ModeArg::Defaults])]
     modes: Vec<ModeArg>,
+    /// Runs per size and mode, each on a fresh cluster; the report decides the targets by the
+    /// median of the runs' ratios (a single run on this machine spreads by ±25 %).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Run the many-sets suite with this many sets per controller instead of the single-set
     /// one (F1 create all, F2 roll all, F3 node moves, F4 joins; see docs/benchmarks).
     #[arg(long)]
@@ -132,6 +136,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     anyhow::ensure!(!args.nodes.is_empty(), "--nodes: give at least one size");
     anyhow::ensure!(!args.modes.is_empty(), "--modes: give at least one mode");
+    anyhow::ensure!(args.repeat >= 1, "--repeat: give at least 1 run");
     crate::build().await?;
     let everynode = match &args.everynode {
         Some(path) => path.clone(),
@@ -200,6 +205,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         },
         command,
         versions,
+        repeat: args.repeat,
     };
     let report = everynode_bench::run(&opts).await?;
     for path in everynode_bench::report::write_files(&report, &out)? {

@@ -25,6 +25,9 @@ pub struct FleetResult {
     pub slicing: crate::fleet::Slicing,
     /// How the cluster's own clients were limited.
     pub mode: ClusterMode,
+    /// Which of the repeated runs (from 1; 0 in files written before `--repeat`).
+    #[serde(default)]
+    pub repeat: usize,
     /// Cluster start-up, seconds.
     pub cluster_up_seconds: f64,
     /// One run per controller.
@@ -116,11 +119,16 @@ pub fn fleet_checks(fleet: &FleetResult) -> Vec<TargetCheck> {
 pub(crate) fn markdown(md: &mut String, fleet: &FleetResult) {
     let _ = writeln!(
         md,
-        "## Many sets: {} sets, {} pods on {} nodes, {}\n",
+        "## Many sets: {} sets, {} pods on {} nodes, {}{}\n",
         fleet.sets,
         fleet.pods,
         fleet.nodes,
-        fleet.mode.label()
+        fleet.mode.label(),
+        if fleet.repeat > 0 {
+            format!(", run {}", fleet.repeat)
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(
         md,
@@ -189,6 +197,7 @@ mod tests {
             joins: 10,
             slicing: crate::fleet::Slicing::default(),
             mode: ClusterMode::Unthrottled,
+            repeat: 0,
             cluster_up_seconds: 60.0,
             runs: vec![
                 with_fleet_steps(ControllerId::UpstreamEqual, 1.0),

@@ -10,6 +10,7 @@ use crate::stats::Latency;
 use everynode_cluster::audit::RequestCounts;
 
 pub mod fleet;
+pub mod repeats;
 
 pub use fleet::FleetResult;
 
@@ -284,6 +285,10 @@ pub struct SizeResult {
     /// How the cluster's own clients were limited.
     #[serde(default)]
     pub mode: ClusterMode,
+    /// Which of the repeated runs of this size and mode (from 1; 0 in files written before
+    /// `--repeat`).
+    #[serde(default)]
+    pub repeat: usize,
     /// Cluster start-up (processes + nodes Ready), seconds.
     pub cluster_up_seconds: f64,
     /// Load before the first measurement at this size.
@@ -516,8 +521,9 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(md, "| note | {n} |");
     }
     md.push('\n');
+    medians(&mut md, r);
     for size in &r.sizes {
-        let _ = writeln!(md, "## {} nodes, {}\n", size.nodes, size.mode.label());
+        let _ = writeln!(md, "## {}\n", title(size.nodes, size.mode, size.repeat));
         let _ = writeln!(
             md,
             "Cluster up in {:.0} s. Load average (1/5/15 min) before: {}, after: {}.\n",
@@ -638,6 +644,44 @@ pub fn markdown(r: &Report) -> String {
     md
 }
 
+/// A cluster's heading: size, mode and, for repeated runs, which run.
+fn title(nodes: usize, mode: ClusterMode, repeat: usize) -> String {
+    let run = if repeat > 0 {
+        format!(", run {repeat}")
+    } else {
+        String::new()
+    };
+    format!("{nodes} nodes, {}{run}", mode.label())
+}
+
+/// The medians of repeated runs, one section per size and mode run more than once.
+fn medians(md: &mut String, r: &Report) {
+    let mut groups: Vec<(usize, ClusterMode)> = r.sizes.iter().map(|s| (s.nodes, s.mode)).collect();
+    groups.dedup();
+    for (nodes, mode) in groups {
+        let per_run: Vec<Vec<TargetCheck>> = r
+            .sizes
+            .iter()
+            .filter(|s| (s.nodes, s.mode) == (nodes, mode))
+            .map(target_checks)
+            .collect();
+        repeats::markdown(md, &title(nodes, mode, 0), &per_run);
+    }
+    let mut fleets: Vec<(usize, usize, ClusterMode)> =
+        r.fleets.iter().map(|f| (f.sets, f.nodes, f.mode)).collect();
+    fleets.dedup();
+    for (sets, nodes, mode) in fleets {
+        let per_run: Vec<Vec<TargetCheck>> = r
+            .fleets
+            .iter()
+            .filter(|f| (f.sets, f.nodes, f.mode) == (sets, nodes, mode))
+            .map(fleet::fleet_checks)
+            .collect();
+        let heading = format!("Many sets: {sets} sets on {nodes} nodes, {}", mode.label());
+        repeats::markdown(md, &heading, &per_run);
+    }
+}
+
 /// The target checks as a table (nothing when there are none).
 fn checks_table(md: &mut String, checks: &[TargetCheck]) {
     if checks.is_empty() {
@@ -725,10 +769,9 @@ pub fn svg(r: &Report) -> String {
         let scale_max = nice_ceiling(max);
         let _ = writeln!(
             s,
-            r#"<text x="{left}" y="{}" font-weight="bold">{} nodes, {}</text>"#,
+            r#"<text x="{left}" y="{}" font-weight="bold">{}</text>"#,
             y0 + 15.0,
-            size.nodes,
-            size.mode.label()
+            title(size.nodes, size.mode, size.repeat)
         );
         for t in 0..=4 {
             let v = scale_max * f64::from(t) / 4.0;
@@ -790,6 +833,7 @@ pub fn file_suffix(r: &Report) -> String {
             .iter()
             .map(|f| format!("{}sets-{}", f.sets, f.nodes)),
     );
+    parts.dedup();
     parts.join("-")
 }
 
@@ -924,6 +968,7 @@ mod tests {
             sizes: vec![SizeResult {
                 nodes: 100,
                 mode: ClusterMode::Unthrottled,
+                repeat: 0,
                 cluster_up_seconds: 12.0,
                 load_before: Load::parse("1.00 2.00 3.00 1/100 42"),
                 load_after: None,
@@ -999,6 +1044,28 @@ mod tests {
         assert!(md.contains("shortened with `--idle-seconds`"));
         assert!(md.contains("1.00 / 2.00 / 3.00"));
         assert!(md.contains("**missed**"));
+    }
+
+    #[test]
+    fn repeated_runs_are_numbered_and_summed_up_by_medians_first() {
+        let mut r = report();
+        let mut second = r.sizes[0].clone();
+        r.sizes[0].repeat = 1;
+        second.repeat = 2;
+        second.floor[0].seconds = 2.0;
+        r.sizes.push(second);
+        let md = markdown(&r);
+        let medians = md
+            .find("## 100 nodes, unthrottled cluster: medians of 2 runs")
+            .unwrap_or_else(|| panic!("no medians in {md}"));
+        let first_run = md
+            .find("## 100 nodes, unthrottled cluster, run 1")
+            .unwrap_or(0);
+        assert!(medians < first_run && md.contains(", run 2\n"));
+        // S1 against the floor: 5 / 4 and 5 / 2, median 1.88, missed in both runs.
+        assert!(md.contains("| everynode apps/v1 | S1 converge s | floor | 1.88 | 1.25–2.50 | 0 of 2 | ≤ 1.15 | **missed** |"));
+        assert_eq!(file_suffix(&r), "100");
+        assert!(svg(&r).contains("100 nodes, unthrottled cluster, run 2"));
     }
 
     #[test]

@@ -387,6 +387,7 @@ pub(super) fn result(
         joins: opts.joins as u64,
         slicing: opts.slicing,
         mode,
+        repeat: 0,
         cluster_up_seconds,
         runs,
     }

@@ -60,6 +60,8 @@ pub struct BenchOptions {
     pub command: String,
     /// Extra versions for the report (e.g. everynode commit, rustc).
     pub versions: BTreeMap<String, String>,
+    /// Runs per size and mode, each on a fresh cluster (the report adds their medians).
+    pub repeat: usize,
 }
 
 /// Share of nodes that join and leave in S3 (and the update budget of S2).
@@ -94,10 +96,14 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
         .insert("kwok".into(), everynode_cluster::versions::KWOK.into());
     for &nodes in &opts.sizes {
         for &mode in &opts.modes {
-            tracing::info!("=== {nodes} nodes, {} ===", mode.label());
-            match run_size(opts, nodes, mode).await? {
-                Measured::Sizes(size) => report.sizes.push(size),
-                Measured::Fleet(fleet) => report.fleets.push(fleet),
+            for run in 1..=opts.repeat.max(1) {
+                tracing::info!("=== {nodes} nodes, {}, run {run} ===", mode.label());
+                // Runs are numbered only when there are several.
+                let repeat = if opts.repeat > 1 { run } else { 0 };
+                match run_size(opts, nodes, mode).await? {
+                    Measured::Sizes(size) => report.sizes.push(SizeResult { repeat, ..size }),
+                    Measured::Fleet(fleet) => report.fleets.push(FleetResult { repeat, ..fleet }),
+                }
             }
         }
     }
@@ -225,6 +231,7 @@ async fn run_on_cluster(
     Ok(Measured::Sizes(SizeResult {
         nodes,
         mode,
+        repeat: 0,
         cluster_up_seconds,
         load_before,
         load_after: read_load(),
