@@ -1,5 +1,6 @@
 //! Memory per cached pod and node: fills the caches the controller keeps — the reflector
-//! stores, the pod index, the node routes and the node views — with copies of a real pod and node (captured
+//! stores, the pod index, the node routes, the node views and the pod views kept per set — with
+//! copies of a real pod and node (captured
 //! from the local cluster: a daemon pod as KWOK runs it and a KWOK node, slimmed as the
 //! watches slim them) and counts the bytes allocated and still live.
 //!
@@ -7,11 +8,13 @@
 //! memory limit (`docs/operations.md`, "Memory").
 
 use std::alloc::System;
+use std::sync::Arc;
 
 use everynode_runtime::caches::{slim_cached_node, slim_cached_pod};
 use everynode_runtime::node_routes::NodeRoutes;
 use everynode_runtime::node_views::NodeViews;
 use everynode_runtime::pod_index::PodIndex;
+use everynode_runtime::pod_views::PodViews;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector;
@@ -46,19 +49,24 @@ fn live(region: &Region<'_, System>) -> isize {
     change.bytes_allocated as isize - change.bytes_deallocated as isize + change.bytes_reallocated
 }
 
-/// Bytes per pod: the pod store and the pod index, as the pod watch fills them.
-fn per_pod(n: usize) -> f64 {
-    // Counted from before the copies are decoded: the watch hands each one over and it is
-    // dropped once the store holds its own.
-    let region = Region::new(GLOBAL);
-    let pods: Vec<Pod> = copies(POD, n, |p: &mut Pod, i| {
+/// `n` slimmed copies of the fixture pod, each on its own node.
+fn pods(n: usize) -> Vec<Pod> {
+    copies(POD, n, |p: &mut Pod, i| {
         p.metadata.name = Some(format!("agent-{i:06}"));
         p.metadata.uid = Some(format!("00000000-0000-0000-0000-{i:012}"));
         if let Some(spec) = p.spec.as_mut() {
             spec.node_name = Some(format!("kwok-node-{i:05}"));
         }
         slim_cached_pod(p);
-    });
+    })
+}
+
+/// Bytes per pod: the pod store and the pod index, as the pod watch fills them.
+fn per_pod(n: usize) -> f64 {
+    // Counted from before the copies are decoded: the watch hands each one over and it is
+    // dropped once the store holds its own.
+    let region = Region::new(GLOBAL);
+    let pods = pods(n);
     let (store, mut writer) = reflector::store::<Pod>();
     let index = PodIndex::new("DaemonSet", "apps/v1");
     let mut feed = |event: Event<Pod>| {
@@ -73,6 +81,25 @@ fn per_pod(n: usize) -> f64 {
     let bytes = live(&region);
     assert_eq!(store.state().len(), n);
     bytes as f64 / n as f64
+}
+
+/// Bytes per pod of the planner's pod views, kept between reconciles for the pod's set.
+fn per_pod_view(n: usize) -> f64 {
+    let pods: Vec<Arc<Pod>> = pods(n).into_iter().map(Arc::new).collect();
+    let owner = pods
+        .first()
+        .and_then(|p| p.metadata.owner_references.as_ref()?.first().cloned())
+        .expect("the fixture pod has an owner");
+    let mut set = everynode_api::DaemonSet::new(&owner.name, Default::default());
+    set.metadata.namespace = pods.first().and_then(|p| p.metadata.namespace.clone());
+    set.metadata.uid = Some(owner.uid);
+    let set = everynode_core::SetView::from_daemon_set(&set).expect("a set with a UID");
+    let region = Region::new(GLOBAL);
+    let views = PodViews::default();
+    let built = views.of("default/agent", &set, &pods);
+    assert_eq!(built.len(), n);
+    drop(built);
+    live(&region) as f64 / n as f64
 }
 
 /// Bytes per node: the node store, the node routes' last-seen map and the kept node views.
@@ -108,9 +135,11 @@ fn main() {
     let quick = std::env::args().all(|a| a != "--bench");
     let (pods, nodes) = if quick { (100, 100) } else { (20_000, 5_000) };
     let pod = per_pod(pods);
+    let view = per_pod_view(pods);
     let node = per_node(nodes);
     println!(
-        "cache memory: {pod:.0} bytes per cached pod ({pods} pods), {node:.0} bytes per cached node ({nodes} nodes)"
+        "cache memory: {pod:.0} bytes per cached pod ({pods} pods) and {view:.0} more for its \
+         kept planner view, {node:.0} bytes per cached node ({nodes} nodes)"
     );
     println!(
         "fixtures: pod {} bytes of JSON, node {} bytes of JSON",

@@ -251,6 +251,28 @@ mod tests {
     }
 
     #[test]
+    fn a_created_pod_counts_as_seen_only_once_the_index_shows_it() {
+        use crate::expectations::{CachedPod, CachedPods};
+        let mut x = Indexed::new();
+        x.send(watcher::Event::Init);
+        x.send(watcher::Event::InitDone);
+        let created = watcher::Event::Apply(pod("a", "agent-x", Some(("DaemonSet", "u1"))));
+        let seen =
+            |x: &Indexed| CachedPods::of(&x.index.pods_of(&x.store, "a", "u1")).by_name("agent-x");
+        // The watch applies the event to the store first: the store has the pod, the set's
+        // snapshot (read through the index) not yet, so its create is still pending.
+        x.writer.apply_watcher_event(&created);
+        assert!(
+            x.store
+                .get(&ObjectRef::new("agent-x").within("a"))
+                .is_some()
+        );
+        assert_eq!(seen(&x), CachedPod::Absent);
+        x.index.observe(&created);
+        assert_eq!(seen(&x), CachedPod::Present);
+    }
+
+    #[test]
     fn a_relist_replaces_the_index_when_it_ends() {
         let mut x = Indexed::new();
         let owned = |name| pod("a", name, Some(("DaemonSet", "u1")));
