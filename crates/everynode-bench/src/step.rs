@@ -3,6 +3,7 @@
 //! audit log), run the scenario's action until it converges, settle, read the counters and
 //! record a [`ScenarioResult`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -77,18 +78,29 @@ struct StartReadings {
     audit: AuditReader,
     /// Whether the process's peak RSS could be reset to its current RSS.
     rss_reset: bool,
+    /// CPU ticks of each cluster process so far.
+    cluster_ticks: BTreeMap<String, u64>,
 }
 
 impl StartReadings {
     /// Starts the clock, then reads CPU ticks, the audit log's end and resets the peak RSS.
-    fn take(pid: Option<u32>, audit_log: &Path) -> Self {
+    fn take(pid: Option<u32>, audit_log: &Path, cluster: &[(String, u32)]) -> Self {
         Self {
             at: Instant::now(),
             cpu_ticks: pid.and_then(|p| procfs::cpu_ticks(p).ok()).unwrap_or(0),
             audit: AuditReader::at_end(audit_log),
             rss_reset: pid.is_some_and(procfs::reset_peak_rss),
+            cluster_ticks: cluster_ticks(cluster),
         }
     }
+}
+
+/// CPU ticks of each cluster process that can be read, by name.
+fn cluster_ticks(cluster: &[(String, u32)]) -> BTreeMap<String, u64> {
+    cluster
+        .iter()
+        .filter_map(|(name, pid)| Some((name.clone(), procfs::cpu_ticks(*pid).ok()?)))
+        .collect()
 }
 
 /// Measures the steps of one client (a controller process or the floor) on one cluster.
@@ -100,6 +112,8 @@ pub(crate) struct StepMeter<'a> {
     audit_log: PathBuf,
     /// Clock ticks per second, to turn CPU ticks into seconds.
     ticks_per_second: f64,
+    /// The cluster's own processes (name, PID), whose CPU each step reads too.
+    cluster: Vec<(String, u32)>,
 }
 
 impl<'a> StepMeter<'a> {
@@ -109,7 +123,13 @@ impl<'a> StepMeter<'a> {
             who,
             audit_log: audit_log.to_path_buf(),
             ticks_per_second,
+            cluster: Vec::new(),
         }
+    }
+
+    /// Also reads the CPU of these cluster processes (name, PID) in every step.
+    pub(crate) fn with_cluster(self, cluster: Vec<(String, u32)>) -> Self {
+        Self { cluster, ..self }
     }
 
     /// Runs one measured step of `scenario`: takes the start readings, runs `action` (given
@@ -120,9 +140,20 @@ impl<'a> StepMeter<'a> {
         scenario: Scenario,
         action: impl AsyncFnOnce(Instant) -> Result<StepOutcome>,
     ) -> Result<ScenarioResult> {
-        let start = StartReadings::take(self.who.pid, &self.audit_log);
+        let start = StartReadings::take(self.who.pid, &self.audit_log, &self.cluster);
         let outcome = action(start.at).await?;
-        self.finish(start, scenario, outcome).await
+        let converged = cluster_ticks(&self.cluster);
+        let cluster_cpu_seconds = converged
+            .into_iter()
+            .filter_map(|(name, ticks)| {
+                let before = *start.cluster_ticks.get(&name)?;
+                let seconds = ticks.saturating_sub(before) as f64 / self.ticks_per_second;
+                Some((name, seconds))
+            })
+            .collect();
+        let mut result = self.finish(start, scenario, outcome).await?;
+        result.cluster_cpu_seconds = cluster_cpu_seconds;
+        Ok(result)
     }
 
     /// Ends a step: settles, then reads CPU, peak RSS and the audit log, and logs the result.
@@ -176,6 +207,7 @@ impl<'a> StepMeter<'a> {
             peak_rss_bytes,
             join_latency,
             admitted_latency,
+            cluster_cpu_seconds: BTreeMap::new(),
         })
     }
 }
@@ -223,6 +255,31 @@ mod tests {
             .expect("the own process is readable");
         assert!(result.peak_rss_bytes > 0);
         assert!(result.cpu_seconds >= 0.0);
+    }
+
+    #[tokio::test]
+    async fn reads_the_cpu_of_cluster_processes_until_convergence() {
+        let me = ("harness".to_owned(), std::process::id());
+        let gone = ("gone".to_owned(), u32::MAX);
+        let meter = StepMeter::new(Who::FLOOR, &no_audit_log(), 100.0).with_cluster(vec![me, gone]);
+        let result = meter
+            .measure(Scenario::S1, async |_| {
+                // Burn some CPU in this process, one of the "cluster" processes here.
+                let spin = Instant::now();
+                while spin.elapsed() < Duration::from_millis(300) {
+                    std::hint::black_box(spin.elapsed());
+                }
+                Ok(StepOutcome::converged(0.3, 0))
+            })
+            .await
+            .expect("a step without a measured process");
+        assert!(
+            result
+                .cluster_cpu_seconds
+                .get("harness")
+                .is_some_and(|s| *s > 0.0)
+        );
+        assert!(!result.cluster_cpu_seconds.contains_key("gone"));
     }
 
     #[tokio::test]

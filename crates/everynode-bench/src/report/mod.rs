@@ -148,6 +148,10 @@ pub struct ScenarioResult {
     /// controller's share of `join_latency`.
     #[serde(default)]
     pub admitted_latency: Option<Latency>,
+    /// CPU seconds of each of the cluster's own processes (kube-apiserver, etcd, …) from the
+    /// step's start until it converged: where the time goes.
+    #[serde(default)]
+    pub cluster_cpu_seconds: BTreeMap<String, f64>,
 }
 
 /// All scenarios of one controller at one size.
@@ -594,6 +598,7 @@ pub fn markdown(r: &Report) -> String {
             );
         }
         md.push('\n');
+        floor_cpu_table(&mut md, size, r.machine.cpus);
         checks_table(&mut md, &target_checks(size));
         let _ = writeln!(
             md,
@@ -642,6 +647,43 @@ pub fn markdown(r: &Report) -> String {
         fleet::markdown(&mut md, fleet);
     }
     md
+}
+
+/// Where the floor's time goes: the CPU of each cluster process while the floor converged, and
+/// what share of the machine's cores they kept busy (nothing for runs without the readings).
+fn floor_cpu_table(md: &mut String, size: &SizeResult, cpus: usize) {
+    let mut names: Vec<&String> = size
+        .floor
+        .iter()
+        .flat_map(|r| r.cluster_cpu_seconds.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return;
+    }
+    let _ = write!(
+        md,
+        "Where the floor's time goes: CPU seconds of the cluster's processes until it converged, \
+         and the share of the {cpus} cores they kept busy.\n\n| step | s |"
+    );
+    for name in &names {
+        let _ = write!(md, " {name} |");
+    }
+    let _ = write!(md, " all | cores busy |\n|---|---:|");
+    md.push_str(&"---:|".repeat(names.len() + 2));
+    md.push('\n');
+    for r in &size.floor {
+        let _ = write!(md, "| {:?} | {:.1} |", r.scenario, r.seconds);
+        for name in &names {
+            let cpu = r.cluster_cpu_seconds.get(*name).copied();
+            let _ = write!(md, " {} |", fmt_opt(cpu, 1));
+        }
+        let all: f64 = r.cluster_cpu_seconds.values().sum();
+        let busy = (r.seconds > 0.0 && cpus > 0).then(|| 100.0 * all / (r.seconds * cpus as f64));
+        let _ = writeln!(md, " {all:.1} | {} % |", fmt_opt(busy, 0));
+    }
+    md.push('\n');
 }
 
 /// A cluster's heading: size, mode and, for repeated runs, which run.
@@ -923,6 +965,10 @@ mod tests {
                 p99_ms: seconds * 2.0,
                 max_ms: seconds * 2.0,
             }),
+            cluster_cpu_seconds: BTreeMap::from([
+                ("kube-apiserver".into(), seconds),
+                ("etcd".into(), seconds / 2.0),
+            ]),
         }
     }
 
@@ -1044,6 +1090,9 @@ mod tests {
         assert!(md.contains("shortened with `--idle-seconds`"));
         assert!(md.contains("1.00 / 2.00 / 3.00"));
         assert!(md.contains("**missed**"));
+        // The floor's S1 took 4 s; the cluster's processes 4 + 2 CPU s of 2 cores: 75 %.
+        assert!(md.contains("| step | s | etcd | kube-apiserver | all | cores busy |"));
+        assert!(md.contains("| S1 | 4.0 | 2.0 | 4.0 | 6.0 | 75 % |"));
     }
 
     #[test]

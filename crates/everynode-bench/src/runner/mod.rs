@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use everynode_cluster::nodes as knodes;
 use everynode_cluster::{
-    BENCH_FLOOR_USER, BENCH_MEASURED_USER, ClientLimits, Cluster, ClusterDir, FlagSettings,
-    UpOptions,
+    BENCH_FLOOR_USER, BENCH_MEASURED_USER, ClientLimits, Cluster, ClusterDir, Component,
+    FlagSettings, UpOptions,
 };
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -191,6 +191,19 @@ struct Bench<'a> {
     /// The slice of each worker node (many-sets suite).
     slices: BTreeMap<String, usize>,
     ticks_per_second: f64,
+    /// The cluster's own processes (name, PID).
+    cluster_processes: Vec<(String, u32)>,
+}
+
+/// The cluster's own processes that have a PID file, by component name.
+fn cluster_processes(cluster: &Cluster) -> Vec<(String, u32)> {
+    Component::ALL
+        .into_iter()
+        .filter_map(|c| {
+            let pid = everynode_cluster::process::read_pid(&cluster.dir().pid_file(c)).ok()??;
+            Some((c.name().to_owned(), pid))
+        })
+        .collect()
 }
 
 async fn run_on_cluster(
@@ -210,6 +223,7 @@ async fn run_on_cluster(
         measured_kubeconfig,
         floor,
         audit_log: cluster.dir().audit_log(),
+        cluster_processes: cluster_processes(cluster),
         nodes: (0..nodes).map(knodes::worker_name).collect(),
         joined: 0,
         slices: BTreeMap::new(),
@@ -461,6 +475,7 @@ impl Bench<'_> {
     /// A meter of `who`'s scenario steps on this cluster.
     fn step_meter<'w>(&self, who: Who<'w>) -> StepMeter<'w> {
         StepMeter::new(who, &self.audit_log, self.ticks_per_second)
+            .with_cluster(self.cluster_processes.clone())
     }
 
     async fn create_namespace(&self, name: &str) -> Result<()> {
