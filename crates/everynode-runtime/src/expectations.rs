@@ -9,11 +9,8 @@
 //! is filled by a consistent list, so it holds every pod an earlier run created.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
 
 /// How long pending writes block planning before they are given up on (upstream: 5 minutes).
 pub const EXPECTATIONS_TTL: Duration = Duration::from_secs(5 * 60);
@@ -166,64 +163,6 @@ impl Expectations {
     }
 }
 
-/// The cached pods a set's plan reads, by name and by UID, with their revision hashes.
-///
-/// Pending writes must be checked against the very pods the snapshot holds (the pod index's
-/// list for the set), not against the pod store: the watch applies an event to the store a
-/// moment before the index, and a plan that found its created pod in the store but not in its
-/// snapshot would create a second pod on the node.
-#[derive(Debug, Default)]
-pub struct CachedPods {
-    by_name: HashMap<String, (CachedPod, Option<String>)>,
-    by_uid: HashMap<String, CachedPod>,
-}
-
-impl CachedPods {
-    /// Indexes `pods`, the pods one set's snapshot is built from.
-    #[must_use]
-    pub fn of(pods: &[Arc<Pod>]) -> Self {
-        let mut cached = Self::default();
-        for pod in pods {
-            let state = if pod.metadata.deletion_timestamp.is_some() {
-                CachedPod::Terminating
-            } else {
-                CachedPod::Present
-            };
-            let hash = pod
-                .labels()
-                .get(everynode_api::labels::CONTROLLER_REVISION_HASH)
-                .cloned();
-            cached.by_name.insert(pod.name_any(), (state, hash));
-            if let Some(uid) = pod.uid() {
-                cached.by_uid.insert(uid, state);
-            }
-        }
-        cached
-    }
-
-    /// The pod named `name`.
-    #[must_use]
-    pub fn by_name(&self, name: &str) -> CachedPod {
-        self.by_name
-            .get(name)
-            .map_or(CachedPod::Absent, |(state, _)| *state)
-    }
-
-    /// The pod with `uid`.
-    #[must_use]
-    pub fn by_uid(&self, uid: &str) -> CachedPod {
-        self.by_uid.get(uid).copied().unwrap_or(CachedPod::Absent)
-    }
-
-    /// Whether the pod named `name` shows revision `hash`, or is gone (nothing left to wait for).
-    #[must_use]
-    pub fn shows_hash(&self, name: &str, hash: &str) -> bool {
-        self.by_name
-            .get(name)
-            .is_none_or(|(_, shown)| shown.as_deref() == Some(hash))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,37 +180,6 @@ mod tests {
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    #[test]
-    fn cached_pods_answer_by_name_uid_and_revision_hash() {
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-        let pod = |name: &str, hash: &str, terminating: bool| {
-            Arc::new(Pod {
-                metadata: ObjectMeta {
-                    name: Some(name.into()),
-                    uid: Some(format!("uid-{name}")),
-                    labels: Some(
-                        [(
-                            everynode_api::labels::CONTROLLER_REVISION_HASH.into(),
-                            hash.into(),
-                        )]
-                        .into(),
-                    ),
-                    deletion_timestamp: terminating.then(|| Time(Default::default())),
-                    ..ObjectMeta::default()
-                },
-                ..Pod::default()
-            })
-        };
-        let cached = CachedPods::of(&[pod("a", "h1", false), pod("b", "h2", true)]);
-        assert_eq!(cached.by_name("a"), CachedPod::Present);
-        assert_eq!(cached.by_uid("uid-b"), CachedPod::Terminating);
-        assert_eq!(cached.by_name("c"), CachedPod::Absent);
-        assert_eq!(cached.by_uid("uid-c"), CachedPod::Absent);
-        assert!(cached.shows_hash("a", "h1") && !cached.shows_hash("a", "h2"));
-        // A pod that is gone leaves nothing to wait for.
-        assert!(cached.shows_hash("c", "h1"));
     }
 
     #[test]

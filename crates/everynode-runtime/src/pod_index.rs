@@ -135,6 +135,27 @@ impl PodIndex {
         .collect()
     }
 
+    /// The cached pod `name` in `namespace` if the set with `uid` reads it, exactly as
+    /// [`Self::pods_of`] would list it. The watch applies an event to the store a moment
+    /// before the index: a check of a created pod against the store alone could find a pod the
+    /// set's plan does not see yet, and the plan would create a second one on the node.
+    pub fn pod_of(
+        &self,
+        pods: &Store<Pod>,
+        namespace: &str,
+        uid: &str,
+        name: &str,
+    ) -> Option<Arc<Pod>> {
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        let read_by_set = match live.of_pod.get(&(namespace.to_owned(), name.to_owned()))? {
+            Group::Set(owner) => owner == uid,
+            Group::Orphans(_) => true,
+        };
+        read_by_set
+            .then(|| pods.get(&ObjectRef::new(name).within(namespace)))
+            .flatten()
+    }
+
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Groups> {
         self.live.write().unwrap_or_else(|p| p.into_inner())
     }
@@ -252,24 +273,27 @@ mod tests {
 
     #[test]
     fn a_created_pod_counts_as_seen_only_once_the_index_shows_it() {
-        use crate::expectations::{CachedPod, CachedPods};
         let mut x = Indexed::new();
         x.send(watcher::Event::Init);
         x.send(watcher::Event::InitDone);
         let created = watcher::Event::Apply(pod("a", "agent-x", Some(("DaemonSet", "u1"))));
-        let seen =
-            |x: &Indexed| CachedPods::of(&x.index.pods_of(&x.store, "a", "u1")).by_name("agent-x");
+        let seen = |x: &Indexed, uid| x.index.pod_of(&x.store, "a", uid, "agent-x").is_some();
         // The watch applies the event to the store first: the store has the pod, the set's
-        // snapshot (read through the index) not yet, so its create is still pending.
+        // plan (read through the index) not yet, so its create is still pending.
         x.writer.apply_watcher_event(&created);
         assert!(
             x.store
                 .get(&ObjectRef::new("agent-x").within("a"))
                 .is_some()
         );
-        assert_eq!(seen(&x), CachedPod::Absent);
+        assert!(!seen(&x, "u1"));
         x.index.observe(&created);
-        assert_eq!(seen(&x), CachedPod::Present);
+        assert!(seen(&x, "u1"));
+        // Another set does not read it; an orphan is read by every set of its namespace.
+        assert!(!seen(&x, "u2"));
+        x.send(watcher::Event::Apply(pod("a", "agent-x", None)));
+        assert!(seen(&x, "u2"));
+        assert_eq!(x.names_of("a", "u2"), ["agent-x"]);
     }
 
     #[test]

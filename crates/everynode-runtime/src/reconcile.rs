@@ -1,5 +1,6 @@
 //! One reconcile: caches → snapshot → `everynode_core::plan` → writes → status.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use crate::caches::until_ready;
 use crate::context::Context;
 use crate::error::Error;
 use crate::events::publish;
-use crate::expectations::CachedPods;
+use crate::expectations::CachedPod;
 use crate::key::set_key;
 use crate::metrics::{SetLabels, SetSeries};
 use crate::problems::Problems;
@@ -96,19 +97,20 @@ struct Planned {
 async fn plan_set<K: SetResource>(ctx: &Context, view: SetView) -> Planned {
     let key = set_key(&view.namespace, &view.name);
     ctx.expectations.claim(&key, &view.uid);
-    let outstanding = {
-        // Built only when writes are pending, from the pods the snapshot reads.
-        let cached = std::cell::OnceCell::new();
-        let cached =
-            || cached.get_or_init(|| CachedPods::of(&ctx.pods_of(&view.namespace, &view.uid)));
-        ctx.expectations.outstanding(
-            &key,
-            Instant::now(),
-            |name| cached().by_name(name),
-            |uid| cached().by_uid(uid),
-            |name, hash| cached().shows_hash(name, hash),
-        )
-    };
+    // Built only when deletes are pending: one pass over the set's pods, not one per pod.
+    let pods_by_uid = std::cell::OnceCell::new();
+    let outstanding = ctx.expectations.outstanding(
+        &key,
+        Instant::now(),
+        |name| cached_by_name(ctx, &view, name),
+        |uid| {
+            *pods_by_uid
+                .get_or_init(|| cached_by_uid(ctx, &view.namespace, &view.uid))
+                .get(uid)
+                .unwrap_or(&CachedPod::Absent)
+        },
+        |name, hash| cached_shows_hash(ctx, &view, name, hash),
+    );
     let mut input = snapshot(ctx, view, outstanding == 0, K::ROLLOUT_STATUS);
     let mut plan = everynode_core::plan(&input);
     // A template the apiserver refuses starts no rollout: plan again holding its pods.
@@ -274,6 +276,42 @@ async fn write_observed_status<K: SetResource>(
     if let Err(status_err) = write_status(ctx, set, &observed).await {
         tracing::debug!(error = %status_err, "writing the observed status failed too");
     }
+}
+
+/// Whether the set's pod `name` carries revision `hash` (or is gone: nothing to wait for).
+fn cached_shows_hash(ctx: &Context, set: &SetView, name: &str, hash: &str) -> bool {
+    ctx.pod_of(&set.namespace, &set.uid, name)
+        .is_none_or(|pod| {
+            pod.labels()
+                .get(everynode_api::labels::CONTROLLER_REVISION_HASH)
+                .is_some_and(|h| h == hash)
+        })
+}
+
+/// What the set's plan sees of the pod `name`: the pod index, not the store (see
+/// [`crate::pod_index::PodIndex::pod_of`]).
+fn cached_by_name(ctx: &Context, set: &SetView, name: &str) -> CachedPod {
+    match ctx.pod_of(&set.namespace, &set.uid, name) {
+        None => CachedPod::Absent,
+        Some(pod) if pod.metadata.deletion_timestamp.is_some() => CachedPod::Terminating,
+        Some(_) => CachedPod::Present,
+    }
+}
+
+/// What the cache says about the set's pods (and the orphans of its namespace), by UID: the
+/// pods the set deleted were among them.
+fn cached_by_uid(ctx: &Context, namespace: &str, set_uid: &str) -> HashMap<String, CachedPod> {
+    ctx.pods_of(namespace, set_uid)
+        .iter()
+        .filter_map(|pod| {
+            let state = if pod.metadata.deletion_timestamp.is_some() {
+                CachedPod::Terminating
+            } else {
+                CachedPod::Present
+            };
+            Some((pod.metadata.uid.clone()?, state))
+        })
+        .collect()
 }
 
 /// Builds the planner's input from the caches (`rollout_status`: see
