@@ -140,7 +140,12 @@ impl Context {
 
     /// The cached pod `name` if the set with `set_uid` reads it (as [`Self::pods_of`] lists it).
     #[must_use]
-    pub fn pod_of(&self, namespace: &str, set_uid: &str, name: &str) -> Option<std::sync::Arc<Pod>> {
+    pub fn pod_of(
+        &self,
+        namespace: &str,
+        set_uid: &str,
+        name: &str,
+    ) -> Option<std::sync::Arc<Pod>> {
         self.pod_index.pod_of(&self.pods, namespace, set_uid, name)
     }
 }
