@@ -293,7 +293,9 @@ impl Cluster {
         Ok(())
     }
 
-    fn pid(&self, c: Component) -> Option<u32> {
+    /// The recorded PID of a component, if it has one.
+    #[must_use]
+    pub fn pid(&self, c: Component) -> Option<u32> {
         process::read_pid(&self.dir.pid_file(c)).ok().flatten()
     }
 

@@ -199,10 +199,7 @@ struct Bench<'a> {
 fn cluster_processes(cluster: &Cluster) -> Vec<(String, u32)> {
     Component::ALL
         .into_iter()
-        .filter_map(|c| {
-            let pid = everynode_cluster::process::read_pid(&cluster.dir().pid_file(c)).ok()??;
-            Some((c.name().to_owned(), pid))
-        })
+        .filter_map(|c| Some((c.name().to_owned(), cluster.pid(c)?)))
         .collect()
 }
 
