@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use everynode_core::selector::Selector;
-use futures::{Stream, StreamExt, future};
+use everynode_core::slim::Slim;
+use futures::{Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -67,25 +68,30 @@ impl<K: SetResource> Caches<K> {
         let pod_watch_config = watcher::Config::default();
 
         // Sets and pods keep the built-in controller's managed-fields entries (its writes are
-        // how it is noticed beside `--target apps/v1`); everything else keeps none.
+        // how it is noticed beside `--target apps/v1`); everything else keeps none. Pods and
+        // nodes are decoded slim: what no reader uses is skipped by the JSON decoder.
         let (sets, set_events) =
-            cached_watch(scoped::<K>(client, namespace), &watch_config, |set| {
+            cached_watch(scoped::<K>(client, namespace), &watch_config, |mut set| {
                 set.managed_fields_mut().retain(crate::builtin::keep_entry);
+                set
             });
         let (pods, pod_events) = cached_watch(
-            scoped::<Pod>(client, namespace),
+            scoped::<Slim<Pod>>(client, namespace),
             &pod_watch_config,
-            slim_cached_pod,
+            cached_pod,
         );
         let (revisions, revision_events) = cached_watch(
             scoped::<ControllerRevision>(client, namespace),
             &watch_config,
-            |revision| revision.managed_fields_mut().clear(),
+            |mut revision| {
+                revision.managed_fields_mut().clear();
+                revision
+            },
         );
         let (nodes, node_events) = cached_watch(
-            Api::<Node>::all(client.clone()),
+            Api::<Slim<Node>>::all(client.clone()),
             &watch_config,
-            slim_cached_node,
+            cached_node,
         );
         // /readyz fails while a watch fails (the watcher backs off and resumes by itself).
         let set_events = set_events.inspect(watch_health("daemonsets", readiness, metrics));
@@ -136,41 +142,67 @@ impl<K: SetResource> Caches<K> {
     }
 }
 
-/// What the pod cache keeps of a pod: the fields a reader uses (`everynode_core::slim`) and
-/// the built-in controller's managed-fields entries.
+/// What the pod cache keeps of a watched pod: the slim pod (`everynode_core::slim`) with the
+/// built-in controller's managed-fields entries.
+fn cached_pod(Slim(mut pod): Slim<Pod>) -> Pod {
+    pod.managed_fields_mut().retain(crate::builtin::keep_entry);
+    pod
+}
+
+/// What the node cache keeps of a watched node: the slim node, no managed fields.
+fn cached_node(Slim(mut node): Slim<Node>) -> Node {
+    node.managed_fields_mut().clear();
+    node
+}
+
+/// What the pod cache keeps of a whole pod (the watch decodes the same directly): the fields a
+/// reader uses (`everynode_core::slim`) and the built-in controller's managed-fields entries.
 pub fn slim_cached_pod(pod: &mut Pod) {
     pod.managed_fields_mut().retain(crate::builtin::keep_entry);
     everynode_core::slim::slim_pod(pod);
 }
 
-/// What the node cache keeps of a node: the fields a reader uses (`everynode_core::slim`), no
-/// managed fields.
+/// What the node cache keeps of a whole node (the watch decodes the same directly): the fields
+/// a reader uses (`everynode_core::slim`), no managed fields.
 pub fn slim_cached_node(node: &mut Node) {
     node.managed_fields_mut().clear();
     everynode_core::slim::slim_node(node);
 }
 
-/// A watch of `api` feeding a new store, each object passed through `slim` first (which drops
-/// what no reader uses); the returned stream yields the watch events after the store has
+/// A watch of `api` feeding a new store of what `into_cached` makes of each object (which
+/// drops what no reader uses); the returned stream yields the watch events after the store has
 /// applied them.
-fn cached_watch<T>(
-    api: Api<T>,
+fn cached_watch<W, T>(
+    api: Api<W>,
     config: &watcher::Config,
-    slim: fn(&mut T),
+    into_cached: fn(W) -> T,
 ) -> (
     Store<T>,
     impl Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static,
 )
 where
-    T: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    W: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    W::DynamicType: Default,
+    T: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
     T::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (store, writer) = reflector::store::<T>();
     let events = watcher(api, config.clone())
         .default_backoff()
-        .modify(slim)
+        .map_ok(move |event| cached_event(event, into_cached))
         .reflect(writer);
     (store, events)
+}
+
+/// `event` with each object turned into what the cache keeps.
+fn cached_event<W, T>(event: watcher::Event<W>, into_cached: fn(W) -> T) -> watcher::Event<T> {
+    match event {
+        watcher::Event::Apply(obj) => watcher::Event::Apply(into_cached(obj)),
+        watcher::Event::Delete(obj) => watcher::Event::Delete(into_cached(obj)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(obj) => watcher::Event::InitApply(into_cached(obj)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
 }
 
 /// Reports each watch event's outcome to `readiness`, and each failure (after which the
@@ -371,6 +403,30 @@ where
 mod tests {
     use super::*;
     use futures::FutureExt;
+
+    #[test]
+    fn a_watched_pod_or_node_is_cached_as_a_whole_one_slimmed() {
+        let mut pod: serde_json::Value =
+            serde_json::from_str(include_str!("../benches/fixtures/pod.json")).expect("JSON");
+        pod["metadata"]["managedFields"] = serde_json::json!([
+            {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1",
+                "time": "2026-12-05T01:42:46Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}},
+            {"manager": "kwok", "operation": "Update", "apiVersion": "v1", "subresource": "status",
+                "time": "2026-12-05T01:42:47Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}
+        ]);
+        let watched = cached_pod(serde_json::from_value(pod.clone()).expect("slim pod"));
+        let mut whole: Pod = serde_json::from_value(pod).expect("pod");
+        slim_cached_pod(&mut whole);
+        assert_eq!(watched, whole);
+        assert_eq!(watched.managed_fields().len(), 1);
+
+        let node: serde_json::Value =
+            serde_json::from_str(include_str!("../benches/fixtures/node.json")).expect("JSON");
+        let watched = cached_node(serde_json::from_value(node.clone()).expect("slim node"));
+        let mut whole: Node = serde_json::from_value(node).expect("node");
+        slim_cached_node(&mut whole);
+        assert_eq!(watched, whole);
+    }
 
     #[test]
     fn a_relist_of_pods_or_revisions_touches_every_set() {

@@ -1,6 +1,7 @@
 //! The fields of a cached pod or node that anyone reads: [`slim_pod`] and [`slim_node`] drop
-//! the rest before an object is cached, so the controller's memory grows with what it plans
-//! on, not with pod specs and node status.
+//! the rest of a whole object, and the watches decode [`Slim`] objects that never had it, so
+//! the controller's memory and decoding work grow with what it plans on, not with pod specs,
+//! node status and managed-fields trees.
 //!
 //! Readers: [`PodView::from_pod`](crate::PodView::from_pod) (name, namespace, UID, labels,
 //! owner references, creation and deletion timestamps, the in-place update annotation,
@@ -10,7 +11,9 @@
 //! statuses' images) and its built-in controller check (the managed-fields entries the watch
 //! keeps). Of a node: [`NodeView::from_node`](crate::NodeView::from_node) and the runtime's
 //! node routes read its name, labels, taints, `spec.unschedulable` and the Ready and pressure
-//! conditions. Tests check that the view of a slimmed object equals the view of the whole one.
+//! conditions (and the built-in controller check its managed-fields entries' manager, time and
+//! subresource). Tests check that the view of a slimmed object equals the view of the whole
+//! one, and that the slim decoder gives what slimming the whole object gives.
 
 use std::collections::BTreeMap;
 
@@ -20,11 +23,18 @@ use k8s_openapi::api::core::v1::{
     NodeCondition, NodeSelector, NodeSelectorTerm, NodeSpec, NodeStatus, Pod, PodCondition,
     PodSpec, PodStatus,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+mod decode;
+
+pub use decode::{Slim, SlimDecode};
 
 /// Drops every field of `pod` that no reader of the controller's cache uses (see the module
-/// documentation); keeps `resourceVersion` and `managedFields` as they are.
+/// documentation); keeps `resourceVersion` and the managed-fields entries (without their
+/// `fieldsV1`).
 pub fn slim_pod(pod: &mut Pod) {
     let meta = &mut pod.metadata;
+    slim_meta(meta);
     meta.annotations = meta.annotations.take().and_then(|mut all| {
         let kept: BTreeMap<String, String> = all
             .remove_entry(IN_PLACE_UPDATE_ANNOTATION)
@@ -32,15 +42,15 @@ pub fn slim_pod(pod: &mut Pod) {
             .collect();
         (!kept.is_empty()).then_some(kept)
     });
-    meta.generate_name = None;
-    meta.finalizers = None;
     pod.spec = pod.spec.take().map(slim_spec);
     pod.status = pod.status.take().map(slim_status);
 }
 
 /// Drops every field of `node` that no reader of the controller's cache uses (see the module
-/// documentation); keeps `resourceVersion` and `managedFields` as they are.
+/// documentation); keeps `resourceVersion` and the managed-fields entries (without their
+/// `fieldsV1`).
 pub fn slim_node(node: &mut Node) {
+    slim_meta(&mut node.metadata);
     node.metadata.annotations = None;
     node.spec = node.spec.take().map(|spec| NodeSpec {
         taints: spec.taints,
@@ -48,19 +58,73 @@ pub fn slim_node(node: &mut Node) {
         ..NodeSpec::default()
     });
     node.status = node.status.take().map(|status| NodeStatus {
-        conditions: status.conditions.map(|all| {
-            all.into_iter()
-                .filter(|c| c.type_ == "Ready" || crate::convert::is_pressure_condition(&c.type_))
-                .map(|c| NodeCondition {
-                    last_heartbeat_time: None,
-                    message: None,
-                    reason: None,
-                    ..c
-                })
-                .collect()
-        }),
+        conditions: status.conditions.map(slim_node_conditions),
         ..NodeStatus::default()
     });
+}
+
+/// The metadata fields no reader uses, pods and nodes alike.
+fn slim_meta(meta: &mut ObjectMeta) {
+    meta.generate_name = None;
+    meta.finalizers = None;
+    for entry in meta.managed_fields.iter_mut().flatten() {
+        entry.fields_v1 = None;
+    }
+}
+
+/// The Ready and pressure conditions, without heartbeat, message and reason.
+fn slim_node_conditions(all: Vec<NodeCondition>) -> Vec<NodeCondition> {
+    all.into_iter()
+        .filter(|c| c.type_ == "Ready" || crate::convert::is_pressure_condition(&c.type_))
+        .map(|c| NodeCondition {
+            last_heartbeat_time: None,
+            message: None,
+            reason: None,
+            ..c
+        })
+        .collect()
+}
+
+/// The Ready and PodScheduled conditions, without the last probe time.
+fn slim_pod_conditions(all: Vec<PodCondition>) -> Vec<PodCondition> {
+    all.into_iter()
+        .filter(|c| c.type_ == "Ready" || c.type_ == "PodScheduled")
+        .map(|c| PodCondition {
+            last_probe_time: None,
+            ..c
+        })
+        .collect()
+}
+
+/// An affinity of nothing but `required` node affinity.
+fn required_affinity(required: NodeSelector) -> Affinity {
+    Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(required),
+            ..NodeAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+/// A container status of a name, an image and, when the container waits, why.
+fn container_status(
+    name: String,
+    image: String,
+    waiting: Option<Option<String>>,
+) -> ContainerStatus {
+    ContainerStatus {
+        name,
+        image,
+        state: waiting.map(|reason| ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason,
+                message: None,
+            }),
+            ..ContainerState::default()
+        }),
+        ..ContainerStatus::default()
+    }
 }
 
 fn slim_spec(spec: PodSpec) -> PodSpec {
@@ -80,30 +144,15 @@ fn slim_spec(spec: PodSpec) -> PodSpec {
         });
     PodSpec {
         node_name: spec.node_name,
-        affinity: required.map(|required| Affinity {
-            node_affinity: Some(NodeAffinity {
-                required_during_scheduling_ignored_during_execution: Some(required),
-                ..NodeAffinity::default()
-            }),
-            ..Affinity::default()
-        }),
+        affinity: required.map(required_affinity),
         ..PodSpec::default()
     }
 }
 
 fn slim_status(status: PodStatus) -> PodStatus {
-    let conditions = status.conditions.map(|all| {
-        all.into_iter()
-            .filter(|c| c.type_ == "Ready" || c.type_ == "PodScheduled")
-            .map(|c| PodCondition {
-                last_probe_time: None,
-                ..c
-            })
-            .collect()
-    });
     PodStatus {
         phase: status.phase,
-        conditions,
+        conditions: status.conditions.map(slim_pod_conditions),
         container_statuses: status.container_statuses.map(slim_container_statuses),
         init_container_statuses: status.init_container_statuses.map(slim_container_statuses),
         ..PodStatus::default()
@@ -113,20 +162,9 @@ fn slim_status(status: PodStatus) -> PodStatus {
 fn slim_container_statuses(statuses: Vec<ContainerStatus>) -> Vec<ContainerStatus> {
     statuses
         .into_iter()
-        .map(|s| ContainerStatus {
-            name: s.name,
-            image: s.image,
-            state: s
-                .state
-                .and_then(|state| state.waiting)
-                .map(|waiting| ContainerState {
-                    waiting: Some(ContainerStateWaiting {
-                        reason: waiting.reason,
-                        message: None,
-                    }),
-                    ..ContainerState::default()
-                }),
-            ..ContainerStatus::default()
+        .map(|s| {
+            let waiting = s.state.and_then(|state| state.waiting).map(|w| w.reason);
+            container_status(s.name, s.image, waiting)
         })
         .collect()
 }
@@ -138,7 +176,11 @@ mod tests {
 
     /// A daemon pod as the API returns it, with every field a reader uses set, and others.
     fn whole_pod() -> Pod {
-        serde_json::from_value(serde_json::json!({
+        serde_json::from_value(whole_pod_json()).expect("test pod decodes")
+    }
+
+    fn whole_pod_json() -> serde_json::Value {
+        serde_json::json!({
             "metadata": {
                 "name": "agent-x1", "namespace": "ns", "uid": "u-1", "resourceVersion": "7",
                 "generateName": "agent-",
@@ -175,8 +217,7 @@ mod tests {
                 "containerStatuses": [{"name": "agent", "image": "old:1", "imageID": "sha", "ready": true,
                     "restartCount": 0, "state": {"running": {"startedAt": "2026-12-05T01:01:00Z"}}}]
             }
-        }))
-        .expect("test pod decodes")
+        })
     }
 
     #[test]
@@ -265,5 +306,79 @@ mod tests {
         let mut pod = Pod::default();
         slim_pod(&mut pod);
         assert_eq!(pod, Pod::default());
+    }
+
+    /// `json` decoded by the slim decoder, and decoded whole then slimmed by `slim`.
+    fn both_ways<T>(json: &serde_json::Value, slim: fn(&mut T)) -> (T, T)
+    where
+        T: SlimDecode + serde::de::DeserializeOwned,
+    {
+        let text = json.to_string();
+        let decoded: Slim<T> = serde_json::from_str(&text).expect("slim decoder reads it");
+        let mut whole: T = serde_json::from_str(&text).expect("whole object decodes");
+        slim(&mut whole);
+        (decoded.0, whole)
+    }
+
+    fn fixture(text: &str) -> serde_json::Value {
+        serde_json::from_str(text).expect("fixture is JSON")
+    }
+
+    #[test]
+    fn the_slim_decoder_gives_the_slimmed_pod() {
+        let captured = fixture(include_str!("../../tests/fixtures/pod-kwok.json"));
+        let mut terminating = captured.clone();
+        terminating["metadata"]["deletionTimestamp"] = "2026-12-05T01:05:00Z".into();
+        terminating["metadata"]["deletionGracePeriodSeconds"] = 30.into();
+        let nulls = serde_json::json!({"metadata": {"name": "p", "labels": null,
+            "annotations": null, "managedFields": null}, "spec": null, "status": {"conditions": null}});
+        let no_record = serde_json::json!({"metadata": {"annotations": {"other": "x"}},
+            "spec": {"affinity": {"podAntiAffinity": {}}}});
+        for json in [
+            captured,
+            terminating,
+            whole_pod_json(),
+            nulls,
+            no_record,
+            serde_json::json!({}),
+        ] {
+            let (decoded, slimmed) = both_ways::<Pod>(&json, slim_pod);
+            assert_eq!(decoded, slimmed, "{json}");
+        }
+    }
+
+    #[test]
+    fn the_slim_decoder_gives_the_slimmed_node() {
+        let captured = fixture(include_str!("../../tests/fixtures/node-kwok.json"));
+        let mut cordoned = captured.clone();
+        cordoned["spec"]["unschedulable"] = true.into();
+        cordoned["spec"]["taints"] = serde_json::json!([{"key": "k", "effect": "NoSchedule"}]);
+        for json in [
+            captured,
+            cordoned,
+            serde_json::json!({"metadata": {"name": "n"}}),
+        ] {
+            let (decoded, slimmed) = both_ways::<Node>(&json, slim_node);
+            assert_eq!(decoded, slimmed, "{json}");
+        }
+    }
+
+    #[test]
+    fn the_slim_decoder_keeps_what_readers_use_of_a_captured_pod() {
+        let json = fixture(include_str!("../../tests/fixtures/pod-kwok.json"));
+        let decoded: Slim<Pod> = serde_json::from_value(json.clone()).expect("decodes");
+        let whole: Pod = serde_json::from_value(json).expect("decodes");
+        assert_eq!(
+            PodView::from_pod(&decoded.0, "any"),
+            PodView::from_pod(&whole, "any")
+        );
+        let managers: Vec<_> = decoded.0.metadata.managed_fields.iter().flatten().collect();
+        assert_eq!(managers.len(), 2);
+        assert!(
+            managers
+                .iter()
+                .all(|e| e.fields_v1.is_none() && e.time.is_some())
+        );
+        assert!(decoded.0.spec.is_some_and(|s| s.node_name.is_some()));
     }
 }
