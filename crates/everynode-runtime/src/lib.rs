@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod expectations;
 pub mod http;
+pub mod kept_views;
 pub mod key;
 pub mod leader;
 pub mod metrics;

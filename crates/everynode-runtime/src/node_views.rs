@@ -2,17 +2,17 @@
 //! again only when its node's resourceVersion changed, so a reconcile of one set among fifty
 //! on 5,000 nodes copies no labels.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use everynode_core::NodeView;
 use k8s_openapi::api::core::v1::Node;
-use kube::ResourceExt;
 
-/// Node views by node name, each with the resourceVersion it was built from.
+use crate::kept_views::KeptViews;
+
+/// Node views by node name.
 #[derive(Debug, Default)]
 pub struct NodeViews {
-    views: Mutex<HashMap<String, (String, Arc<NodeView>)>>,
+    views: Mutex<KeptViews<NodeView>>,
 }
 
 impl NodeViews {
@@ -20,25 +20,11 @@ impl NodeViews {
     /// forgetting nodes that are gone.
     pub fn of(&self, nodes: &[Arc<Node>]) -> Vec<Arc<NodeView>> {
         let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
-        let out: Vec<Arc<NodeView>> = nodes
-            .iter()
-            .map(|node| {
-                let version = node.resource_version().unwrap_or_default();
-                match views.get(node.metadata.name.as_deref().unwrap_or_default()) {
-                    Some((built_from, view)) if *built_from == version => view.clone(),
-                    _ => {
-                        let view = Arc::new(NodeView::from_node(node));
-                        views.insert(node.name_any(), (version, view.clone()));
-                        view
-                    }
-                }
-            })
-            .collect();
-        if views.len() > nodes.len() {
-            let present: HashSet<&str> = out.iter().map(|v| v.name.as_str()).collect();
-            views.retain(|name, _| present.contains(name.as_str()));
-        }
-        out
+        views.refresh(
+            nodes.iter().map(|node| &**node),
+            |node| node.metadata.name.as_deref(),
+            NodeView::from_node,
+        )
     }
 }
 
@@ -83,6 +69,6 @@ mod tests {
         let left = views.of(&[node("b", "1", "z1")]);
         assert_eq!(left.len(), 1);
         let kept = views.views.lock().unwrap_or_else(|p| p.into_inner());
-        assert_eq!(kept.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(kept.ids().collect::<Vec<_>>(), ["b"]);
     }
 }

@@ -7,20 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use everynode_core::{PodView, SetView};
 use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
 
-/// One pod's view and what it was built from.
-#[derive(Debug)]
-struct Kept {
-    resource_version: String,
-    view: Arc<PodView>,
-}
+use crate::kept_views::KeptViews;
 
 /// The views of one set's pods by pod UID, for the set of `set_uid`.
 #[derive(Debug, Default)]
 struct SetPods {
     set_uid: String,
-    by_uid: HashMap<String, Kept>,
+    views: KeptViews<PodView>,
 }
 
 /// Pod views by set key (`namespace/name`).
@@ -35,38 +29,21 @@ impl PodViews {
     pub fn of(&self, key: &str, set: &SetView, pods: &[Arc<Pod>]) -> Vec<Arc<PodView>> {
         // Taken out while building: one set's views are never built by two reconciles at once
         // (the controller runs one reconcile per set), and other sets need not wait.
-        let kept = self.lock().remove(key).unwrap_or_default();
-        let mut kept = if kept.set_uid == set.uid {
-            kept.by_uid
-        } else {
-            HashMap::new()
-        };
-        let mut now = HashMap::with_capacity(pods.len());
-        let views = pods
-            .iter()
-            .filter(|pod| PodView::concerns(pod, set))
-            .map(|pod| {
-                let uid = pod.uid().unwrap_or_default();
-                let resource_version = pod.resource_version().unwrap_or_default();
-                let view = match kept.remove(&uid) {
-                    Some(old) if old.resource_version == resource_version => old.view,
-                    _ => Arc::new(PodView::from_pod(pod, &set.uid)),
-                };
-                now.insert(
-                    uid,
-                    Kept {
-                        resource_version,
-                        view: view.clone(),
-                    },
-                );
-                view
-            })
-            .collect();
-        let set_pods = SetPods {
-            set_uid: set.uid.clone(),
-            by_uid: now,
-        };
-        self.lock().insert(key.to_owned(), set_pods);
+        let mut kept = self.lock().remove(key).unwrap_or_default();
+        if kept.set_uid != set.uid {
+            kept = SetPods {
+                set_uid: set.uid.clone(),
+                views: KeptViews::default(),
+            };
+        }
+        let views = kept.views.refresh(
+            pods.iter()
+                .map(|pod| &**pod)
+                .filter(|pod| PodView::concerns(pod, set)),
+            |pod| pod.metadata.uid.as_deref(),
+            |pod| PodView::from_pod(pod, &set.uid),
+        );
+        self.lock().insert(key.to_owned(), kept);
         views
     }
 
@@ -169,7 +146,11 @@ mod tests {
             &[pod("a", "1", "s1"), pod("b", "1", "s1")],
         );
         views.of("ns/agent", &set("s1"), &[pod("b", "1", "s1")]);
-        let kept: Vec<String> = views.lock()["ns/agent"].by_uid.keys().cloned().collect();
+        let kept: Vec<String> = views.lock()["ns/agent"]
+            .views
+            .ids()
+            .map(str::to_owned)
+            .collect();
         assert_eq!(kept, ["uid-b"]);
         views.forget("ns/agent");
         assert!(views.lock().is_empty());
