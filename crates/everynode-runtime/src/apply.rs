@@ -21,9 +21,6 @@ use crate::events::{PodWrite, PodWriteEvents, publish_plan_events, publish_pod_w
 use crate::key::set_key;
 use crate::target::SetResource;
 
-/// Upstream's first slow-start batch size; batches double after each fully successful batch.
-const SLOW_START_INITIAL_BATCH: usize = 1;
-
 /// Applies `plan` for `set`. Pod writes happen only when the input's expectations were
 /// satisfied (the planner plans none otherwise). A failed step does not stop the others (the
 /// pods of a joining node are created even when a delete was refused); the failures are
@@ -448,9 +445,9 @@ async fn create_revision(
     ctx.client.request(request).await
 }
 
-/// Creates pods in slow-start batches (1, 2, 4, …): after a batch with a failure the rest is
-/// left for a later reconcile, so a rejecting admission webhook or quota costs a few calls, not
-/// hundreds.
+/// Creates pods in slow-start batches (1, 2, 4, …, or from where the set's last successful
+/// round got to: [`crate::slow_start`]): after a batch with a failure the rest is left for a
+/// later reconcile, so a rejecting admission webhook or quota costs a few calls, not hundreds.
 async fn create_pods<K: SetResource>(
     ctx: &Context,
     key: &str,
@@ -461,7 +458,10 @@ async fn create_pods<K: SetResource>(
 ) -> Result<(), Error> {
     let owner = owner_reference::<K>(input);
     let mut remaining = plan.creates.as_slice();
-    let mut batch_size = SLOW_START_INITIAL_BATCH;
+    let mut batch_size = ctx.slow_starts.first_batch(key, Instant::now());
+    // The size of the last batch made in full, until one fails.
+    let mut reached = None;
+    let mut any_failed = false;
     let mut first_error = None;
     while !remaining.is_empty() {
         let (batch, rest) = remaining.split_at(batch_size.min(remaining.len()));
@@ -512,6 +512,7 @@ async fn create_pods<K: SetResource>(
             }
         }
         if failed {
+            any_failed = true;
             for skipped in remaining {
                 ctx.expectations
                     .write_failed(key, Some(&skipped.pod_name), None);
@@ -524,7 +525,13 @@ async fn create_pods<K: SetResource>(
             }
             break;
         }
+        reached = Some(batch_size);
         batch_size = batch_size.saturating_mul(2);
+    }
+    if any_failed {
+        ctx.slow_starts.forget(key);
+    } else if let Some(size) = reached {
+        ctx.slow_starts.succeeded(key, size, Instant::now());
     }
     first_error.map_or(Ok(()), Err)
 }

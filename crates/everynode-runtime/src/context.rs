@@ -119,6 +119,8 @@ pub struct Context {
     pub status_pacer: Pacer,
     /// Pacing of reconcile starts ([`crate::pacing::reconciles`]).
     pub reconcile_pacer: Pacer,
+    /// Where each set's slow start of pod creates begins.
+    pub slow_starts: crate::slow_start::SlowStarts,
     /// Consecutive reconcile failures per set (`namespace/name`), for error backoff.
     pub failures: Mutex<HashMap<String, u32>>,
     /// Whether the apiserver accepts pods of each set's template.

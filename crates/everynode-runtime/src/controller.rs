@@ -104,6 +104,7 @@ async fn run_target<K: SetResource>(
         backoff: Default::default(),
         status_pacer: pacing::status_progress(),
         reconcile_pacer: pacing::reconciles(),
+        slow_starts: Default::default(),
         failures: Default::default(),
         template_verdicts: Default::default(),
         queue,
@@ -141,6 +142,7 @@ async fn run_target<K: SetResource>(
                 ctx_for_cleanup.expectations.forget(&key);
                 ctx_for_cleanup.template_verdicts.forget(&key);
                 ctx_for_cleanup.pod_views.forget(&key);
+                ctx_for_cleanup.slow_starts.forget(&key);
                 ctx_for_cleanup
                     .failures
                     .lock()

@@ -27,6 +27,7 @@ pub mod problems;
 pub mod reconcile;
 pub mod retry;
 pub mod server_clock;
+pub mod slow_start;
 pub mod target;
 pub mod template_verdicts;
 pub mod triggers;
