@@ -9,8 +9,8 @@ use std::fmt;
 
 use everynode_api::labels::IN_PLACE_UPDATE_ANNOTATION;
 use k8s_openapi::api::core::v1::{
-    ContainerStatus, Node, NodeCondition, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    NodeSpec, NodeStatus, Pod, PodCondition, PodSpec, PodStatus, Taint,
+    ContainerStatus, Node, NodeCondition, NodeSelectorRequirement, NodeSpec, NodeStatus, Pod,
+    PodCondition, PodSpec, PodStatus, Taint,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     ManagedFieldsEntry, ObjectMeta, OwnerReference, Time,
@@ -211,25 +211,18 @@ struct PodSpecJson {
 
 impl PodSpecJson {
     fn into_spec(self) -> PodSpec {
-        let required = self
+        let required_terms = self
             .affinity
             .and_then(|a| a.node_affinity)
             .and_then(|na| na.required_during_scheduling_ignored_during_execution)
-            .map(|required| NodeSelector {
-                node_selector_terms: required
+            .map(|required| {
+                required
                     .node_selector_terms
                     .into_iter()
-                    .map(|term| NodeSelectorTerm {
-                        match_fields: term.match_fields,
-                        match_expressions: None,
-                    })
-                    .collect(),
+                    .map(|term| term.match_fields)
+                    .collect()
             });
-        PodSpec {
-            node_name: self.node_name,
-            affinity: required.map(super::required_affinity),
-            ..PodSpec::default()
-        }
+        super::spec_of(self.node_name, required_terms)
     }
 }
 
