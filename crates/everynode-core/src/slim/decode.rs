@@ -9,8 +9,8 @@ use std::fmt;
 
 use everynode_api::labels::IN_PLACE_UPDATE_ANNOTATION;
 use k8s_openapi::api::core::v1::{
-    ContainerStatus, Node, NodeCondition, NodeSelectorRequirement, NodeSpec, NodeStatus, Pod,
-    PodCondition, PodSpec, PodStatus, Taint,
+    Affinity, ContainerStatus, Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodCondition,
+    PodSpec, PodStatus, Taint,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     ManagedFieldsEntry, ObjectMeta, OwnerReference, Time,
@@ -202,53 +202,22 @@ impl<'de> Visitor<'de> for InPlaceAnnotationVisitor {
     }
 }
 
+/// `spec.nodeName` and `spec.affinity` (small in a daemon pod), slimmed as a whole spec is.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PodSpecJson {
     node_name: Option<String>,
-    affinity: Option<AffinityJson>,
+    affinity: Option<Affinity>,
 }
 
 impl PodSpecJson {
     fn into_spec(self) -> PodSpec {
-        let required_terms = self
-            .affinity
-            .and_then(|a| a.node_affinity)
-            .and_then(|na| na.required_during_scheduling_ignored_during_execution)
-            .map(|required| {
-                required
-                    .node_selector_terms
-                    .into_iter()
-                    .map(|term| term.match_fields)
-                    .collect()
-            });
-        super::spec_of(self.node_name, required_terms)
+        super::slim_spec(PodSpec {
+            node_name: self.node_name,
+            affinity: self.affinity,
+            ..PodSpec::default()
+        })
     }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AffinityJson {
-    node_affinity: Option<NodeAffinityJson>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct NodeAffinityJson {
-    required_during_scheduling_ignored_during_execution: Option<NodeSelectorJson>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct NodeSelectorJson {
-    #[serde(default)]
-    node_selector_terms: Vec<NodeSelectorTermJson>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct NodeSelectorTermJson {
-    match_fields: Option<Vec<NodeSelectorRequirement>>,
 }
 
 #[derive(Deserialize)]

@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use everynode_api::labels::IN_PLACE_UPDATE_ANNOTATION;
 use k8s_openapi::api::core::v1::{
     Affinity, ContainerState, ContainerStateWaiting, ContainerStatus, Node, NodeAffinity,
-    NodeCondition, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, NodeSpec, NodeStatus,
-    Pod, PodCondition, PodSpec, PodStatus,
+    NodeCondition, NodeSelector, NodeSelectorTerm, NodeSpec, NodeStatus, Pod, PodCondition,
+    PodSpec, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -117,43 +117,28 @@ fn container_status(
 }
 
 fn slim_spec(spec: PodSpec) -> PodSpec {
-    let required_terms = spec
+    let affinity = spec
         .affinity
         .and_then(|a| a.node_affinity)
         .and_then(|na| na.required_during_scheduling_ignored_during_execution)
-        .map(|required| {
-            required
-                .node_selector_terms
-                .into_iter()
-                .map(|term| term.match_fields)
-                .collect()
-        });
-    spec_of(spec.node_name, required_terms)
-}
-
-/// A spec of nothing but `node_name` and, when there is required node affinity, the match
-/// fields of its terms.
-fn spec_of(
-    node_name: Option<String>,
-    required_terms: Option<Vec<Option<Vec<NodeSelectorRequirement>>>>,
-) -> PodSpec {
-    let affinity = required_terms.map(|terms| Affinity {
-        node_affinity: Some(NodeAffinity {
-            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-                node_selector_terms: terms
-                    .into_iter()
-                    .map(|match_fields| NodeSelectorTerm {
-                        match_fields,
-                        match_expressions: None,
-                    })
-                    .collect(),
+        .map(|required| Affinity {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                    node_selector_terms: required
+                        .node_selector_terms
+                        .into_iter()
+                        .map(|term| NodeSelectorTerm {
+                            match_fields: term.match_fields,
+                            match_expressions: None,
+                        })
+                        .collect(),
+                }),
+                ..NodeAffinity::default()
             }),
-            ..NodeAffinity::default()
-        }),
-        ..Affinity::default()
-    });
+            ..Affinity::default()
+        });
     PodSpec {
-        node_name,
+        node_name: spec.node_name,
         affinity,
         ..PodSpec::default()
     }
