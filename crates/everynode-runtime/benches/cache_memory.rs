@@ -68,7 +68,7 @@ fn per_pod(n: usize) -> f64 {
     let region = Region::new(GLOBAL);
     let pods = pods(n);
     let (store, mut writer) = reflector::store::<Pod>();
-    let index = PodIndex::new("DaemonSet", "apps/v1");
+    let index = PodIndex::new("DaemonSet", "apps/v1", store.clone());
     let mut feed = |event: Event<Pod>| {
         writer.apply_watcher_event(&event);
         index.observe(&event);

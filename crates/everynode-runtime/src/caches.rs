@@ -95,7 +95,11 @@ impl<K: SetResource> Caches<K> {
         );
         // /readyz fails while a watch fails (the watcher backs off and resumes by itself).
         let set_events = set_events.inspect(watch_health("daemonsets", readiness, metrics));
-        let pod_index = Arc::new(PodIndex::new(&K::kind(&()), &K::api_version(&())));
+        let pod_index = Arc::new(PodIndex::new(
+            &K::kind(&()),
+            &K::api_version(&()),
+            pods.clone(),
+        ));
         let pod_events = pod_events
             .inspect(watch_health("pods", readiness, metrics))
             .inspect(indexed(&pod_index))

@@ -137,7 +137,7 @@ impl Context {
     /// The cached pods a set reads: its own (by controller UID) and the orphans of its
     /// namespace.
     pub fn pods_of(&self, namespace: &str, set_uid: &str) -> Vec<std::sync::Arc<Pod>> {
-        self.pod_index.pods_of(&self.pods, namespace, set_uid)
+        self.pod_index.pods_of(namespace, set_uid)
     }
 
     /// The cached pod `name` if the set with `set_uid` reads it (as [`Self::pods_of`] lists it).
@@ -148,6 +148,6 @@ impl Context {
         set_uid: &str,
         name: &str,
     ) -> Option<std::sync::Arc<Pod>> {
-        self.pod_index.pod_of(&self.pods, namespace, set_uid, name)
+        self.pod_index.pod_of(namespace, set_uid, name)
     }
 }

@@ -1,134 +1,137 @@
-//! Views kept between reconciles by object id: a view is built again only when its object's
-//! resourceVersion changed, and dropped once its object is no longer among those asked for.
-//! [`crate::node_views`] keeps one for every node, [`crate::pod_views`] one per set.
+//! Views kept between reconciles, one per cached object. The caches replace an object's `Arc`
+//! whenever it changes and never change one in place, so a view is built again only for an
+//! object whose `Arc` is new, and dropped once its object is no longer among those asked for.
+//! An entry holds a `Weak` of its object: the allocation is not reused for another object
+//! while the entry lives, so its address names one version of one object, and a lookup hashes
+//! that address instead of comparing names and resourceVersions. [`crate::node_views`] keeps
+//! one for every node, [`crate::pod_views`] one per set.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::hash_map::Entry;
+use std::sync::{Arc, Weak};
 
-use kube::Resource;
-
-/// One object's view, the resourceVersion it was built from and the last refresh that saw it.
+/// One object's view (`None`: the object has none) and the last refresh that saw it.
 #[derive(Debug)]
-struct Kept<V> {
-    resource_version: String,
-    view: Arc<V>,
+struct Kept<O, V> {
+    /// Keeps the object's allocation, and so its address, from being reused.
+    _object: Weak<O>,
+    view: Option<Arc<V>>,
     seen: u64,
 }
 
-/// Views by object id (a node's name, a pod's UID).
+/// Views by the address of the object they were built from.
 #[derive(Debug)]
-pub struct KeptViews<V> {
-    by_id: HashMap<String, Kept<V>>,
+pub struct KeptViews<O, V> {
+    by_address: foldhash::HashMap<usize, Kept<O, V>>,
     refreshes: u64,
 }
 
-impl<V> Default for KeptViews<V> {
+impl<O, V> Default for KeptViews<O, V> {
     fn default() -> Self {
         Self {
-            by_id: HashMap::new(),
+            by_address: foldhash::HashMap::default(),
             refreshes: 0,
         }
     }
 }
 
-impl<V> KeptViews<V> {
-    /// The views of `objects` in their order: kept where the object's resourceVersion is the
-    /// one its view was built from, built with `build` otherwise (and always for an object
-    /// without an id); the views of objects not among `objects` are dropped.
-    pub fn refresh<'a, O: Resource + 'a>(
+impl<O, V> KeptViews<O, V> {
+    /// The views of `objects` in their order, leaving out those `build` gives none: kept for
+    /// an object seen before, built otherwise; the views of objects not among `objects` are
+    /// dropped.
+    pub fn refresh<'a>(
         &mut self,
-        objects: impl IntoIterator<Item = &'a O>,
-        id: impl Fn(&O) -> Option<&str>,
-        build: impl Fn(&O) -> V,
-    ) -> Vec<Arc<V>> {
+        objects: impl IntoIterator<Item = &'a Arc<O>>,
+        build: impl Fn(&O) -> Option<V>,
+    ) -> Vec<Arc<V>>
+    where
+        O: 'a,
+    {
         self.refreshes += 1;
         let now = self.refreshes;
-        let views: Vec<Arc<V>> = objects
+        let mut seen = 0;
+        let views = objects
             .into_iter()
-            .map(|object| {
-                let Some(id) = id(object) else {
-                    return Arc::new(build(object));
+            .filter_map(|object| {
+                let kept = match self.by_address.entry(Arc::as_ptr(object).addr()) {
+                    Entry::Occupied(entry) => entry.into_mut(),
+                    Entry::Vacant(entry) => entry.insert(Kept {
+                        _object: Arc::downgrade(object),
+                        view: build(object).map(Arc::new),
+                        seen: 0,
+                    }),
                 };
-                let version = object
-                    .meta()
-                    .resource_version
-                    .as_deref()
-                    .unwrap_or_default();
-                match self.by_id.get_mut(id) {
-                    Some(kept) if kept.resource_version == version => {
-                        kept.seen = now;
-                        kept.view.clone()
-                    }
-                    _ => {
-                        let view = Arc::new(build(object));
-                        let kept = Kept {
-                            resource_version: version.to_owned(),
-                            view: view.clone(),
-                            seen: now,
-                        };
-                        self.by_id.insert(id.to_owned(), kept);
-                        view
-                    }
+                if kept.seen != now {
+                    kept.seen = now;
+                    seen += 1;
                 }
+                kept.view.clone()
             })
             .collect();
-        if self.by_id.len() > views.len() {
-            self.by_id.retain(|_, kept| kept.seen == now);
+        if self.by_address.len() > seen {
+            self.by_address.retain(|_, kept| kept.seen == now);
         }
         views
     }
 
-    /// The ids whose views are kept, in no order.
-    pub fn ids(&self) -> impl Iterator<Item = &str> {
-        self.by_id.keys().map(String::as_str)
+    /// How many objects are kept (with a view or without).
+    pub fn len(&self) -> usize {
+        self.by_address.len()
+    }
+
+    /// Whether no object is kept.
+    pub fn is_empty(&self) -> bool {
+        self.by_address.is_empty()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::Node;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
     use super::*;
 
-    fn node(name: Option<&str>, version: &str) -> Node {
-        Node {
-            metadata: ObjectMeta {
-                name: name.map(str::to_owned),
-                resource_version: Some(version.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-    }
-
-    fn refresh(kept: &mut KeptViews<String>, nodes: &[Node]) -> Vec<Arc<String>> {
-        kept.refresh(
-            nodes,
-            |n| n.metadata.name.as_deref(),
-            |n| format!("{:?}@{:?}", n.metadata.name, n.metadata.resource_version),
-        )
+    fn refresh(kept: &mut KeptViews<String, String>, objects: &[Arc<String>]) -> Vec<Arc<String>> {
+        kept.refresh(objects, |o| {
+            (!o.starts_with('-')).then(|| format!("view of {o}"))
+        })
     }
 
     #[test]
-    fn views_are_kept_per_version_and_dropped_with_their_object() {
+    fn a_view_is_kept_while_its_object_is_the_same_and_dropped_with_it() {
         let mut kept = KeptViews::default();
-        let first = refresh(&mut kept, &[node(Some("a"), "1"), node(Some("b"), "1")]);
-        let second = refresh(&mut kept, &[node(Some("b"), "2"), node(Some("a"), "1")]);
+        let (a, b) = (Arc::new("a".to_owned()), Arc::new("b".to_owned()));
+        let first = refresh(&mut kept, &[a.clone(), b.clone()]);
+        // b changed: the cache holds a new Arc, equal or not.
+        let b2 = Arc::new("b".to_owned());
+        let second = refresh(&mut kept, &[b2.clone(), a.clone()]);
         assert!(Arc::ptr_eq(&first[0], &second[1]), "a unchanged: kept");
         assert!(
             !Arc::ptr_eq(&first[1], &second[0]),
             "b changed: built again"
         );
-        refresh(&mut kept, &[node(Some("b"), "2")]);
-        assert_eq!(kept.ids().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(kept.len(), 2, "the old b is dropped");
+        refresh(&mut kept, &[b2]);
+        assert_eq!(kept.len(), 1);
     }
 
     #[test]
-    fn an_object_without_an_id_gets_a_view_that_is_not_kept() {
+    fn objects_without_a_view_are_left_out_and_remembered() {
         let mut kept = KeptViews::default();
-        let views = refresh(&mut kept, &[node(None, "1"), node(Some("a"), "1")]);
-        assert_eq!(views.len(), 2);
-        assert_eq!(kept.ids().collect::<Vec<_>>(), ["a"]);
+        let objects = [Arc::new("-x".to_owned()), Arc::new("a".to_owned())];
+        let views = refresh(&mut kept, &objects);
+        assert_eq!(views.len(), 1);
+        assert_eq!(*views[0], "view of a");
+        assert_eq!(kept.len(), 2);
+        assert_eq!(refresh(&mut kept, &objects).len(), 1);
+    }
+
+    #[test]
+    fn an_entry_keeps_its_address_from_being_reused() {
+        let mut kept = KeptViews::default();
+        let old = Arc::new("a".to_owned());
+        let old_address = Arc::as_ptr(&old).addr();
+        refresh(&mut kept, std::slice::from_ref(&old));
+        drop(old);
+        // While the entry lives no new object can take the old one's address.
+        let new: Vec<Arc<String>> = (0..64).map(|i| Arc::new(format!("n{i}"))).collect();
+        assert!(new.iter().all(|n| Arc::as_ptr(n).addr() != old_address));
     }
 }

@@ -1,6 +1,6 @@
 //! The planner's node views, kept between reconciles and shared by every set: a view is built
-//! again only when its node's resourceVersion changed, so a reconcile of one set among fifty
-//! on 5,000 nodes copies no labels.
+//! again only when its node changed ([`KeptViews`]), so a reconcile of one set among fifty on
+//! 5,000 nodes copies no labels.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +12,7 @@ use crate::kept_views::KeptViews;
 /// Node views by node name.
 #[derive(Debug, Default)]
 pub struct NodeViews {
-    views: Mutex<KeptViews<NodeView>>,
+    views: Mutex<KeptViews<Node, NodeView>>,
 }
 
 impl NodeViews {
@@ -20,11 +20,7 @@ impl NodeViews {
     /// forgetting nodes that are gone.
     pub fn of(&self, nodes: &[Arc<Node>]) -> Vec<Arc<NodeView>> {
         let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
-        views.refresh(
-            nodes.iter().map(|node| &**node),
-            |node| node.metadata.name.as_deref(),
-            NodeView::from_node,
-        )
+        views.refresh(nodes, |node| Some(NodeView::from_node(node)))
     }
 }
 
@@ -49,8 +45,9 @@ mod tests {
     #[test]
     fn a_view_is_built_again_only_when_its_node_changed() {
         let views = NodeViews::default();
-        let first = views.of(&[node("a", "1", "z1"), node("b", "1", "z1")]);
-        let again = views.of(&[node("a", "1", "z1"), node("b", "2", "z2")]);
+        let a = node("a", "1", "z1");
+        let first = views.of(&[a.clone(), node("b", "1", "z1")]);
+        let again = views.of(&[a, node("b", "2", "z2")]);
         assert!(
             Arc::ptr_eq(&first[0], &again[0]),
             "unchanged node: the same view"
@@ -65,10 +62,11 @@ mod tests {
     #[test]
     fn nodes_that_are_gone_are_forgotten() {
         let views = NodeViews::default();
-        views.of(&[node("a", "1", "z1"), node("b", "1", "z1")]);
-        let left = views.of(&[node("b", "1", "z1")]);
+        let b = node("b", "1", "z1");
+        views.of(&[node("a", "1", "z1"), b.clone()]);
+        let left = views.of(&[b]);
         assert_eq!(left.len(), 1);
         let kept = views.views.lock().unwrap_or_else(|p| p.into_inner());
-        assert_eq!(kept.ids().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(kept.len(), 1);
     }
 }

@@ -1,8 +1,9 @@
 //! The cached pods grouped by what they can belong to — a set of the target kind (by the set's
 //! UID) or nothing (orphans, by namespace) — kept by the pod watch, so a reconcile reads its
-//! set's pods and the orphans it may adopt instead of scanning every cached pod.
+//! set's pods and the orphans it may adopt instead of scanning every cached pod. The index
+//! holds the store's own `Arc` of each pod: a reconcile copies pointers and looks nothing up.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -19,14 +20,23 @@ enum Group {
     Orphans(String),
 }
 
-/// Pod names by group, and each indexed pod's group.
+/// The pods of each group by name, and each indexed pod's group.
 #[derive(Debug, Default)]
 struct Groups {
     of_pod: HashMap<(String, String), Group>,
-    members: HashMap<Group, HashSet<String>>,
+    members: HashMap<Group, HashMap<String, Arc<Pod>>>,
 }
 
 impl Groups {
+    /// The groups of every pod in `pods`.
+    fn of(pods: Vec<Arc<Pod>>, set_type: &SetType) -> Self {
+        let mut groups = Self::default();
+        for pod in pods {
+            groups.apply(pod, set_type);
+        }
+        groups
+    }
+
     fn remove(&mut self, key: &(String, String)) {
         if let Some(group) = self.of_pod.remove(key)
             && let Some(names) = self.members.get_mut(&group)
@@ -38,19 +48,19 @@ impl Groups {
         }
     }
 
-    fn insert(&mut self, key: (String, String), group: Group) {
+    fn insert(&mut self, key: (String, String), group: Group, pod: Arc<Pod>) {
         self.members
             .entry(group.clone())
             .or_default()
-            .insert(key.1.clone());
+            .insert(key.1.clone(), pod);
         self.of_pod.insert(key, group);
     }
 
-    fn apply(&mut self, pod: &Pod, set_type: &SetType) {
+    fn apply(&mut self, pod: Arc<Pod>, set_type: &SetType) {
         let key = (pod.namespace().unwrap_or_default(), pod.name_any());
         self.remove(&key);
-        if let Some(group) = group_of(pod, &key.0, set_type) {
-            self.insert(key, group);
+        if let Some(group) = group_of(&pod, &key.0, set_type) {
+            self.insert(key, group, pod);
         }
     }
 }
@@ -77,52 +87,53 @@ fn group_of(pod: &Pod, namespace: &str, set_type: &SetType) -> Option<Group> {
     }
 }
 
-/// The index. Reads see the last complete list, like the reflector store: a relist is gathered
-/// aside and swapped in when it ends.
+/// The index of one pod store. Reads see the last complete list, like the store: a relist is
+/// indexed from the store when it ends.
 #[derive(Debug)]
 pub struct PodIndex {
     set_type: SetType,
+    store: Store<Pod>,
     live: RwLock<Groups>,
-    relisting: std::sync::Mutex<Option<Groups>>,
 }
 
 impl PodIndex {
-    /// An empty index of the pods the sets of `kind` in `api_version` read.
-    pub fn new(kind: &str, api_version: &str) -> Self {
+    /// An empty index of the pods in `store` that the sets of `kind` in `api_version` read.
+    pub fn new(kind: &str, api_version: &str, store: Store<Pod>) -> Self {
         Self {
             set_type: SetType {
                 kind: kind.to_owned(),
                 api_version: api_version.to_owned(),
             },
+            store,
             live: RwLock::default(),
-            relisting: std::sync::Mutex::default(),
         }
     }
 
     /// Applies one pod watch event (after the store has).
     pub fn observe(&self, event: &watcher::Event<Pod>) {
         match event {
-            watcher::Event::Apply(pod) => self.write().apply(pod, &self.set_type),
+            watcher::Event::Apply(pod) => {
+                let key = (pod.namespace().unwrap_or_default(), pod.name_any());
+                let stored = self.store.get(&ObjectRef::new(&key.1).within(&key.0));
+                match stored {
+                    Some(stored) => self.write().apply(stored, &self.set_type),
+                    None => self.write().remove(&key),
+                }
+            }
             watcher::Event::Delete(pod) => self
                 .write()
                 .remove(&(pod.namespace().unwrap_or_default(), pod.name_any())),
-            watcher::Event::Init => *self.relist() = Some(Groups::default()),
-            watcher::Event::InitApply(pod) => {
-                if let Some(groups) = self.relist().as_mut() {
-                    groups.apply(pod, &self.set_type);
-                }
-            }
+            watcher::Event::Init | watcher::Event::InitApply(_) => {}
             watcher::Event::InitDone => {
-                if let Some(groups) = self.relist().take() {
-                    *self.write() = groups;
-                }
+                let groups = Groups::of(self.store.state(), &self.set_type);
+                *self.write() = groups;
             }
         }
     }
 
     /// The cached pods the set with `uid` in `namespace` reads: its own and the namespace's
     /// orphans.
-    pub fn pods_of(&self, pods: &Store<Pod>, namespace: &str, uid: &str) -> Vec<Arc<Pod>> {
+    pub fn pods_of(&self, namespace: &str, uid: &str) -> Vec<Arc<Pod>> {
         let live = self.live.read().unwrap_or_else(|p| p.into_inner());
         [
             Group::Set(uid.to_owned()),
@@ -130,8 +141,8 @@ impl PodIndex {
         ]
         .iter()
         .filter_map(|group| live.members.get(group))
-        .flatten()
-        .filter_map(|name| pods.get(&ObjectRef::new(name).within(namespace)))
+        .flat_map(HashMap::values)
+        .cloned()
         .collect()
     }
 
@@ -139,29 +150,20 @@ impl PodIndex {
     /// [`Self::pods_of`] would list it. The watch applies an event to the store a moment
     /// before the index: a check of a created pod against the store alone could find a pod the
     /// set's plan does not see yet, and the plan would create a second one on the node.
-    pub fn pod_of(
-        &self,
-        pods: &Store<Pod>,
-        namespace: &str,
-        uid: &str,
-        name: &str,
-    ) -> Option<Arc<Pod>> {
+    pub fn pod_of(&self, namespace: &str, uid: &str, name: &str) -> Option<Arc<Pod>> {
         let live = self.live.read().unwrap_or_else(|p| p.into_inner());
-        let read_by_set = match live.of_pod.get(&(namespace.to_owned(), name.to_owned()))? {
+        let group = live.of_pod.get(&(namespace.to_owned(), name.to_owned()))?;
+        let read_by_set = match group {
             Group::Set(owner) => owner == uid,
             Group::Orphans(_) => true,
         };
         read_by_set
-            .then(|| pods.get(&ObjectRef::new(name).within(namespace)))
+            .then(|| live.members.get(group)?.get(name).cloned())
             .flatten()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Groups> {
         self.live.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn relist(&self) -> std::sync::MutexGuard<'_, Option<Groups>> {
-        self.relisting.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -202,7 +204,7 @@ mod tests {
     impl Indexed {
         fn new() -> Self {
             let (store, writer) = reflector::store::<Pod>();
-            let index = PodIndex::new("DaemonSet", "apps/v1");
+            let index = PodIndex::new("DaemonSet", "apps/v1", store.clone());
             Self {
                 store,
                 writer,
@@ -216,7 +218,7 @@ mod tests {
         }
 
         fn names_of(&self, namespace: &str, uid: &str) -> Vec<String> {
-            names(self.index.pods_of(&self.store, namespace, uid))
+            names(self.index.pods_of(namespace, uid))
         }
     }
 
@@ -256,6 +258,14 @@ mod tests {
             Some(("DaemonSet", "u1")),
         )));
         assert_eq!(x.names_of("a", "u1"), ["p"]);
+        let indexed = x.index.pod_of("a", "u1", "p");
+        let stored = x.store.get(&ObjectRef::new("p").within("a"));
+        assert!(
+            indexed
+                .zip(stored)
+                .is_some_and(|(i, s)| Arc::ptr_eq(&i, &s)),
+            "the index holds the store's own pod"
+        );
         assert!(x.names_of("a", "u2").is_empty());
         x.send(watcher::Event::Apply(pod(
             "a",
@@ -277,7 +287,7 @@ mod tests {
         x.send(watcher::Event::Init);
         x.send(watcher::Event::InitDone);
         let created = watcher::Event::Apply(pod("a", "agent-x", Some(("DaemonSet", "u1"))));
-        let seen = |x: &Indexed, uid| x.index.pod_of(&x.store, "a", uid, "agent-x").is_some();
+        let seen = |x: &Indexed, uid| x.index.pod_of("a", uid, "agent-x").is_some();
         // The watch applies the event to the store first: the store has the pod, the set's
         // plan (read through the index) not yet, so its create is still pending.
         x.writer.apply_watcher_event(&created);

@@ -1,5 +1,5 @@
 //! The planner's pod views, kept between reconciles per set: a view is built again only when
-//! its pod's resourceVersion changed, so a reconcile of a 5,000-pod set during a rollout builds
+//! its pod changed ([`KeptViews`]), so a reconcile of a 5,000-pod set during a rollout builds
 //! the views of the pods that moved since the last one, not 5,000 (labels copied each time).
 
 use std::collections::HashMap;
@@ -10,11 +10,11 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::kept_views::KeptViews;
 
-/// The views of one set's pods by pod UID, for the set of `set_uid`.
+/// The views of one set's pods, for the set of `set_uid`.
 #[derive(Debug, Default)]
 struct SetPods {
     set_uid: String,
-    views: KeptViews<PodView>,
+    views: KeptViews<Pod, PodView>,
 }
 
 /// Pod views by set key (`namespace/name`).
@@ -36,13 +36,9 @@ impl PodViews {
                 views: KeptViews::default(),
             };
         }
-        let views = kept.views.refresh(
-            pods.iter()
-                .map(|pod| &**pod)
-                .filter(|pod| PodView::concerns(pod, set)),
-            |pod| pod.metadata.uid.as_deref(),
-            |pod| PodView::from_pod(pod, &set.uid),
-        );
+        let views = kept.views.refresh(pods, |pod| {
+            PodView::concerns(pod, set).then(|| PodView::from_pod(pod, &set.uid))
+        });
         self.lock().insert(key.to_owned(), kept);
         views
     }
@@ -91,16 +87,9 @@ mod tests {
     #[test]
     fn a_view_is_built_again_only_when_its_pod_changed() {
         let views = PodViews::default();
-        let first = views.of(
-            "ns/agent",
-            &set("s1"),
-            &[pod("a", "1", "s1"), pod("b", "1", "s1")],
-        );
-        let again = views.of(
-            "ns/agent",
-            &set("s1"),
-            &[pod("a", "1", "s1"), pod("b", "2", "s1")],
-        );
+        let (a, b) = (pod("a", "1", "s1"), pod("b", "1", "s1"));
+        let first = views.of("ns/agent", &set("s1"), &[a.clone(), b]);
+        let again = views.of("ns/agent", &set("s1"), &[a, pod("b", "2", "s1")]);
         assert!(
             Arc::ptr_eq(&first[0], &again[0]),
             "unchanged pod: the same view"
@@ -126,32 +115,25 @@ mod tests {
     #[test]
     fn a_set_made_again_under_its_name_gets_views_of_its_own() {
         let views = PodViews::default();
-        let old = views.of("ns/agent", &set("s1"), &[pod("a", "1", "s1")]);
+        let a = pod("a", "1", "s1");
+        let old = views.of("ns/agent", &set("s1"), std::slice::from_ref(&a));
         // The same pod, now an orphan to the new set: the view is built again.
-        let new = views.of("ns/agent", &set("s2"), &[pod("a", "1", "s1")]);
+        let new = views.of("ns/agent", &set("s2"), std::slice::from_ref(&a));
         assert!(
             new.is_empty(),
             "owned by the old set: another controller's to the new one"
         );
-        let again = views.of("ns/agent", &set("s1"), &[pod("a", "1", "s1")]);
+        let again = views.of("ns/agent", &set("s1"), &[a]);
         assert!(!Arc::ptr_eq(&old[0], &again[0]));
     }
 
     #[test]
     fn pods_and_sets_that_are_gone_are_forgotten() {
         let views = PodViews::default();
-        views.of(
-            "ns/agent",
-            &set("s1"),
-            &[pod("a", "1", "s1"), pod("b", "1", "s1")],
-        );
-        views.of("ns/agent", &set("s1"), &[pod("b", "1", "s1")]);
-        let kept: Vec<String> = views.lock()["ns/agent"]
-            .views
-            .ids()
-            .map(str::to_owned)
-            .collect();
-        assert_eq!(kept, ["uid-b"]);
+        let b = pod("b", "1", "s1");
+        views.of("ns/agent", &set("s1"), &[pod("a", "1", "s1"), b.clone()]);
+        views.of("ns/agent", &set("s1"), &[b]);
+        assert_eq!(views.lock()["ns/agent"].views.len(), 1);
         views.forget("ns/agent");
         assert!(views.lock().is_empty());
     }
