@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Node;
 
 use crate::kept_views::KeptViews;
 
-/// Node views by node name.
+/// The kept views of every node.
 #[derive(Debug, Default)]
 pub struct NodeViews {
     views: Mutex<KeptViews<Node, NodeView>>,
