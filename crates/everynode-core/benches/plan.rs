@@ -85,6 +85,13 @@ fn input() -> PlanInput {
     let ready_since = Timestamp::from_second(1_699_990_000).unwrap();
     let mut nodes = Vec::with_capacity(NODES);
     let mut pods = Vec::with_capacity(NODES);
+    // One map per revision, shared by its pods, as the controller's kept pod views share them.
+    let revision_labels = |hash: &String| {
+        let mut pod_labels = labels(&[("app", "agent")]);
+        pod_labels.insert("controller-revision-hash".into(), hash.clone());
+        std::sync::Arc::new(pod_labels)
+    };
+    let (new_labels, old_labels) = (revision_labels(&new_hash), revision_labels(&old_hash));
     for i in 0..NODES {
         let name = format!("node-{i:05}");
         let mut taints = Vec::new();
@@ -109,17 +116,15 @@ fn input() -> PlanInput {
             problem: None,
         }));
         // 40 % updated and available, 5 % updated and not yet ready, 55 % old and available.
-        let (hash, ready) = match i % 20 {
-            0..=7 => (&new_hash, true),
-            8 => (&new_hash, false),
-            _ => (&old_hash, true),
+        let (pod_labels, ready) = match i % 20 {
+            0..=7 => (&new_labels, true),
+            8 => (&new_labels, false),
+            _ => (&old_labels, true),
         };
-        let mut pod_labels = labels(&[("app", "agent")]);
-        pod_labels.insert("controller-revision-hash".into(), hash.clone());
         pods.push(PodView {
             name: format!("agent-{i:05}"),
             uid: format!("uid-{i}"),
-            labels: pod_labels,
+            labels: pod_labels.clone(),
             owner: Some(Owner::ThisSet),
             node_name: Some(name.clone()),
             target_node: Some(name),

@@ -350,7 +350,7 @@ impl PodView {
         Self {
             name: pod.metadata.name.clone().unwrap_or_default(),
             uid: pod.metadata.uid.clone().unwrap_or_default(),
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            labels: Arc::new(pod.metadata.labels.clone().unwrap_or_default()),
             owner: Some(Owner::from_refs(
                 pod.metadata.owner_references.as_ref(),
                 set_uid,

@@ -56,8 +56,8 @@ pub use revision::{
     HistoryPlan, NewRevision, data_matches, hash_template, revision_data, template_from_data,
 };
 pub use snapshot::{
-    NodeProblem, NodeView, Owner, PlanConfig, PlanInput, PodPhase, PodView, RevisionView, SetView,
-    SnapshotError,
+    NodeProblem, NodeView, Owner, PlanConfig, PlanInput, PodLabels, PodPhase, PodView,
+    RevisionView, SetView, SnapshotError,
 };
 pub use status::StatusCounts;
 pub use status::pacing::StatusWrite;

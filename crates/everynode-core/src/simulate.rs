@@ -66,8 +66,7 @@ impl PlanInput {
         }
         for (pod, hash) in &h.relabel_pods {
             if let Some(p) = self.pods.iter_mut().find(|p| p.name == *pod) {
-                Arc::make_mut(p)
-                    .labels
+                Arc::make_mut(&mut Arc::make_mut(p).labels)
                     .insert(CONTROLLER_REVISION_HASH.to_owned(), hash.clone());
             }
         }
@@ -99,7 +98,7 @@ impl PlanInput {
         for u in &plan.updates {
             if let Some(p) = self.pods.iter_mut().find(|p| p.name == u.pod) {
                 let p = Arc::make_mut(p);
-                p.labels.extend(u.labels.clone());
+                Arc::make_mut(&mut p.labels).extend(u.labels.clone());
                 p.ready = false;
                 p.ready_since = None;
             }
@@ -113,7 +112,7 @@ impl PlanInput {
             self.pods.push(Arc::new(PodView {
                 name: c.pod_name.clone(),
                 uid: format!("uid-{}", c.pod_name),
-                labels,
+                labels: Arc::new(labels),
                 owner: Some(Owner::ThisSet),
                 target_node: Some(c.node.clone()),
                 phase: PodPhase::Pending,

@@ -12,6 +12,10 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::backoff::{BackoffConfig, BackoffEntry};
 
+/// A pod's labels. Pods may share one map: a plan computes what it reads from a shared map
+/// (selector match, revision hash) once, telling maps apart by address.
+pub type PodLabels = Arc<BTreeMap<String, String>>;
+
 /// An object that cannot be turned into a view.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
@@ -161,8 +165,9 @@ pub struct PodView {
     pub name: String,
     /// `metadata.uid`.
     pub uid: String,
-    /// `metadata.labels`.
-    pub labels: BTreeMap<String, String>,
+    /// `metadata.labels`, shared: the runtime gives pods with equal labels (every pod of a
+    /// revision) one map, and a plan reads each distinct map once (see [`PodLabels`]).
+    pub labels: PodLabels,
     /// Controller relation to the planned set.
     pub owner: Option<Owner>,
     /// `spec.nodeName` when bound.

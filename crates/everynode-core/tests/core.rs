@@ -102,8 +102,7 @@ fn takeover_keeps_pods_of_matching_upstream_revision() {
     c.revisions.push(rev("foo-5d8b7c9f4", "5d8b7c9f4", 3, data));
     for n in ["node-0", "node-1"] {
         let mut p = c.new_pod("foo-", n, ds_label(), true);
-        p.labels
-            .insert("controller-revision-hash".into(), "5d8b7c9f4".into());
+        Arc::make_mut(&mut p.labels).insert("controller-revision-hash".into(), "5d8b7c9f4".into());
         p.ready = true;
         c.pods.push(p.into());
     }

@@ -2,7 +2,8 @@
 //! `tests/golden/decisions.txt`, one reviewable line per plan (pods created, deleted and updated
 //! in place with their reasons, history actions, events, status counters and conditions), and a
 //! digest of the complete output (`Debug` of every [`Plan`]) that catches what the lines leave
-//! out.
+//! out. Every input is planned a second time with the pods of equal labels sharing one map
+//! (as the controller gives them), which must not change the plan.
 //!
 //! The planner's output must not change by accident (e.g. through an optimisation). After an
 //! intended behaviour change, `EVERYNODE_UPDATE_GOLDEN=1` rewrites the decisions file — its diff
@@ -21,7 +22,8 @@ use common::*;
 use everynode_api::labels::{CONTROLLER_REVISION_HASH, POD_TEMPLATE_GENERATION};
 use everynode_api::{DaemonSetStatus, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
 use everynode_core::{
-    BackoffEntry, NodeView, Owner, Plan, PodPhase, RevisionView, hash_template, plan, revision_data,
+    BackoffEntry, NodeView, Owner, Plan, PlanInput, PodLabels, PodPhase, RevisionView,
+    hash_template, plan, revision_data,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSpec,
@@ -403,23 +405,24 @@ fn scenario(seed: u64) -> (Cluster, Vec<String>) {
         };
         let owned = r.chance(3, 4);
         let mut p = c.new_pod(&format!("{node}-"), &node, labels, owned);
+        let labels = Arc::make_mut(&mut p.labels);
         match r.below(6) {
             0 => {
-                p.labels.remove(CONTROLLER_REVISION_HASH);
+                labels.remove(CONTROLLER_REVISION_HASH);
             }
             1..=3 => {
                 let h = r.pick(&hashes).clone();
-                p.labels.insert(CONTROLLER_REVISION_HASH.to_owned(), h);
+                labels.insert(CONTROLLER_REVISION_HASH.to_owned(), h);
             }
             4 => {
                 let h = format!("dup{}", r.below(3));
-                p.labels.insert(CONTROLLER_REVISION_HASH.to_owned(), h);
+                labels.insert(CONTROLLER_REVISION_HASH.to_owned(), h);
             }
             _ => {}
         }
         if r.chance(1, 5) {
             let g = r.below(3).to_string();
-            p.labels.insert(POD_TEMPLATE_GENERATION.to_owned(), g);
+            labels.insert(POD_TEMPLATE_GENERATION.to_owned(), g);
         }
         p.owner = *r.pick(&[
             Some(Owner::ThisSet),
@@ -496,6 +499,19 @@ fn settle(c: &mut Cluster, r: &mut Rng) {
     }
 }
 
+/// `input` with the pods of equal labels sharing one map, as the controller's pod views do
+/// (the plan reads a shared map once).
+fn with_shared_labels(mut input: PlanInput) -> PlanInput {
+    let mut maps: Vec<PodLabels> = Vec::new();
+    for pod in &mut input.pods {
+        match maps.iter().find(|m| **m == pod.labels) {
+            Some(shared) => Arc::make_mut(pod).labels = shared.clone(),
+            None => maps.push(pod.labels.clone()),
+        }
+    }
+    input
+}
+
 fn record(out: &mut String, seed: u64, step: usize, p: &Plan) {
     writeln!(out, "# scenario {seed} step {step}").unwrap();
     writeln!(out, "{p:#?}").unwrap();
@@ -569,7 +585,13 @@ fn plans_match_the_golden_decisions_and_digest() {
         let (mut c, _) = scenario(seed);
         let mut r = Rng::new(seed ^ 0xdead_beef);
         for step in 0..STEPS {
-            let p = plan(&c.input());
+            let input = c.input();
+            let p = plan(&input);
+            assert_eq!(
+                plan(&with_shared_labels(input)),
+                p,
+                "scenario {seed} step {step}: pods sharing their label maps changed the plan"
+            );
             text.clear();
             record(&mut text, seed, step, &p);
             fnv64(&mut digest, text.as_bytes());

@@ -100,7 +100,7 @@ fn build(nodes: &[NodeGen], strategy: DaemonSetUpdateStrategy) -> Cluster {
         for p in &n.pods {
             let mut pod = c.new_pod(&format!("{name}-"), &name, ds_label(), true);
             if !p.new {
-                pod.labels
+                Arc::make_mut(&mut pod.labels)
                     .insert("controller-revision-hash".into(), old_hash.clone());
             }
             pod.ready = p.ready;

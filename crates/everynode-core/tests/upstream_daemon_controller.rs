@@ -871,7 +871,7 @@ fn surge_deals_with_existing_pods() {
 /// Adds an old-revision pod (no hash label) on `node`.
 fn old_pod(c: &mut Cluster, prefix: &str, node: &str, created: i64, ready: Option<bool>) -> String {
     let mut p = c.new_pod(prefix, node, ds_label(), true);
-    p.labels.remove("controller-revision-hash");
+    Arc::make_mut(&mut p.labels).remove("controller-revision-hash");
     p.created = Some(t(created));
     if let Some(r) = ready {
         p.ready = r;

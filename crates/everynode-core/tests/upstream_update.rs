@@ -189,7 +189,7 @@ fn daemon_set_updates_all_old_not_ready_pods_and_new_not_ready_pods() {
             p.ready = false;
         }
         if i < 12 {
-            p.labels
+            Arc::make_mut(&mut p.labels)
                 .insert("controller-revision-hash".to_owned(), hash1.clone());
             if i >= 10 {
                 old_unavailable.push(name.clone());

@@ -98,7 +98,7 @@ async fn apply_writes<K: SetResource>(
         plan.deletes
             .iter()
             .filter(|d| !d.uid.is_empty())
-            .map(|d| d.uid.clone()),
+            .map(|d| (d.uid.clone(), d.pod.clone())),
         plan.updates.iter().map(|u| (u.pod.clone(), u.hash.clone())),
         Instant::now(),
     );

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt, future};
-use kube::Client;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
+use kube::{Client, ResourceExt};
 
 use crate::caches::{Caches, mark_ready_when_synced, until_ready};
 use crate::context::{Context, ControllerConfig};
@@ -18,8 +18,8 @@ use crate::expectations::Expectations;
 use crate::http::Readiness;
 use crate::key::{key_of, set_key};
 use crate::metrics::{Metrics, Outcome, SetLabels};
-use crate::pacing;
-use crate::reconcile::reconcile;
+use crate::pacing::{self, OwnWrites, Start};
+use crate::reconcile::{outstanding_writes, reconcile};
 use crate::target::{SetResource, Target};
 use crate::triggers::{QueueDepth, Triggers};
 
@@ -168,11 +168,16 @@ async fn reconcile_measured<K: SetResource>(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let key = key_of(set.as_ref());
-    // Events that arrive while this waits are seen by this reconcile's snapshot.
-    if let Some(wait) = ctx.reconcile_pacer.wait(&key, std::time::Instant::now()) {
-        tokio::time::sleep(wait).await;
-    }
     ctx.queue.started(&key);
+    match start(&ctx, set.as_ref(), &key) {
+        Start::Now => {}
+        // Events that arrive while this waits are seen by this reconcile's snapshot.
+        Start::After(wait) => tokio::time::sleep(wait).await,
+        Start::Deferred(wait) => {
+            ctx.metrics.observe_deferred();
+            return Ok(Action::requeue(wait));
+        }
+    }
     let started = std::time::Instant::now();
     ctx.reconcile_pacer.went(&key, started);
     let result = reconcile(set, ctx.clone()).await;
@@ -189,6 +194,32 @@ async fn reconcile_measured<K: SetResource>(
             .remove(&key);
     }
     result
+}
+
+/// When the reconcile of `set` starts ([`pacing::start`]).
+fn start<K: SetResource>(ctx: &Context, set: &K, key: &str) -> Start {
+    let now = std::time::Instant::now();
+    let own_writes = if !ctx.expectations.has_pending(key) {
+        OwnWrites::Settled
+    } else if awaits_own_writes(ctx, set, key) {
+        OwnWrites::Awaited
+    } else {
+        OwnWrites::Shown
+    };
+    pacing::start(
+        own_writes,
+        ctx.reconcile_pacer.wait(key, now),
+        ctx.status_pacer.wait(key, now),
+        set.observed_generation() != set.meta().generation,
+    )
+}
+
+/// Whether the caches do not yet show every pod write recorded for the set.
+fn awaits_own_writes<K: SetResource>(ctx: &Context, set: &K, key: &str) -> bool {
+    let namespace = set.namespace().unwrap_or_default();
+    let uid = set.meta().uid.as_deref().unwrap_or_default();
+    ctx.expectations.claim(key, uid);
+    outstanding_writes(ctx, key, &namespace, uid) > 0
 }
 
 /// Drops failed-pod backoff entries idle for longer than twice the maximum delay, every minute

@@ -4,11 +4,11 @@
 //! yet show a pod the controller just created would create a second one. Like upstream's
 //! expectations, a set with pending writes is not planned again until the caches show them (or a
 //! time-to-live passes, so one lost event cannot wedge a set). Unlike upstream's counters, writes
-//! are tracked by identity — created pod names, deleted pod UIDs — and checked against the cache
-//! itself, so no event handler has to decrement anything. A restart starts clean: the pod cache
+//! are tracked by identity — created pod names, deleted pods by UID (and name, to find them) —
+//! and checked against the cache itself, so no event handler has to decrement anything. A restart starts clean: the pod cache
 //! is filled by a consistent list, so it holds every pod an earlier run created.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,8 @@ struct Pending {
     /// another).
     set_uid: String,
     creates: BTreeSet<String>,
-    deletes: BTreeSet<String>,
+    /// Deleted pods: UID → name.
+    deletes: BTreeMap<String, String>,
     /// Pods updated in place: `(name, revision hash)`.
     updates: BTreeSet<(String, String)>,
     since: Option<Instant>,
@@ -45,8 +46,8 @@ pub struct Expectations {
 }
 
 impl Expectations {
-    /// Records writes about to be issued for `set`: pods created by name, pods deleted by UID,
-    /// pods updated in place as `(name, revision hash)` (satisfied once the cache shows the pod
+    /// Records writes about to be issued for `set`: pods created by name, pods deleted as
+    /// `(UID, name)`, pods updated in place as `(name, revision hash)` (satisfied once the cache shows the pod
     /// with that hash, or without the pod). Adds to whatever is pending: a plan made while
     /// writes were outstanding has none of its own, and recording it must not forget theirs
     /// (the next plan would then run on a cache that does not show them yet).
@@ -55,12 +56,12 @@ impl Expectations {
         set: &str,
         set_uid: &str,
         created_names: impl IntoIterator<Item = String>,
-        deleted_uids: impl IntoIterator<Item = String>,
+        deleted: impl IntoIterator<Item = (String, String)>,
         updates: impl IntoIterator<Item = (String, String)>,
         now: Instant,
     ) {
         let mut creates = created_names.into_iter().peekable();
-        let mut deletes = deleted_uids.into_iter().peekable();
+        let mut deletes = deleted.into_iter().peekable();
         let mut updates = updates.into_iter().peekable();
         if creates.peek().is_none() && deletes.peek().is_none() && updates.peek().is_none() {
             return;
@@ -100,16 +101,25 @@ impl Expectations {
         }
     }
 
-    /// Whether every pending write of `set` shows in the cache (or has expired). `by_name` looks a
-    /// created pod up by name, `by_uid` a deleted pod by UID, `shows_hash` whether a pod updated
-    /// in place shows its new revision hash (or is gone). Satisfied writes are forgotten.
-    /// Returns the number of writes still outstanding (0 = satisfied).
+    /// Whether `set` has writes recorded that were not yet seen satisfied.
+    pub fn has_pending(&self, set: &str) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(set)
+    }
+
+    /// Whether every pending write of `set` shows in the cache (or has expired). `by_name` looks
+    /// a pod up by name, `by_name_and_uid` likewise but answers [`CachedPod::Absent`] for a pod
+    /// of that name with another UID (a deleted pod's successor), `shows_hash` whether a pod
+    /// updated in place shows its new revision hash (or is gone). Satisfied writes are
+    /// forgotten. Returns the number of writes still outstanding (0 = satisfied).
     pub fn outstanding(
         &self,
         set: &str,
         now: Instant,
         by_name: impl Fn(&str) -> CachedPod,
-        by_uid: impl Fn(&str) -> CachedPod,
+        by_name_and_uid: impl Fn(&str, &str) -> CachedPod,
         shows_hash: impl Fn(&str, &str) -> bool,
     ) -> usize {
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -124,7 +134,7 @@ impl Expectations {
             .retain(|name| by_name(name) == CachedPod::Absent);
         pending
             .deletes
-            .retain(|uid| by_uid(uid) == CachedPod::Present);
+            .retain(|uid, name| by_name_and_uid(name, uid) == CachedPod::Present);
         pending
             .updates
             .retain(|(name, hash)| !shows_hash(name, hash));
@@ -173,13 +183,20 @@ mod tests {
             set,
             now,
             |_| CachedPod::Absent,
-            |_| CachedPod::Absent,
+            |_, _| CachedPod::Absent,
             |_, _| true,
         )
     }
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// Deleted pods `(UID, name)`, each named after its UID.
+    fn uids(list: &[&str]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|uid| ((*uid).to_owned(), format!("pod-{uid}")))
+            .collect()
     }
 
     #[test]
@@ -193,8 +210,8 @@ mod tests {
         e.expect("ns/a", "uid-a", vec![], vec![], [], t0);
         assert_eq!(with_empty_cache(&e, "ns/a", t0), 2);
         // Writes recorded later add to the earlier ones.
-        e.expect("ns/a", "uid-a", names(&["a-3"]), names(&["uid-9"]), [], t0);
-        let present = |_: &str| CachedPod::Present;
+        e.expect("ns/a", "uid-a", names(&["a-3"]), uids(&["uid-9"]), [], t0);
+        let present = |_: &str, _: &str| CachedPod::Present;
         assert_eq!(
             e.outstanding("ns/a", t0, |_| CachedPod::Absent, present, |_, _| true),
             4
@@ -221,7 +238,7 @@ mod tests {
             }
         };
         assert_eq!(
-            e.outstanding("ns/a", t0, seen, |_| CachedPod::Absent, |_, _| true),
+            e.outstanding("ns/a", t0, seen, |_, _| CachedPod::Absent, |_, _| true),
             1
         );
         // a pod that was created and is already terminating was seen too
@@ -230,7 +247,7 @@ mod tests {
                 "ns/a",
                 t0,
                 |_| CachedPod::Terminating,
-                |_| CachedPod::Absent,
+                |_, _| CachedPod::Absent,
                 |_, _| true
             ),
             0
@@ -243,19 +260,43 @@ mod tests {
     fn deletes_are_satisfied_by_a_deletion_timestamp_or_absence() {
         let e = Expectations::default();
         let t0 = Instant::now();
-        e.expect("ns/a", "uid-a", vec![], names(&["uid-1", "uid-2"]), [], t0);
-        let by_uid = |u: &str| {
-            if u == "uid-1" {
-                CachedPod::Terminating
-            } else {
-                CachedPod::Present
-            }
+        e.expect("ns/a", "uid-a", vec![], uids(&["uid-1", "uid-2"]), [], t0);
+        let by_name_and_uid = |name: &str, uid: &str| match (name, uid) {
+            ("pod-uid-1", "uid-1") => CachedPod::Terminating,
+            (_, _) => CachedPod::Present,
         };
         assert_eq!(
-            e.outstanding("ns/a", t0, |_| CachedPod::Absent, by_uid, |_, _| true),
+            e.outstanding(
+                "ns/a",
+                t0,
+                |_| CachedPod::Absent,
+                by_name_and_uid,
+                |_, _| true
+            ),
             1
         );
         assert_eq!(with_empty_cache(&e, "ns/a", t0), 0);
+    }
+
+    #[test]
+    fn a_delete_is_satisfied_when_its_name_holds_a_new_pod() {
+        // Pod names are deterministic: the node's next pod may carry the deleted one's name.
+        let e = Expectations::default();
+        let t0 = Instant::now();
+        e.expect("ns/a", "uid-a", vec![], uids(&["uid-1"]), [], t0);
+        assert!(e.has_pending("ns/a"));
+        let successor = |name: &str, uid: &str| {
+            if name == "pod-uid-1" && uid == "uid-2" {
+                CachedPod::Present
+            } else {
+                CachedPod::Absent
+            }
+        };
+        assert_eq!(
+            e.outstanding("ns/a", t0, |_| CachedPod::Present, successor, |_, _| true),
+            0
+        );
+        assert!(!e.has_pending("ns/a"));
     }
 
     #[test]
@@ -271,12 +312,13 @@ mod tests {
             t0,
         );
         let absent = |_: &str| CachedPod::Absent;
+        let deleted = |_: &str, _: &str| CachedPod::Absent;
         assert_eq!(
-            e.outstanding("ns/a", t0, absent, absent, |_, h| h == "h1"),
+            e.outstanding("ns/a", t0, absent, deleted, |_, h| h == "h1"),
             1
         );
         assert_eq!(
-            e.outstanding("ns/a", t0, absent, absent, |n, h| n == "a-1" && h == "h2"),
+            e.outstanding("ns/a", t0, absent, deleted, |n, h| n == "a-1" && h == "h2"),
             0
         );
     }
@@ -299,7 +341,7 @@ mod tests {
             "ns/a",
             "uid-a",
             names(&["a-1", "a-2"]),
-            names(&["uid-1"]),
+            uids(&["uid-1"]),
             [],
             t0,
         );
@@ -313,7 +355,7 @@ mod tests {
             }
         };
         assert_eq!(
-            e.outstanding("ns/a", t0, seen, |_| CachedPod::Present, |_, _| true),
+            e.outstanding("ns/a", t0, seen, |_, _| CachedPod::Present, |_, _| true),
             0
         );
     }

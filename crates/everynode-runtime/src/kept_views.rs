@@ -41,7 +41,7 @@ impl<O, V> KeptViews<O, V> {
     pub fn refresh<'a>(
         &mut self,
         objects: impl IntoIterator<Item = &'a Arc<O>>,
-        build: impl Fn(&O) -> Option<V>,
+        mut build: impl FnMut(&O) -> Option<V>,
     ) -> Vec<Arc<V>>
     where
         O: 'a,

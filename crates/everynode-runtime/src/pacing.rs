@@ -4,8 +4,10 @@
 //!   rollout over 1,000 nodes makes thousands of pod events; without a gap every one of them
 //!   starts a reconcile that snapshots and plans the whole set. The first event after a quiet
 //!   spell is reconciled at once; the events of the next 100 ms are folded into one reconcile.
-//!   A reconcile that waited for the caches to show its earlier pod writes does not count
-//!   ([`Pacer::forget`]): the event that shows the last of them starts the next one at once.
+//!   While the caches do not show the set's own pod writes yet, a plan writes no pod and can
+//!   only report progress: the reconcile is deferred to when both this interval and the
+//!   status pacer's allow a go ([`start`]), and the event that shows the last of the writes
+//!   starts the next reconcile at once.
 //! - **Status writes that only report progress** ([`status_progress`],
 //!   [`everynode_core::StatusWrite::Progress`]): at most one per second per set, and when many
 //!   sets roll at once they share about five such writes a second (50 sets: one each per
@@ -40,6 +42,51 @@ pub fn status_progress() -> Pacer {
         per_active_set: STATUS_INTERVAL_PER_SET,
         max: STATUS_INTERVAL_MAX,
         ..Pacer::new(STATUS_INTERVAL)
+    }
+}
+
+/// When a reconcile starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// At once.
+    Now,
+    /// After the rest of the set's reconcile interval.
+    After(Duration),
+    /// Not now: requeued after this.
+    Deferred(Duration),
+}
+
+/// The set's own pod writes, as its caches show them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnWrites {
+    /// None pending.
+    Settled,
+    /// The caches just showed the last of them.
+    Shown,
+    /// Some are not in the caches yet.
+    Awaited,
+}
+
+/// When a reconcile of a set starts: `interval_left` of its reconcile interval,
+/// `progress_held` how long the status pacer holds a progress-only write, `new_generation`
+/// whether the set has a generation its status has not recorded (which is written at once).
+pub fn start(
+    own_writes: OwnWrites,
+    interval_left: Option<Duration>,
+    progress_held: Option<Duration>,
+    new_generation: bool,
+) -> Start {
+    match own_writes {
+        OwnWrites::Settled => interval_left.map_or(Start::Now, Start::After),
+        OwnWrites::Shown => Start::Now,
+        OwnWrites::Awaited => {
+            let progress = progress_held.filter(|_| !new_generation);
+            interval_left
+                .into_iter()
+                .chain(progress)
+                .max()
+                .map_or(Start::Now, Start::Deferred)
+        }
     }
 }
 
@@ -81,14 +128,6 @@ impl Pacer {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         last.retain(|_, went| at.saturating_duration_since(*went) < self.max);
         last.insert(key.to_owned(), at);
-    }
-
-    /// Forgets that set `key` went: its next go need not wait.
-    pub fn forget(&self, key: &str) {
-        self.last
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
     }
 
     /// The interval while `active` sets go.
@@ -153,15 +192,29 @@ mod tests {
     }
 
     #[test]
-    fn a_forgotten_set_goes_at_once() {
-        let pacer = reconciles();
-        let start = Instant::now();
-        pacer.went("ns/a", start);
-        pacer.went("ns/b", start);
-        pacer.forget("ns/a");
-        let soon = start + Duration::from_millis(10);
-        assert_eq!(pacer.wait("ns/a", soon), None);
-        assert_eq!(pacer.wait("ns/b", soon), Some(Duration::from_millis(90)));
+    fn a_reconcile_waits_out_the_interval_unless_its_writes_just_showed() {
+        let left = Some(Duration::from_millis(60));
+        let held = Some(Duration::from_millis(700));
+        assert_eq!(start(OwnWrites::Settled, None, held, false), Start::Now);
+        assert_eq!(
+            start(OwnWrites::Settled, left, held, false),
+            Start::After(Duration::from_millis(60))
+        );
+        assert_eq!(start(OwnWrites::Shown, left, held, false), Start::Now);
+    }
+
+    #[test]
+    fn awaiting_its_writes_a_reconcile_is_deferred_until_it_may_report_progress() {
+        let left = Some(Duration::from_millis(60));
+        let held = Some(Duration::from_millis(700));
+        let deferred = |ms| Start::Deferred(Duration::from_millis(ms));
+        assert_eq!(start(OwnWrites::Awaited, left, held, false), deferred(700));
+        assert_eq!(start(OwnWrites::Awaited, None, held, false), deferred(700));
+        assert_eq!(start(OwnWrites::Awaited, left, None, false), deferred(60));
+        assert_eq!(start(OwnWrites::Awaited, None, None, false), Start::Now);
+        // A new generation is recorded at once: only the interval is waited for.
+        assert_eq!(start(OwnWrites::Awaited, left, held, true), deferred(60));
+        assert_eq!(start(OwnWrites::Awaited, None, held, true), Start::Now);
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The planner's pod views, kept between reconciles per set: a view is built again only when
 //! its pod changed ([`KeptViews`]), so a reconcile of a 5,000-pod set during a rollout builds
 //! the views of the pods that moved since the last one, not 5,000 (labels copied each time).
+//! Views with equal labels share one map ([`PodLabels`]): the plan reads each distinct map
+//! once, and a revision's pods keep one copy of their labels.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use everynode_core::{PodView, SetView};
+use everynode_core::{PodLabels, PodView, SetView};
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::kept_views::KeptViews;
@@ -15,6 +17,29 @@ use crate::kept_views::KeptViews;
 struct SetPods {
     set_uid: String,
     views: KeptViews<Pod, PodView>,
+    labels: SharedLabels,
+}
+
+/// The distinct label maps of a set's pod views.
+#[derive(Debug, Default)]
+struct SharedLabels {
+    maps: HashSet<PodLabels, foldhash::fast::RandomState>,
+}
+
+impl SharedLabels {
+    /// The kept map equal to `labels`; `labels` itself when there is none.
+    fn share(&mut self, labels: PodLabels) -> PodLabels {
+        if let Some(shared) = self.maps.get(labels.as_ref()) {
+            return shared.clone();
+        }
+        self.maps.insert(labels.clone());
+        labels
+    }
+
+    /// Forgets the maps no view holds any more.
+    fn prune(&mut self) {
+        self.maps.retain(|map| Arc::strong_count(map) > 1);
+    }
 }
 
 /// Pod views by set key (`namespace/name`).
@@ -34,11 +59,18 @@ impl PodViews {
             kept = SetPods {
                 set_uid: set.uid.clone(),
                 views: KeptViews::default(),
+                labels: SharedLabels::default(),
             };
         }
+        let labels = &mut kept.labels;
         let views = kept.views.refresh(pods, |pod| {
-            PodView::concerns(pod, set).then(|| PodView::from_pod(pod, &set.uid))
+            PodView::concerns(pod, set).then(|| {
+                let mut view = PodView::from_pod(pod, &set.uid);
+                view.labels = labels.share(view.labels);
+                view
+            })
         });
+        kept.labels.prune();
         self.lock().insert(key.to_owned(), kept);
         views
     }
@@ -98,6 +130,39 @@ mod tests {
             !Arc::ptr_eq(&first[1], &again[1]),
             "changed pod: a new view"
         );
+    }
+
+    /// `pod` with the labels `hash=<hash>`.
+    fn labelled(pod: Arc<Pod>, hash: &str) -> Arc<Pod> {
+        let mut pod = Arc::unwrap_or_clone(pod);
+        pod.metadata.labels = Some([("hash".to_owned(), hash.to_owned())].into());
+        Arc::new(pod)
+    }
+
+    #[test]
+    fn views_with_equal_labels_share_one_map() {
+        let views = PodViews::default();
+        let pods = [
+            labelled(pod("a", "1", "s1"), "h1"),
+            labelled(pod("b", "1", "s1"), "h1"),
+            labelled(pod("c", "1", "s1"), "h2"),
+        ];
+        let seen = views.of("ns/agent", &set("s1"), &pods);
+        assert!(Arc::ptr_eq(&seen[0].labels, &seen[1].labels));
+        assert!(!Arc::ptr_eq(&seen[0].labels, &seen[2].labels));
+        assert_eq!(seen[2].labels.get("hash").map(String::as_str), Some("h2"));
+        // `c` moves to h1: its new view shares h1's map, and h2's map is forgotten.
+        let moved = [
+            pods[0].clone(),
+            pods[1].clone(),
+            labelled(pod("c", "2", "s1"), "h1"),
+        ];
+        let again = views.of("ns/agent", &set("s1"), &moved);
+        assert!(Arc::ptr_eq(&again[0].labels, &again[2].labels));
+        drop(seen);
+        let held = views.of("ns/agent", &set("s1"), &moved);
+        assert_eq!(views.lock()["ns/agent"].labels.maps.len(), 1);
+        assert!(Arc::ptr_eq(&held[0].labels, &again[0].labels));
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! One reconcile: caches → snapshot → `everynode_core::plan` → writes → status.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use everynode_core::{Plan, PlanInput, SetView, Timestamp};
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -97,20 +97,7 @@ struct Planned {
 async fn plan_set<K: SetResource>(ctx: &Context, view: SetView) -> Planned {
     let key = set_key(&view.namespace, &view.name);
     ctx.expectations.claim(&key, &view.uid);
-    // Built only when deletes are pending: one pass over the set's pods, not one per pod.
-    let pods_by_uid = std::cell::OnceCell::new();
-    let outstanding = ctx.expectations.outstanding(
-        &key,
-        Instant::now(),
-        |name| cached_by_name(ctx, &view, name),
-        |uid| {
-            *pods_by_uid
-                .get_or_init(|| cached_by_uid(ctx, &view.namespace, &view.uid))
-                .get(uid)
-                .unwrap_or(&CachedPod::Absent)
-        },
-        |name, hash| cached_shows_hash(ctx, &view, name, hash),
-    );
+    let outstanding = outstanding_writes(ctx, &key, &view.namespace, &view.uid);
     let mut input = snapshot(ctx, view, outstanding == 0, K::ROLLOUT_STATUS);
     let mut plan = everynode_core::plan(&input);
     // A template the apiserver refuses starts no rollout: plan again holding its pods.
@@ -125,10 +112,8 @@ async fn plan_set<K: SetResource>(ctx: &Context, view: SetView) -> Planned {
         tracing::warn!(%problem, "plan incomplete");
     }
     if outstanding > 0 {
+        // The event that shows the last of them reconciles at once (`reconcile_measured`).
         tracing::debug!(outstanding, "waiting for the caches to show earlier writes");
-        // The event that shows the last of them is reconciled at once, not paced behind this
-        // reconcile, which could write no pod.
-        ctx.reconcile_pacer.forget(&key);
     } else if !plan.is_noop() {
         tracing::info!(
             creates = plan.creates.len(),
@@ -278,40 +263,39 @@ async fn write_observed_status<K: SetResource>(
     }
 }
 
-/// Whether the set's pod `name` carries revision `hash` (or is gone: nothing to wait for).
-fn cached_shows_hash(ctx: &Context, set: &SetView, name: &str, hash: &str) -> bool {
-    ctx.pod_of(&set.namespace, &set.uid, name)
-        .is_none_or(|pod| {
-            pod.labels()
-                .get(everynode_api::labels::CONTROLLER_REVISION_HASH)
-                .is_some_and(|h| h == hash)
-        })
+/// How many of the set's recorded pod writes its caches do not show yet (forgetting those they
+/// show).
+pub fn outstanding_writes(ctx: &Context, key: &str, namespace: &str, set_uid: &str) -> usize {
+    let cached = |name: &str| ctx.pod_of(namespace, set_uid, name);
+    ctx.expectations.outstanding(
+        key,
+        Instant::now(),
+        |name| cached_state(cached(name).as_deref()),
+        |name, uid| {
+            let pod = cached(name);
+            cached_state(
+                pod.as_deref()
+                    .filter(|p| p.metadata.uid.as_deref() == Some(uid)),
+            )
+        },
+        |name, hash| {
+            cached(name).is_none_or(|pod| {
+                pod.labels()
+                    .get(everynode_api::labels::CONTROLLER_REVISION_HASH)
+                    .is_some_and(|h| h == hash)
+            })
+        },
+    )
 }
 
-/// What the set's plan sees of the pod `name`: the pod index, not the store (see
+/// What the set's plan sees of a pod: the pod index, not the store (see
 /// [`crate::pod_index::PodIndex::pod_of`]).
-fn cached_by_name(ctx: &Context, set: &SetView, name: &str) -> CachedPod {
-    match ctx.pod_of(&set.namespace, &set.uid, name) {
+fn cached_state(pod: Option<&Pod>) -> CachedPod {
+    match pod {
         None => CachedPod::Absent,
         Some(pod) if pod.metadata.deletion_timestamp.is_some() => CachedPod::Terminating,
         Some(_) => CachedPod::Present,
     }
-}
-
-/// What the cache says about the set's pods (and the orphans of its namespace), by UID: the
-/// pods the set deleted were among them.
-fn cached_by_uid(ctx: &Context, namespace: &str, set_uid: &str) -> HashMap<String, CachedPod> {
-    ctx.pods_of(namespace, set_uid)
-        .iter()
-        .filter_map(|pod| {
-            let state = if pod.metadata.deletion_timestamp.is_some() {
-                CachedPod::Terminating
-            } else {
-                CachedPod::Present
-            };
-            Some((pod.metadata.uid.clone()?, state))
-        })
-        .collect()
 }
 
 /// Builds the planner's input from the caches (`rollout_status`: see

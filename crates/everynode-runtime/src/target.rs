@@ -53,6 +53,9 @@ pub trait SetResource:
     /// The planner's view of the set.
     fn view(&self) -> Result<SetView, Error>;
 
+    /// `status.observedGeneration`.
+    fn observed_generation(&self) -> Option<i64>;
+
     /// `status` as this kind stores it, for a status patch.
     fn status_json(&self, status: &everynode_api::DaemonSetStatus) -> Result<Value, Error>;
 
@@ -85,6 +88,10 @@ impl SetResource for everynode_api::DaemonSet {
             set: key(self),
             source,
         })
+    }
+
+    fn observed_generation(&self) -> Option<i64> {
+        self.status.as_ref()?.observed_generation
     }
 
     /// The status as a merge patch: fields that can go away (the wave once the rollout is past
@@ -133,6 +140,10 @@ impl SetResource for apps::DaemonSet {
                 set: key(self),
                 source,
             })
+    }
+
+    fn observed_generation(&self) -> Option<i64> {
+        self.status.as_ref()?.observed_generation
     }
 
     fn with_template(&self, template: &PodTemplateSpec) -> Self {

@@ -71,7 +71,7 @@ pub(super) fn plan_history<'a>(
 /// written this round.
 pub(super) fn collision_only(input: &PlanInput, selector: &Selector, count: i32, out: &mut Plan) {
     for pod in &input.pods {
-        record_claim(pod, selector, out);
+        record_claim(pod, selector.matches(&pod.labels), out);
     }
     out.adopt_pods.sort();
     out.release_pods.sort();

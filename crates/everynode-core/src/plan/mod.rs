@@ -17,6 +17,7 @@
 
 mod builder;
 mod history;
+mod label_memo;
 mod output;
 mod params;
 mod safety;

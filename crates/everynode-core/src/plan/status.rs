@@ -21,6 +21,7 @@ use crate::status::pacing::StatusWrite;
 use crate::status::{RolloutFacts, RolloutStatus, StatusCounts, count, rollout_conditions};
 
 use super::builder::Builder;
+use super::label_memo::LabelMemo;
 use super::params::RolloutParams;
 use super::steps::RolloutOutcome;
 
@@ -310,6 +311,7 @@ fn rollout_status(
     let set = &b.input.set;
     // (hash, pods, available); few distinct hashes.
     let mut per_hash: Vec<(&str, i32, i32)> = Vec::new();
+    let mut hashes = LabelMemo::new();
     let mut desired = 0;
     for slot in b.state.slots.iter().filter(|s| s.elig.should_run) {
         desired += 1;
@@ -320,7 +322,9 @@ fn rollout_status(
         let hash = if pod.current {
             Some(b.hash.as_str())
         } else if let Some(i) = pod.input() {
-            strs::label(&b.input.pods[i].labels, CONTROLLER_REVISION_HASH).map(String::as_str)
+            hashes.get(&b.input.pods[i].labels, |labels| {
+                strs::label(labels, CONTROLLER_REVISION_HASH).map(String::as_str)
+            })
         } else {
             stable_hash
         };

@@ -2,7 +2,7 @@
 //! and the claimed pods (§4.3 step 1) mapped to their target nodes — one pass over the nodes,
 //! one over the pods.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use everynode_api::labels::{CONTROLLER_REVISION_HASH, POD_TEMPLATE_GENERATION};
@@ -17,6 +17,7 @@ use crate::selector::Selector;
 use crate::snapshot::{NodeView, PlanInput, PodView};
 use crate::state::{InputPod, PodList, Slot, SlotElig, State};
 
+use super::label_memo::LabelMemo;
 use super::output::{NodeDecision, Plan};
 
 /// The working copy and what building it learned.
@@ -50,12 +51,19 @@ pub(super) fn working_copy<'a>(
     let mut state = State::new(&input.pods, slots);
     let mut hashes = PodHashes::default();
     let mut crowded = Vec::new();
+    let mut selected = LabelMemo::new();
+    let mut revision = LabelMemo::new();
     for (i, pod) in input.pods.iter().enumerate() {
-        if !record_claim(pod, selector, out) {
+        let matches = selected.get(&pod.labels, |labels| selector.matches(labels));
+        if !record_claim(pod, matches, out) {
             continue;
         }
-        let label_is_current = strs::label(&pod.labels, CONTROLLER_REVISION_HASH)
-            .is_some_and(|h| hashes.is_current(h, &hash));
+        // Only for claimed pods: `hashes` collects the hashes history cleanup keeps.
+        let (label_is_current, generation_matches) = revision.get(&pod.labels, |labels| {
+            let current = strs::label(labels, CONTROLLER_REVISION_HASH)
+                .is_some_and(|h| hashes.is_current(h, &hash));
+            (current, facts.generation_matches(labels))
+        });
         let Some(target) = pod.target_node.as_deref() else {
             out.ignored_pods.push((
                 pod.name.clone(),
@@ -71,7 +79,8 @@ pub(super) fn working_copy<'a>(
                 .binary_search_by(|(n, _)| n.as_str().cmp(pod.name.as_str()))
                 .is_ok();
         // A relabelled pod carries the current hash.
-        let idx = state.add_input(facts.input_pod(i, pod, relabelled || label_is_current));
+        let current = relabelled || label_is_current;
+        let idx = state.add_input(facts.input_pod(i, pod, current, generation_matches));
         match index.slot(target) {
             Some(s) => {
                 let list = &mut state.slots[s].pods;
@@ -150,12 +159,23 @@ impl<'h> PodFacts<'h> {
         }
     }
 
-    /// Input pod `index` (`current`: it carries the update revision's hash).
-    fn input_pod(&self, index: usize, pod: &PodView, current: bool) -> InputPod {
-        let updated = (current && !self.hash.is_empty())
-            || self.generation.as_deref().is_some_and(|g| {
-                strs::label(&pod.labels, POD_TEMPLATE_GENERATION).is_some_and(|v| strs::eq(v, g))
-            });
+    /// Whether `labels` carry the set's template generation (a legacy updated pod).
+    fn generation_matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.generation.as_deref().is_some_and(|g| {
+            strs::label(labels, POD_TEMPLATE_GENERATION).is_some_and(|v| strs::eq(v, g))
+        })
+    }
+
+    /// Input pod `index` (`current`: it carries the update revision's hash;
+    /// `generation_matches`: see [`Self::generation_matches`]).
+    fn input_pod(
+        &self,
+        index: usize,
+        pod: &PodView,
+        current: bool,
+        generation_matches: bool,
+    ) -> InputPod {
+        let updated = (current && !self.hash.is_empty()) || generation_matches;
         let available = pod.ready
             && match self.available_before {
                 None => true,
@@ -183,10 +203,10 @@ fn claims(pod: &PodView, selector: &Selector) -> bool {
     )
 }
 
-/// Claims `pod` (§4.3 step 1), recording an adoption or release in `out`; returns whether the
-/// set keeps (or adopts) it.
-pub(super) fn record_claim(pod: &PodView, selector: &Selector, out: &mut Plan) -> bool {
-    match claim(pod.owner(), selector.matches(&pod.labels), pod.deleting()) {
+/// Claims `pod` (§4.3 step 1; `matches`: the set's selector matches its labels), recording an
+/// adoption or release in `out`; returns whether the set keeps (or adopts) it.
+pub(super) fn record_claim(pod: &PodView, matches: bool, out: &mut Plan) -> bool {
+    match claim(pod.owner(), matches, pod.deleting()) {
         Claim::Keep => true,
         Claim::Adopt => {
             out.adopt_pods.push(pod.name.clone());

@@ -240,7 +240,7 @@ impl Cluster {
         PodView {
             uid: format!("uid-{name}"),
             name,
-            labels,
+            labels: Arc::new(labels),
             owner: Some(if owned { Owner::ThisSet } else { Owner::Orphan }),
             node_name: (!node.is_empty()).then(|| node.to_owned()),
             target_node: (!node.is_empty()).then(|| node.to_owned()),

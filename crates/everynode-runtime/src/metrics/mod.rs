@@ -29,6 +29,9 @@ pub enum Outcome {
     ok,
     /// The reconcile failed and will be retried with backoff.
     error,
+    /// Not started: inside its set's pacing interval, with the set's own pod writes not in
+    /// the caches yet (see `pacing`).
+    deferred,
 }
 
 /// Labels of reconcile counters.
@@ -373,6 +376,15 @@ impl Metrics {
             .get_or_create(&ReconcileLabels { outcome })
             .inc();
         self.reconcile_duration.observe(took.as_secs_f64());
+    }
+
+    /// Records a reconcile that was deferred (not timed: it did no work).
+    pub fn observe_deferred(&self) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                outcome: Outcome::deferred,
+            })
+            .inc();
     }
 
     /// Records an error of a category.
