@@ -24,6 +24,11 @@ pub fn keep_entry(entry: &ManagedFieldsEntry) -> bool {
     entry.manager.as_deref() == Some(BUILT_IN_MANAGER)
 }
 
+/// Whether the built-in controller wrote the object (a managed-fields entry of its manager).
+pub fn wrote(meta: &ObjectMeta) -> bool {
+    meta.managed_fields.iter().flatten().any(keep_entry)
+}
+
 /// The latest write of the built-in controller to the set (its status) or to one of its pods
 /// (a pod it created) after `started` (when everynode began managing sets: writes before it are
 /// a handover's history) and within `quiet` before `now`: `(what, when)`.

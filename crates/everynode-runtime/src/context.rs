@@ -95,7 +95,7 @@ pub struct Context {
     pub client: Client,
     /// Cache of pods (in the watched namespaces).
     pub pods: Store<Pod>,
-    /// The pods of each set and the orphans ([`Context::pods_of`]).
+    /// The pods of each set and the orphans ([`crate::pod_index::PodIndex::with_pods_of`]).
     pub pod_index: std::sync::Arc<crate::pod_index::PodIndex>,
     /// Cache of nodes.
     pub nodes: Store<Node>,
@@ -134,13 +134,8 @@ pub struct Context {
 }
 
 impl Context {
-    /// The cached pods a set reads: its own (by controller UID) and the orphans of its
-    /// namespace.
-    pub fn pods_of(&self, namespace: &str, set_uid: &str) -> Vec<std::sync::Arc<Pod>> {
-        self.pod_index.pods_of(namespace, set_uid)
-    }
-
-    /// The cached pod `name` if the set with `set_uid` reads it (as [`Self::pods_of`] lists it).
+    /// The cached pod `name` if the set with `set_uid` reads it: its own (by controller UID)
+    /// or an orphan of its namespace ([`crate::pod_index::PodIndex::with_pods_of`]).
     #[must_use]
     pub fn pod_of(
         &self,

@@ -23,6 +23,8 @@ struct Kept<O, V> {
 pub struct KeptViews<O, V> {
     by_address: foldhash::HashMap<usize, Kept<O, V>>,
     refreshes: u64,
+    /// Views built or dropped so far.
+    changes: u64,
 }
 
 impl<O, V> Default for KeptViews<O, V> {
@@ -30,6 +32,7 @@ impl<O, V> Default for KeptViews<O, V> {
         Self {
             by_address: foldhash::HashMap::default(),
             refreshes: 0,
+            changes: 0,
         }
     }
 }
@@ -49,16 +52,20 @@ impl<O, V> KeptViews<O, V> {
         self.refreshes += 1;
         let now = self.refreshes;
         let mut seen = 0;
+        let changes = &mut self.changes;
         let views = objects
             .into_iter()
             .filter_map(|object| {
                 let kept = match self.by_address.entry(Arc::as_ptr(object).addr()) {
                     Entry::Occupied(entry) => entry.into_mut(),
-                    Entry::Vacant(entry) => entry.insert(Kept {
-                        _object: Arc::downgrade(object),
-                        view: build(object).map(Arc::new),
-                        seen: 0,
-                    }),
+                    Entry::Vacant(entry) => {
+                        *changes += 1;
+                        entry.insert(Kept {
+                            _object: Arc::downgrade(object),
+                            view: build(object).map(Arc::new),
+                            seen: 0,
+                        })
+                    }
                 };
                 if kept.seen != now {
                     kept.seen = now;
@@ -68,9 +75,16 @@ impl<O, V> KeptViews<O, V> {
             })
             .collect();
         if self.by_address.len() > seen {
+            self.changes += 1;
             self.by_address.retain(|_, kept| kept.seen == now);
         }
         views
+    }
+
+    /// How many times a view was built or views were dropped: unchanged between two
+    /// refreshes, they gave the same views.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// How many objects are kept (with a view or without).

@@ -3,7 +3,7 @@
 //! set's pods and the orphans it may adopt instead of scanning every cached pod. The index
 //! holds the store's own `Arc` of each pod: a reconcile copies pointers and looks nothing up.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -25,6 +25,8 @@ enum Group {
 struct Groups {
     of_pod: HashMap<(String, String), Group>,
     members: HashMap<Group, HashMap<String, Arc<Pod>>>,
+    /// The names of the members the built-in DaemonSet controller wrote (usually none).
+    built_in: HashMap<Group, HashSet<String>>,
 }
 
 impl Groups {
@@ -45,10 +47,22 @@ impl Groups {
             if names.is_empty() {
                 self.members.remove(&group);
             }
+            if let Some(names) = self.built_in.get_mut(&group) {
+                names.remove(&key.1);
+                if names.is_empty() {
+                    self.built_in.remove(&group);
+                }
+            }
         }
     }
 
     fn insert(&mut self, key: (String, String), group: Group, pod: Arc<Pod>) {
+        if crate::builtin::wrote(&pod.metadata) {
+            self.built_in
+                .entry(group.clone())
+                .or_default()
+                .insert(key.1.clone());
+        }
         self.members
             .entry(group.clone())
             .or_default()
@@ -131,23 +145,44 @@ impl PodIndex {
         }
     }
 
-    /// The cached pods the set with `uid` in `namespace` reads: its own and the namespace's
-    /// orphans.
-    pub fn pods_of(&self, namespace: &str, uid: &str) -> Vec<Arc<Pod>> {
+    /// `read` of the cached pods the set with `uid` in `namespace` reads — its own and the
+    /// namespace's orphans — without copying their `Arc`s (each copy writes the pod's reference
+    /// count: a cache miss per pod). The index is locked meanwhile: the pod watch waits.
+    pub fn with_pods_of<R>(
+        &self,
+        namespace: &str,
+        uid: &str,
+        read: impl FnOnce(&mut dyn Iterator<Item = &Arc<Pod>>) -> R,
+    ) -> R {
         let live = self.live.read().unwrap_or_else(|p| p.into_inner());
-        [
+        let groups = [
             Group::Set(uid.to_owned()),
             Group::Orphans(namespace.to_owned()),
-        ]
-        .iter()
-        .filter_map(|group| live.members.get(group))
-        .flat_map(HashMap::values)
-        .cloned()
-        .collect()
+        ];
+        let mut pods = groups
+            .iter()
+            .filter_map(|group| live.members.get(group))
+            .flat_map(HashMap::values);
+        read(&mut pods)
+    }
+
+    /// The cached pods of the set with `uid` that the built-in DaemonSet controller wrote
+    /// ([`crate::builtin::wrote`]).
+    pub fn written_by_built_in(&self, uid: &str) -> Vec<Arc<Pod>> {
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        let group = Group::Set(uid.to_owned());
+        let (Some(names), Some(members)) = (live.built_in.get(&group), live.members.get(&group))
+        else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .filter_map(|name| members.get(name).cloned())
+            .collect()
     }
 
     /// The cached pod `name` in `namespace` if the set with `uid` reads it, exactly as
-    /// [`Self::pods_of`] would list it. The watch applies an event to the store a moment
+    /// [`Self::with_pods_of`] would list it. The watch applies an event to the store a moment
     /// before the index: a check of a created pod against the store alone could find a pod the
     /// set's plan does not see yet, and the plan would create a second one on the node.
     pub fn pod_of(&self, namespace: &str, uid: &str, name: &str) -> Option<Arc<Pod>> {
@@ -218,7 +253,10 @@ mod tests {
         }
 
         fn names_of(&self, namespace: &str, uid: &str) -> Vec<String> {
-            names(self.index.pods_of(namespace, uid))
+            names(
+                self.index
+                    .with_pods_of(namespace, uid, |pods| pods.cloned().collect()),
+            )
         }
     }
 
@@ -279,6 +317,37 @@ mod tests {
         assert!(x.names_of("a", "u2").is_empty());
         let live = x.index.live.read().unwrap_or_else(|p| p.into_inner());
         assert!(live.of_pod.is_empty() && live.members.is_empty());
+    }
+
+    #[test]
+    fn the_pods_the_built_in_controller_wrote_are_kept_apart() {
+        let mut x = Indexed::new();
+        x.send(watcher::Event::Init);
+        x.send(watcher::Event::InitDone);
+        let mut written = pod("a", "by-upstream", Some(("DaemonSet", "u1")));
+        written.metadata.managed_fields = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                manager: Some(crate::builtin::BUILT_IN_MANAGER.into()),
+                ..Default::default()
+            },
+        ]);
+        x.send(watcher::Event::Apply(written));
+        x.send(watcher::Event::Apply(pod(
+            "a",
+            "by-everynode",
+            Some(("DaemonSet", "u1")),
+        )));
+        assert_eq!(names(x.index.written_by_built_in("u1")), ["by-upstream"]);
+        assert!(x.index.written_by_built_in("u2").is_empty());
+        // Replaced by a pod nobody else wrote (the same name): no longer listed.
+        x.send(watcher::Event::Apply(pod(
+            "a",
+            "by-upstream",
+            Some(("DaemonSet", "u1")),
+        )));
+        assert!(x.index.written_by_built_in("u1").is_empty());
+        let live = x.index.live.read().unwrap_or_else(|p| p.into_inner());
+        assert!(live.built_in.is_empty());
     }
 
     #[test]

@@ -51,7 +51,12 @@ pub struct PodViews {
 impl PodViews {
     /// The views of the pods among `pods` that concern `set` ([`PodView::concerns`]), in their
     /// order, reusing those whose pod has not changed and forgetting the pods that are gone.
-    pub fn of(&self, key: &str, set: &SetView, pods: &[Arc<Pod>]) -> Vec<Arc<PodView>> {
+    pub fn of<'p>(
+        &self,
+        key: &str,
+        set: &SetView,
+        pods: impl IntoIterator<Item = &'p Arc<Pod>>,
+    ) -> Vec<Arc<PodView>> {
         // Taken out while building: one set's views are never built by two reconciles at once
         // (the controller runs one reconcile per set), and other sets need not wait.
         let mut kept = self.lock().remove(key).unwrap_or_default();

@@ -98,8 +98,10 @@ async fn plan_set<K: SetResource>(ctx: &Context, view: SetView) -> Planned {
     let key = set_key(&view.namespace, &view.name);
     ctx.expectations.claim(&key, &view.uid);
     let outstanding = outstanding_writes(ctx, &key, &view.namespace, &view.uid);
+    let planning = Instant::now();
     let mut input = snapshot(ctx, view, outstanding == 0, K::ROLLOUT_STATUS);
     let mut plan = everynode_core::plan(&input);
+    ctx.reconcile_pacer.cost(&key, planning.elapsed());
     // A template the apiserver refuses starts no rollout: plan again holding its pods.
     let rejection =
         template_verdicts::rejection::<K>(&ctx.template_verdicts, &ctx.client, &input, &plan).await;
@@ -203,15 +205,12 @@ fn built_in_at_work<K: SetResource>(
     if K::api_version(&()) != "apps/v1" {
         return None;
     }
-    let pods = ctx.pods_of(&view.namespace, &view.uid);
-    let owned = pods.iter().map(AsRef::as_ref).filter(|pod| {
-        pod.owner_references()
-            .iter()
-            .any(|r| r.controller == Some(true) && r.uid == view.uid)
-    });
+    // Only the pods it wrote: the index keeps them apart (reading 5,000 pods' managed fields
+    // on every reconcile was 4 % of the controller's CPU at 5,000 nodes).
+    let written = ctx.pod_index.written_by_built_in(&view.uid);
     crate::builtin::recent_write(
         set.meta(),
-        owned,
+        written.iter().map(AsRef::as_ref),
         ctx.started,
         ctx.config.server_clock.now(),
         ctx.config.builtin_quiet_period,
@@ -314,8 +313,10 @@ fn snapshot(
     let backoff = ctx.backoff.for_set(&set.uid, backoff_generation);
     let key = set_key(&set.namespace, &set.name);
     let pods = ctx
-        .pod_views
-        .of(&key, &set, &ctx.pods_of(&set.namespace, &set.uid));
+        .pod_index
+        .with_pods_of(&set.namespace, &set.uid, |pods| {
+            ctx.pod_views.of(&key, &set, pods)
+        });
     let nodes = ctx.node_views.of(&ctx.nodes.state());
     let revisions = ctx.revisions.state();
     let mut input = PlanInput::from_views(
