@@ -98,10 +98,8 @@ async fn plan_set<K: SetResource>(ctx: &Context, view: SetView) -> Planned {
     let key = set_key(&view.namespace, &view.name);
     ctx.expectations.claim(&key, &view.uid);
     let outstanding = outstanding_writes(ctx, &key, &view.namespace, &view.uid);
-    let planning = Instant::now();
     let mut input = snapshot(ctx, view, outstanding == 0, K::ROLLOUT_STATUS);
     let mut plan = everynode_core::plan(&input);
-    ctx.reconcile_pacer.cost(&key, planning.elapsed());
     // A template the apiserver refuses starts no rollout: plan again holding its pods.
     let rejection =
         template_verdicts::rejection::<K>(&ctx.template_verdicts, &ctx.client, &input, &plan).await;
