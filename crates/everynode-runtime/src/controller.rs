@@ -168,16 +168,17 @@ async fn reconcile_measured<K: SetResource>(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let key = key_of(set.as_ref());
-    ctx.queue.started(&key);
     match start(&ctx, set.as_ref(), &key) {
         Start::Now => {}
         // Events that arrive while this waits are seen by this reconcile's snapshot.
         Start::After(wait) => tokio::time::sleep(wait).await,
         Start::Deferred(wait) => {
+            ctx.queue.started(&key);
             ctx.metrics.observe_deferred();
             return Ok(Action::requeue(wait));
         }
     }
+    ctx.queue.started(&key);
     let started = std::time::Instant::now();
     ctx.reconcile_pacer.went(&key, started);
     let result = reconcile(set, ctx.clone()).await;
