@@ -219,7 +219,6 @@ fn start<K: SetResource>(ctx: &Context, set: &K, key: &str) -> Start {
 fn awaits_own_writes<K: SetResource>(ctx: &Context, set: &K, key: &str) -> bool {
     let namespace = set.namespace().unwrap_or_default();
     let uid = set.meta().uid.as_deref().unwrap_or_default();
-    ctx.expectations.claim(key, uid);
     outstanding_writes(ctx, key, &namespace, uid) > 0
 }
 

@@ -96,7 +96,6 @@ struct Planned {
 /// of a template the apiserver refuses.
 async fn plan_set<K: SetResource>(ctx: &Context, view: SetView) -> Planned {
     let key = set_key(&view.namespace, &view.name);
-    ctx.expectations.claim(&key, &view.uid);
     let outstanding = outstanding_writes(ctx, &key, &view.namespace, &view.uid);
     let mut input = snapshot(ctx, view, outstanding == 0, K::ROLLOUT_STATUS);
     let mut plan = everynode_core::plan(&input);
@@ -261,8 +260,9 @@ async fn write_observed_status<K: SetResource>(
 }
 
 /// How many of the set's recorded pod writes its caches do not show yet (forgetting those they
-/// show).
+/// show, and those recorded for an earlier set of its name).
 pub fn outstanding_writes(ctx: &Context, key: &str, namespace: &str, set_uid: &str) -> usize {
+    ctx.expectations.claim(key, set_uid);
     let cached = |name: &str| ctx.pod_of(namespace, set_uid, name);
     ctx.expectations.outstanding(
         key,
