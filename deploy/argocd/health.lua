@@ -1,6 +1,6 @@
 -- Argo CD health check for everynode.dev/DaemonSet, from the controller's conditions:
 -- Progressing until the controller has observed the set's generation, then Degraded once
--- the rollout is stalled (failed, or its template refused by the apiserver), Suspended while
+-- the rollout is stalled (failed, aborted, or its template refused), Suspended while
 -- paused or frozen, Healthy once Ready (every desired node runs an available pod of the
 -- update revision), Progressing otherwise. Uses only Lua's base library: Argo CD opens no
 -- string library for a check from argocd-cm.

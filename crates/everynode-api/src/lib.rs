@@ -15,6 +15,6 @@ pub mod v1alpha1;
 
 pub use v1alpha1::{
     BlockedNode, DaemonSet, DaemonSetSpec, DaemonSetStatus, DaemonSetUpdateStrategy, FailurePolicy,
-    NewNodePolicy, ReasonCount, RevisionPods, RollingUpdateDaemonSet, RolloutFailure, RolloutOrder,
-    RolloutOrderType, RolloutRollback, RolloutWave, UpdateStrategyType,
+    NewNodePolicy, ReasonCount, RevisionPods, RollingUpdateDaemonSet, RolloutAbort, RolloutFailure,
+    RolloutOrder, RolloutOrderType, RolloutRetry, RolloutRollback, RolloutWave, UpdateStrategyType,
 };

@@ -83,6 +83,37 @@ pub struct DaemonSetSpec {
     /// the status keeps being reported. Defaults to false. everynode only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frozen: Option<bool>,
+
+    /// Set by `everynode rollout abort`: while the template is this revision, pods go back to
+    /// `status.stableRevision` through the same budgets, and the template is left as it is (what
+    /// a GitOps tool owns is not rewritten). A template of another revision ends it; `everynode
+    /// rollout retry` removes it. everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<RolloutAbort>,
+
+    /// Set by `everynode rollout retry`: a failure of this revision recorded before `at` is
+    /// dropped, and its pods created before `at` no longer count towards a new one. everynode
+    /// only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RolloutRetry>,
+}
+
+/// `spec.abort`: the rollout of a revision is called off.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutAbort {
+    /// The aborted revision (`status.updateRevision` when it was aborted).
+    pub revision: String,
+}
+
+/// `spec.retry`: the rollout of a revision starts over its failure detection.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRetry {
+    /// The retried revision (`status.updateRevision` when it was retried).
+    pub revision: String,
+    /// When it was retried.
+    pub at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 }
 
 /// How a DaemonSet replaces pods when its template changes.

@@ -54,6 +54,7 @@ pub use render::{
 };
 pub use revision::{
     HistoryPlan, NewRevision, data_matches, hash_template, revision_data, template_from_data,
+    template_revision,
 };
 pub use snapshot::{
     NodeProblem, NodeView, Owner, PlanConfig, PlanInput, PodLabels, PodPhase, PodView,

@@ -115,6 +115,14 @@ pub fn revision_name(set_name: &str, hash: &str) -> String {
     format!("{set_name}-{hash}")
 }
 
+/// The name of the revision of `set`'s template (`status.updateRevision` once planned).
+pub fn template_revision(set: &crate::snapshot::SetView) -> String {
+    revision_name(
+        &set.name,
+        &hash_template(&set.spec.template, set.collision_count()),
+    )
+}
+
 /// `{"spec":{"template":{…,"$patch":"replace"}}}`, upstream's `getPatch` shape.
 fn data_with_template(template: &Value) -> Value {
     let mut tpl = match template {

@@ -182,13 +182,17 @@ fn failed_pod(
 }
 
 /// Failed nodes and whether the rollout has failed, on the state before this plan's writes.
+/// Pods created before `retried_at` (`spec.retry`) do not count.
 pub(crate) fn assess(
     state: &State<'_>,
     safety: &Safety,
     now: Timestamp,
     min_ready: i64,
+    retried_at: Option<Timestamp>,
 ) -> Assessment {
     let mut out = Assessment::default();
+    // Creation times are whole seconds: a pod created in the second of the retry is new.
+    let retried_at = retried_at.and_then(|at| Timestamp::from_second(at.as_second()).ok());
     // Progress: the newest time a new-revision pod became available, and the oldest creation
     // time of a new-revision pod that is not available yet.
     let mut last_available: Option<Timestamp> = None;
@@ -203,6 +207,11 @@ pub(crate) fn assess(
         for &p in s.pods.iter() {
             let pod = &state.pods[p];
             if !pod.updated || pod.deleting {
+                continue;
+            }
+            if let (Some(at), Some(created)) = (retried_at, pod.created())
+                && created < at
+            {
                 continue;
             }
             // Progress is measured on the desired nodes only.

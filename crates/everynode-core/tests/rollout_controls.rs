@@ -442,6 +442,7 @@ fn rolling_facts() -> RolloutFacts<'static> {
         wave: None,
         failure: None,
         rollback: None,
+        aborted: None,
         skipped: 0,
         template_rejected: false,
         unavailable: 1,
@@ -546,6 +547,16 @@ fn kstatus_conditions_per_scenario() {
             "failed, then complete (failurePolicy Continue)",
             with(complete, |f| f.failure = Some(&failure)),
             "Ready=True RolloutComplete",
+        ),
+        (
+            "aborted, going back",
+            with(failed, |f| f.aborted = Some("agent-3")),
+            "Ready=False RolloutAborted, Stalled RolloutAborted",
+        ),
+        (
+            "aborted, back on the stable revision",
+            with(complete, |f| f.aborted = Some("agent-3")),
+            "Ready=False RolloutAborted, Stalled RolloutAborted",
         ),
         (
             "template rejected",

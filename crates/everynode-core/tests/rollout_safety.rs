@@ -1,7 +1,7 @@
 //! Rollout safety (everynode only): the progress deadline, failed nodes (crash loops, the
 //! pod-ready deadline, the node-health guard) against `maxFailedNodes`, the failure policies
-//! (Pause, Rollback, Continue), `unavailableNodePolicy`, and the strict budget when a new
-//! template supersedes a failed rollout.
+//! (Pause, Rollback, Continue), `unavailableNodePolicy`, the strict budget when a new
+//! template supersedes a failed rollout, and the operator's abort and retry.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,10 +11,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use everynode_api::RollingUpdateDaemonSet;
 use everynode_api::labels::CONTROLLER_REVISION_HASH;
+use everynode_api::{RollingUpdateDaemonSet, RolloutAbort, RolloutRetry};
 use everynode_core::{Deferred, DeleteReason, EventReason, NodeProblem, Plan, PlanError};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::SignedDuration;
 
 fn failure_reason(p: &Plan) -> Option<String> {
     p.status
@@ -538,4 +540,115 @@ fn blocked_nodes_name_each_reason_and_totals_count_them_all() {
     assert_eq!(totals["CrashLoopBackOff"], 1);
     assert_eq!(totals["Unschedulable"], 1);
     assert_eq!(totals["SkippedNodeDown"], 1);
+}
+
+#[test]
+fn abort_takes_the_pods_back_to_the_stable_revision_within_the_budget_and_keeps_the_template() {
+    let mut c = rolled_out(4, rolling_with(|_| {}));
+    let stable = c.current_hash();
+    c.set_image("agent:v2");
+    let aborted = c.current_hash();
+    for _ in 0..2 {
+        c.expect_sync(0, 1, 0);
+        c.expect_sync(1, 0, 0);
+        c.mark_pods_ready();
+    }
+    assert_eq!(pods_with_hash(&c, &aborted), ["node-0", "node-1"]);
+    c.set.spec.abort = Some(RolloutAbort {
+        revision: format!("agent-{aborted}"),
+    });
+    // One node at a time (maxUnavailable 1), from the stable revision's template.
+    let p = c.expect_sync(0, 1, 0);
+    assert_eq!(p.deletes[0].node, "node-0");
+    let status = p.status.clone().unwrap();
+    assert_eq!(status.update_revision, Some(format!("agent-{stable}")));
+    assert_eq!(
+        condition(&p, "Progressing"),
+        ("False".into(), "RolloutAborted".into())
+    );
+    let reason = "RolloutAborted";
+    assert_eq!(kstatus(&p), ks("False", reason, None, Some(reason)));
+    let p = c.expect_sync(1, 0, 0);
+    assert_eq!(
+        (p.creates[0].node.as_str(), p.creates[0].hash.as_str()),
+        ("node-0", stable.as_str())
+    );
+    assert!(
+        p.templates.contains_key(&stable),
+        "creates use the stable template"
+    );
+    c.mark_pods_ready();
+    c.expect_sync(0, 1, 0);
+    c.expect_sync(1, 0, 0);
+    c.mark_pods_ready();
+    let p = c.expect_sync(0, 0, 0);
+    assert_eq!(pods_with_hash(&c, &stable).len(), 4);
+    // Back on the stable revision everywhere, still not Ready: the template is not rolled out.
+    assert_eq!(kstatus(&p), ks("False", reason, None, Some(reason)));
+    assert_eq!(c.current_hash(), aborted, "the template is left as it is");
+
+    // Removing the abort (`everynode rollout retry`) starts the rollout of the template again.
+    c.set.spec.abort = None;
+    let p = c.expect_sync(0, 1, 0);
+    assert_eq!(condition(&p, "Progressing").1, "RollingOut");
+    let p = c.expect_sync(1, 0, 0);
+    assert_eq!(p.creates[0].hash, aborted);
+}
+
+#[test]
+fn an_abort_of_another_revision_or_without_a_stable_one_changes_nothing() {
+    let mut c = rolled_out(3, rolling_with(|_| {}));
+    c.set_image("agent:v2");
+    c.set.spec.abort = Some(RolloutAbort {
+        revision: "agent-someotherhash".to_owned(),
+    });
+    let p = c.expect_sync(0, 1, 0);
+    assert_eq!(condition(&p, "Progressing").1, "RollingOut");
+
+    let mut fresh = Cluster::with_strategy(new_set("agent"), rolling_with(|_| {}));
+    fresh.add_nodes(0, 2, BTreeMap::new());
+    let revision = format!("agent-{}", fresh.current_hash());
+    fresh.set.spec.abort = Some(RolloutAbort { revision });
+    fresh.expect_sync(2, 0, 0);
+}
+
+#[test]
+fn retry_drops_the_failure_and_counts_only_pods_created_after_it() {
+    let mut c = rolled_out(
+        6,
+        rolling_with(|r| {
+            r.max_unavailable = Some(IntOrString::Int(6));
+            r.max_failed_nodes = Some(IntOrString::Int(2));
+        }),
+    );
+    c.set_image("agent:v2");
+    let revision = format!("agent-{}", c.current_hash());
+    c.expect_sync(0, 6, 0);
+    c.expect_sync(6, 0, 0);
+    let crashing = ["node-0", "node-1", "node-2"];
+    for node in crashing {
+        set_trouble(&mut c, node, "container c: ImagePullBackOff");
+    }
+    c.expect_sync(0, 0, 1);
+    // The image is pushed after all: retry (at a clock reading within a second).
+    c.advance(Duration::from_secs(10));
+    c.set.spec.retry = Some(RolloutRetry {
+        revision: revision.clone(),
+        at: Time(c.now + SignedDuration::from_millis(500)),
+    });
+    let p = c.expect_sync(0, 0, 0);
+    assert_eq!(failure_reason(&p), None);
+    assert_eq!(condition(&p, "Progressing").1, "RollingOut");
+    // The pods that failed before the retry start again (the CLI deletes them): their new
+    // pods count — creation times are whole seconds, so also those of the retry's second —
+    // and fail the rollout again if they fail too.
+    c.pods
+        .retain(|p| !crashing.contains(&p.target_node.as_deref().unwrap_or_default()));
+    c.expect_sync(3, 0, 0);
+    for node in crashing {
+        set_trouble(&mut c, node, "container c: ImagePullBackOff");
+    }
+    let p = c.expect_sync(0, 0, 1);
+    let failure = p.status.as_ref().and_then(|s| s.failure.clone()).unwrap();
+    assert_eq!((failure.revision, failure.since.0), (revision, c.now));
 }

@@ -279,3 +279,44 @@ async fn a_set_tolerating_the_control_plane_taint_covers_control_plane_nodes() {
     assert_eq!(on_control_plane.len(), 1);
     assert!(pods::is_ready(&on_control_plane[0]));
 }
+
+#[tokio::test]
+async fn the_canary_rollout_updates_a_quarter_of_the_nodes_and_holds_the_rest() {
+    let env = TestEnv::new("ex-canary").await;
+    let nodes = env.add_nodes(4).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = apply_example(&env, "canary-rollout.yaml").await;
+    let (set, image) = &sets[0];
+    wait_one_ready_pod_per_node(&env, set, &nodes, image).await;
+    // What `everynode set image` writes: a JSON patch of the first container's image.
+    let new_image = "cr.fluentbit.io/fluent/fluent-bit:4.0.4";
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": new_image}
+    ]))
+    .expect("a JSON patch");
+    env.api::<everynode_api::DaemonSet>()
+        .patch(set, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+        .expect("patch the image");
+    // partition 75% of 4 nodes holds 3 on the old image; the first node by name is updated.
+    eventually("one node on the new image, three held", TIMEOUT, || async {
+        let pods: Vec<Pod> = set_pods(&env, set)
+            .await
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && pods::is_ready(p))
+            .collect();
+        let updated: Vec<String> = pods
+            .iter()
+            .filter(|p| image_of(p).as_deref() == Some(new_image))
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .collect();
+        let held = pods
+            .iter()
+            .filter(|p| image_of(p).as_deref() == Some(image.as_str()))
+            .count();
+        (updated == nodes[..1] && held == 3)
+            .then_some(())
+            .ok_or(format!("updated {updated:?}, held {held}"))
+    })
+    .await;
+}

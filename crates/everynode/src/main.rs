@@ -61,6 +61,9 @@ enum Command {
     /// Follow, list, undo and restart rollouts.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Change a set's template, kubectl style.
+    #[command(subcommand)]
+    Set(SetCommand),
     /// Why a node runs the set's pod or not, and what holds it back.
     Explain(ExplainArgs),
     /// Where a set would run and the waves its rollout would take, offline or live (read-only).
@@ -170,9 +173,9 @@ enum RolloutCommand {
         /// Follow the rollout until it completes.
         #[arg(short = 'w', long, default_value_t = true, action = clap::ArgAction::Set)]
         watch: bool,
-        /// Give up after this many seconds (0: never).
-        #[arg(long, default_value_t = 0)]
-        timeout: u64,
+        /// Give up after this long: a duration like 90s, 5m or 1h30m, or seconds (0: never).
+        #[arg(long, default_value = "0", value_parser = cli::duration::parse)]
+        timeout: std::time::Duration,
     },
     /// List the set's revisions, or show one.
     History {
@@ -214,6 +217,40 @@ enum RolloutCommand {
     Unfreeze {
         #[command(flatten)]
         target: SetArgs,
+    },
+    /// Release the next hold: the pause, then the canary selector, then the partition by a step.
+    Promote {
+        #[command(flatten)]
+        target: SetArgs,
+        /// Release every hold at once (pause, canary selector and partition).
+        #[arg(long)]
+        full: bool,
+        /// How far to lower the partition: nodes, or a percentage of the desired nodes.
+        #[arg(long, default_value = "25%", value_parser = cli::promote::parse_step)]
+        step: everynode_core::budget::Scaled,
+    },
+    /// Call off the rollout: pods go back to the stable revision, the template stays as it is.
+    Abort {
+        #[command(flatten)]
+        target: SetArgs,
+    },
+    /// Start an aborted or failed rollout again (the template's revision).
+    Retry {
+        #[command(flatten)]
+        target: SetArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SetCommand {
+    /// Set container images: `everynode set image SET CONTAINER=IMAGE…` (`*=IMAGE`: every
+    /// container).
+    Image {
+        #[command(flatten)]
+        target: SetArgs,
+        /// `CONTAINER=IMAGE`, one or more.
+        #[arg(required = true, value_parser = cli::set_image::parse_request)]
+        images: Vec<cli::set_image::ImageRequest>,
     },
 }
 
@@ -299,6 +336,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("writing completions"),
         Command::Status(ref args) => run_cli(&cli, |client| cli_status(client, args)),
         Command::Rollout(ref command) => run_cli(&cli, |client| cli_rollout(client, command)),
+        Command::Set(SetCommand::Image {
+            ref target,
+            ref images,
+        }) => run_cli(&cli, |client| async move {
+            let namespace = namespace_of(&client, &target.scope);
+            let set = cli::sets::find(&client, &namespace, &target.set, target.scope.kind).await?;
+            println!(
+                "{}",
+                cli::set_image::set_image(&client, &set, images).await?
+            );
+            Ok(())
+        }),
         Command::Explain(ref args) => run_cli(&cli, |client| cli_explain(client, args)),
         Command::Plan(ref args) => cli_plan(&cli, args),
         Command::Controller(ref args) => {
@@ -448,12 +497,15 @@ async fn cli_rollout(client: kube::Client, command: &RolloutCommand) -> anyhow::
     | RolloutCommand::Pause { target }
     | RolloutCommand::Resume { target }
     | RolloutCommand::Freeze { target }
-    | RolloutCommand::Unfreeze { target }) = command;
+    | RolloutCommand::Unfreeze { target }
+    | RolloutCommand::Promote { target, .. }
+    | RolloutCommand::Abort { target }
+    | RolloutCommand::Retry { target }) = command;
     let namespace = namespace_of(&client, &target.scope);
     let style = cli::style::Style::detect(target.scope.no_color);
     match command {
         RolloutCommand::Status { watch, timeout, .. } => {
-            let timeout = (*timeout > 0).then(|| std::time::Duration::from_secs(*timeout));
+            let timeout = (!timeout.is_zero()).then_some(*timeout);
             cli::rollout::status(
                 &client,
                 &namespace,
@@ -492,6 +544,22 @@ async fn cli_rollout(client: kube::Client, command: &RolloutCommand) -> anyhow::
             };
             let set = cli::sets::find(&client, &namespace, &target.set, target.scope.kind).await?;
             println!("{}", cli::rollout::hold(&client, &set, hold, on).await?);
+        }
+        RolloutCommand::Promote { full, step, .. } => {
+            let set = cli::sets::find(&client, &namespace, &target.set, target.scope.kind).await?;
+            println!(
+                "{}",
+                cli::promote::promote(&client, &set, *full, *step).await?
+            );
+        }
+        RolloutCommand::Abort { .. } => {
+            let set = cli::sets::find(&client, &namespace, &target.set, target.scope.kind).await?;
+            println!("{}", cli::abort::abort(&client, &set).await?);
+        }
+        RolloutCommand::Retry { .. } => {
+            let set = cli::sets::find(&client, &namespace, &target.set, target.scope.kind).await?;
+            let now = everynode_core::Timestamp::now();
+            println!("{}", cli::abort::retry(&client, &set, now).await?);
         }
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! The CLI against the local cluster: `status` (text and JSON, unknown names), `explain`, `rollout status |
-//! history | undo | restart` on an everynode set, and `status`/`rollout status` on an apps/v1
-//! set run by `--target apps/v1`.
+//! history | undo | restart | promote | abort | retry` and `set image` on an everynode set, and
+//! `status`/`rollout status` on an apps/v1 set run by `--target apps/v1`.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -661,4 +661,167 @@ async fn explain_and_the_controller_agree_on_a_set_with_an_orphan() {
     .await;
     let after = explain(&env, "agent", &nodes[1]).await;
     assert!(!after.contains("Next:"), "{after}");
+}
+
+/// `everynode ARGS -n NS`, expecting exit `code`; returns stdout and stderr together.
+async fn expect_exit(env: &TestEnv, code: i32, args: &[&str]) -> String {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["-n", env.namespace()]);
+    let (got, out, err) = everynode(env, &all).await;
+    assert_eq!(got, code, "everynode {args:?}: {out}{err}");
+    format!("{out}{err}")
+}
+
+#[tokio::test]
+async fn set_image_then_promote_the_partition_step_by_step() {
+    let env = TestEnv::new("cli-promote").await;
+    let nodes = env.add_nodes(4).await;
+    everynode_testkit::install_crd(&env.client()).await;
+    let _controller = start_controller(&env, "everynode.dev/v1alpha1");
+    let v1 = "everynode.dev/v1alpha1";
+    let mut set = manifest(&env, v1, "agent", "agent:v1");
+    set["spec"]["updateStrategy"] = json!({"rollingUpdate": {"partition": 3}});
+    apply(&env, v1, &set).await;
+    wait_nodes_in_state(&env, "agent", &nodes, "updated").await;
+
+    // A container the template does not have is named with the ones it has; nothing changes.
+    let refused = expect_exit(&env, 1, &["set", "image", "agent", "agnet=agent:v2"]).await;
+    assert!(
+        refused.contains("no container \"agnet\"; its containers: c"),
+        "{refused}"
+    );
+    let updated = expect_exit(&env, 0, &["set", "image", "agent", "c=agent:v2"]).await;
+    assert_eq!(
+        updated,
+        "daemonset.everynode.dev/agent image updated\n  c: agent:v1 -> agent:v2\n"
+    );
+    // partition 3 of 4: only the first node (by name) is updated.
+    wait_nodes_in_state(&env, "agent", &nodes[..1], "updated").await;
+    wait_nodes_in_state(&env, "agent", &nodes[1..], "old").await;
+
+    let promoted = expect_exit(&env, 0, &["rollout", "promote", "agent", "--step", "2"]).await;
+    assert!(
+        promoted.contains("promoted: partition 3 -> 1"),
+        "{promoted}"
+    );
+    wait_nodes_in_state(&env, "agent", &nodes[..3], "updated").await;
+    wait_nodes_in_state(&env, "agent", &nodes[3..], "old").await;
+
+    // The default step, a quarter of 4 nodes, releases the last one.
+    let promoted = expect_exit(&env, 0, &["rollout", "promote", "agent"]).await;
+    assert!(
+        promoted.contains("promoted: partition 1 -> 0"),
+        "{promoted}"
+    );
+    let done = expect_exit(&env, 0, &["rollout", "status", "agent", "--timeout", "1m"]).await;
+    assert!(done.ends_with("successfully rolled out\n"), "{done}");
+    let nothing = expect_exit(&env, 1, &["rollout", "promote", "agent"]).await;
+    assert!(nothing.contains("nothing to promote"), "{nothing}");
+    let bad = expect_exit(
+        &env,
+        2,
+        &["rollout", "status", "agent", "--timeout", "5 minutes"],
+    )
+    .await;
+    assert!(bad.contains("use e.g. 30s, 5m or 1h30m"), "{bad}");
+}
+
+/// Names of the set's pods whose first container runs `image`, sorted.
+async fn pods_running(env: &TestEnv, image: &str) -> Vec<String> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(env.client(), env.namespace());
+    let mut names: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .expect("list pods")
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.containers[0].image.as_deref())
+                == Some(image)
+        })
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn retry_and_abort_a_failed_rollout_without_touching_the_template() {
+    let env = TestEnv::new("cli-abort").await;
+    let nodes = env.add_nodes(3).await;
+    everynode_testkit::install_crd(&env.client()).await;
+    let _controller = start_controller(&env, "everynode.dev/v1alpha1");
+    let v1 = "everynode.dev/v1alpha1";
+    let mut set = manifest(&env, v1, "agent", "agent:v1");
+    set["spec"]["updateStrategy"] =
+        json!({"rollingUpdate": {"maxUnavailable": 1, "progressDeadlineSeconds": 3}});
+    apply(&env, v1, &set).await;
+    expect_exit(&env, 0, &["rollout", "status", "agent", "--timeout", "1m"]).await;
+    set["spec"]["template"]["metadata"]["labels"][everynode_testkit::SIMULATE_LABEL] =
+        json!(everynode_testkit::NEVER_READY);
+    set["spec"]["template"]["spec"]["containers"][0]["image"] = json!("agent:v2");
+    apply(&env, v1, &set).await;
+    let failed = expect_exit(&env, 1, &["rollout", "status", "agent", "--timeout", "1m"]).await;
+    assert!(failed.contains("ProgressDeadlineExceeded"), "{failed}");
+    let broken = pods_running(&env, "agent:v2").await;
+    assert_eq!(broken.len(), 1, "{broken:?}");
+
+    // Retry: the failure is dropped and the pod that never became ready starts again.
+    let retried = expect_exit(&env, 0, &["rollout", "retry", "agent"]).await;
+    assert!(retried.contains("failure dropped"), "{retried}");
+    assert!(
+        retried.contains(&format!(
+            "1 pod(s) that were not Ready deleted to start again: {}",
+            broken[0]
+        )),
+        "{retried}"
+    );
+    eventually("a new pod of agent:v2", TIMEOUT, || async {
+        let now = pods_running(&env, "agent:v2").await;
+        (now.len() == 1 && now != broken)
+            .then_some(())
+            .ok_or(format!("{now:?}"))
+    })
+    .await;
+    let failed = expect_exit(&env, 1, &["rollout", "status", "agent", "--timeout", "1m"]).await;
+    assert!(failed.contains("ProgressDeadlineExceeded"), "{failed}");
+
+    // Abort: every node goes back to agent:v1; the template keeps agent:v2.
+    let aborted = expect_exit(&env, 0, &["rollout", "abort", "agent"]).await;
+    assert!(
+        aborted.contains("pods go back to the stable revision agent-"),
+        "{aborted}"
+    );
+    wait_nodes_in_state(&env, "agent", &nodes, "updated").await;
+    eventually("every pod back on agent:v1", TIMEOUT, || async {
+        let (old, new) = (
+            pods_running(&env, "agent:v1").await,
+            pods_running(&env, "agent:v2").await,
+        );
+        (old.len() == 3 && new.is_empty())
+            .then_some(())
+            .ok_or(format!("{old:?} {new:?}"))
+    })
+    .await;
+    let stored = sets_api(&env, v1).get("agent").await.expect("get the set");
+    assert_eq!(
+        stored.data["spec"]["template"]["spec"]["containers"][0]["image"],
+        "agent:v2"
+    );
+    let shown = expect_exit(&env, 1, &["rollout", "status", "agent", "--timeout", "1m"]).await;
+    assert!(shown.contains("aborted"), "{shown}");
+    let again = expect_exit(&env, 1, &["rollout", "abort", "agent"]).await;
+    assert!(again.contains("aborted already"), "{again}");
+
+    // Retry after an abort takes up the rollout of the template again.
+    let resumed = expect_exit(&env, 0, &["rollout", "retry", "agent"]).await;
+    assert!(resumed.contains("abort removed"), "{resumed}");
+    eventually("a pod of agent:v2 again", TIMEOUT, || async {
+        let now = pods_running(&env, "agent:v2").await;
+        (!now.is_empty()).then_some(()).ok_or(format!("{now:?}"))
+    })
+    .await;
 }

@@ -63,6 +63,9 @@ pub(super) struct Builder<'a> {
     pub log: DeferralLog,
     /// The update revision's hash.
     pub hash: String,
+    /// The set's own template is of this revision, aborted (`spec.abort`): this plan is of the
+    /// stable revision's template.
+    pub aborted: Option<String>,
 }
 
 impl<'a> Builder<'a> {
@@ -76,6 +79,7 @@ impl<'a> Builder<'a> {
             taken_names: None,
             log,
             hash,
+            aborted: None,
         }
     }
 

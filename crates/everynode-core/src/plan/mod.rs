@@ -15,6 +15,7 @@
 //! The result is a [`Plan`] (`output`): the runtime carries it out, adding only the problem
 //! conditions a snapshot cannot know (a refused template, failed writes).
 
+mod abort;
 mod builder;
 mod history;
 mod label_memo;
@@ -44,6 +45,22 @@ use working::working_copy;
 
 /// Plans one sync of one set. Pure and deterministic: shuffled inputs give the same plan.
 pub fn plan(input: &PlanInput) -> Plan {
+    let Some(aborted) = abort::aborted(input) else {
+        return plan_set(input, None);
+    };
+    // An aborted rollout is planned as a rollout of the stable revision; its pods are created
+    // from the stable revision's template.
+    let mut plan = plan_set(
+        &abort::stable_input(input, &aborted),
+        Some(aborted.revision),
+    );
+    plan.templates
+        .insert(aborted.stable_hash, aborted.stable_template);
+    plan
+}
+
+/// [`plan`] of `input` as it is; `aborted`: the revision of the set's own template, aborted.
+fn plan_set(input: &PlanInput, aborted: Option<String>) -> Plan {
     let mut out = Plan::default();
     let Some(selector) = guards(input, &mut out) else {
         return out;
@@ -68,6 +85,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         report_blocks: input.config.rollout_status,
     };
     let mut b = Builder::new(input, out, working.state, log);
+    b.aborted = aborted;
     let safety = assess_safety(
         &mut b,
         params.controls.as_mut(),

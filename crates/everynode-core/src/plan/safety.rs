@@ -9,6 +9,7 @@ use crate::revision::template_from_data;
 use crate::safety::MAX_LISTED_NODES;
 use crate::snapshot::RevisionView;
 
+use super::abort::retried_at;
 use super::builder::Builder;
 use super::history::stored_stable;
 use super::output::PlannedRollback;
@@ -33,12 +34,15 @@ pub(super) fn assess_safety(
     let set = &b.input.set;
     let now = b.input.now;
     let update_revision = b.plan.history.current.clone();
+    // `spec.retry` drops the revision's earlier failure and the pods it was found on.
+    let retried_at = retried_at(set, &update_revision);
     let mut out = SafetyOutcome {
         failure: set
             .status
             .as_ref()
             .and_then(|s| s.failure.clone())
-            .filter(|f| f.revision == update_revision),
+            .filter(|f| f.revision == update_revision)
+            .filter(|f| retried_at.is_none_or(|at| f.since.0 > at)),
     };
     let Some(controls) = controls else {
         return out;
@@ -48,7 +52,7 @@ pub(super) fn assess_safety(
         return out;
     }
     if out.failure.is_none() {
-        let found = crate::safety::assess(&b.state, &safety, now, min_ready);
+        let found = crate::safety::assess(&b.state, &safety, now, min_ready, retried_at);
         if let Some(r) = found.requeue {
             b.requeue_within(r);
         }

@@ -180,6 +180,7 @@ fn rollout_fields(
         wave: rollout.wave.as_ref(),
         failure: rollout.failure.as_ref(),
         rollback: rollout.rollback.as_ref(),
+        aborted: b.aborted.as_deref(),
         skipped: rollout.skipped_nodes.len(),
         template_rejected: b.input.rejected_hash.as_deref() == Some(b.hash.as_str()),
         unavailable: counts.unavailable,

@@ -54,6 +54,9 @@ pub struct RolloutFacts<'a> {
     pub failure: Option<&'a everynode_api::RolloutFailure>,
     /// The last automatic rollback.
     pub rollback: Option<&'a everynode_api::RolloutRollback>,
+    /// The set's template is of this revision, aborted (`spec.abort`): the update revision
+    /// is the stable one.
+    pub aborted: Option<&'a str>,
     /// Nodes skipped by `unavailableNodePolicy: Skip`.
     pub skipped: usize,
     /// The apiserver refuses pods of the update revision's template.
@@ -121,6 +124,8 @@ struct Wanted<'a> {
 enum Stage<'a> {
     /// `spec.frozen`.
     Frozen,
+    /// `spec.abort`: the set goes back to its stable revision, complete or not.
+    Aborted(&'a str),
     /// The update revision's rollout failed and is not complete.
     Failed(&'a everynode_api::RolloutFailure),
     /// The apiserver refuses the template and the rollout is not complete.
@@ -152,9 +157,12 @@ impl<'a> Stage<'a> {
         }
     }
 
-    /// What stops an incomplete rollout until something changes (frozen or not).
+    /// What stops the rollout of the template until something changes (frozen or not): an
+    /// abort, or a failure or refused template of an incomplete rollout.
     fn stalled(facts: &RolloutFacts<'a>) -> Option<Self> {
-        if facts.complete {
+        if let Some(revision) = facts.aborted {
+            Some(Self::Aborted(revision))
+        } else if facts.complete {
             None
         } else if let Some(failure) = facts.failure {
             Some(Self::Failed(failure))
@@ -167,6 +175,7 @@ impl<'a> Stage<'a> {
     fn reason(self) -> &'a str {
         match self {
             Self::Frozen => "RolloutFrozen",
+            Self::Aborted(_) => "RolloutAborted",
             Self::Failed(failure) => failure.reason.as_str(),
             Self::TemplateRejected => "TemplateRejected",
             Self::Complete => "RolloutComplete",
@@ -181,7 +190,7 @@ impl<'a> Stage<'a> {
     fn progressing(self) -> &'static str {
         match self {
             Self::Frozen | Self::Paused => "Unknown",
-            Self::Failed(_) | Self::TemplateRejected => "False",
+            Self::Aborted(_) | Self::Failed(_) | Self::TemplateRejected => "False",
             Self::Complete | Self::Held | Self::RollingOut => "True",
         }
     }
@@ -190,6 +199,10 @@ impl<'a> Stage<'a> {
     fn message(self, progress: &str) -> String {
         match self {
             Self::Frozen => format!("set frozen; {progress}"),
+            Self::Aborted(revision) => format!(
+                "rollout of {revision} aborted, pods go back to the stable revision \
+                 (`everynode rollout retry` resumes it, a new template replaces it); {progress}"
+            ),
             Self::Failed(failure) => format!("{}; {progress}", failure.message),
             Self::TemplateRejected => format!(
                 "the apiserver refuses pods of the template (see TemplateValid); {progress}"
@@ -289,7 +302,8 @@ fn failed_condition<'a>(facts: &RolloutFacts<'a>, previous: &[Condition]) -> Opt
             Some(everynode_api::FailurePolicy::Rollback) => "rolling back to the stable revision",
             Some(everynode_api::FailurePolicy::Continue) => "continuing (failurePolicy Continue)",
             Some(everynode_api::FailurePolicy::Pause) | None => {
-                "paused: change the template (or `everynode rollout undo`) to go on"
+                "paused: `everynode rollout retry` (after a fix outside the template), a new \
+                 template, `everynode rollout undo` or `everynode rollout abort` to go on"
             }
         };
         return Some(Wanted {
@@ -364,8 +378,8 @@ fn reconciling_condition<'a>(stage: Stage<'a>, progress: &str) -> Option<Wanted<
     })
 }
 
-/// `Stalled=True` while a failure or a refused template stops the rollout; `None` (absent)
-/// otherwise.
+/// `Stalled=True` while an abort, a failure or a refused template stops the rollout; `None`
+/// (absent) otherwise.
 fn stalled_condition<'a>(facts: &RolloutFacts<'a>, progress: &str) -> Option<Wanted<'a>> {
     Stage::stalled(facts).map(|stalled| Wanted {
         type_: STALLED_CONDITION,

@@ -1,8 +1,12 @@
-//! The command-line interface: `status`, `explain`, `plan` and `rollout` for everynode and apps/v1 sets.
+//! The command-line interface: `status`, `explain`, `plan`, `rollout` and `set image` for everynode and apps/v1 sets.
 
+pub mod abort;
 pub mod completion;
+pub mod duration;
 pub mod plan;
+pub mod promote;
 pub mod rollout;
+pub mod set_image;
 pub mod sets;
 pub mod status;
 pub mod style;

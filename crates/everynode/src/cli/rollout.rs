@@ -64,6 +64,17 @@ pub fn progress(set: &SetView) -> Progress {
             failed: Some(message),
         };
     }
+    if let Some(aborted) = status.conditions.iter().flatten().find(|c| {
+        c.type_ == everynode_core::status::PROGRESSING_CONDITION && c.reason == "RolloutAborted"
+    }) {
+        let message = format!("daemon set \"{}\" {}", set.name, aborted.message);
+        return Progress {
+            complete: false,
+            message: message.clone(),
+            counts,
+            failed: Some(message),
+        };
+    }
     let name = &set.name;
     let on_delete =
         set.spec.effective_update_strategy().strategy_type() == Some(UpdateStrategyType::OnDelete);

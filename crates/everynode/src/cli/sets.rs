@@ -53,9 +53,19 @@ pub struct FoundSet {
     pub kind: SetKind,
     /// The planner's view (spec, status, generation, uid).
     pub view: SetView,
+    /// `metadata.resourceVersion` as read: the precondition of writes based on what was read.
+    pub resource_version: Option<String>,
 }
 
 impl FoundSet {
+    fn of<K: SetResource>(kind: SetKind, set: &K) -> anyhow::Result<Self> {
+        Ok(Self {
+            kind,
+            view: set.view()?,
+            resource_version: set.resource_version(),
+        })
+    }
+
     /// `daemonset.everynode.dev/name`.
     pub fn display(&self) -> String {
         format!("{}/{}", self.kind.resource(), self.view.name)
@@ -97,18 +107,12 @@ pub async fn find(
     if kind != Some(SetKind::AppsV1)
         && let Some(set) = get::<everynode_api::DaemonSet>(client, namespace, name).await?
     {
-        return Ok(FoundSet {
-            kind: SetKind::Everynode,
-            view: set.view()?,
-        });
+        return FoundSet::of(SetKind::Everynode, &set);
     }
     if kind != Some(SetKind::Everynode)
         && let Some(set) = get::<apps::DaemonSet>(client, namespace, name).await?
     {
-        return Ok(FoundSet {
-            kind: SetKind::AppsV1,
-            view: set.view()?,
-        });
+        return FoundSet::of(SetKind::AppsV1, &set);
     }
     let mut known = names::<everynode_api::DaemonSet>(client, namespace).await;
     known.extend(names::<apps::DaemonSet>(client, namespace).await);
@@ -122,16 +126,10 @@ pub async fn find(
 pub async fn list(client: &Client, namespace: Option<&str>) -> anyhow::Result<Vec<FoundSet>> {
     let mut found = Vec::new();
     for set in list_kind::<everynode_api::DaemonSet>(client, namespace).await? {
-        found.push(FoundSet {
-            kind: SetKind::Everynode,
-            view: set.view()?,
-        });
+        found.push(FoundSet::of(SetKind::Everynode, &set)?);
     }
     for set in list_kind::<apps::DaemonSet>(client, namespace).await? {
-        found.push(FoundSet {
-            kind: SetKind::AppsV1,
-            view: set.view()?,
-        });
+        found.push(FoundSet::of(SetKind::AppsV1, &set)?);
     }
     found.sort_by(|a, b| (&a.view.namespace, &a.view.name).cmp(&(&b.view.namespace, &b.view.name)));
     Ok(found)
@@ -173,6 +171,19 @@ pub async fn patch(
             .map(|_| ()),
     };
     result.with_context(|| format!("patching {}", set.display()))
+}
+
+/// A merge patch of a set with the resourceVersion it was read at as the precondition: a
+/// write based on what was read fails instead of overwriting a concurrent change.
+pub async fn patch_as_read(
+    client: &Client,
+    set: &FoundSet,
+    mut patch: serde_json::Value,
+) -> anyhow::Result<()> {
+    if let Some(version) = &set.resource_version {
+        patch["metadata"] = serde_json::json!({ "resourceVersion": version });
+    }
+    self::patch(client, set, &Patch::Merge(patch)).await
 }
 
 /// Replaces a set's `spec.template` (read, modify, write under the read resourceVersion: a

@@ -1,0 +1,59 @@
+//! `spec.abort` and `spec.retry`, the operator's calls on a rollout that leave the template as
+//! it is: an aborted revision's set is planned with the stable revision's template, so its pods
+//! go back through the same budgets; a retry drops the revision's earlier failure.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::revision::{rev_hash, template_from_data, template_revision};
+use crate::snapshot::{Owner, PlanInput, SetView};
+
+/// An abort in effect.
+pub(super) struct Aborted {
+    /// The aborted revision (the template's).
+    pub revision: String,
+    /// The stable revision's hash and template, planned instead.
+    pub stable_hash: String,
+    pub stable_template: PodTemplateSpec,
+}
+
+/// The abort in effect: `spec.abort` names the template's revision, and the set has a stable
+/// revision of another name whose template can be read. `None` otherwise (an abort without a
+/// stable revision to go back to does nothing; the status says so).
+pub(super) fn aborted(input: &PlanInput) -> Option<Aborted> {
+    let set = &input.set;
+    let wanted = set.spec.abort.as_ref()?;
+    let revision = template_revision(set);
+    if wanted.revision != revision {
+        return None;
+    }
+    let stable = set.status.as_ref()?.stable_revision.as_deref()?;
+    if stable == revision {
+        return None;
+    }
+    let rev = input
+        .revisions
+        .iter()
+        .find(|r| r.name == stable && !r.deleting && r.owner() == Owner::ThisSet)?;
+    Some(Aborted {
+        revision,
+        stable_hash: rev_hash(rev).to_owned(),
+        stable_template: template_from_data(&rev.data)?,
+    })
+}
+
+/// `input` with the stable revision's template in place of the set's.
+pub(super) fn stable_input(input: &PlanInput, aborted: &Aborted) -> PlanInput {
+    let mut stable = input.clone();
+    stable.set.spec.template = aborted.stable_template.clone();
+    stable
+}
+
+/// The time of `spec.retry` when it names `revision`.
+pub(super) fn retried_at(set: &SetView, revision: &str) -> Option<Timestamp> {
+    set.spec
+        .retry
+        .as_ref()
+        .filter(|r| r.revision == revision)
+        .map(|r| r.at.0)
+}
