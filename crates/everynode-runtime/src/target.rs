@@ -84,10 +84,15 @@ impl SetResource for everynode_api::DaemonSet {
     }
 
     fn view(&self) -> Result<SetView, Error> {
-        SetView::from_daemon_set(self).map_err(|source| Error::Snapshot {
+        let mut view = SetView::from_daemon_set(self).map_err(|source| Error::Snapshot {
             set: key(self),
             source,
-        })
+        })?;
+        // Nothing bumps `deprecated.daemonset.template.generation` on an everynode set when its
+        // template changes (apps/v1's apiserver does): one copied from an apps/v1 manifest
+        // would make every pod of that generation look up to date. Pods match by hash alone.
+        view.template_generation = None;
+        Ok(view)
     }
 
     fn observed_generation(&self) -> Option<i64> {

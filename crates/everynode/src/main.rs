@@ -64,6 +64,8 @@ enum Command {
     /// Change a set's template, kubectl style.
     #[command(subcommand)]
     Set(SetCommand),
+    /// Turn an apps/v1 DaemonSet into an everynode one without restarting a pod (or back).
+    Migrate(MigrateArgs),
     /// Why a node runs the set's pod or not, and what holds it back.
     Explain(ExplainArgs),
     /// Where a set would run and the waves its rollout would take, offline or live (read-only).
@@ -241,6 +243,25 @@ enum RolloutCommand {
     },
 }
 
+#[derive(Debug, clap::Args)]
+struct MigrateArgs {
+    /// The set: `daemonset/NAME`, `ds/NAME` or `NAME`.
+    #[arg(value_parser = cli::migrate::set_name)]
+    set: String,
+    /// Namespace (default: the kubeconfig context's, else `default`).
+    #[arg(short = 'n', long = "namespace")]
+    namespace: Option<String>,
+    /// Go back: the everynode set becomes an apps/v1 one again (also finishes a stopped undo).
+    #[arg(long)]
+    undo: bool,
+    /// Print the steps from where things stand; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// How long to wait for a deletion or an adoption: 90s, 5m, 1h.
+    #[arg(long, default_value = "5m", value_parser = cli::duration::parse)]
+    timeout: std::time::Duration,
+}
+
 #[derive(Debug, Subcommand)]
 enum SetCommand {
     /// Set container images: `everynode set image SET CONTAINER=IMAGE…` (`*=IMAGE`: every
@@ -349,6 +370,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Explain(ref args) => run_cli(&cli, |client| cli_explain(client, args)),
+        Command::Migrate(ref args) => run_cli(&cli, |client| async move {
+            let migration = cli::migrate::Migration {
+                namespace: args
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| client.default_namespace().to_owned()),
+                client,
+                name: args.set.clone(),
+                direction: if args.undo {
+                    cli::migrate::plan::Direction::Undo
+                } else {
+                    cli::migrate::plan::Direction::Forward
+                },
+                timeout: args.timeout,
+            };
+            if args.dry_run {
+                print!("{}", migration.dry_run().await?);
+                Ok(())
+            } else {
+                migration.run().await
+            }
+        }),
         Command::Plan(ref args) => cli_plan(&cli, args),
         Command::Controller(ref args) => {
             init_tracing(&cli.log, cli.log_format)?;

@@ -1,8 +1,9 @@
-//! The command-line interface: `status`, `explain`, `plan`, `rollout` and `set image` for everynode and apps/v1 sets.
+//! The command-line interface: `status`, `explain`, `plan`, `rollout`, `set image` and `migrate` for everynode and apps/v1 sets.
 
 pub mod abort;
 pub mod completion;
 pub mod duration;
+pub mod migrate;
 pub mod plan;
 pub mod promote;
 pub mod rollout;
