@@ -210,13 +210,14 @@ pub fn new_node_policy_known() -> Rule {
         .reason(Reason::FieldValueInvalid)
 }
 
-/// `failurePolicy`: Pause, Rollback or Continue.
+/// `failurePolicy`: Pause, Rollback, Abort or Continue.
 pub fn failure_policy_known() -> Rule {
-    Rule::new("self in ['Pause', 'Rollback', 'Continue']")
+    Rule::new("self in ['Pause', 'Rollback', 'Abort', 'Continue']")
         .message(
             "spec.updateStrategy.rollingUpdate.failurePolicy: Unsupported value: use Pause \
-             (stop updating nodes), Rollback (put the stable revision's template back) or \
-             Continue (report only)",
+             (stop updating nodes), Rollback (put the stable revision's template back), Abort \
+             (take the pods back to the stable revision, keep the template) or Continue \
+             (report only)",
         )
         .reason(Reason::FieldValueInvalid)
 }

@@ -266,8 +266,9 @@ pub struct RollingUpdateDaemonSet {
     pub max_failed_nodes: Option<IntOrString>,
 
     /// What a failed rollout does: `Pause` (default: no further node is updated until the
-    /// template changes), `Rollback` (the template goes back to `status.stableRevision`) or
-    /// `Continue` (report only). everynode only.
+    /// template changes), `Rollback` (the template goes back to `status.stableRevision`),
+    /// `Abort` (the pods go back to it, the template stays) or `Continue` (report only).
+    /// everynode only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = rules::failure_policy_known())]
     pub failure_policy: Option<String>,
@@ -288,6 +289,9 @@ pub enum FailurePolicy {
     Pause,
     /// Put the template of `status.stableRevision` back.
     Rollback,
+    /// Take the pods back to `status.stableRevision`, leaving the template as it is (what a
+    /// GitOps tool owns), as `spec.abort` does.
+    Abort,
     /// Report the failure and go on.
     Continue,
 }
@@ -298,6 +302,7 @@ impl FailurePolicy {
         match value {
             None | Some("Pause") => Some(Self::Pause),
             Some("Rollback") => Some(Self::Rollback),
+            Some("Abort") => Some(Self::Abort),
             Some("Continue") => Some(Self::Continue),
             Some(_) => None,
         }
@@ -308,6 +313,7 @@ impl FailurePolicy {
         match self {
             Self::Pause => "Pause",
             Self::Rollback => "Rollback",
+            Self::Abort => "Abort",
             Self::Continue => "Continue",
         }
     }

@@ -52,7 +52,7 @@ pub enum SafetyError {
     MaxFailedNodes(#[from] BudgetError),
     /// `failurePolicy` is unknown.
     #[error(
-        "spec.updateStrategy.rollingUpdate.failurePolicy: unsupported value {0:?}; use Pause, Rollback or Continue"
+        "spec.updateStrategy.rollingUpdate.failurePolicy: unsupported value {0:?}; use Pause, Rollback, Abort or Continue"
     )]
     FailurePolicy(String),
     /// `unavailableNodePolicy` is unknown.

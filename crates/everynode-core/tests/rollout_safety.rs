@@ -652,3 +652,60 @@ fn retry_drops_the_failure_and_counts_only_pods_created_after_it() {
     let failure = p.status.as_ref().and_then(|s| s.failure.clone()).unwrap();
     assert_eq!((failure.revision, failure.since.0), (revision, c.now));
 }
+
+#[test]
+fn failure_policy_abort_takes_the_pods_back_and_keeps_the_template_and_the_failure() {
+    let mut c = rolled_out(
+        3,
+        rolling_with(|r| {
+            r.progress_deadline_seconds = Some(30);
+            r.failure_policy = Some("Abort".into());
+        }),
+    );
+    let stable = c.current_hash();
+    c.set_image("agent:v2");
+    let failed = c.current_hash();
+    c.expect_sync(0, 1, 0);
+    c.expect_sync(1, 0, 0);
+    c.advance(Duration::from_secs(31));
+    let p = c.expect_sync(0, 0, 1);
+    assert!(
+        p.events[0].message.contains("failurePolicy Abort"),
+        "{}",
+        p.events[0].message
+    );
+    assert!(p.rollback.is_none(), "Abort does not rewrite the template");
+    // The next plans take node-0 back to the stable revision, within the budget.
+    let p = c.expect_sync(0, 1, 0);
+    assert_eq!(p.deletes[0].node, "node-0");
+    let p = c.expect_sync(1, 0, 0);
+    assert_eq!(p.creates[0].hash, stable);
+    assert_eq!(
+        condition(&p, "RolloutFailed"),
+        ("True".into(), "ProgressDeadlineExceeded".into())
+    );
+    assert_eq!(condition(&p, "Progressing").1, "RolloutAborted");
+    c.mark_pods_ready();
+    for _ in 0..3 {
+        let p = c.expect_sync(0, 0, 0);
+        let failure = p.status.as_ref().and_then(|s| s.failure.clone()).unwrap();
+        assert_eq!(
+            failure.revision,
+            format!("agent-{failed}"),
+            "the failure is kept"
+        );
+        c.advance(Duration::from_secs(60));
+    }
+    assert_eq!(pods_with_hash(&c, &stable).len(), 3);
+    assert_eq!(c.current_hash(), failed, "the template is left as it is");
+
+    // A retry takes the template's rollout up again.
+    c.set.spec.retry = Some(RolloutRetry {
+        revision: format!("agent-{failed}"),
+        at: Time(c.now),
+    });
+    let p = c.expect_sync(0, 1, 0);
+    assert_eq!(condition(&p, "Progressing").1, "RollingOut");
+    let p = c.expect_sync(1, 0, 0);
+    assert_eq!(p.creates[0].hash, failed);
+}

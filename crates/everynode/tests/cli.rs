@@ -825,3 +825,48 @@ async fn retry_and_abort_a_failed_rollout_without_touching_the_template() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn failure_policy_abort_takes_the_pods_back_by_itself() {
+    let env = TestEnv::new("cli-abort-policy").await;
+    env.add_nodes(3).await;
+    everynode_testkit::install_crd(&env.client()).await;
+    let _controller = start_controller(&env, "everynode.dev/v1alpha1");
+    let v1 = "everynode.dev/v1alpha1";
+    let mut set = manifest(&env, v1, "agent", "agent:v1");
+    set["spec"]["updateStrategy"] = json!({"rollingUpdate": {
+        "maxUnavailable": 1, "progressDeadlineSeconds": 3, "failurePolicy": "Abort"}});
+    apply(&env, v1, &set).await;
+    expect_exit(&env, 0, &["rollout", "status", "agent", "--timeout", "1m"]).await;
+    set["spec"]["template"]["metadata"]["labels"][everynode_testkit::SIMULATE_LABEL] =
+        json!(everynode_testkit::NEVER_READY);
+    set["spec"]["template"]["spec"]["containers"][0]["image"] = json!("agent:v2");
+    apply(&env, v1, &set).await;
+    // The watch ends at the failure, or at the abort that follows it at once.
+    let failed = expect_exit(&env, 1, &["rollout", "status", "agent", "--timeout", "1m"]).await;
+    assert!(
+        failed.contains("failurePolicy Abort") || failed.contains("aborted, pods go back"),
+        "{failed}"
+    );
+    eventually("every pod back on agent:v1", TIMEOUT, || async {
+        let (old, new) = (
+            pods_running(&env, "agent:v1").await,
+            pods_running(&env, "agent:v2").await,
+        );
+        (old.len() == 3 && new.is_empty())
+            .then_some(())
+            .ok_or(format!("{old:?} {new:?}"))
+    })
+    .await;
+    let stored = sets_api(&env, v1).get("agent").await.expect("get the set");
+    assert_eq!(
+        stored.data["spec"]["template"]["spec"]["containers"][0]["image"],
+        "agent:v2"
+    );
+    assert_eq!(stored.data["status"]["failure"]["policy"], "Abort");
+    let aborted = expect_exit(&env, 1, &["rollout", "status", "agent", "--timeout", "1m"]).await;
+    assert!(
+        aborted.contains("aborted, pods go back to the stable revision"),
+        "{aborted}"
+    );
+}

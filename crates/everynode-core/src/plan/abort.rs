@@ -1,7 +1,9 @@
 //! `spec.abort` and `spec.retry`, the operator's calls on a rollout that leave the template as
-//! it is: an aborted revision's set is planned with the stable revision's template, so its pods
-//! go back through the same budgets; a retry drops the revision's earlier failure.
+//! it is, and `failurePolicy: Abort`: an aborted revision's set is planned with the stable
+//! revision's template, so its pods go back through the same budgets; a retry drops the
+//! revision's earlier failure.
 
+use everynode_api::{FailurePolicy, RolloutFailure};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::jiff::Timestamp;
 
@@ -12,19 +14,35 @@ use crate::snapshot::{Owner, PlanInput, SetView};
 pub(super) struct Aborted {
     /// The aborted revision (the template's).
     pub revision: String,
+    /// The failure that aborted it (`failurePolicy: Abort`); `None` for `spec.abort`.
+    pub failure: Option<RolloutFailure>,
     /// The stable revision's hash and template, planned instead.
     pub stable_hash: String,
     pub stable_template: PodTemplateSpec,
 }
 
-/// The abort in effect: `spec.abort` names the template's revision, and the set has a stable
-/// revision of another name whose template can be read. `None` otherwise (an abort without a
-/// stable revision to go back to does nothing; the status says so).
+/// The abort in effect: `spec.abort` names the template's revision, or the revision failed
+/// under `failurePolicy: Abort` (and was not retried since), and the set has a stable revision
+/// of another name whose template can be read. `None` otherwise (an abort without a stable
+/// revision to go back to does nothing).
 pub(super) fn aborted(input: &PlanInput) -> Option<Aborted> {
     let set = &input.set;
-    let wanted = set.spec.abort.as_ref()?;
+    if set.spec.abort.is_none() && set.status.as_ref()?.failure.is_none() {
+        return None;
+    }
     let revision = template_revision(set);
-    if wanted.revision != revision {
+    let failure = set
+        .status
+        .as_ref()
+        .and_then(|s| s.failure.clone())
+        .filter(|f| f.revision == revision && f.policy == FailurePolicy::Abort.as_str())
+        .filter(|f| retried_at(set, &revision).is_none_or(|at| f.since.0 > at));
+    let by_hand = set
+        .spec
+        .abort
+        .as_ref()
+        .is_some_and(|a| a.revision == revision);
+    if !by_hand && failure.is_none() {
         return None;
     }
     let stable = set.status.as_ref()?.stable_revision.as_deref()?;
@@ -37,6 +55,7 @@ pub(super) fn aborted(input: &PlanInput) -> Option<Aborted> {
         .find(|r| r.name == stable && !r.deleting && r.owner() == Owner::ThisSet)?;
     Some(Aborted {
         revision,
+        failure,
         stable_hash: rev_hash(rev).to_owned(),
         stable_template: template_from_data(&rev.data)?,
     })

@@ -46,21 +46,24 @@ use working::working_copy;
 /// Plans one sync of one set. Pure and deterministic: shuffled inputs give the same plan.
 pub fn plan(input: &PlanInput) -> Plan {
     let Some(aborted) = abort::aborted(input) else {
-        return plan_set(input, None);
+        return plan_set(input, None, None);
     };
     // An aborted rollout is planned as a rollout of the stable revision; its pods are created
     // from the stable revision's template.
-    let mut plan = plan_set(
-        &abort::stable_input(input, &aborted),
-        Some(aborted.revision),
-    );
+    let stable = abort::stable_input(input, &aborted);
+    let mut plan = plan_set(&stable, Some(aborted.revision), aborted.failure);
     plan.templates
         .insert(aborted.stable_hash, aborted.stable_template);
     plan
 }
 
-/// [`plan`] of `input` as it is; `aborted`: the revision of the set's own template, aborted.
-fn plan_set(input: &PlanInput, aborted: Option<String>) -> Plan {
+/// [`plan`] of `input` as it is; `aborted`: the revision of the set's own template, aborted
+/// (by `failure`, under `failurePolicy: Abort`, which the status keeps).
+fn plan_set(
+    input: &PlanInput,
+    aborted: Option<String>,
+    failure: Option<everynode_api::RolloutFailure>,
+) -> Plan {
     let mut out = Plan::default();
     let Some(selector) = guards(input, &mut out) else {
         return out;
@@ -110,7 +113,7 @@ fn plan_set(input: &PlanInput, aborted: Option<String>) -> Plan {
         rollout = apply_rolling_update(&mut b, &params, &history.old, &gates);
         clean_up_history(&mut b, &history.old, &working.other_hashes);
     }
-    rollout.failure = safety.failure;
+    rollout.failure = safety.failure.or(failure);
     let stable_hash = stable.as_ref().map(|(h, _)| h.as_str());
     plan_status(&mut b, &params, &history.old, stable_hash, &rollout);
     b.finish()

@@ -300,6 +300,10 @@ fn failed_condition<'a>(facts: &RolloutFacts<'a>, previous: &[Condition]) -> Opt
     if let Some(failure) = facts.failure {
         let action = match everynode_api::FailurePolicy::parse(Some(&failure.policy)) {
             Some(everynode_api::FailurePolicy::Rollback) => "rolling back to the stable revision",
+            Some(everynode_api::FailurePolicy::Abort) => {
+                "aborted: the pods go back to the stable revision, the template stays \
+                 (`everynode rollout retry` takes it up again)"
+            }
             Some(everynode_api::FailurePolicy::Continue) => "continuing (failurePolicy Continue)",
             Some(everynode_api::FailurePolicy::Pause) | None => {
                 "paused: `everynode rollout retry` (after a fix outside the template), a new \
