@@ -16,8 +16,9 @@ pub(super) struct Aborted {
     pub revision: String,
     /// The failure that aborted it (`failurePolicy: Abort`); `None` for `spec.abort`.
     pub failure: Option<RolloutFailure>,
-    /// The stable revision's hash and template, planned instead.
+    /// The stable revision's hash, planned instead.
     pub stable_hash: String,
+    /// The stable revision's template.
     pub stable_template: PodTemplateSpec,
 }
 

@@ -63,8 +63,8 @@ pub(super) struct Builder<'a> {
     pub log: DeferralLog,
     /// The update revision's hash.
     pub hash: String,
-    /// The set's own template is of this revision, aborted (`spec.abort`): this plan is of the
-    /// stable revision's template.
+    /// The set's own template is of this revision, aborted (`spec.abort` or `failurePolicy:
+    /// Abort`): this plan is of the stable revision's template.
     pub aborted: Option<String>,
 }
 

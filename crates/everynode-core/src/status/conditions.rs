@@ -54,8 +54,8 @@ pub struct RolloutFacts<'a> {
     pub failure: Option<&'a everynode_api::RolloutFailure>,
     /// The last automatic rollback.
     pub rollback: Option<&'a everynode_api::RolloutRollback>,
-    /// The set's template is of this revision, aborted (`spec.abort`): the update revision
-    /// is the stable one.
+    /// The set's template is of this revision, aborted (`spec.abort` or `failurePolicy:
+    /// Abort`): the update revision is the stable one.
     pub aborted: Option<&'a str>,
     /// Nodes skipped by `unavailableNodePolicy: Skip`.
     pub skipped: usize,
@@ -124,7 +124,7 @@ struct Wanted<'a> {
 enum Stage<'a> {
     /// `spec.frozen`.
     Frozen,
-    /// `spec.abort`: the set goes back to its stable revision, complete or not.
+    /// Aborted: the set goes back to its stable revision, complete or not.
     Aborted(&'a str),
     /// The update revision's rollout failed and is not complete.
     Failed(&'a everynode_api::RolloutFailure),
