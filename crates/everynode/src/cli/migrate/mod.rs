@@ -211,10 +211,20 @@ impl Migration {
             Step::CreateEverynode => {
                 let built_in = self.built_in_api().get(&self.name).await?;
                 let set = everynode_from(&built_in)?;
-                self.everynode_api()
+                match self
+                    .everynode_api()
                     .create(&PostParams::default(), &set)
                     .await
-                    .context("creating the everynode DaemonSet")?;
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 404 => bail!(
+                        "creating the everynode DaemonSet: {} (is the everynode.dev CRD \
+                         installed? Install the chart, or `everynode crd | kubectl apply \
+                         --server-side -f -`, and run the everynode controller)",
+                        status.message
+                    ),
+                    Err(err) => return Err(err).context("creating the everynode DaemonSet"),
+                }
             }
             Step::OrphanBuiltIn => {
                 orphan_delete(&self.built_in_api(), &self.name).await?;
