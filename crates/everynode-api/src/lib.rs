@@ -15,6 +15,7 @@ pub mod v1alpha1;
 
 pub use v1alpha1::{
     BlockedNode, DaemonSet, DaemonSetSpec, DaemonSetStatus, DaemonSetUpdateStrategy, FailurePolicy,
-    NewNodePolicy, ReasonCount, RevisionPods, RollingUpdateDaemonSet, RolloutAbort, RolloutFailure,
-    RolloutOrder, RolloutOrderType, RolloutRetry, RolloutRollback, RolloutWave, UpdateStrategyType,
+    GateTaint, NewNodePolicy, NodeReadiness, ReasonCount, RevisionPods, RollingUpdateDaemonSet,
+    RolloutAbort, RolloutFailure, RolloutOrder, RolloutOrderType, RolloutRetry, RolloutRollback,
+    RolloutWave, UpdateStrategyType,
 };

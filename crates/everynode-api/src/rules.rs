@@ -222,6 +222,39 @@ pub fn failure_policy_known() -> Rule {
         .reason(Reason::FieldValueInvalid)
 }
 
+/// `nodeReadiness.enforce`: Bootstrap or Continuous.
+pub fn gate_enforce_known() -> Rule {
+    Rule::new("self == 'Bootstrap' || self == 'Continuous'")
+        .message(
+            "spec.nodeReadiness.enforce: Unsupported value: use Bootstrap (remove the taint once) \
+             or Continuous (put it back when the pod is unavailable for graceSeconds)",
+        )
+        .reason(Reason::FieldValueInvalid)
+}
+
+/// `nodeReadiness.taint.effect`: NoSchedule or NoExecute.
+pub fn gate_effect_known() -> Rule {
+    Rule::new("self == 'NoSchedule' || self == 'NoExecute'")
+        .message(
+            "spec.nodeReadiness.taint.effect: Unsupported value: use NoSchedule or NoExecute (a \
+             PreferNoSchedule taint keeps no workload off)",
+        )
+        .reason(Reason::FieldValueInvalid)
+}
+
+/// `nodeReadiness.taint.key`: a qualified name, as a taint key must be.
+pub fn taint_key_valid() -> Rule {
+    Rule::new(
+        "size(self) <= 316 && self.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')",
+    )
+    .message(
+        "spec.nodeReadiness.taint.key: must be a qualified name such as \
+         example.com/agents-not-ready (an optional DNS prefix and '/', then letters, digits, \
+         '-', '_' and '.')",
+    )
+    .reason(Reason::FieldValueInvalid)
+}
+
 /// `unavailableNodePolicy`: Count or Skip.
 pub fn unavailable_node_policy_known() -> Rule {
     Rule::new("self == 'Count' || self == 'Skip'")

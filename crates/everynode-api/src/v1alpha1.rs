@@ -96,6 +96,57 @@ pub struct DaemonSetSpec {
     /// only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RolloutRetry>,
+
+    /// A node readiness gate: nodes join with `taint` (kubelet `--register-with-taints`), the
+    /// set's pods tolerate it, and everynode removes it from a node once every set declaring
+    /// the same taint key has an available pod there. Unset: no gate. everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_readiness: Option<NodeReadiness>,
+}
+
+/// `spec.nodeReadiness`: no other workload on a node before this set's pod is available.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeReadiness {
+    /// The startup taint. Only this key is ever added or removed.
+    pub taint: GateTaint,
+
+    /// `Bootstrap` (default): the taint is removed once and never put back. `Continuous`: it
+    /// is put back (with effect `NoSchedule`) when the set's pod on the node has been
+    /// unavailable for `graceSeconds`, except while the set rolls out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::gate_enforce_known())]
+    pub enforce: Option<String>,
+
+    /// With `Continuous`: seconds a pod may be unavailable before the taint goes back.
+    /// Defaults to 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::positive("spec.nodeReadiness.graceSeconds"))]
+    pub grace_seconds: Option<i32>,
+}
+
+/// The taint of a node readiness gate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GateTaint {
+    /// The taint key, a qualified name (e.g. `example.com/agents-not-ready`).
+    #[x_kube(validation = rules::taint_key_valid())]
+    pub key: String,
+    /// `NoSchedule` or `NoExecute`.
+    #[x_kube(validation = rules::gate_effect_known())]
+    pub effect: String,
+}
+
+impl NodeReadiness {
+    /// `enforce: Continuous`.
+    pub fn continuous(&self) -> bool {
+        self.enforce.as_deref() == Some("Continuous")
+    }
+
+    /// `graceSeconds` with its default.
+    pub fn grace_seconds(&self) -> i64 {
+        i64::from(self.grace_seconds.filter(|s| *s > 0).unwrap_or(60))
+    }
 }
 
 /// `spec.abort`: the rollout of a revision is called off.
@@ -557,6 +608,10 @@ pub struct DaemonSetStatus {
     /// by node name; everynode only). `blockedTotals` counts all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_nodes: Option<Vec<BlockedNode>>,
+
+    /// Desired nodes that still carry the taint of `spec.nodeReadiness` (everynode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gated_nodes: Option<i32>,
 
     /// Blocked nodes per reason, by reason (everynode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]

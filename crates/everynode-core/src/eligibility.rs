@@ -364,6 +364,20 @@ impl NodeMatcher {
         }
     }
 
+    /// The predicate of a set: its template's, with the toleration of its node readiness gate.
+    pub fn for_set(spec: &everynode_api::DaemonSetSpec) -> Self {
+        let mut matcher = Self::new(&spec.template);
+        if let Some(toleration) = crate::gate::gate_toleration(spec) {
+            add_or_update_toleration(&mut matcher.tolerations, &toleration);
+            matcher.compiled_tolerations = matcher
+                .tolerations
+                .iter()
+                .map(CompiledToleration::new)
+                .collect();
+        }
+        matcher
+    }
+
     /// The tolerations used for taint checks (template's plus defaults).
     pub fn tolerations(&self) -> &[Toleration] {
         &self.tolerations

@@ -10,6 +10,9 @@ use crate::snapshot::{NodeView, SetView};
 pub struct NodeInterest {
     matcher: NodeMatcher,
     reads_labels: bool,
+    /// The taint key of the set's node readiness gate (`status.gatedNodes` counts it, and the
+    /// gate is synced after the set's reconcile).
+    gate_key: Option<String>,
 }
 
 impl NodeInterest {
@@ -27,15 +30,21 @@ impl NodeInterest {
                 || r.order.as_ref().is_some_and(|o| o.label.is_some())
         });
         Self {
-            matcher: NodeMatcher::new(&set.spec.template),
+            matcher: NodeMatcher::for_set(&set.spec),
             reads_labels,
+            gate_key: set
+                .spec
+                .node_readiness
+                .as_ref()
+                .map(|g| g.taint.key.clone()),
         }
     }
 
     /// Whether a node going from `before` to `after` (`None`: absent) can change the set's
     /// plan or status: its `shouldRun` or `shouldContinueRunning` changes, the taint that keeps
-    /// a selected node out changes (`status.blockedNodes`), or — for a set that reads node
-    /// labels — the labels of a node it runs on change. A node that comes or goes matters when
+    /// a selected node out changes (`status.blockedNodes`), for a set that reads node labels
+    /// the labels of a node it runs on change, or for a gated set the gate's taint comes or
+    /// goes on a node it runs on (`status.gatedNodes`). A node that comes or goes matters when
     /// the set should run there or lists it as blocked (its pods bring their own events).
     #[must_use]
     pub fn concerns(&self, before: Option<&NodeView>, after: Option<&NodeView>) -> bool {
@@ -44,7 +53,12 @@ impl NodeInterest {
             (Some(node), None) | (None, Some(node)) => self.placement(node).counted(),
             (Some(old), Some(new)) => {
                 let (was, is) = (self.placement(old), self.placement(new));
-                was != is || (self.reads_labels && is.keeps_pod && old.labels != new.labels)
+                let gate_moved = self.gate_key.as_ref().is_some_and(|key| {
+                    crate::gate::tainted(&old.taints, key) != crate::gate::tainted(&new.taints, key)
+                });
+                was != is
+                    || (self.reads_labels && is.keeps_pod && old.labels != new.labels)
+                    || (gate_moved && is.runs_pod)
             }
         }
     }
@@ -131,6 +145,29 @@ mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_gate_taint_leaving_a_node_concerns_the_gated_set_it_runs() {
+        let mut gated = set(&[], vec![]);
+        gated.spec.node_readiness = Some(everynode_api::NodeReadiness {
+            taint: everynode_api::GateTaint {
+                key: "example.com/agents".into(),
+                effect: "NoSchedule".into(),
+            },
+            enforce: None,
+            grace_seconds: None,
+        });
+        let gated = NodeInterest::of(&gated);
+        let plain = NodeInterest::of(&set(&[], vec![]));
+        let waiting = node(&[], &[("example.com/agents", "NoSchedule")]);
+        let open = node(&[], &[]);
+        // The gated set tolerates its own taint: it runs on the node either way.
+        assert!(gated.concerns(None, Some(&waiting)));
+        assert!(gated.concerns(Some(&waiting), Some(&open)));
+        assert!(plain.concerns(Some(&waiting), Some(&open)));
+        assert!(!plain.concerns(Some(&open), Some(&open)));
+        assert!(!gated.concerns(Some(&open), Some(&open)));
     }
 
     #[test]

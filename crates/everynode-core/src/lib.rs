@@ -18,6 +18,7 @@ pub mod controls;
 pub mod convert;
 pub mod eligibility;
 pub mod explain;
+pub mod gate;
 pub mod gojson;
 mod index;
 pub mod inplace;

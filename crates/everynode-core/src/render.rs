@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use everynode_api::labels::{CONTROLLER_REVISION_HASH, NODE_NAME_FIELD, POD_TEMPLATE_GENERATION};
 use k8s_openapi::api::core::v1::{
     Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
-    PodTemplateSpec,
+    PodTemplateSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -163,6 +163,9 @@ pub struct RenderParams<'a> {
     pub node: &'a str,
     /// Pod name (normally from [`generated_pod_name`]).
     pub pod_name: &'a str,
+    /// Tolerations added to the template's and the default ones (the node readiness gate's,
+    /// [`crate::gate::gate_toleration`]).
+    pub extra_tolerations: &'a [Toleration],
 }
 
 /// Builds the full pod for one node: labels, annotations and finalizers from the template,
@@ -171,6 +174,12 @@ pub fn render_pod(p: &RenderParams<'_>) -> Pod {
     let tpl = pod_template(p.template, p.hash, p.template_generation);
     let tmeta = tpl.metadata.unwrap_or_default();
     let mut spec = tpl.spec.unwrap_or_default();
+    if !p.extra_tolerations.is_empty() {
+        let tolerations = spec.tolerations.get_or_insert_default();
+        for toleration in p.extra_tolerations {
+            crate::eligibility::add_or_update_toleration(tolerations, toleration);
+        }
+    }
     spec.affinity = Some(replace_node_name_affinity(spec.affinity.take(), p.node));
     Pod {
         metadata: ObjectMeta {

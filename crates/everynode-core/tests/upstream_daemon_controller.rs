@@ -72,6 +72,7 @@ fn simple_daemon_set_schedule_daemon_set_pods_launches_pods() {
                 owner: &owner,
                 node: &create.node,
                 pod_name: &create.pod_name,
+                extra_tolerations: &[],
             });
             let spec = pod.spec.unwrap();
             assert!(spec.node_name.is_none());

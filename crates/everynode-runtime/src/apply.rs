@@ -458,6 +458,9 @@ async fn create_pods<K: SetResource>(
 ) -> Result<(), Error> {
     let owner = owner_reference::<K>(input);
     let mut remaining = plan.creates.as_slice();
+    let gate: Vec<_> = everynode_core::gate::gate_toleration(&input.set.spec)
+        .into_iter()
+        .collect();
     let mut batch_size = ctx.slow_starts.first_batch(key, Instant::now());
     // The size of the last batch made in full, until one fails.
     let mut reached = None;
@@ -479,6 +482,7 @@ async fn create_pods<K: SetResource>(
                 owner: &owner,
                 node: &create.node,
                 pod_name: &create.pod_name,
+                extra_tolerations: &gate,
             });
             async move { (create, pods.create(&PostParams::default(), &pod).await) }
         }))

@@ -131,6 +131,11 @@ pub struct Context {
     pub started: everynode_core::Timestamp,
     /// Settings.
     pub config: ControllerConfig,
+    /// The gate key each set declared at its last reconcile.
+    pub gates: crate::gate::Gates,
+    /// The everynode set cache (with `--target everynode.dev/v1alpha1`): node readiness gates
+    /// look at every set declaring their key.
+    pub everynode_sets: Option<Store<everynode_api::DaemonSet>>,
 }
 
 impl Context {

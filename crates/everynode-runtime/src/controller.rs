@@ -110,6 +110,10 @@ async fn run_target<K: SetResource>(
         queue,
         started: config.server_clock.now(),
         config: config.clone(),
+        gates: Default::default(),
+        everynode_sets: (&caches.sets as &dyn std::any::Any)
+            .downcast_ref::<kube::runtime::reflector::Store<everynode_api::DaemonSet>>()
+            .cloned(),
     });
     tokio::spawn(collect_expired_backoff(context.clone()));
 
@@ -143,6 +147,13 @@ async fn run_target<K: SetResource>(
                 ctx_for_cleanup.template_verdicts.forget(&key);
                 ctx_for_cleanup.pod_views.forget(&key);
                 ctx_for_cleanup.slow_starts.forget(&key);
+                if let Some(taint_key) = ctx_for_cleanup.gates.register(&key, None) {
+                    // Its gate goes with it: the nodes that waited only for it are let go.
+                    let ctx = ctx_for_cleanup.clone();
+                    tokio::spawn(async move {
+                        crate::gate::sync(&ctx, &taint_key, ctx.config.server_clock.now()).await;
+                    });
+                }
                 ctx_for_cleanup
                     .failures
                     .lock()

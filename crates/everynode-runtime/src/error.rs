@@ -33,6 +33,15 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A node's taint list cannot be encoded for a patch (node readiness gates).
+    #[error("node {node}: its taints cannot be encoded: {source}")]
+    Taints {
+        /// The node.
+        node: String,
+        /// The encoding error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Adoption was refused: the set changed or is being deleted (upstream's uncached re-check).
     #[error("DaemonSet {set} changed or is being deleted; not adopting its orphans this time")]
     AdoptionRecheckFailed {
@@ -70,7 +79,9 @@ impl Error {
                 kube::Error::Api(_) => ErrorCategory::Api,
                 _ => ErrorCategory::Transport,
             },
-            Self::Snapshot { .. } | Self::Convert { .. } => ErrorCategory::InvalidObject,
+            Self::Snapshot { .. } | Self::Convert { .. } | Self::Taints { .. } => {
+                ErrorCategory::InvalidObject
+            }
             Self::AdoptionRecheckFailed { .. } => ErrorCategory::Adoption,
         }
     }

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod error;
 pub mod events;
 pub mod expectations;
+pub mod gate;
 pub mod http;
 pub mod kept_views;
 pub mod key;

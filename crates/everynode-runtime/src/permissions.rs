@@ -55,8 +55,8 @@ pub const CLUSTER_CALLS: &[ApiCalls] = &[
     ApiCalls {
         groups: &[""],
         resource: "nodes",
-        verbs: &["list", "watch"],
-        why: "placement",
+        verbs: &["list", "watch", "patch"],
+        why: "placement; node readiness gates add and remove their taint",
     },
     ApiCalls {
         groups: &["events.k8s.io"],

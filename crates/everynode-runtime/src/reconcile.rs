@@ -51,17 +51,38 @@ async fn reconcile_set<K: SetResource>(set: Arc<K>, ctx: Arc<Context>) -> Result
     let status_held_for = carry_out(&ctx, set.as_ref(), view, &mut planned).await?;
 
     let Planned { input, plan, .. } = planned;
+    let gate_recheck = sync_gate(&ctx, &input).await;
     if let Some(status) = &plan.status {
         ctx.metrics.observe_set(
             &set_labels(&ctx, &input.set.namespace, &input.set.name),
             &SetSeries::of(status, set.meta().generation),
         );
     }
-    let requeue = [plan.requeue_after, status_held_for]
+    let requeue = [plan.requeue_after, status_held_for, gate_recheck]
         .into_iter()
         .flatten()
         .fold(RESYNC_PERIOD, Duration::min);
     Ok(Action::requeue(requeue))
+}
+
+/// Registers the set's node readiness gate (or its absence) and syncs the gates it touches;
+/// returns when to look again.
+async fn sync_gate(ctx: &Context, input: &PlanInput) -> Option<Duration> {
+    let key = set_key(&input.set.namespace, &input.set.name);
+    let now_key = input
+        .set
+        .spec
+        .node_readiness
+        .as_ref()
+        .map(|g| g.taint.key.clone());
+    let dropped = ctx.gates.register(&key, now_key.as_deref());
+    let mut recheck = None;
+    for taint_key in now_key.into_iter().chain(dropped) {
+        if let Some(wait) = crate::gate::sync(ctx, &taint_key, input.now).await {
+            recheck = Some(recheck.map_or(wait, |r: Duration| r.min(wait)));
+        }
+    }
+    recheck
 }
 
 /// The labels of a set's metric series.

@@ -117,6 +117,7 @@ impl SetResource for everynode_api::DaemonSet {
                 "skippedNodes",
                 "blockedNodes",
                 "blockedTotals",
+                "gatedNodes",
             ] {
                 fields.entry(clearable).or_insert(Value::Null);
             }

@@ -154,6 +154,9 @@ async fn ask<K: SetResource>(
         owner: &owner,
         node,
         pod_name: "",
+        extra_tolerations: &everynode_core::gate::gate_toleration(&input.set.spec)
+            .into_iter()
+            .collect::<Vec<_>>(),
     });
     pod.metadata.name = None;
     pod.metadata.generate_name = Some(format!("{}-", input.set.name));

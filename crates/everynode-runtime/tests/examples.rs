@@ -320,3 +320,42 @@ async fn the_canary_rollout_updates_a_quarter_of_the_nodes_and_holds_the_rest() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_gated_agent_takes_the_startup_taint_off_once_its_pod_is_available() {
+    let env = TestEnv::new("ex-gate").await;
+    let nodes = env
+        .add_nodes_with(2, |node: &mut Node| {
+            node.spec.get_or_insert_default().taints = Some(vec![Taint {
+                key: "example.com/agent-not-ready".into(),
+                effect: "NoSchedule".into(),
+                ..Taint::default()
+            }]);
+        })
+        .await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = apply_example(&env, "gated-agent.yaml").await;
+    let (set, image) = &sets[0];
+    wait_one_ready_pod_per_node(&env, set, &nodes, image).await;
+    eventually("the startup taint off both nodes", TIMEOUT, || async {
+        let mut tainted = Vec::new();
+        for name in &nodes {
+            let node = kube::Api::<Node>::all(env.client())
+                .get(name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+            if taints
+                .iter()
+                .any(|t| t.key == "example.com/agent-not-ready")
+            {
+                tainted.push(name.clone());
+            }
+        }
+        tainted
+            .is_empty()
+            .then_some(())
+            .ok_or(format!("still tainted: {tainted:?}"))
+    })
+    .await;
+}

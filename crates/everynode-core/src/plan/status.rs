@@ -166,6 +166,7 @@ fn rollout_fields(
         })
         .or_else(|| stored.and_then(|s| s.rollback.clone()));
     rollout.skipped_nodes = skipped_nodes(b, params.controls.as_ref());
+    rollout.gated_nodes = gated_nodes(b);
     (rollout.blocked_nodes, rollout.blocked_totals) = blocked_nodes(b, &b.log.blocked_by);
     let mut changed = stored.is_none_or(|s| !rollout.equals(s));
     rollout.apply_to(status);
@@ -192,6 +193,18 @@ fn rollout_fields(
         changed = true;
     }
     changed
+}
+
+/// Desired nodes that still carry the node readiness gate's taint.
+fn gated_nodes(b: &Builder<'_>) -> Option<i32> {
+    let key = &b.input.set.spec.node_readiness.as_ref()?.taint.key;
+    let gated = b
+        .state
+        .slots
+        .iter()
+        .filter(|s| s.elig.should_run && crate::gate::tainted(&s.node.taints, key))
+        .count();
+    Some(i32::try_from(gated).unwrap_or(i32::MAX))
 }
 
 /// Desired nodes that `unavailableNodePolicy: Skip` leaves out, sorted, at most

@@ -41,7 +41,7 @@ pub(super) fn working_copy<'a>(
     let hash = out.history.hash.clone();
     let relabel = relabelled_pods(input, selector, duplicate_hashes, &hash);
     let facts = PodFacts::new(input, &hash);
-    let matcher = NodeMatcher::new(&input.set.spec.template);
+    let matcher = NodeMatcher::for_set(&input.set.spec);
     // The plan's biggest output, allocated before the working state: freeing that state at the
     // end then does not leave a large free area on top of the heap, which the allocator may
     // hand back to the system only to ask for it again in the next plan.

@@ -26,6 +26,8 @@ pub struct RolloutStatus {
     pub blocked_nodes: Vec<everynode_api::BlockedNode>,
     /// Excluded or blocked nodes per reason.
     pub blocked_totals: Vec<everynode_api::ReasonCount>,
+    /// Desired nodes carrying the node readiness gate's taint (`None`: no gate).
+    pub gated_nodes: Option<i32>,
 }
 
 impl RolloutStatus {
@@ -82,6 +84,7 @@ impl RolloutStatus {
             && status.skipped_nodes.as_deref().unwrap_or_default() == self.skipped_nodes
             && status.blocked_nodes.as_deref().unwrap_or_default() == self.blocked_nodes
             && status.blocked_totals.as_deref().unwrap_or_default() == self.blocked_totals
+            && status.gated_nodes == self.gated_nodes
     }
 
     /// Writes the fields into `status`.
@@ -97,5 +100,6 @@ impl RolloutStatus {
         status.blocked_nodes = (!self.blocked_nodes.is_empty()).then(|| self.blocked_nodes.clone());
         status.blocked_totals =
             (!self.blocked_totals.is_empty()).then(|| self.blocked_totals.clone());
+        status.gated_nodes = self.gated_nodes;
     }
 }

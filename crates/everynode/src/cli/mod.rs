@@ -3,6 +3,7 @@
 pub mod abort;
 pub mod completion;
 pub mod duration;
+pub mod gate;
 pub mod migrate;
 pub mod plan;
 pub mod promote;

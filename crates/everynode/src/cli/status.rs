@@ -103,6 +103,8 @@ pub struct NodeDetail {
     pub blocked: Option<String>,
     /// Why the node failed with the new revision (`status.failure.failedNodes`).
     pub failed: Option<String>,
+    /// The node readiness gate's taint on the node, and the sets it waits for.
+    pub gate: Option<String>,
     /// What the controller defers here (backoff, budget, availability…).
     pub deferred: Vec<String>,
     /// What the controller would do now (create/delete with the reason).
@@ -143,6 +145,15 @@ pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow:
     let mut input = PlanInput::from_objects(set.view.clone(), &nodes, &pods, &revisions, now);
     input.config.explain = true;
     let plan = everynode_core::plan(&input);
+    let gate = match &set.view.spec.node_readiness {
+        Some(g) => Some(super::gate::GateSets::read(client, &g.taint.key).await?),
+        None => None,
+    };
+    let node_views: std::collections::HashMap<&str, &everynode_core::NodeView> = input
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), &**n))
+        .collect();
 
     let unschedulable: std::collections::HashMap<&str, String> = pods
         .iter()
@@ -222,6 +233,9 @@ pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow:
                     .iter()
                     .find_map(|n| n.strip_prefix(&prefix).map(str::to_owned))
             }),
+            gate: gate
+                .as_ref()
+                .and_then(|g| node_views.get(node).and_then(|view| g.explain(view, now))),
             deferred: decision.deferred.iter().map(ToString::to_string).collect(),
             actions,
         };
@@ -305,6 +319,11 @@ pub fn render(status: &SetStatus, style: Style, width: usize) -> String {
         s.number_available.unwrap_or_default(),
         s.number_misscheduled
     ));
+    if let Some(gated) = s.gated_nodes {
+        out.push_str(&format!(
+            "Gated:      {gated} desired node(s) still carry the node readiness taint (`explain --node` says what each waits for)\n"
+        ));
+    }
     out.push_str(&format!("Rollout:    {}\n", status.rollout));
     for condition in s.conditions.iter().flatten() {
         out.push_str(&format!(
@@ -407,6 +426,9 @@ pub fn explain(status: &SetStatus, node: Option<&str>, style: Style) -> anyhow::
         }
         if let Some(blocked) = &d.blocked {
             out.push_str(&format!("Blocked:     {blocked} (status.blockedNodes)\n"));
+        }
+        if let Some(gate) = &d.gate {
+            out.push_str(&format!("Gate:        {gate}\n"));
         }
         for deferred in &d.deferred {
             out.push_str(&format!("Waiting:     {deferred}\n"));
