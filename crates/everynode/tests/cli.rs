@@ -870,3 +870,49 @@ async fn failure_policy_abort_takes_the_pods_back_by_itself() {
         "{aborted}"
     );
 }
+
+#[tokio::test]
+async fn explain_names_the_set_a_gated_node_waits_for() {
+    let env = TestEnv::new("cli-gate").await;
+    let key = format!("gate.everynode.dev/{}", env.namespace());
+    let taint_key = key.clone();
+    let nodes = env
+        .add_nodes_with(1, move |node: &mut k8s_openapi::api::core::v1::Node| {
+            node.spec.get_or_insert_default().taints =
+                Some(vec![k8s_openapi::api::core::v1::Taint {
+                    key: taint_key.clone(),
+                    effect: "NoSchedule".into(),
+                    ..Default::default()
+                }]);
+        })
+        .await;
+    everynode_testkit::install_crd(&env.client()).await;
+    let _controller = start_controller(&env, "everynode.dev/v1alpha1");
+    let v1 = "everynode.dev/v1alpha1";
+    let mut set = manifest(&env, v1, "agent", "agent:v1");
+    set["spec"]["nodeReadiness"] = json!({"taint": {"key": key, "effect": "NoSchedule"}});
+    set["spec"]["template"]["metadata"]["labels"][everynode_testkit::SIMULATE_LABEL] =
+        json!(everynode_testkit::NEVER_READY);
+    apply(&env, v1, &set).await;
+    let waiting = format!(
+        "Gate:        taint {key} on the node; waiting for an available pod of {}/agent",
+        env.namespace()
+    );
+    eventually(
+        "explain to name the set the node waits for",
+        TIMEOUT,
+        || async {
+            let shown = expect_exit(&env, 0, &["explain", "agent", "--node", &nodes[0]]).await;
+            shown.contains(&waiting).then_some(()).ok_or(shown)
+        },
+    )
+    .await;
+    eventually("status to count the gated node", TIMEOUT, || async {
+        let status = expect_exit(&env, 0, &["status", "agent"]).await;
+        status
+            .contains("Gated:      1 desired node(s)")
+            .then_some(())
+            .ok_or(status)
+    })
+    .await;
+}
