@@ -748,6 +748,30 @@ async fn pods_running(env: &TestEnv, image: &str) -> Vec<String> {
     names
 }
 
+/// Waits until the 3 pods of `agent` run agent:v1 again while its template keeps agent:v2;
+/// returns the set.
+async fn wait_back_on_v1_template_kept(env: &TestEnv) -> DynamicObject {
+    eventually("every pod back on agent:v1", TIMEOUT, || async {
+        let (old, new) = (
+            pods_running(env, "agent:v1").await,
+            pods_running(env, "agent:v2").await,
+        );
+        (old.len() == 3 && new.is_empty())
+            .then_some(())
+            .ok_or(format!("{old:?} {new:?}"))
+    })
+    .await;
+    let stored = sets_api(env, "everynode.dev/v1alpha1")
+        .get("agent")
+        .await
+        .expect("get the set");
+    assert_eq!(
+        stored.data["spec"]["template"]["spec"]["containers"][0]["image"],
+        "agent:v2"
+    );
+    stored
+}
+
 #[tokio::test]
 async fn retry_and_abort_a_failed_rollout_without_touching_the_template() {
     let env = TestEnv::new("cli-abort").await;
@@ -796,21 +820,7 @@ async fn retry_and_abort_a_failed_rollout_without_touching_the_template() {
         "{aborted}"
     );
     wait_nodes_in_state(&env, "agent", &nodes, "updated").await;
-    eventually("every pod back on agent:v1", TIMEOUT, || async {
-        let (old, new) = (
-            pods_running(&env, "agent:v1").await,
-            pods_running(&env, "agent:v2").await,
-        );
-        (old.len() == 3 && new.is_empty())
-            .then_some(())
-            .ok_or(format!("{old:?} {new:?}"))
-    })
-    .await;
-    let stored = sets_api(&env, v1).get("agent").await.expect("get the set");
-    assert_eq!(
-        stored.data["spec"]["template"]["spec"]["containers"][0]["image"],
-        "agent:v2"
-    );
+    wait_back_on_v1_template_kept(&env).await;
     let shown = expect_exit(&env, 1, &["rollout", "status", "agent", "--timeout", "1m"]).await;
     assert!(shown.contains("aborted"), "{shown}");
     let again = expect_exit(&env, 1, &["rollout", "abort", "agent"]).await;
@@ -848,21 +858,7 @@ async fn failure_policy_abort_takes_the_pods_back_by_itself() {
         failed.contains("failurePolicy Abort") || failed.contains("aborted, pods go back"),
         "{failed}"
     );
-    eventually("every pod back on agent:v1", TIMEOUT, || async {
-        let (old, new) = (
-            pods_running(&env, "agent:v1").await,
-            pods_running(&env, "agent:v2").await,
-        );
-        (old.len() == 3 && new.is_empty())
-            .then_some(())
-            .ok_or(format!("{old:?} {new:?}"))
-    })
-    .await;
-    let stored = sets_api(&env, v1).get("agent").await.expect("get the set");
-    assert_eq!(
-        stored.data["spec"]["template"]["spec"]["containers"][0]["image"],
-        "agent:v2"
-    );
+    let stored = wait_back_on_v1_template_kept(&env).await;
     assert_eq!(stored.data["status"]["failure"]["policy"], "Abort");
     let aborted = expect_exit(&env, 1, &["rollout", "status", "agent", "--timeout", "1m"]).await;
     assert!(
