@@ -132,7 +132,7 @@ pub struct Context {
     /// Settings.
     pub config: ControllerConfig,
     /// The gate key each set declared at its last reconcile.
-    pub gates: crate::gate::Gates,
+    pub gate_keys: crate::gate_keys::GateKeys,
     /// The everynode set cache (with `--target everynode.dev/v1alpha1`): node readiness gates
     /// look at every set declaring their key.
     pub everynode_sets: Option<Store<everynode_api::DaemonSet>>,

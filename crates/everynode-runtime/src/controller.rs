@@ -110,7 +110,7 @@ async fn run_target<K: SetResource>(
         queue,
         started: config.server_clock.now(),
         config: config.clone(),
-        gates: Default::default(),
+        gate_keys: Default::default(),
         everynode_sets: (&caches.sets as &dyn std::any::Any)
             .downcast_ref::<kube::runtime::reflector::Store<everynode_api::DaemonSet>>()
             .cloned(),
@@ -147,7 +147,7 @@ async fn run_target<K: SetResource>(
                 ctx_for_cleanup.template_verdicts.forget(&key);
                 ctx_for_cleanup.pod_views.forget(&key);
                 ctx_for_cleanup.slow_starts.forget(&key);
-                if let Some(taint_key) = ctx_for_cleanup.gates.register(&key, None) {
+                if let Some(taint_key) = ctx_for_cleanup.gate_keys.register(&key, None) {
                     // Its gate goes with it: the nodes that waited only for it are let go.
                     let ctx = ctx_for_cleanup.clone();
                     tokio::spawn(async move {

@@ -5,7 +5,6 @@
 //! its taint list, with every other taint as it was.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use everynode_core::gate::{GateAction, GateMember, decide, pods_on_node, tainted};
@@ -57,26 +56,6 @@ impl Member {
             continuous_grace: gate.continuous().then(|| gate.grace_seconds()),
             rolling_out,
         })
-    }
-}
-
-/// The gate key each set declared at its last reconcile, by set key: what a set that is gone
-/// (or no longer gated) leaves to look at again.
-#[derive(Debug, Default)]
-pub struct Gates {
-    keys: Mutex<HashMap<String, String>>,
-}
-
-impl Gates {
-    /// Records the gate key `set_key` declares now (`None`: none); returns the key it declared
-    /// before, if that is another one (its nodes must be looked at again).
-    pub fn register(&self, set_key: &str, taint_key: Option<&str>) -> Option<String> {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        let before = match taint_key {
-            Some(key) => keys.insert(set_key.to_owned(), key.to_owned()),
-            None => keys.remove(set_key),
-        };
-        before.filter(|b| Some(b.as_str()) != taint_key)
     }
 }
 

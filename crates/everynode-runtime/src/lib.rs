@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod expectations;
 pub mod gate;
+pub mod gate_keys;
 pub mod http;
 pub mod kept_views;
 pub mod key;

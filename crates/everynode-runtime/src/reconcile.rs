@@ -75,7 +75,7 @@ async fn sync_gate(ctx: &Context, input: &PlanInput) -> Option<Duration> {
         .node_readiness
         .as_ref()
         .map(|g| g.taint.key.clone());
-    let dropped = ctx.gates.register(&key, now_key.as_deref());
+    let dropped = ctx.gate_keys.register(&key, now_key.as_deref());
     let mut recheck = None;
     for taint_key in now_key.into_iter().chain(dropped) {
         if let Some(wait) = crate::gate::sync(ctx, &taint_key, input.now).await {
