@@ -4,13 +4,14 @@
 //! goes back (as `NoSchedule`) when such a pod has been unavailable for `graceSeconds`, unless
 //! that set is rolling out. Pure: the runtime gathers the members and writes the taint.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use everynode_api::DaemonSetSpec;
-use k8s_openapi::api::core::v1::{Taint, Toleration};
+use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::snapshot::PodView;
+use crate::snapshot::{Owner, PodView};
 
 /// The toleration a gated set's pods get: the gate's key, any effect (the taint may come
 /// back as `NoSchedule`).
@@ -117,6 +118,24 @@ pub fn decide(tainted: bool, members: &[GateMember], now: Timestamp) -> GateDeci
         sets: lost,
         recheck_after,
     }
+}
+
+/// The views of the pods the set with `set_uid` controls, by target node.
+pub fn pods_by_node<'a>(
+    pods: impl IntoIterator<Item = &'a Pod>,
+    set_uid: &str,
+) -> HashMap<String, Vec<PodView>> {
+    let mut by_node: HashMap<String, Vec<PodView>> = HashMap::new();
+    for pod in pods {
+        let view = PodView::from_pod(pod, set_uid);
+        if view.owner() != Owner::ThisSet {
+            continue;
+        }
+        if let Some(node) = view.target_node.clone() {
+            by_node.entry(node).or_default().push(view);
+        }
+    }
+    by_node
 }
 
 /// How a set stands on a node from its pods there: `(available, unavailable_since)`, with

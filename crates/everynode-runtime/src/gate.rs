@@ -168,17 +168,7 @@ fn gated_taints(
 /// The member's pods by target node, as planner views.
 fn pods_by_node(ctx: &Context, m: &Member) -> HashMap<String, Vec<PodView>> {
     ctx.pod_index.with_pods_of(&m.namespace, &m.uid, |pods| {
-        let mut by_node: HashMap<String, Vec<PodView>> = HashMap::new();
-        for pod in pods {
-            let view = PodView::from_pod(pod, &m.uid);
-            if view.owner() != everynode_core::Owner::ThisSet {
-                continue;
-            }
-            if let Some(node) = view.target_node.clone() {
-                by_node.entry(node).or_default().push(view);
-            }
-        }
-        by_node
+        everynode_core::gate::pods_by_node(pods.map(|p| &**p), &m.uid)
     })
 }
 

@@ -12,26 +12,9 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::controller_command;
+use common::{controller_command, everynode};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Runs `everynode ARGS` against the test's cluster: (exit code, stdout, stderr).
-async fn everynode(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_everynode"))
-        .args(args)
-        .env("KUBECONFIG", env.cluster().kubeconfig())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run everynode");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 /// `everynode rollout status -n NS SET --timeout SECONDS`.
 async fn rollout_status(env: &TestEnv, set: &str, timeout_seconds: u64) -> (i32, String, String) {

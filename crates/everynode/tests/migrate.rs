@@ -3,7 +3,6 @@
 //! between; `--dry-run` changes nothing.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::Duration;
 
 use everynode_testkit::deploy::{controller_account, token_kubeconfig};
@@ -15,27 +14,16 @@ use kube::api::PostParams;
 
 mod common;
 
-use common::{controller_command, live_agent_pods, plain_set, wait_ready_pods};
+use common::{controller_command, everynode, live_agent_pods, plain_set, wait_ready_pods};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
 /// `everynode ARGS -n NS` with the admin kubeconfig: (exit code, stdout + stderr).
-async fn everynode(env: &TestEnv, args: &[&str]) -> (i32, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_everynode"))
-        .args(args)
-        .args(["-n", env.namespace()])
-        .env("KUBECONFIG", env.cluster().kubeconfig())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run everynode");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code().unwrap_or(-1), text)
+async fn run(env: &TestEnv, args: &[&str]) -> (i32, String) {
+    let mut all = args.to_vec();
+    all.extend(["-n", env.namespace()]);
+    let (code, out, err) = everynode(env, &all).await;
+    (code, format!("{out}{err}"))
 }
 
 /// Live pods by name: (UID, UID of their controller).
@@ -74,7 +62,7 @@ async fn migrate_keeps_every_pod_and_undo_gives_the_built_in_set_back() {
         .spawn()
         .expect("start everynode controller");
 
-    let (code, planned) = everynode(&env, &["migrate", "daemonset/agent", "--dry-run"]).await;
+    let (code, planned) = run(&env, &["migrate", "daemonset/agent", "--dry-run"]).await;
     assert_eq!(code, 0, "{planned}");
     assert!(
         planned.contains("1. create daemonset.everynode.dev/agent"),
@@ -90,8 +78,7 @@ async fn migrate_keeps_every_pod_and_undo_gives_the_built_in_set_back() {
         "--dry-run created the set"
     );
 
-    let (code, migrated) =
-        everynode(&env, &["migrate", "daemonset/agent", "--timeout", "90s"]).await;
+    let (code, migrated) = run(&env, &["migrate", "daemonset/agent", "--timeout", "90s"]).await;
     assert_eq!(code, 0, "{migrated}");
     assert!(
         migrated.contains("done: no pod was restarted (10 pod(s), the same UIDs)"),
@@ -141,13 +128,13 @@ async fn migrate_keeps_every_pod_and_undo_gives_the_built_in_set_back() {
     );
 
     // A rollout afterwards, by the everynode controller.
-    let (code, out) = everynode(&env, &["set", "image", "agent", "agent=agent:v2"]).await;
+    let (code, out) = run(&env, &["set", "image", "agent", "agent=agent:v2"]).await;
     assert_eq!(code, 0, "{out}");
     wait_ready_pods(&env, "agent:v2", 10).await;
     let rolled = pods_and_controllers(&env).await;
 
     // Undo: the built-in controller adopts the same pods again.
-    let (code, undone) = everynode(&env, &["migrate", "ds/agent", "--undo"]).await;
+    let (code, undone) = run(&env, &["migrate", "ds/agent", "--undo"]).await;
     assert_eq!(code, 0, "{undone}");
     assert!(
         undone.contains("done: no pod was restarted (10 pod(s), the same UIDs)"),
@@ -171,6 +158,6 @@ async fn migrate_keeps_every_pod_and_undo_gives_the_built_in_set_back() {
         .await
         .expect("read");
     assert!(record.is_none(), "the undo record is left");
-    let (code, again) = everynode(&env, &["migrate", "ds/agent", "--undo"]).await;
+    let (code, again) = run(&env, &["migrate", "ds/agent", "--undo"]).await;
     assert_eq!(code, 0, "{again}");
 }

@@ -46,16 +46,8 @@ impl GateSets {
                 continue;
             }
             let pods: Api<Pod> = Api::namespaced(client.clone(), &view.namespace);
-            let mut by_node: HashMap<String, Vec<PodView>> = HashMap::new();
-            for pod in pods.list(&ListParams::default()).await?.items {
-                let pod_view = PodView::from_pod(&pod, &view.uid);
-                if pod_view.owner() != everynode_core::Owner::ThisSet {
-                    continue;
-                }
-                if let Some(node) = pod_view.target_node.clone() {
-                    by_node.entry(node).or_default().push(pod_view);
-                }
-            }
+            let listed = pods.list(&ListParams::default()).await?.items;
+            let by_node = everynode_core::gate::pods_by_node(&listed, &view.uid);
             sets.push(GateSet {
                 name: format!("{}/{}", view.namespace, set.name_any()),
                 matcher: NodeMatcher::for_set(&view.spec),

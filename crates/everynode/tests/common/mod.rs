@@ -239,3 +239,20 @@ pub async fn holder(env: &TestEnv) -> Option<String> {
         .flatten()
         .and_then(|l| l.spec?.holder_identity)
 }
+
+/// Runs `everynode ARGS` against the test's cluster: (exit code, stdout, stderr).
+pub async fn everynode(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_everynode"))
+        .args(args)
+        .env("KUBECONFIG", env.cluster().kubeconfig())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run everynode");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
