@@ -36,6 +36,7 @@ pub fn crd() -> CustomResourceDefinition {
         }
         bound_for_cel_cost(root);
         key_lists_by_name(root);
+        shape_node_overrides(root);
     }
     crd
 }
@@ -53,6 +54,56 @@ fn key_lists_by_name(root: &mut JSONSchemaProps) {
         if let Some(schema) = property(root, &["spec", "template", "spec", list]) {
             schema.x_kubernetes_list_type = Some("map".to_owned());
             schema.x_kubernetes_list_map_keys = Some(vec!["name".to_owned()]);
+        }
+    }
+}
+
+/// Most overrides a set may have, and most containers one override may change (each node is
+/// matched against the overrides in every plan).
+const OVERRIDES_MAX: i64 = 32;
+
+/// `spec.nodeOverrides`: overrides and their containers keyed by name (the apiserver refuses a
+/// duplicate, naming it), size bounds (also for the CEL cost estimate of the selector rule),
+/// and the descriptions of the pod types they reuse dropped, as the template's are. Container
+/// names are checked against the template by the planner: a CEL rule over both lists costs more
+/// than the apiserver allows.
+fn shape_node_overrides(root: &mut JSONSchemaProps) {
+    let Some(overrides) = property(root, &["spec", "nodeOverrides"]) else {
+        return;
+    };
+    overrides.x_kubernetes_list_type = Some("map".to_owned());
+    overrides.x_kubernetes_list_map_keys = Some(vec!["name".to_owned()]);
+    overrides.max_items = Some(OVERRIDES_MAX);
+    let Some(JSONSchemaPropsOrArray::Schema(item)) = overrides.items.as_mut() else {
+        return;
+    };
+    if let Some(name) = property(item, &["name"]) {
+        name.max_length = Some(LABEL_VALUE_MAX);
+    }
+    if let Some(expressions) = property(item, &["nodeSelector", "matchExpressions"]) {
+        expressions.max_items = Some(SELECTOR_TERMS_MAX);
+        if let Some(JSONSchemaPropsOrArray::Schema(requirement)) = expressions.items.as_mut() {
+            if let Some(operator) = property(requirement, &["operator"]) {
+                operator.max_length = Some(16);
+            }
+            if let Some(values) = property(requirement, &["values"]) {
+                values.max_items = Some(SELECTOR_TERMS_MAX);
+            }
+        }
+    }
+    let Some(containers) = property(item, &["containers"]) else {
+        return;
+    };
+    containers.x_kubernetes_list_type = Some("map".to_owned());
+    containers.x_kubernetes_list_map_keys = Some(vec!["name".to_owned()]);
+    containers.max_items = Some(OVERRIDES_MAX);
+    if let Some(JSONSchemaPropsOrArray::Schema(container)) = containers.items.as_mut() {
+        for field in ["resources", "env"] {
+            if let Some(schema) = property(container, &[field]) {
+                let description = schema.description.take();
+                strip_descriptions(schema);
+                schema.description = description;
+            }
         }
     }
 }

@@ -14,8 +14,8 @@ pub(crate) mod rules;
 pub mod v1alpha1;
 
 pub use v1alpha1::{
-    BlockedNode, DaemonSet, DaemonSetSpec, DaemonSetStatus, DaemonSetUpdateStrategy, FailurePolicy,
-    GateTaint, NewNodePolicy, NodeReadiness, ReasonCount, RevisionPods, RollingUpdateDaemonSet,
-    RolloutAbort, RolloutFailure, RolloutOrder, RolloutOrderType, RolloutRetry, RolloutRollback,
-    RolloutWave, UpdateStrategyType,
+    BlockedNode, ContainerOverride, DaemonSet, DaemonSetSpec, DaemonSetStatus,
+    DaemonSetUpdateStrategy, FailurePolicy, GateTaint, NewNodePolicy, NodeOverride, NodeReadiness,
+    ReasonCount, RevisionPods, RollingUpdateDaemonSet, RolloutAbort, RolloutFailure, RolloutOrder,
+    RolloutOrderType, RolloutRetry, RolloutRollback, RolloutWave, UpdateStrategyType,
 };

@@ -199,6 +199,20 @@ pub fn node_selector_valid() -> Rule {
     )
 }
 
+/// An override's node selector uses known operators with the right number of values.
+pub fn override_selector_valid() -> Rule {
+    invalid(
+        "!has(self.matchExpressions) || self.matchExpressions.all(r, \
+         r.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'] && \
+         ((r.operator == 'In' || r.operator == 'NotIn') == (has(r.values) && size(r.values) > 0)))"
+            .to_owned(),
+        ".matchExpressions",
+        "spec.nodeOverrides[].nodeSelector.matchExpressions: operator must be In, NotIn, \
+         Exists or DoesNotExist; In and NotIn need at least one value, Exists and DoesNotExist \
+         take none",
+    )
+}
+
 /// `newNodePolicy` is `Latest` or `Stable`.
 pub fn new_node_policy_known() -> Rule {
     Rule::new("self == 'Latest' || self == 'Stable'")

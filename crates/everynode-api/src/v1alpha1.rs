@@ -102,6 +102,48 @@ pub struct DaemonSetSpec {
     /// the same taint key has an available pod there. Unset: no gate. everynode only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_readiness: Option<NodeReadiness>,
+
+    /// Per-node overrides: a node gets the template with the container changes of the first
+    /// override, in list order, whose `nodeSelector` matches its labels (e.g. more memory on
+    /// GPU nodes, another image on arm64 nodes). They are part of the revision: a change rolls
+    /// out through the budgets, to the nodes it affects only. everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_overrides: Option<Vec<NodeOverride>>,
+}
+
+/// `spec.nodeOverrides[]`: container changes for the nodes a selector matches.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeOverride {
+    /// The override's name, unique in the list (shown by `plan`, `explain` and the status).
+    pub name: String,
+    /// The nodes it applies to, by their labels.
+    #[x_kube(validation = rules::override_selector_valid())]
+    pub node_selector: LabelSelector,
+    /// Changes to the template's containers (or init containers), by container name.
+    pub containers: Vec<ContainerOverride>,
+}
+
+/// `spec.nodeOverrides[].containers[]`: what changes in one container. Unset fields keep the
+/// template's value.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerOverride {
+    /// The container's name in `spec.template.spec.containers` or `initContainers`.
+    pub name: String,
+    /// Replaces the container's image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Replaces the container's resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// Variables set in the container: each replaces the template's variable of the same
+    /// name, or is added after them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<k8s_openapi::api::core::v1::EnvVar>>,
+    /// Replaces the container's arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
 }
 
 /// `spec.nodeReadiness`: no other workload on a node before this set's pod is available.
@@ -677,5 +719,10 @@ impl DaemonSetSpec {
     /// `spec.frozen` with its default (false).
     pub fn is_frozen(&self) -> bool {
         self.frozen.unwrap_or(false)
+    }
+
+    /// `spec.nodeOverrides`, empty when unset.
+    pub fn overrides(&self) -> &[NodeOverride] {
+        self.node_overrides.as_deref().unwrap_or_default()
     }
 }

@@ -24,6 +24,7 @@ mod index;
 pub mod inplace;
 pub mod interest;
 pub mod manage;
+pub mod overrides;
 pub mod plan;
 pub mod problem;
 pub mod reason;
@@ -54,8 +55,8 @@ pub use render::{
     RenderParams, controller_owner_reference, generated_pod_name, render_pod, target_node_name,
 };
 pub use revision::{
-    HistoryPlan, NewRevision, data_matches, hash_template, revision_data, template_from_data,
-    template_revision,
+    HistoryPlan, NewRevision, data_matches, hash_template, overrides_from_data, revision_data,
+    template_from_data, template_revision,
 };
 pub use snapshot::{
     NodeProblem, NodeView, Owner, PlanConfig, PlanInput, PodLabels, PodPhase, PodView,

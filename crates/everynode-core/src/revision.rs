@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use everynode_api::NodeOverride;
 use everynode_api::labels::CONTROLLER_REVISION_HASH;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde::Serialize;
@@ -115,12 +116,13 @@ pub fn revision_name(set_name: &str, hash: &str) -> String {
     format!("{set_name}-{hash}")
 }
 
-/// The name of the revision of `set`'s template (`status.updateRevision` once planned).
+/// The name of the revision of `set`'s template and node overrides (`status.updateRevision`
+/// once planned).
 pub fn template_revision(set: &crate::snapshot::SetView) -> String {
-    revision_name(
-        &set.name,
-        &hash_template(&set.spec.template, set.collision_count()),
-    )
+    let spec = &set.spec;
+    let hash =
+        TemplateDigest::of_spec(&spec.template, spec.overrides(), set.collision_count()).hash;
+    revision_name(&set.name, &hash)
 }
 
 /// `{"spec":{"template":{…,"$patch":"replace"}}}`, upstream's `getPatch` shape.
@@ -167,6 +169,15 @@ pub fn data_matches(template: &PodTemplateSpec, data: &Value) -> bool {
     TemplateDigest::new(template, None).matches(data)
 }
 
+/// The node overrides stored in revision `data` (`{"spec":{"nodeOverrides":[…]}}`): empty
+/// when it has none, `None` when they cannot be decoded.
+pub fn overrides_from_data(data: &Value) -> Option<Vec<NodeOverride>> {
+    match data.get("spec").and_then(|s| s.get("nodeOverrides")) {
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(overrides) => serde_json::from_value(overrides.clone()).ok(),
+    }
+}
+
 /// The current template, prepared once per plan.
 #[derive(Clone, Debug)]
 pub struct TemplateDigest {
@@ -187,6 +198,40 @@ impl TemplateDigest {
             hash: hash_normalized(&normalized, collision_count),
             data: data_with_template(&normalized),
             encoded: encode_data(value),
+        }
+    }
+
+    /// The revision of `template` with node `overrides` (everynode only): without overrides
+    /// exactly [`Self::new`]; with them the data also holds `spec.nodeOverrides`, and the hash
+    /// covers both.
+    pub fn of_spec(
+        template: &PodTemplateSpec,
+        overrides: &[NodeOverride],
+        collision_count: Option<i32>,
+    ) -> Self {
+        if overrides.is_empty() {
+            return Self::new(template, collision_count);
+        }
+        let value = template_value(template);
+        let normalized = normalize(&value);
+        let overrides = serde_json::to_value(overrides).unwrap_or(Value::Null);
+        let normalized_overrides = normalize(&overrides);
+        let mut both = Map::new();
+        both.insert("nodeOverrides".to_owned(), normalized_overrides.clone());
+        both.insert("template".to_owned(), normalized.clone());
+        let with_overrides = |mut data: Value, overrides: Value| {
+            if let Some(Value::Object(spec)) = data.get_mut("spec") {
+                spec.insert("nodeOverrides".to_owned(), overrides);
+            }
+            data
+        };
+        Self {
+            hash: hash_normalized(&Value::Object(both), collision_count),
+            data: with_overrides(data_with_template(&normalized), normalized_overrides),
+            encoded: gojson::encode(&with_overrides(
+                data_with_template(&gojson::with_go_nulls(value)),
+                overrides,
+            )),
         }
     }
 

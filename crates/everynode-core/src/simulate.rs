@@ -28,6 +28,7 @@ impl PlanInput {
         // An automatic rollback: the runtime puts the stable template back into the spec.
         if let Some(r) = &plan.rollback {
             self.set.spec.template = r.template.clone();
+            self.set.spec.node_overrides = r.node_overrides.clone();
             self.set.generation = self.set.generation.map(|g| g + 1);
         }
     }

@@ -92,6 +92,8 @@ impl SlotElig {
 pub(crate) struct Slot<'a> {
     pub node: &'a NodeView,
     pub elig: SlotElig,
+    /// The node override the node gets (`spec.nodeOverrides`), by position.
+    pub variant: Option<u16>,
     /// Indices into [`State::pods`] of the pods mapped to this node (still present).
     pub pods: PodList,
 }

@@ -540,7 +540,8 @@ async fn create_pods<K: SetResource>(
     first_error.map_or(Ok(()), Err)
 }
 
-/// An automatic rollback: replaces the set with the stable revision's template (the cached
+/// An automatic rollback: replaces the set with the stable revision's template and node
+/// overrides (the cached
 /// object's resourceVersion is the precondition: a set changed meanwhile is planned again).
 /// Returns the set as stored.
 pub(crate) async fn roll_back<K: SetResource>(
@@ -556,7 +557,7 @@ pub(crate) async fn roll_back<K: SetResource>(
             field_manager: Some(everynode_api::labels::CONTROLLER_FIELD_MANAGER.to_owned()),
             ..PostParams::default()
         },
-        &set.with_template(&rollback.template),
+        &set.with_revision(rollback),
     )
     .await
     .map_err(Error::api(format!(

@@ -4,9 +4,9 @@
 //! which kind it is.
 
 use everynode_core::SetView;
+use everynode_core::plan::PlannedRollback;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1 as apps;
-use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -63,9 +63,9 @@ pub trait SetResource:
     /// revision, rollout conditions); apps/v1 keeps upstream's status exactly.
     const ROLLOUT_STATUS: bool;
 
-    /// The set with `template` as its pod template (an automatic rollback), for a replace
-    /// that keeps this object's resourceVersion as its precondition.
-    fn with_template(&self, template: &PodTemplateSpec) -> Self;
+    /// The set with the rollback's template (and node overrides, on the everynode kind), for a
+    /// replace that keeps this object's resourceVersion as its precondition.
+    fn with_revision(&self, rollback: &PlannedRollback) -> Self;
 }
 
 fn key(meta: &impl ResourceExt) -> String {
@@ -125,9 +125,10 @@ impl SetResource for everynode_api::DaemonSet {
         Ok(value)
     }
 
-    fn with_template(&self, template: &PodTemplateSpec) -> Self {
+    fn with_revision(&self, rollback: &PlannedRollback) -> Self {
         let mut set = self.clone();
-        set.spec.template = template.clone();
+        set.spec.template = rollback.template.clone();
+        set.spec.node_overrides = rollback.node_overrides.clone();
         set
     }
 }
@@ -152,10 +153,10 @@ impl SetResource for apps::DaemonSet {
         self.status.as_ref()?.observed_generation
     }
 
-    fn with_template(&self, template: &PodTemplateSpec) -> Self {
+    fn with_revision(&self, rollback: &PlannedRollback) -> Self {
         let mut set = self.clone();
         if let Some(spec) = set.spec.as_mut() {
-            spec.template = template.clone();
+            spec.template = rollback.template.clone();
         }
         set
     }

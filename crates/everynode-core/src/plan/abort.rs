@@ -4,11 +4,12 @@
 //! revision's earlier failure.
 
 use everynode_api::{FailurePolicy, RolloutFailure};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::revision::{rev_hash, template_from_data, template_revision};
+use crate::revision::template_revision;
 use crate::snapshot::{Owner, PlanInput, SetView};
+
+use super::history::OldRevision;
 
 /// An abort in effect.
 pub(super) struct Aborted {
@@ -16,10 +17,8 @@ pub(super) struct Aborted {
     pub revision: String,
     /// The failure that aborted it (`failurePolicy: Abort`); `None` for `spec.abort`.
     pub failure: Option<RolloutFailure>,
-    /// The stable revision's hash, planned instead.
-    pub stable_hash: String,
-    /// The stable revision's template.
-    pub stable_template: PodTemplateSpec,
+    /// The stable revision (template and node overrides), planned instead.
+    pub stable: OldRevision,
 }
 
 /// The abort in effect: `spec.abort` names the template's revision, or the revision failed
@@ -57,15 +56,16 @@ pub(super) fn aborted(input: &PlanInput) -> Option<Aborted> {
     Some(Aborted {
         revision,
         failure,
-        stable_hash: rev_hash(rev).to_owned(),
-        stable_template: template_from_data(&rev.data)?,
+        stable: OldRevision::read(rev, set.collision_count())?,
     })
 }
 
-/// `input` with the stable revision's template in place of the set's.
+/// `input` with the stable revision's template and node overrides in place of the set's.
 pub(super) fn stable_input(input: &PlanInput, aborted: &Aborted) -> PlanInput {
     let mut stable = input.clone();
-    stable.set.spec.template = aborted.stable_template.clone();
+    stable.set.spec.template = aborted.stable.template.clone();
+    let overrides = &aborted.stable.overrides;
+    stable.set.spec.node_overrides = (!overrides.is_empty()).then(|| overrides.clone());
     stable
 }
 

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use everynode_api::labels::CONTROLLER_REVISION_HASH;
 
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+
+use crate::overrides::{NodeVariants, Variant};
 use crate::reason::{CreateReason, Deferred, DeleteReason};
 use crate::render::generated_pod_name;
 use crate::rollout::NodeRef;
@@ -63,6 +66,8 @@ pub(super) struct Builder<'a> {
     pub log: DeferralLog,
     /// The update revision's hash.
     pub hash: String,
+    /// The update revision's node overrides (`spec.nodeOverrides`).
+    pub variants: NodeVariants,
     /// The set's own template is of this revision, aborted (`spec.abort` or `failurePolicy:
     /// Abort`): this plan is of the stable revision's template.
     pub aborted: Option<String>,
@@ -70,7 +75,13 @@ pub(super) struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     /// A builder over the working copy `state`.
-    pub fn new(input: &'a PlanInput, plan: Plan, state: State<'a>, log: DeferralLog) -> Self {
+    pub fn new(
+        input: &'a PlanInput,
+        plan: Plan,
+        state: State<'a>,
+        log: DeferralLog,
+        variants: NodeVariants,
+    ) -> Self {
         let hash = plan.history.hash.clone();
         Self {
             input,
@@ -79,8 +90,27 @@ impl<'a> Builder<'a> {
             taken_names: None,
             log,
             hash,
+            variants,
             aborted: None,
         }
+    }
+
+    /// The node override of `slot`, if one applies.
+    pub fn variant(&self, slot: usize) -> Option<&Variant> {
+        let index = self.state.slots[slot].variant?;
+        self.variants.get(usize::from(index))
+    }
+
+    /// The hash of the update revision's pods on `slot` (its node override's, if any).
+    pub fn slot_hash(&self, slot: usize) -> &str {
+        let variant = self.state.slots[slot].variant.map(usize::from);
+        self.variants.hash(variant, &self.hash)
+    }
+
+    /// The template of the update revision's pods on `slot`.
+    pub fn slot_template(&self, slot: usize) -> &PodTemplateSpec {
+        self.variant(slot)
+            .map_or(&self.input.set.spec.template, |v| &v.template)
     }
 
     /// Plan again after `d` at the latest.
@@ -118,7 +148,17 @@ impl<'a> Builder<'a> {
     pub fn create(&mut self, slot: usize, reason: CreateReason, older: Option<&str>) {
         let input = self.input;
         let node = self.state.slots[slot].node.name.as_str();
-        let hash = older.unwrap_or(&self.hash).to_owned();
+        let variant = self.state.slots[slot].variant;
+        if older.is_none()
+            && let Some(v) = variant.and_then(|i| self.variants.get(usize::from(i)))
+        {
+            // A node override's pods are made from its template.
+            self.plan
+                .templates
+                .entry(v.hash.clone())
+                .or_insert_with(|| v.template.clone());
+        }
+        let hash = older.unwrap_or(self.slot_hash(slot)).to_owned();
         let taken = self
             .taken_names
             .get_or_insert_with(|| input.pods.iter().map(|p| p.name.clone()).collect());
@@ -145,13 +185,14 @@ impl<'a> Builder<'a> {
         let template = &self.input.set.spec.template;
         let meta = template.metadata.as_ref();
         let mut labels = meta.and_then(|m| m.labels.clone()).unwrap_or_default();
-        labels.insert(CONTROLLER_REVISION_HASH.to_owned(), self.hash.clone());
+        let hash = self.slot_hash(slot).to_owned();
+        labels.insert(CONTROLLER_REVISION_HASH.to_owned(), hash.clone());
         let uid = self.uid(pod);
         self.plan.updates.push(PodUpdate {
             pod: self.state.name(pod).to_owned(),
             uid,
             node: self.state.slots[slot].node.name.clone(),
-            hash: self.hash.clone(),
+            hash,
             images,
             labels,
             annotations: meta.and_then(|m| m.annotations.clone()).unwrap_or_default(),

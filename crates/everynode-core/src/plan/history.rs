@@ -2,13 +2,16 @@
 //! relabel or delete duplicates (§5.3); the stable revision `newNodePolicy: Stable` and
 //! rollbacks fall back to.
 
+use everynode_api::NodeOverride;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
+use crate::overrides::NodeVariants;
 use crate::revision::{
-    Claim, TemplateDigest, claim, construct_history, rev_hash, template_from_data,
+    Claim, TemplateDigest, claim, construct_history, overrides_from_data, rev_hash,
+    template_from_data,
 };
 use crate::selector::Selector;
-use crate::snapshot::{PlanInput, RevisionView, SetView};
+use crate::snapshot::{NodeView, PlanInput, RevisionView, SetView};
 use crate::status::pacing::StatusWrite;
 
 use super::output::Plan;
@@ -46,7 +49,7 @@ pub(super) fn plan_history<'a>(
     }
     claimed.sort_by(|a, b| a.name.cmp(&b.name));
     let template = &set.spec.template;
-    let digest = TemplateDigest::new(template, set.collision_count());
+    let digest = TemplateDigest::of_spec(template, set.spec.overrides(), set.collision_count());
     let history = construct_history(
         &set.name,
         &set.annotations,
@@ -91,17 +94,58 @@ pub(super) fn stored_stable<'r>(
     old.iter().find(|r| r.name == name).copied()
 }
 
-/// The stable revision's hash and template, when it differs from `current_hash` and its
-/// template can be read from the revision.
+/// An old revision's template and node overrides, read from its data.
+pub(super) struct OldRevision {
+    /// The revision's hash.
+    pub hash: String,
+    /// Its template.
+    pub template: PodTemplateSpec,
+    /// Its node overrides.
+    pub overrides: Vec<NodeOverride>,
+    /// Its node overrides, ready to match nodes.
+    pub variants: NodeVariants,
+}
+
+impl OldRevision {
+    /// `rev`'s template and overrides (hashed with `collision_count`), when they can be read.
+    pub fn read(rev: &RevisionView, collision_count: Option<i32>) -> Option<Self> {
+        let template = template_from_data(&rev.data)?;
+        let overrides = overrides_from_data(&rev.data)?;
+        let variants = NodeVariants::new(&template, &overrides, collision_count).ok()?;
+        Some(Self {
+            hash: rev_hash(rev).to_owned(),
+            template,
+            overrides,
+            variants,
+        })
+    }
+
+    /// The hash and template of this revision's pods on `node`.
+    pub fn for_node(&self, node: &NodeView) -> (&str, &PodTemplateSpec) {
+        let variant = self.variants.of_node(&node.labels);
+        let template = variant
+            .and_then(|v| self.variants.get(v))
+            .map_or(&self.template, |v| &v.template);
+        (self.variants.hash(variant, &self.hash), template)
+    }
+}
+
+/// Whether revision `rev` records node overrides.
+pub(super) fn has_overrides(rev: &RevisionView) -> bool {
+    rev.data
+        .get("spec")
+        .is_some_and(|s| s.get("nodeOverrides").is_some())
+}
+
+/// The stable revision, when it differs from `current_hash` and its template can be read.
 pub(super) fn stable_revision(
     set: &SetView,
     old: &[&RevisionView],
     current_hash: &str,
-) -> Option<(String, PodTemplateSpec)> {
+) -> Option<OldRevision> {
     let rev = stored_stable(set, old)?;
-    let hash = rev_hash(rev);
-    if hash == current_hash {
+    if rev_hash(rev) == current_hash {
         return None;
     }
-    Some((hash.to_owned(), template_from_data(&rev.data)?))
+    OldRevision::read(rev, set.collision_count())
 }

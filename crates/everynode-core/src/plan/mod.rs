@@ -29,6 +29,7 @@ mod working;
 use everynode_api::NewNodePolicy;
 
 use crate::manage::{EventReason, PlanEvent};
+use crate::overrides::NodeVariants;
 use crate::selector::Selector;
 use crate::snapshot::PlanInput;
 
@@ -52,8 +53,13 @@ pub fn plan(input: &PlanInput) -> Plan {
     // from the stable revision's template.
     let stable = abort::stable_input(input, &aborted);
     let mut plan = plan_set(&stable, Some(aborted.revision), aborted.failure);
-    plan.templates
-        .insert(aborted.stable_hash, aborted.stable_template);
+    let stable = aborted.stable;
+    if !stable.variants.is_empty() {
+        // The pods of nodes no override matches carry the template's own hash.
+        plan.templates
+            .insert(stable.variants.base_hash.clone(), stable.template.clone());
+    }
+    plan.templates.insert(stable.hash, stable.template);
     plan
 }
 
@@ -73,7 +79,24 @@ fn plan_set(
         collision_only(input, &selector, count, &mut out);
         return out;
     }
-    let working = working_copy(input, &selector, &history.duplicate_hashes, &mut out);
+    let spec = &input.set.spec;
+    let variants = NodeVariants::new(
+        &spec.template,
+        spec.overrides(),
+        input.set.collision_count(),
+    );
+    let invalid_overrides = variants.is_err();
+    let variants = variants.unwrap_or_else(|e| {
+        out.errors.push(e.into());
+        NodeVariants::default()
+    });
+    let working = working_copy(
+        input,
+        &selector,
+        &history.duplicate_hashes,
+        &variants,
+        &mut out,
+    );
     let desired = working
         .state
         .slots
@@ -87,7 +110,7 @@ fn plan_set(
         blocked_by: Vec::new(),
         report_blocks: input.config.rollout_status,
     };
-    let mut b = Builder::new(input, out, working.state, log);
+    let mut b = Builder::new(input, out, working.state, log, variants);
     b.aborted = aborted;
     let safety = assess_safety(
         &mut b,
@@ -107,14 +130,16 @@ fn plan_set(
         let gates = Gates {
             frozen: input.set.spec.is_frozen(),
             burst: input.config.burst_replicas,
-            rejected: input.rejected_hash.as_deref() == Some(b.hash.as_str()),
+            // Pods of invalid overrides are held as those of a refused template (the runtime's
+            // template check reports them).
+            rejected: invalid_overrides || input.rejected_hash.as_deref() == Some(b.hash.as_str()),
         };
         apply_manage(&mut b, &params, stable.as_ref(), &gates);
         rollout = apply_rolling_update(&mut b, &params, &history.old, &gates);
         clean_up_history(&mut b, &history.old, &working.other_hashes);
     }
     rollout.failure = safety.failure.or(failure);
-    let stable_hash = stable.as_ref().map(|(h, _)| h.as_str());
+    let stable_hash = stable.as_ref().map(|s| s.hash.as_str());
     plan_status(&mut b, &params, &history.old, stable_hash, &rollout);
     b.finish()
 }

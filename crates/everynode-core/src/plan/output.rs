@@ -101,6 +101,8 @@ pub struct NodeDecision {
     pub updated: bool,
     /// The node's first pod is available (Ready for `minReadySeconds`).
     pub available: bool,
+    /// The node override (`spec.nodeOverrides[].name`) the node gets, if one matches.
+    pub node_override: Option<String>,
     /// Things deferred on this node, in order.
     pub deferred: Deferrals,
 }
@@ -159,6 +161,9 @@ pub enum PlanError {
     /// A rollout control is invalid; the rolling update step is skipped.
     #[error(transparent)]
     Controls(#[from] ControlsError),
+    /// A node override cannot be applied; no pod of the update revision is created.
+    #[error(transparent)]
+    Override(#[from] crate::overrides::OverrideError),
 }
 
 /// The outcome of one plan. Apply in this order: adopt/release, history, deletes, creates,
@@ -174,8 +179,9 @@ pub struct Plan {
     pub history: HistoryPlan,
     /// Pods to create, by node name.
     pub creates: Vec<PodCreate>,
-    /// Pod templates of older revisions that `creates` use, by hash (`newNodePolicy: Stable`);
-    /// other creates use the set's template.
+    /// Pod templates other than the set's that `creates` use, by hash: node overrides', and
+    /// older revisions' (`newNodePolicy: Stable`, an abort); other creates use the set's
+    /// template.
     #[serde(skip)]
     pub templates: BTreeMap<String, PodTemplateSpec>,
     /// Pods to delete.
@@ -219,6 +225,8 @@ pub struct PlannedRollback {
     pub to: String,
     /// Its template.
     pub template: PodTemplateSpec,
+    /// Its node overrides (`None`: it has none).
+    pub node_overrides: Option<Vec<everynode_api::NodeOverride>>,
     /// Why (the failure's reason and message).
     pub reason: String,
 }

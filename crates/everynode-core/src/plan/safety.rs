@@ -5,7 +5,7 @@ use everynode_api::FailurePolicy;
 
 use crate::controls::Controls;
 use crate::manage::{EventReason, PlanEvent};
-use crate::revision::template_from_data;
+use crate::revision::{overrides_from_data, template_from_data};
 use crate::safety::MAX_LISTED_NODES;
 use crate::snapshot::RevisionView;
 
@@ -92,11 +92,13 @@ pub(super) fn assess_safety(
         && let Some(stable) = stored_stable(set, old)
         && stable.name != update_revision
         && let Some(template) = template_from_data(&stable.data)
+        && let Some(overrides) = overrides_from_data(&stable.data)
     {
         b.plan.rollback = Some(PlannedRollback {
             from: update_revision,
             to: stable.name.clone(),
             template,
+            node_overrides: (!overrides.is_empty()).then_some(overrides),
             reason: format!("{}: {}", failure.reason, failure.message),
         });
     }

@@ -21,6 +21,7 @@ use crate::status::pacing::StatusWrite;
 use crate::status::{RolloutFacts, RolloutStatus, StatusCounts, count, rollout_conditions};
 
 use super::builder::Builder;
+use super::history::{OldRevision, has_overrides};
 use super::label_memo::LabelMemo;
 use super::params::RolloutParams;
 use super::steps::RolloutOutcome;
@@ -315,6 +316,30 @@ fn blocked_nodes(
     (listed, totals)
 }
 
+/// The number and name of the revision whose pods carry `hash`: the update revision (or one of
+/// its node overrides), an old revision (or one of its node overrides), else a revision of that
+/// hash that is gone (number 0).
+fn revision_of_hash(b: &Builder<'_>, old: &[&RevisionView], hash: &str) -> (i64, String) {
+    let history = &b.plan.history;
+    if hash == b.hash || b.variants.has_hash(hash) {
+        return (history.current_revision, history.current.clone());
+    }
+    let set = &b.input.set;
+    let found = old.iter().find(|r| rev_hash(r) == hash).or_else(|| {
+        old.iter()
+            .filter(|r| {
+                has_overrides(r)
+                    && OldRevision::read(r, set.collision_count())
+                        .is_some_and(|read| read.variants.has_hash(hash))
+            })
+            .max_by_key(|r| r.revision)
+    });
+    match found {
+        Some(rev) => (rev.revision, rev.name.clone()),
+        None => (0, revision_name(&set.name, hash)),
+    }
+}
+
 /// everynode's rollout status of the final working state: the desired nodes' first pods
 /// counted per revision.
 fn rollout_status(
@@ -351,21 +376,14 @@ fn rollout_status(
             None => per_hash.push((hash, 1, i32::from(pod.available))),
         }
     }
-    let number = |hash: &str| -> i64 {
-        if hash == b.hash {
-            return b.plan.history.current_revision;
-        }
-        old.iter()
-            .find(|r| rev_hash(r) == hash)
-            .map_or(0, |r| r.revision)
-    };
     let per = per_hash
         .into_iter()
         .map(|(hash, pods, available)| {
+            let (number, revision) = revision_of_hash(b, old, hash);
             (
-                number(hash),
+                number,
                 RevisionPods {
-                    revision: revision_name(&set.name, hash),
+                    revision,
                     pods,
                     available,
                 },

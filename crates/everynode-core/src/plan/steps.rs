@@ -15,7 +15,7 @@ use crate::rollout::{NodeRef, RolloutCtx, WaveInfo, rolling_update, updated_node
 use crate::snapshot::RevisionView;
 
 use super::builder::Builder;
-use super::history::stored_stable;
+use super::history::{OldRevision, has_overrides, stored_stable};
 use super::output::BackoffUpdate;
 use super::params::RolloutParams;
 
@@ -50,7 +50,7 @@ impl Gates {
 pub(super) fn apply_manage(
     b: &mut Builder<'_>,
     params: &RolloutParams,
-    stable: Option<&(String, PodTemplateSpec)>,
+    stable: Option<&OldRevision>,
     gates: &Gates,
 ) {
     let set = &b.input.set;
@@ -106,7 +106,7 @@ pub(super) fn apply_manage(
 fn create_missing(
     b: &mut Builder<'_>,
     params: &RolloutParams,
-    stable: Option<&(String, PodTemplateSpec)>,
+    stable: Option<&OldRevision>,
     gates: &Gates,
     creates: Vec<(usize, CreateReason)>,
 ) {
@@ -129,10 +129,11 @@ fn create_missing(
             _ if gates.rejected && !(held && stable.is_some()) => {
                 b.defer(slot, Deferred::TemplateRejected);
             }
-            Some((hash, template)) if held => {
+            Some(stable) if held => {
+                let (hash, template) = stable.for_node(b.state.slots[slot].node);
                 b.plan
                     .templates
-                    .entry(hash.clone())
+                    .entry(hash.to_owned())
                     .or_insert_with(|| template.clone());
                 b.create(slot, CreateReason::MissingPodStable, Some(hash));
             }
@@ -193,7 +194,7 @@ pub(super) fn apply_rolling_update(
         if params.in_place
             && reason == DeleteReason::RollingUpdate
             && let NodeRef::Slot(slot) = node
-            && let Some(images) = in_place_templates.changes(b, pod, old)
+            && let Some(images) = in_place_templates.changes(b, slot, pod, old)
         {
             b.update_in_place(slot, pod, images);
             continue;
@@ -215,7 +216,8 @@ pub(super) fn apply_rolling_update(
 }
 
 /// History cleanup (§5.5): keeps the revisions of every pod that still exists or was just
-/// created, and the stable revision (a joining node may need it).
+/// created, and the stable revision (a joining node may need it). A revision with node
+/// overrides is kept while a pod carries the hash of one of its variants.
 pub(super) fn clean_up_history(b: &mut Builder<'_>, old: &[&RevisionView], other_hashes: &[&str]) {
     let set = &b.input.set;
     let mut live: BTreeSet<&str> = other_hashes.iter().copied().collect();
@@ -223,35 +225,77 @@ pub(super) fn clean_up_history(b: &mut Builder<'_>, old: &[&RevisionView], other
     if let Some(rev) = stored_stable(set, old) {
         live.insert(rev_hash(rev));
     }
+    let mut variant_hashes = Vec::new();
+    for rev in old.iter().filter(|r| has_overrides(r)) {
+        let Some(read) = OldRevision::read(rev, set.collision_count()) else {
+            continue;
+        };
+        if other_hashes.iter().any(|h| read.variants.has_hash(h)) {
+            variant_hashes.push(read.hash);
+        }
+    }
+    live.extend(variant_hashes.iter().map(String::as_str));
     let cleanup = cleanup_history(old, set.spec.effective_revision_history_limit(), &live);
     b.plan.history.delete.extend(cleanup);
 }
 
-/// Image changes from a pod's revision to the current template, cached per revision hash.
+/// The template of an old revision whose pods carry `hash` (its own, or one of its node
+/// overrides').
+fn old_template(
+    old: &[&RevisionView],
+    hash: &str,
+    collision_count: Option<i32>,
+) -> Option<PodTemplateSpec> {
+    if let Some(rev) = old.iter().find(|r| rev_hash(r) == hash) {
+        return template_from_data(&rev.data);
+    }
+    old.iter()
+        .filter(|r| has_overrides(r))
+        .filter_map(|r| OldRevision::read(r, collision_count))
+        .find_map(|read| {
+            read.variants
+                .template_of_hash(hash, &read.template)
+                .cloned()
+        })
+}
+
+/// Image changes from a pod's revision to the update revision's template of its node, cached
+/// per pair of hashes.
 #[derive(Default)]
 struct InPlaceTemplates {
-    by_hash: Vec<(String, Option<ImageChanges>)>,
+    by_hash: Vec<((String, String), Option<ImageChanges>)>,
 }
 
 impl InPlaceTemplates {
-    /// The in-place changes for `pod` (`None`: recreate it).
+    /// The in-place changes for `pod` on `slot` (`None`: recreate it).
     fn changes(
         &mut self,
         b: &Builder<'_>,
+        slot: usize,
         pod: usize,
         old: &[&RevisionView],
     ) -> Option<ImageChanges> {
         let input = b.state.pods[pod].input()?;
         let hash = strs::label(&b.input.pods[input].labels, CONTROLLER_REVISION_HASH)?;
-        if let Some((_, changes)) = self.by_hash.iter().find(|(h, _)| h == hash) {
+        let target = b.slot_hash(slot);
+        if let Some((_, changes)) = self
+            .by_hash
+            .iter()
+            .find(|((from, to), _)| from == hash && to == target)
+        {
             return changes.clone();
         }
-        let changes = old
-            .iter()
-            .find(|r| rev_hash(r) == hash)
-            .and_then(|r| template_from_data(&r.data))
-            .and_then(|t| crate::inplace::in_place_changes(&t, &b.input.set.spec.template));
-        self.by_hash.push((hash.clone(), changes.clone()));
+        // The pod's template: a variant of the update revision (its node's labels changed) or
+        // an old revision's.
+        let set = &b.input.set;
+        let changes = b
+            .variants
+            .template_of_hash(hash, &set.spec.template)
+            .cloned()
+            .or_else(|| old_template(old, hash, set.collision_count()))
+            .and_then(|t| crate::inplace::in_place_changes(&t, b.slot_template(slot)));
+        self.by_hash
+            .push(((hash.clone(), target.to_owned()), changes.clone()));
         changes
     }
 }

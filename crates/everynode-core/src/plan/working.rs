@@ -12,6 +12,7 @@ use crate::eligibility::NodeMatcher;
 use crate::explain::{self, Deferrals, SharedName};
 use crate::index::NodeIndex;
 use crate::index::strs;
+use crate::overrides::NodeVariants;
 use crate::revision::{Claim, claim};
 use crate::selector::Selector;
 use crate::snapshot::{NodeView, PlanInput, PodView};
@@ -36,6 +37,7 @@ pub(super) fn working_copy<'a>(
     input: &'a PlanInput,
     selector: &Selector,
     duplicate_hashes: &BTreeSet<String>,
+    variants: &NodeVariants,
     out: &mut Plan,
 ) -> WorkingCopy<'a> {
     let hash = out.history.hash.clone();
@@ -47,7 +49,7 @@ pub(super) fn working_copy<'a>(
     // hand back to the system only to ask for it again in the next plan.
     let explain = input.config.explain;
     let mut decisions = Vec::with_capacity(if explain { input.nodes.len() } else { 0 });
-    let (slots, index) = build_slots(&input.nodes, &matcher);
+    let (slots, index) = build_slots(&input.nodes, &matcher, variants);
     let mut state = State::new(&input.pods, slots);
     let mut hashes = PodHashes::default();
     let mut crowded = Vec::new();
@@ -59,10 +61,12 @@ pub(super) fn working_copy<'a>(
             continue;
         }
         // Only for claimed pods: `hashes` collects the hashes history cleanup keeps.
-        let (label_is_current, generation_matches) = revision.get(&pod.labels, |labels| {
-            let current = strs::label(labels, CONTROLLER_REVISION_HASH)
-                .is_some_and(|h| hashes.is_current(h, &hash));
-            (current, facts.generation_matches(labels))
+        let by_labels = variants.is_empty().then(|| {
+            revision.get(&pod.labels, |labels| {
+                let current = strs::label(labels, CONTROLLER_REVISION_HASH)
+                    .is_some_and(|h| hashes.is_current(h, &hash));
+                (current, facts.generation_matches(labels))
+            })
         });
         let Some(target) = pod.target_node.as_deref() else {
             out.ignored_pods.push((
@@ -74,6 +78,15 @@ pub(super) fn working_copy<'a>(
         if pod.phase.is_terminal() && pod.deleting() {
             continue;
         }
+        let slot = index.slot(target);
+        // With node overrides, the hash a pod should carry depends on its node.
+        let (label_is_current, generation_matches) = by_labels.unwrap_or_else(|| {
+            let variant = slot.and_then(|s| state.slots[s].variant);
+            let expected = variants.hash(variant.map(usize::from), &hash);
+            let current = strs::label(&pod.labels, CONTROLLER_REVISION_HASH)
+                .is_some_and(|h| hashes.is_current(h, expected));
+            (current, facts.generation_matches(&pod.labels))
+        });
         let relabelled = !relabel.is_empty()
             && relabel
                 .binary_search_by(|(n, _)| n.as_str().cmp(pod.name.as_str()))
@@ -81,7 +94,7 @@ pub(super) fn working_copy<'a>(
         // A relabelled pod carries the current hash.
         let current = relabelled || label_is_current;
         let idx = state.add_input(facts.input_pod(i, pod, current, generation_matches));
-        match index.slot(target) {
+        match slot {
             Some(s) => {
                 let list = &mut state.slots[s].pods;
                 if list.len() == 1 {
@@ -98,7 +111,7 @@ pub(super) fn working_copy<'a>(
     out.history.relabel_pods = relabel;
     state.sort_pods(&crowded);
     if explain {
-        node_decisions(&state, index, &mut decisions);
+        node_decisions(&state, index, variants, &mut decisions);
     }
     WorkingCopy {
         state,
@@ -246,6 +259,7 @@ impl<'a> PodHashes<'a> {
 fn build_slots<'a>(
     nodes: &'a [Arc<NodeView>],
     matcher: &NodeMatcher,
+    variants: &NodeVariants,
 ) -> (Vec<Slot<'a>>, NodeIndex) {
     let mut slots = Vec::with_capacity(nodes.len());
     // Built in the same pass while the nodes are sorted (each name is read once), rebuilt
@@ -263,6 +277,10 @@ fn build_slots<'a>(
         slots.push(Slot {
             node,
             elig: SlotElig::new(matcher.check(node), matcher),
+            // Overrides are bounded far below u16 (the CRD allows 32).
+            variant: variants
+                .of_node(&node.labels)
+                .and_then(|v| u16::try_from(v).ok()),
             pods: PodList::Empty,
         });
     }
@@ -277,7 +295,12 @@ fn build_slots<'a>(
 }
 
 /// The per-node decisions for `explain`, before anything is deferred, into `out`.
-fn node_decisions(state: &State<'_>, mut index: NodeIndex, out: &mut Vec<NodeDecision>) {
+fn node_decisions(
+    state: &State<'_>,
+    mut index: NodeIndex,
+    variants: &NodeVariants,
+    out: &mut Vec<NodeDecision>,
+) {
     let first_pod = |slot: &Slot<'_>| slot.pods.iter().copied().find(|&p| !state.pods[p].deleting);
     // Each node's first pod that is not terminating: its name goes after the node names.
     let mut buffer = index.take_buffer();
@@ -308,6 +331,10 @@ fn node_decisions(state: &State<'_>, mut index: NodeIndex, out: &mut Vec<NodeDec
             pod_span,
             updated: pod.is_some_and(|p| p.updated),
             available: pod.is_some_and(|p| p.available),
+            node_override: slot
+                .variant
+                .and_then(|v| variants.get(usize::from(v)))
+                .map(|v| v.name.clone()),
             deferred: Deferrals::new(),
         });
     }
