@@ -5,7 +5,7 @@ use crate::eligibility::{NodeMatcher, Verdict};
 use crate::snapshot::{NodeView, SetView};
 
 /// What a set's plan reads of a node: its eligibility (§2) and, for rollouts that select,
-/// order or group nodes by label, the labels of the nodes it runs on.
+/// order or group nodes by label and for node overrides, the labels of the nodes it runs on.
 #[derive(Clone, Debug)]
 pub struct NodeInterest {
     matcher: NodeMatcher,
@@ -24,11 +24,12 @@ impl NodeInterest {
             .update_strategy
             .as_ref()
             .and_then(|s| s.rolling_update.as_ref());
-        let reads_labels = rolling.is_some_and(|r| {
-            r.selector.is_some()
-                || r.topology_key.is_some()
-                || r.order.as_ref().is_some_and(|o| o.label.is_some())
-        });
+        let reads_labels = !set.spec.overrides().is_empty()
+            || rolling.is_some_and(|r| {
+                r.selector.is_some()
+                    || r.topology_key.is_some()
+                    || r.order.as_ref().is_some_and(|o| o.label.is_some())
+            });
         Self {
             matcher: NodeMatcher::for_set(&set.spec),
             reads_labels,
@@ -248,5 +249,19 @@ mod tests {
         // a node the set does not run on is still none of its business
         let tainted = |p| node(&[("priority", p)], &[("x", "NoExecute")]);
         assert!(!ordered.concerns(Some(&tainted("1")), Some(&tainted("2"))));
+    }
+
+    #[test]
+    fn a_set_with_node_overrides_reads_the_labels_of_its_nodes() {
+        let mut overridden = set(&[], vec![]);
+        overridden.spec.node_overrides = Some(vec![everynode_api::NodeOverride {
+            name: "gpu".into(),
+            ..Default::default()
+        }]);
+        let overridden = NodeInterest::of(&overridden);
+        let plain = node(&[], &[]);
+        let gpu = node(&[("gpu", "true")], &[]);
+        assert!(overridden.concerns(Some(&plain), Some(&gpu)));
+        assert!(!NodeInterest::of(&set(&[], vec![])).concerns(Some(&plain), Some(&gpu)));
     }
 }

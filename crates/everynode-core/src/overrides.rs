@@ -434,7 +434,8 @@ mod tests {
     #[test]
     fn unknown_and_duplicate_names_are_named_with_the_fix() {
         let bad = on("x", "gpu", vec![change("agnet")]);
-        let err = NodeVariants::new(&template(), std::slice::from_ref(&bad), None).expect_err("unknown");
+        let err =
+            NodeVariants::new(&template(), std::slice::from_ref(&bad), None).expect_err("unknown");
         assert_eq!(
             err.to_string(),
             "spec.nodeOverrides[gpu].containers[agnet]: Invalid value: the template has no \

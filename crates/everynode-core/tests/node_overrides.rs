@@ -339,3 +339,132 @@ fn an_abort_takes_override_nodes_back_to_the_stable_revisions_override() {
     assert!(roll_out(&mut c).is_empty());
     assert_eq!(hash_on(&c, "node-5"), stable_gpu);
 }
+
+#[test]
+fn a_rollback_puts_the_stable_revisions_overrides_back_too() {
+    let mut c = cluster();
+    c.set.spec.update_strategy = Some(rolling_with(|r| {
+        r.progress_deadline_seconds = Some(30);
+        r.failure_policy = Some("Rollback".into());
+    }));
+    let stable = vec![gpu_override(|o| o.image = Some("agent:gpu-1".into()))];
+    set_overrides(&mut c, stable.clone());
+    roll_out(&mut c);
+    let stable_gpu = hash_on(&c, "node-4");
+    set_overrides(
+        &mut c,
+        vec![gpu_override(|o| o.image = Some("agent:gpu-broken".into()))],
+    );
+    c.expect_sync(0, 1, 0);
+    c.expect_sync(1, 0, 0);
+    c.advance(std::time::Duration::from_secs(31));
+    let p = c.expect_sync(0, 0, 1);
+    let rollback = p.rollback.clone().unwrap();
+    assert_eq!(rollback.node_overrides, Some(stable));
+    // Applied as the runtime does: the broken pod on node-4 goes back to the stable override.
+    assert_eq!(roll_out(&mut c), ["node-4"]);
+    assert_eq!(hash_on(&c, "node-4"), stable_gpu);
+}
+
+mod properties {
+    use super::*;
+    use everynode_core::overrides::NodeVariants;
+    use proptest::prelude::*;
+
+    /// The overrides: `gpu` (image) and `arm` (args), each in version `v`.
+    fn overrides(gpu: u8, arm: u8) -> Vec<NodeOverride> {
+        let mut arm_override = gpu_override(|o| o.args = Some(vec![format!("--arm={arm}")]));
+        arm_override.name = "arm".to_owned();
+        arm_override.node_selector.match_labels = Some(labels(&[("arch", "arm64")]));
+        vec![
+            gpu_override(|o| o.image = Some(format!("agent:gpu-{gpu}"))),
+            arm_override,
+        ]
+    }
+
+    /// The hash each node's pod should carry under the set's spec.
+    fn expected(c: &Cluster) -> BTreeMap<String, String> {
+        let spec = &c.set.spec;
+        let variants = NodeVariants::new(&spec.template, spec.overrides(), None).unwrap();
+        c.nodes
+            .iter()
+            .map(|n| {
+                let hash = variants.hash(variants.of_node(&n.labels), &variants.base_hash);
+                (n.name.clone(), hash.to_owned())
+            })
+            .collect()
+    }
+
+    fn ready_nodes(c: &Cluster) -> usize {
+        c.nodes
+            .iter()
+            .filter(|n| {
+                c.pods.iter().any(|p| {
+                    p.target_node.as_deref() == Some(n.name.as_str()) && p.ready && !p.deleting()
+                })
+            })
+            .count()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        /// Any change of the overrides and the template converges to every node carrying its
+        /// own override's hash, replaces only the pods whose hash changes, and never has more
+        /// nodes without a Ready pod than `maxUnavailable`.
+        #[test]
+        fn a_change_reaches_exactly_the_nodes_whose_template_changes_within_the_budget(
+            classes in prop::collection::vec((any::<bool>(), any::<bool>()), 1..10),
+            max_unavailable in 1i32..3,
+            (gpu, arm, image) in (0u8..2, 0u8..2, any::<bool>()),
+        ) {
+            let mut c = Cluster::with_strategy(
+                new_set("agent"),
+                rolling(IntOrString::Int(max_unavailable)),
+            );
+            for (i, (gpu_node, arm_node)) in classes.iter().enumerate() {
+                let mut l = BTreeMap::new();
+                if *gpu_node {
+                    l.insert(GPU.to_owned(), "true".to_owned());
+                }
+                if *arm_node {
+                    l.insert("arch".to_owned(), "arm64".to_owned());
+                }
+                c.add_nodes(i, 1, l);
+            }
+            set_overrides(&mut c, overrides(0, 0));
+            roll_out(&mut c);
+            let before = expected(&c);
+            set_overrides(&mut c, overrides(gpu, arm));
+            if image {
+                c.set_image("agent:v2");
+            }
+            let after = expected(&c);
+            let total = c.nodes.len();
+            let mut replaced = Vec::new();
+            for _ in 0..(4 * total + 10) {
+                let p = c.plan();
+                prop_assert!(p.errors.is_empty());
+                replaced.extend(p.deletes.iter().map(|d| d.node.clone()));
+                let idle = p.creates.is_empty() && p.deletes.is_empty();
+                c.apply(&p);
+                let unavailable = total - ready_nodes(&c);
+                prop_assert!(unavailable <= usize::try_from(max_unavailable).unwrap());
+                c.mark_pods_ready();
+                if idle {
+                    break;
+                }
+            }
+            for (node, hash) in &after {
+                prop_assert_eq!(&hash_on(&c, node), hash, "node {}", node);
+            }
+            replaced.sort();
+            let changed: Vec<String> = after
+                .iter()
+                .filter(|(node, hash)| before[*node] != **hash)
+                .map(|(node, _)| node.clone())
+                .collect();
+            prop_assert_eq!(replaced, changed);
+        }
+    }
+}

@@ -37,8 +37,8 @@ impl Problems {
         let template = rejection.map(|r| Problem {
             reason: "Invalid".to_owned(),
             message: format!(
-                "the apiserver refuses pods of this template, so no pod is replaced or created \
-                 until it is fixed: {}",
+                "pods of this template cannot be made (the apiserver refuses them, or a node \
+                 override does not apply), so no pod is replaced or created until it is fixed: {}",
                 r.message
             ),
         });

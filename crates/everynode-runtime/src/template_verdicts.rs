@@ -7,9 +7,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use everynode_core::overrides::NodeVariants;
 use everynode_core::template_check::template_problems;
-use everynode_core::{Plan, PlanInput, RenderParams, controller_owner_reference, render_pod};
-use k8s_openapi::api::core::v1::Pod;
+use everynode_core::{
+    Plan, PlanError, PlanInput, RenderParams, controller_owner_reference, render_pod,
+};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::Api;
 use kube::api::PostParams;
 
@@ -92,7 +95,14 @@ pub async fn rejection<K: SetResource>(
     let (uid, hash) = (&input.set.uid, &plan.history.hash);
     let known = verdicts.get(&key, uid, hash);
     let recheck = match &known {
-        None => writes_pods(plan),
+        // Invalid node overrides hold every pod write: ask, to report them.
+        None => {
+            writes_pods(plan)
+                || plan
+                    .errors
+                    .iter()
+                    .any(|e| matches!(e, PlanError::Override(_)))
+        }
         Some(Verdict::Rejected { at, .. }) => at.elapsed() >= RECHECK_REJECTED,
         Some(Verdict::Accepted) => false,
     };
@@ -115,23 +125,65 @@ fn writes_pods(plan: &Plan) -> bool {
     !(plan.creates.is_empty() && plan.deletes.is_empty() && plan.updates.is_empty())
 }
 
-/// The verdict on the update template: local checks first (what the apiserver refuses without
-/// naming the field), then a server-side dry run of one pod. `None`: no verdict this time.
+/// The verdict on the update revision: local checks first (node overrides that cannot be
+/// applied, and what the apiserver refuses without naming the field), then a server-side dry
+/// run of one pod of the template and of each node override. `None`: no verdict this time.
 async fn ask<K: SetResource>(
     client: &kube::Client,
     input: &PlanInput,
     plan: &Plan,
 ) -> Option<Verdict> {
     let hash = plan.history.hash.clone();
-    let problems = template_problems(&input.set.spec.template);
+    let spec = &input.set.spec;
+    let variants = match NodeVariants::new(&spec.template, spec.overrides(), None) {
+        Ok(variants) => variants,
+        Err(e) => return Some(rejected(hash, e.to_string())),
+    };
+    let templates: Vec<(Option<&str>, &PodTemplateSpec)> = std::iter::once((None, &spec.template))
+        .chain(
+            variants
+                .iter()
+                .map(|v| (Some(v.name.as_str()), &v.template)),
+        )
+        .collect();
+    let problems: Vec<String> = templates
+        .iter()
+        .flat_map(|(name, template)| {
+            template_problems(template)
+                .into_iter()
+                .map(move |p| with_override(*name, p.to_string()))
+        })
+        .collect();
     if !problems.is_empty() {
-        let message = problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Some(rejected(hash, message));
+        return Some(rejected(hash, problems.join("; ")));
     }
+    for (name, template) in templates {
+        match dry_run::<K>(client, input, plan, template).await? {
+            Verdict::Accepted => {}
+            Verdict::Rejected { rejection, .. } => {
+                return Some(rejected(hash, with_override(name, rejection.message)));
+            }
+        }
+    }
+    Some(Verdict::Accepted)
+}
+
+/// `message` about the template of node override `name` (the template itself when `None`).
+fn with_override(name: Option<&str>, message: String) -> String {
+    match name {
+        Some(name) => format!("with spec.nodeOverrides[{name}]: {message}"),
+        None => message,
+    }
+}
+
+/// A server-side dry run of one pod of `template`, on the node of the plan's first pod write.
+async fn dry_run<K: SetResource>(
+    client: &kube::Client,
+    input: &PlanInput,
+    plan: &Plan,
+    template: &PodTemplateSpec,
+) -> Option<Verdict> {
+    let hash = plan.history.hash.clone();
     let node = plan
         .creates
         .first()
@@ -148,7 +200,7 @@ async fn ask<K: SetResource>(
     let mut pod = render_pod(&RenderParams {
         set_name: &input.set.name,
         namespace: &input.set.namespace,
-        template: &input.set.spec.template,
+        template,
         hash: &hash,
         template_generation: input.set.template_generation,
         owner: &owner,

@@ -359,3 +359,56 @@ async fn the_gated_agent_takes_the_startup_taint_off_once_its_pod_is_available()
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_node_agent_gets_each_node_class_its_override() {
+    let env = TestEnv::new("ex-overrides").await;
+    let nodes = env.add_nodes(3).await;
+    env.label_node(&nodes[1], "nvidia.com/gpu.present", Some("true"))
+        .await;
+    env.label_node(&nodes[2], "kubernetes.io/arch", Some("arm64"))
+        .await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = apply_example(&env, "node-overrides.yaml").await;
+    let (set, image) = &sets[0];
+    let want = [
+        (image.as_str(), "false", "256Mi"),
+        (image.as_str(), "true", "1Gi"),
+        (
+            "registry.example.com/node-agent:1.4.0-arm64",
+            "false",
+            "256Mi",
+        ),
+    ];
+    eventually("each node class runs its override", TIMEOUT, || async {
+        let mut got = Vec::new();
+        for node in &nodes {
+            let pod = set_pods(&env, set).await.into_iter().find(|p| {
+                p.spec.as_ref().and_then(|s| s.node_name.as_ref()) == Some(node)
+                    && pods::is_ready(p)
+            });
+            let Some(container) = pod.and_then(|p| p.spec).map(|s| s.containers[0].clone()) else {
+                return Err(format!("no Ready pod on {node}"));
+            };
+            let env_value = container
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == "COLLECT_GPU")
+                .and_then(|e| e.value.clone())
+                .unwrap_or_default();
+            let memory = container
+                .resources
+                .and_then(|r| r.limits)
+                .and_then(|l| l.get("memory").map(|q| q.0.clone()))
+                .unwrap_or_default();
+            got.push((container.image.unwrap_or_default(), env_value, memory));
+        }
+        let matches = got
+            .iter()
+            .zip(&want)
+            .all(|(g, w)| g.0 == w.0 && g.1 == w.1 && g.2 == w.2);
+        matches.then_some(()).ok_or(format!("{got:?}"))
+    })
+    .await;
+}

@@ -895,3 +895,55 @@ async fn explain_names_the_set_a_gated_node_waits_for() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn explain_and_status_name_the_override_each_node_gets() {
+    let env = TestEnv::new("cli-override").await;
+    let nodes = env.add_nodes(2).await;
+    env.label_node(&nodes[1], "example.com/gpu", Some("true"))
+        .await;
+    everynode_testkit::install_crd(&env.client()).await;
+    let _controller = start_controller(&env, "everynode.dev/v1alpha1");
+    let v1 = "everynode.dev/v1alpha1";
+    let mut set = manifest(&env, v1, "agent", "agent:v1");
+    set["spec"]["nodeOverrides"] = json!([{
+        "name": "gpu",
+        "nodeSelector": {"matchLabels": {"example.com/gpu": "true"}},
+        "containers": [{"name": "c", "image": "agent:v1-gpu"}]
+    }]);
+    apply(&env, v1, &set).await;
+    eventually(
+        "the GPU node's pod to run its override",
+        TIMEOUT,
+        || async {
+            let shown = expect_exit(&env, 0, &["explain", "agent", "--node", &nodes[1]]).await;
+            (shown.contains("Override:    gpu (the first of spec.nodeOverrides")
+                && shown.contains("(current)")
+                && shown.contains("ready: yes"))
+            .then_some(())
+            .ok_or(shown)
+        },
+    )
+    .await;
+    let table = expect_exit(&env, 0, &["explain", "agent"]).await;
+    let row = |node: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(node))
+            .unwrap_or_default()
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        (row(&nodes[0]), row(&nodes[1])),
+        ("-".into(), "gpu".into()),
+        "{table}"
+    );
+    let status = expect_exit(&env, 0, &["status", "agent"]).await;
+    assert!(
+        status.contains("Overrides:  gpu on 1 node(s)\n"),
+        "{status}"
+    );
+}

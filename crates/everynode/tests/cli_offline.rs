@@ -305,3 +305,58 @@ fn hostile_input_gets_a_clear_error_in_bounded_memory() {
     );
     let _ = std::fs::remove_dir_all(big.parent().expect("scratch dir"));
 }
+
+#[test]
+fn the_plan_names_the_override_each_node_gets_and_a_bad_override() {
+    // The snapshot's nodes, kwok-node-001 with a GPU and kwok-node-002 an arm64 node.
+    let nodes = std::fs::read_to_string(root().join(NODES)).expect("read nodes");
+    let nodes = nodes
+        .replace(
+            "      kubernetes.io/hostname: kwok-node-001\n",
+            "      kubernetes.io/hostname: kwok-node-001\n      nvidia.com/gpu.present: \"true\"\n",
+        )
+        .replace(
+            "      kubernetes.io/arch: amd64\n      kubernetes.io/hostname: kwok-node-002\n",
+            "      kubernetes.io/arch: arm64\n      kubernetes.io/hostname: kwok-node-002\n",
+        );
+    let nodes_path = scratch("override-nodes.yaml");
+    std::fs::write(&nodes_path, nodes).expect("write nodes");
+    let nodes_path = nodes_path.to_string_lossy().into_owned();
+    let set = "examples/node-overrides.yaml";
+    let (code, out, err) = everynode(&["plan", "-f", set, "--nodes", &nodes_path]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<&str> = out.lines().skip(1).take(5).collect();
+    assert_eq!(
+        rows,
+        [
+            "NODE           POD  OVERRIDE  WHY",
+            "control-plane  no   -         node excluded: taint node-role.kubernetes.io/control-plane:NoSchedule not tolerated",
+            "kwok-node-000  yes  -",
+            "kwok-node-001  yes  gpu",
+            "kwok-node-002  yes  arm64",
+        ],
+        "{out}"
+    );
+
+    // An override of a container the template lacks: the plan says so and creates nothing.
+    let manifest = std::fs::read_to_string(root().join(set)).expect("read example");
+    let bad = manifest.replacen(
+        "        - name: agent\n          image: registry.example.com/node-agent:1.4.0-arm64",
+        "        - name: agnet\n          image: registry.example.com/node-agent:1.4.0-arm64",
+        1,
+    );
+    assert_ne!(bad, manifest);
+    let bad_path = scratch("bad-override.yaml");
+    std::fs::write(&bad_path, bad).expect("write set");
+    let bad_path = bad_path.to_string_lossy().into_owned();
+    let (code, out, err) = everynode(&["plan", "-f", &bad_path, "--nodes", &nodes_path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(
+            "Problem: spec.nodeOverrides[arm64].containers[agnet]: Invalid value: the template \
+             has no container or init container \"agnet\"; use one of: agent\n"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("create ("), "{out}");
+}

@@ -182,14 +182,30 @@ pub struct Wave {
     pub waits_seconds: u64,
 }
 
+/// A node in the plan.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanNode {
+    /// Node name.
+    pub node: String,
+    /// It runs the set's pod.
+    pub runs: bool,
+    /// Why not.
+    pub excluded: Option<String>,
+    /// The node override (`spec.nodeOverrides[].name`) its pod gets.
+    pub node_override: Option<String>,
+}
+
 /// What `plan` found.
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanReport {
     /// `namespace/name`.
     pub set: String,
-    /// Per node: whether it runs the pod, and why not.
-    pub nodes: Vec<(String, bool, Option<String>)>,
+    /// Per node: whether it runs the pod, why not, and its node override.
+    pub nodes: Vec<PlanNode>,
+    /// What the planner refuses in the set (an invalid node override, budget or control).
+    pub problems: Vec<String>,
     /// The update strategy.
     pub strategy: String,
     /// The steps until nothing is left to do.
@@ -219,9 +235,11 @@ pub fn simulate(set: &SetView, snapshot: &Snapshot, start: Timestamp) -> PlanRep
     let mut converged = false;
     let mut waits = 0;
     let mut held = Vec::new();
+    let mut problems = None;
     for _ in 0..MAX_STEPS {
         let plan = everynode_core::plan(&input);
         let eligible = eligibility.get_or_insert_with(|| node_eligibility(&plan));
+        problems.get_or_insert_with(|| plan.errors.iter().map(ToString::to_string).collect());
         let history_only = plan.history.collision_count.is_some() || plan.history.create.is_some();
         let writes =
             !(plan.creates.is_empty() && plan.deletes.is_empty() && plan.updates.is_empty());
@@ -250,6 +268,7 @@ pub fn simulate(set: &SetView, snapshot: &Snapshot, start: Timestamp) -> PlanRep
     PlanReport {
         set: format!("{}/{}", set.namespace, set.name),
         nodes: eligibility.unwrap_or_default(),
+        problems: problems.unwrap_or_default(),
         strategy: strategy.type_.unwrap_or_else(|| "RollingUpdate".to_owned()),
         waves,
         pods_after: input.pods.len(),
@@ -258,17 +277,18 @@ pub fn simulate(set: &SetView, snapshot: &Snapshot, start: Timestamp) -> PlanRep
     }
 }
 
-/// Per node: whether it runs the pod, and why not.
-fn node_eligibility(plan: &everynode_core::Plan) -> Vec<(String, bool, Option<String>)> {
+/// Per node: whether it runs the pod, why not, and its node override.
+fn node_eligibility(plan: &everynode_core::Plan) -> Vec<PlanNode> {
     plan.nodes
         .iter()
         .map(|d| {
             let node: &str = &d.node;
-            (
-                node.to_owned(),
-                d.should_run,
-                d.excluded.as_ref().map(ToString::to_string),
-            )
+            PlanNode {
+                node: node.to_owned(),
+                runs: d.should_run,
+                excluded: d.excluded.as_ref().map(ToString::to_string),
+                node_override: d.node_override.clone(),
+            }
         })
         .collect()
 }
@@ -277,16 +297,16 @@ fn node_eligibility(plan: &everynode_core::Plan) -> Vec<(String, bool, Option<St
 fn wave(
     plan: &everynode_core::Plan,
     after: &PlanInput,
-    eligibility: &[(String, bool, Option<String>)],
+    eligibility: &[PlanNode],
     waits_seconds: u64,
 ) -> Wave {
     let min_ready = after.set.spec.min_ready_seconds.unwrap_or_default();
     let unavailable = eligibility
         .iter()
-        .filter(|(_, run, _)| *run)
-        .filter(|(node, _, _)| {
+        .filter(|n| n.runs)
+        .filter(|n| {
             !after.pods.iter().any(|p| {
-                p.target_node.as_deref() == Some(node.as_str())
+                p.target_node.as_deref() == Some(n.node.as_str())
                     && everynode_core::status::is_pod_available(p, min_ready, after.now)
             })
         })
@@ -387,26 +407,50 @@ fn merge_step(waves: &mut Vec<Wave>, step: Wave) {
 
 /// Renders the report.
 pub fn render(report: &PlanReport) -> String {
-    let running = report.nodes.iter().filter(|(_, run, _)| *run).count();
+    let running = report.nodes.iter().filter(|n| n.runs).count();
     let mut out = format!(
         "Plan for {}: a pod on {running} of {} nodes\n",
         report.set,
         report.nodes.len()
     );
+    for problem in &report.problems {
+        out.push_str(&format!("Problem: {problem}\n"));
+    }
     let width = report
         .nodes
         .iter()
-        .map(|(n, _, _)| n.len())
+        .map(|n| n.node.len())
         .max()
         .unwrap_or(4)
         .max(4);
-    out.push_str(&format!("{:<width$}  POD  WHY\n", "NODE"));
-    for (node, run, why) in &report.nodes {
-        let line = format!(
-            "{node:<width$}  {:<3}  {}",
-            if *run { "yes" } else { "no" },
-            why.as_deref().unwrap_or("")
-        );
+    let overrides = report.nodes.iter().any(|n| n.node_override.is_some());
+    let override_width = report
+        .nodes
+        .iter()
+        .filter_map(|n| n.node_override.as_ref().map(String::len))
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    if overrides {
+        out.push_str(&format!(
+            "{:<width$}  POD  {:<override_width$}  WHY\n",
+            "NODE", "OVERRIDE"
+        ));
+    } else {
+        out.push_str(&format!("{:<width$}  POD  WHY\n", "NODE"));
+    }
+    for n in &report.nodes {
+        let runs = if n.runs { "yes" } else { "no" };
+        let why = n.excluded.as_deref().unwrap_or("");
+        let line = if overrides {
+            let name = n.node_override.as_deref().unwrap_or("-");
+            format!(
+                "{:<width$}  {runs:<3}  {name:<override_width$}  {why}",
+                n.node
+            )
+        } else {
+            format!("{:<width$}  {runs:<3}  {why}", n.node)
+        };
         out.push_str(line.trim_end());
         out.push('\n');
     }

@@ -331,9 +331,15 @@ fn current_hash(set: &FoundSet, revisions: &[ControllerRevision]) -> Option<Stri
         .find(|rev| {
             rev.data
                 .as_ref()
-                .is_some_and(|data| everynode_core::data_matches(&set.view.spec.template, &data.0))
+                .is_some_and(|data| spec_digest(set).matches(&data.0))
         })
         .map(revision_hash)
+}
+
+/// The revision of the set's template and node overrides, to compare revisions' data with.
+fn spec_digest(set: &FoundSet) -> everynode_core::revision::TemplateDigest {
+    let spec = &set.view.spec;
+    everynode_core::revision::TemplateDigest::of_spec(&spec.template, spec.overrides(), None)
 }
 
 /// `rollout history`: the table, or one revision's template as YAML.
@@ -403,26 +409,29 @@ pub async fn undo(client: &Client, set: &FoundSet, to: Option<i64>) -> anyhow::R
     };
     let template = revision_template(target)
         .with_context(|| format!("revision {} records no template", target.revision))?;
-    let typed: k8s_openapi::api::core::v1::PodTemplateSpec =
-        serde_json::from_value(template.clone()).with_context(|| {
-            format!(
-                "revision {} records an unreadable template",
-                target.revision
-            )
-        })?;
-    if everynode_core::data_matches(
-        &typed,
-        &everynode_core::revision_data(&set.view.spec.template),
-    ) {
+    // A template that does not decode is refused here rather than by the apiserver.
+    let _: k8s_openapi::api::core::v1::PodTemplateSpec = serde_json::from_value(template.clone())
+        .with_context(|| {
+        format!(
+            "revision {} records an unreadable template",
+            target.revision
+        )
+    })?;
+    let data = target.data.as_ref().map(|d| &d.0);
+    if data.is_some_and(|data| spec_digest(set).matches(data)) {
         return Ok(format!(
             "{} skipped rollback (current template already matches revision {})",
             set.display(),
             target.revision
         ));
     }
-    // The whole template is replaced (a merge patch would keep fields the revision does not
-    // have), under the set's resourceVersion.
-    sets::replace_template(client, set, template).await?;
+    // The whole template (and the node overrides) are replaced (a merge patch would keep fields
+    // the revision does not have), under the set's resourceVersion.
+    let overrides = data
+        .and_then(|d| d.get("spec"))
+        .and_then(|s| s.get("nodeOverrides"))
+        .cloned();
+    sets::replace_template(client, set, template, overrides).await?;
     Ok(format!(
         "{} rolled back to revision {}",
         set.display(),

@@ -186,18 +186,23 @@ pub async fn patch_as_read(
     self::patch(client, set, &Patch::Merge(patch)).await
 }
 
-/// Replaces a set's `spec.template` (read, modify, write under the read resourceVersion: a
-/// concurrent change makes it fail instead of being overwritten).
+/// Replaces a set's `spec.template`, and on the everynode kind its `spec.nodeOverrides` (`None`:
+/// none) — read, modify, write under the read resourceVersion: a concurrent change makes it
+/// fail instead of being overwritten.
 pub async fn replace_template(
     client: &Client,
     set: &FoundSet,
     template: serde_json::Value,
+    node_overrides: Option<serde_json::Value>,
 ) -> anyhow::Result<()> {
     match set.kind {
         SetKind::Everynode => {
-            replace_template_of::<everynode_api::DaemonSet>(client, set, template).await
+            replace_template_of::<everynode_api::DaemonSet>(client, set, template, node_overrides)
+                .await
         }
-        SetKind::AppsV1 => replace_template_of::<apps::DaemonSet>(client, set, template).await,
+        SetKind::AppsV1 => {
+            replace_template_of::<apps::DaemonSet>(client, set, template, None).await
+        }
     }
 }
 
@@ -205,6 +210,7 @@ async fn replace_template_of<K: SetResource>(
     client: &Client,
     set: &FoundSet,
     template: serde_json::Value,
+    node_overrides: Option<serde_json::Value>,
 ) -> anyhow::Result<()> {
     let (namespace, name) = (&set.view.namespace, &set.view.name);
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
@@ -214,6 +220,14 @@ async fn replace_template_of<K: SetResource>(
         .with_context(|| format!("reading {}", set.display()))?;
     let mut object = serde_json::to_value(&current)?;
     object["spec"]["template"] = template;
+    if set.kind == SetKind::Everynode
+        && let Some(spec) = object["spec"].as_object_mut()
+    {
+        match node_overrides {
+            Some(overrides) => spec.insert("nodeOverrides".to_owned(), overrides),
+            None => spec.remove("nodeOverrides"),
+        };
+    }
     let updated: K = serde_json::from_value(object)
         .with_context(|| format!("the template does not fit {}", set.display()))?;
     api.replace(name, &kube::api::PostParams::default(), &updated)

@@ -89,6 +89,8 @@ pub struct NodeDetail {
     pub excluded: Option<String>,
     /// The pod's `controller-revision-hash`.
     pub revision: Option<String>,
+    /// The node override (`spec.nodeOverrides[].name`) the node's pod gets.
+    pub node_override: Option<String>,
     /// The pod's phase.
     pub phase: Option<String>,
     /// The pod is Ready.
@@ -131,6 +133,8 @@ pub struct SetStatus {
     pub nodes: Vec<NodeStatus>,
     /// The current revision's hash.
     pub hash: String,
+    /// The names of the set's node overrides, in list order.
+    pub overrides: Vec<String>,
 }
 
 /// Reads the set's nodes, pods and revisions and classifies every node.
@@ -215,6 +219,7 @@ pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow:
                     .get(everynode_api::labels::CONTROLLER_REVISION_HASH)
                     .cloned()
             }),
+            node_override: decision.node_override.clone(),
             phase: pod.map(|p| format!("{:?}", p.phase)),
             ready: pod.is_some_and(|p| p.ready),
             available,
@@ -266,6 +271,13 @@ pub async fn collect(client: &Client, set: &FoundSet, now: Timestamp) -> anyhow:
         rollout: rollout::progress(&set.view).message,
         nodes: statuses,
         hash: plan.history.hash.clone(),
+        overrides: set
+            .view
+            .spec
+            .overrides()
+            .iter()
+            .map(|o| o.name.clone())
+            .collect(),
     })
 }
 
@@ -324,6 +336,9 @@ pub fn render(status: &SetStatus, style: Style, width: usize) -> String {
             "Gated:      {gated} desired node(s) still carry the node readiness taint (`explain --node` says what each waits for)\n"
         ));
     }
+    if let Some(overrides) = override_counts(status) {
+        out.push_str(&format!("Overrides:  {overrides}\n"));
+    }
     out.push_str(&format!("Rollout:    {}\n", status.rollout));
     for condition in s.conditions.iter().flatten() {
         out.push_str(&format!(
@@ -364,6 +379,28 @@ pub fn render(status: &SetStatus, style: Style, width: usize) -> String {
     out
 }
 
+/// `gpu on 2 node(s), arm64 on 1 node(s)`: the node overrides in use, in list order, with the
+/// desired nodes each applies to; `None` when none applies.
+fn override_counts(status: &SetStatus) -> Option<String> {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for n in status.nodes.iter().filter(|n| n.detail.should_run) {
+        let Some(name) = n.detail.node_override.as_deref() else {
+            continue;
+        };
+        match counts.iter_mut().find(|(o, _)| *o == name) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((name, 1)),
+        }
+    }
+    let spec_order = |name: &str| status.overrides.iter().position(|o| o == name);
+    counts.sort_by_key(|(name, _)| spec_order(name));
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(name, count)| format!("{name} on {count} node(s)"))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 /// `explain`: one line per node (state, pod, why), or every detail of one node.
 pub fn explain(status: &SetStatus, node: Option<&str>, style: Style) -> anyhow::Result<String> {
     let mut out = String::new();
@@ -397,7 +434,8 @@ pub fn explain(status: &SetStatus, node: Option<&str>, style: Style) -> anyhow::
         match &n.pod {
             Some(pod) => {
                 let revision = d.revision.as_deref().unwrap_or("<none>");
-                let current = if d.revision.as_deref() == Some(status.hash.as_str()) {
+                // With node overrides a pod's hash is its override's: ask the plan.
+                let current = if matches!(n.state, NodeState::Updated | NodeState::Updating) {
                     "current"
                 } else {
                     "old"
@@ -412,6 +450,11 @@ pub fn explain(status: &SetStatus, node: Option<&str>, style: Style) -> anyhow::
                 ));
             }
             None => out.push_str("Pod:         none\n"),
+        }
+        if let Some(name) = &d.node_override {
+            out.push_str(&format!(
+                "Override:    {name} (the first of spec.nodeOverrides whose nodeSelector matches)\n"
+            ));
         }
         if let Some(scheduler) = &d.scheduler {
             out.push_str(&format!("Scheduler:   {scheduler}\n"));
@@ -452,9 +495,25 @@ pub fn explain(status: &SetStatus, node: Option<&str>, style: Style) -> anyhow::
         .max()
         .unwrap_or(3)
         .max(3);
+    // An OVERRIDE column when a node override applies anywhere.
+    let override_width = status
+        .nodes
+        .iter()
+        .filter_map(|n| n.detail.node_override.as_ref().map(|o| o.len().max(8) + 2))
+        .max()
+        .unwrap_or(0);
+    let override_cell = |name: Option<&str>| -> String {
+        match override_width {
+            0 => String::new(),
+            w => format!("{:<w$}", name.unwrap_or("-")),
+        }
+    };
     out.push_str(&format!(
-        "{:<name_width$}  {:<12}  {:<pod_width$}  WHY\n",
-        "NODE", "STATE", "POD"
+        "{:<name_width$}  {:<12}  {:<pod_width$}  {}WHY\n",
+        "NODE",
+        "STATE",
+        "POD",
+        override_cell(Some("OVERRIDE"))
     ));
     for n in &status.nodes {
         let why = n.reason.clone().unwrap_or_else(|| match n.state {
@@ -463,10 +522,11 @@ pub fn explain(status: &SetStatus, node: Option<&str>, style: Style) -> anyhow::
             _ => String::new(),
         });
         let line = format!(
-            "{:<name_width$}  {:<12}  {:<pod_width$}  {}",
+            "{:<name_width$}  {:<12}  {:<pod_width$}  {}{}",
             n.node,
             n.state.label(),
             n.pod.as_deref().unwrap_or("-"),
+            override_cell(n.detail.node_override.as_deref()),
             why
         );
         out.push_str(line.trim_end());
@@ -568,6 +628,7 @@ mod tests {
                 node("cp", NodeState::Excluded, Some("taint not tolerated")),
             ],
             hash: "abc".into(),
+            overrides: Vec::new(),
         };
         let text = render(&status, Style::plain(), 3);
         assert_eq!(
@@ -596,5 +657,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "node \"cq\" not found; did you mean c, cp?");
+    }
+
+    #[test]
+    fn status_counts_the_nodes_of_each_override_and_explain_names_a_nodes_override() {
+        let with = |name: &str, state, node_override: Option<&str>| {
+            let mut n = node(name, state, None);
+            n.detail.should_run = true;
+            n.detail.node_override = node_override.map(str::to_owned);
+            n
+        };
+        let status = SetStatus {
+            set: "daemonset.everynode.dev/agent".into(),
+            namespace: "ops".into(),
+            status: everynode_api::DaemonSetStatus::default(),
+            strategy: "RollingUpdate".into(),
+            revision: None,
+            rollout: "done".into(),
+            nodes: vec![
+                with("a", NodeState::Updated, None),
+                with("b", NodeState::Updated, Some("arm64")),
+                with("c", NodeState::Updated, Some("gpu")),
+                with("d", NodeState::Updated, Some("gpu")),
+            ],
+            hash: "abc".into(),
+            overrides: vec!["gpu".into(), "arm64".into()],
+        };
+        let text = render(&status, Style::plain(), 4);
+        assert!(
+            text.contains("Overrides:  gpu on 2 node(s), arm64 on 1 node(s)\n"),
+            "{text}"
+        );
+        let table = explain(&status, None, Style::plain()).unwrap();
+        assert_eq!(
+            table.lines().take(3).collect::<Vec<_>>(),
+            [
+                "NODE  STATE         POD  OVERRIDE  WHY",
+                "a     updated       -    -         runs the current revision, available",
+                "b     updated       -    arm64     runs the current revision, available",
+            ]
+        );
+        let one = explain(&status, Some("c"), Style::plain()).unwrap();
+        assert!(
+            one.contains(
+                "Override:    gpu (the first of spec.nodeOverrides whose nodeSelector matches)\n"
+            ),
+            "{one}"
+        );
     }
 }
