@@ -22,3 +22,14 @@ pub const NODE_NAME_FIELD: &str = "metadata.name";
 /// reported before the patch. The pod counts as unavailable until every listed container
 /// reports another image (and the pod is Ready).
 pub const IN_PLACE_UPDATE_ANNOTATION: &str = "everynode.dev/in-place-update";
+
+/// Label of a pre-pull pod (`rollingUpdate.prePull`): the UID of the set it pulls for. Not a
+/// label a set selects on: the set never adopts such a pod.
+pub const PRE_PULL_OF_LABEL: &str = "everynode.dev/pre-pull-of";
+
+/// Label of a pre-pull pod: the revision hash whose images it pulls (its node's hash).
+pub const PRE_PULL_HASH_LABEL: &str = "everynode.dev/pre-pull-hash";
+
+/// Annotation on a daemon pod created on a node that pulled its images ahead: the pre-pull
+/// pod's name.
+pub const PRE_PULLED_ANNOTATION: &str = "everynode.dev/pre-pulled";

@@ -16,6 +16,6 @@ pub mod v1alpha1;
 pub use v1alpha1::{
     BlockedNode, ContainerOverride, DaemonSet, DaemonSetSpec, DaemonSetStatus,
     DaemonSetUpdateStrategy, FailurePolicy, GateTaint, NewNodePolicy, NodeOverride, NodeReadiness,
-    ReasonCount, RevisionPods, RollingUpdateDaemonSet, RolloutAbort, RolloutFailure, RolloutOrder,
-    RolloutOrderType, RolloutRetry, RolloutRollback, RolloutWave, UpdateStrategyType,
+    PrePull, ReasonCount, RevisionPods, RollingUpdateDaemonSet, RolloutAbort, RolloutFailure,
+    RolloutOrder, RolloutOrderType, RolloutRetry, RolloutRollback, RolloutWave, UpdateStrategyType,
 };

@@ -372,6 +372,42 @@ pub struct RollingUpdateDaemonSet {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = rules::unavailable_node_policy_known())]
     pub unavailable_node_policy: Option<String>,
+
+    /// Pull the new images on a node before its old pod is deleted: the nodes being updated
+    /// and the next `nodesAhead` in update order get a short-lived pod of the new images, and
+    /// a node's old pod goes only once its images are pulled (or `timeoutSeconds` passed), so
+    /// the node is without its daemon for the container start, not the image download.
+    /// everynode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_pull: Option<PrePull>,
+}
+
+/// `rollingUpdate.prePull`: image pulls ahead of the rollout.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrePull {
+    /// How many nodes beyond those being updated pull ahead. Defaults to 0 (only the nodes
+    /// being updated, each waiting for its own pull).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::non_negative("spec.updateStrategy.rollingUpdate.prePull.nodesAhead"))]
+    pub nodes_ahead: Option<i32>,
+
+    /// Seconds a node's pull may take before its update goes on without it. Defaults to 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::positive("spec.updateStrategy.rollingUpdate.prePull.timeoutSeconds"))]
+    pub timeout_seconds: Option<i32>,
+}
+
+impl PrePull {
+    /// `nodesAhead` with its default.
+    pub fn nodes_ahead(&self) -> usize {
+        usize::try_from(self.nodes_ahead.unwrap_or(0).max(0)).unwrap_or(0)
+    }
+
+    /// `timeoutSeconds` with its default.
+    pub fn timeout_seconds(&self) -> i64 {
+        i64::from(self.timeout_seconds.filter(|s| *s > 0).unwrap_or(300))
+    }
 }
 
 /// `failurePolicy` values.
@@ -654,6 +690,16 @@ pub struct DaemonSetStatus {
     /// Desired nodes that still carry the taint of `spec.nodeReadiness` (everynode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gated_nodes: Option<i32>,
+
+    /// With `rollingUpdate.prePull`: desired nodes still on an old pod whose new images are
+    /// pulled ahead (everynode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_pulled_nodes: Option<i32>,
+
+    /// With `rollingUpdate.prePull`: desired nodes pulling the new images ahead (everynode
+    /// only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_pulling_nodes: Option<i32>,
 
     /// Blocked nodes per reason, by reason (everynode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]

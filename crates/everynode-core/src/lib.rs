@@ -26,6 +26,7 @@ pub mod interest;
 pub mod manage;
 pub mod overrides;
 pub mod plan;
+pub mod prepull_pod;
 pub mod problem;
 pub mod reason;
 pub mod render;

@@ -253,6 +253,11 @@ pub enum Deferred {
     /// The apiserver refuses pods of the update revision's template (`TemplateValid=False`): no
     /// old pod is replaced and no pod of it is created until the template is fixed.
     TemplateRejected,
+    /// Rolling update (`prePull`): the node pulls the new images before its old pod goes.
+    PrePulling {
+        /// The pre-pull pod.
+        pod: String,
+    },
 }
 
 impl Deferred {
@@ -289,6 +294,7 @@ impl Deferred {
             Self::RolloutFailed => "RolloutFailed",
             Self::SkippedNodeDown => "SkippedNodeDown",
             Self::TemplateRejected => "TemplateRejected",
+            Self::PrePulling { .. } => "PrePulling",
         }
     }
 }
@@ -346,6 +352,10 @@ impl fmt::Display for Deferred {
                 f,
                 "deferred: the apiserver refuses pods of the template (see the TemplateValid \
                  condition); fix the template to go on"
+            ),
+            Self::PrePulling { pod } => write!(
+                f,
+                "update deferred: the node pulls the new images first (pre-pull pod {pod})"
             ),
         }
     }

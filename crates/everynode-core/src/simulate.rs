@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use everynode_api::labels::CONTROLLER_REVISION_HASH;
+use everynode_api::labels::{CONTROLLER_REVISION_HASH, PRE_PULL_HASH_LABEL, PRE_PULL_OF_LABEL};
 
 use crate::plan::Plan;
 use crate::render::pod_labels;
@@ -93,8 +93,14 @@ impl PlanInput {
                 }
             }
         }
-        self.pods
-            .retain(|p| !plan.deletes.iter().any(|d| d.pod == p.name));
+        self.pods.retain(|p| {
+            !plan.deletes.iter().any(|d| d.pod == p.name)
+                && !plan
+                    .pre_pull
+                    .deletes
+                    .iter()
+                    .any(|(name, _)| *name == p.name)
+        });
         // An in-place update: new labels; not ready until the containers restart.
         for u in &plan.updates {
             if let Some(p) = self.pods.iter_mut().find(|p| p.name == u.pod) {
@@ -115,6 +121,24 @@ impl PlanInput {
                 uid: format!("uid-{}", c.pod_name),
                 labels: Arc::new(labels),
                 owner: Some(Owner::ThisSet),
+                target_node: Some(c.node.clone()),
+                phase: PodPhase::Pending,
+                created: Some(self.now),
+                ..PodView::default()
+            }));
+        }
+        // A pre-pull pod: not the set's (its labels are its own), pulling on its node.
+        for c in &plan.pre_pull.creates {
+            let labels = [
+                (PRE_PULL_OF_LABEL.to_owned(), self.set.uid.clone()),
+                (PRE_PULL_HASH_LABEL.to_owned(), c.hash.clone()),
+            ];
+            self.pods.push(Arc::new(PodView {
+                name: c.pod_name.clone(),
+                uid: format!("uid-{}", c.pod_name),
+                labels: Arc::new(labels.into_iter().collect()),
+                owner: Some(Owner::Orphan),
+                node_name: Some(c.node.clone()),
                 target_node: Some(c.node.clone()),
                 phase: PodPhase::Pending,
                 created: Some(self.now),

@@ -280,6 +280,9 @@ pub struct PlanInput {
     /// Hash of a template the apiserver refuses pods of (the runtime's server-side dry run):
     /// when it is the update revision's, no old pod is replaced and no pod of it is created.
     pub rejected_hash: Option<String>,
+    /// `(node, hash)` of pre-pull pods the apiserver refused to create (`prePull`): those
+    /// nodes are updated without waiting for a pull.
+    pub pre_pull_refused: Vec<(String, String)>,
     /// Tunables.
     pub config: PlanConfig,
 }
@@ -297,6 +300,7 @@ impl PlanInput {
             name_seed: 0,
             expectations_satisfied: true,
             rejected_hash: None,
+            pre_pull_refused: Vec::new(),
             config: PlanConfig::default(),
         }
     }

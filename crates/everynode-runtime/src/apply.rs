@@ -105,6 +105,7 @@ async fn apply_writes<K: SetResource>(
     let deleted = delete_pods(ctx, &key, plan, &pods, events).await;
     let updated = update_pods_in_place(ctx, set, &key, plan, &pods, events).await;
     let created = create_pods::<K>(ctx, &key, input, plan, &pods, events).await;
+    crate::pre_pulls::apply::<K>(&ctx.pre_pull_refusals, &pods, input, plan).await;
     failures.extend(
         [deleted, updated, created]
             .into_iter()
@@ -473,7 +474,7 @@ async fn create_pods<K: SetResource>(
             // A held node may get an older revision (`newNodePolicy: Stable`): its template,
             // and no template-generation label (that would mark the pod current).
             let older = plan.templates.get(&create.hash);
-            let pod = render_pod(&RenderParams {
+            let mut pod = render_pod(&RenderParams {
                 set_name: &input.set.name,
                 namespace: &input.set.namespace,
                 template: older.unwrap_or(&input.set.spec.template),
@@ -484,6 +485,12 @@ async fn create_pods<K: SetResource>(
                 pod_name: &create.pod_name,
                 extra_tolerations: &gate,
             });
+            if let Some(pulled_by) = &create.pre_pulled {
+                pod.metadata.annotations.get_or_insert_default().insert(
+                    everynode_api::labels::PRE_PULLED_ANNOTATION.to_owned(),
+                    pulled_by.clone(),
+                );
+            }
             async move { (create, pods.create(&PostParams::default(), &pod).await) }
         }))
         .await;

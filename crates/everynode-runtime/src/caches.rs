@@ -11,6 +11,7 @@ use everynode_core::slim::Slim;
 use futures::{Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -337,18 +338,24 @@ where
 }
 
 /// The sets a pod or revision concerns: its controller if that is a set of the target kind, or —
-/// for an orphan — every set in its namespace whose selector matches its labels.
+/// for an orphan — the set of the target kind it names as a plain owner (a pre-pull pod) and
+/// every set in its namespace whose selector matches its labels.
 fn owners_of<K: SetResource, O: Resource>(sets: &Store<K>, obj: &O) -> Vec<ObjectRef<K>> {
     let namespace = obj.namespace().unwrap_or_default();
+    let of_kind =
+        |r: &&OwnerReference| r.kind == K::kind(&()) && r.api_version == K::api_version(&());
     if let Some(owner) = obj
         .owner_references()
         .iter()
         .find(|r| r.controller == Some(true))
     {
-        if owner.kind == K::kind(&()) && owner.api_version == K::api_version(&()) {
+        if of_kind(&owner) {
             return vec![ObjectRef::new(&owner.name).within(&namespace)];
         }
         return Vec::new();
+    }
+    if let Some(owner) = obj.owner_references().iter().find(of_kind) {
+        return vec![ObjectRef::new(&owner.name).within(&namespace)];
     }
     let labels = obj.labels();
     sets.state()

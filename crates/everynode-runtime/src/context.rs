@@ -125,6 +125,8 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// Whether the apiserver accepts pods of each set's template.
     pub template_verdicts: crate::template_verdicts::TemplateVerdicts,
+    /// The image pre-pulls the apiserver refused.
+    pub pre_pull_refusals: crate::pre_pulls::PrePullRefusals,
     /// Sets waiting for a reconcile.
     pub queue: std::sync::Arc<QueueDepth>,
     /// When this replica began reconciling (the apiserver's clock).

@@ -107,6 +107,7 @@ async fn run_target<K: SetResource>(
         slow_starts: Default::default(),
         failures: Default::default(),
         template_verdicts: Default::default(),
+        pre_pull_refusals: Default::default(),
         queue,
         started: config.server_clock.now(),
         config: config.clone(),
@@ -145,6 +146,7 @@ async fn run_target<K: SetResource>(
                 ctx_for_cleanup.queue.started(&key);
                 ctx_for_cleanup.expectations.forget(&key);
                 ctx_for_cleanup.template_verdicts.forget(&key);
+                ctx_for_cleanup.pre_pull_refusals.forget(&key);
                 ctx_for_cleanup.pod_views.forget(&key);
                 ctx_for_cleanup.slow_starts.forget(&key);
                 if let Some(taint_key) = ctx_for_cleanup.gate_keys.register(&key, None) {

@@ -25,6 +25,7 @@ pub mod pacing;
 pub mod permissions;
 pub mod pod_index;
 pub mod pod_views;
+pub mod pre_pulls;
 pub mod problems;
 pub mod reconcile;
 pub mod retry;

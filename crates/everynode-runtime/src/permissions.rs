@@ -44,7 +44,7 @@ pub const CLUSTER_CALLS: &[ApiCalls] = &[
         resource: "pods",
         verbs: &["list", "watch", "create", "delete", "patch"],
         why: "daemon pods: create (and the dry run of a new template), delete, adopt, release, \
-              relabel and update in place",
+              relabel and update in place; pre-pull pods: create, delete",
     },
     ApiCalls {
         groups: &["apps"],

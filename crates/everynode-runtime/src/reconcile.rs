@@ -346,6 +346,7 @@ fn snapshot(
         ctx.config.server_clock.now(),
     );
     input.backoff = backoff;
+    input.pre_pull_refused = ctx.pre_pull_refusals.of(&key, &input.set.uid);
     input.expectations_satisfied = expectations_satisfied;
     input.name_seed = fresh_name_seed();
     // Per-node decisions are for the CLI's explain; the controller does not read them.

@@ -412,3 +412,30 @@ async fn the_node_agent_gets_each_node_class_its_override() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_agent_with_a_large_image_pulls_it_before_each_node_is_updated() {
+    let env = TestEnv::new("ex-pre-pull").await;
+    let nodes = env.add_nodes(3).await;
+    let _controller = start_controller(&env, Target::Everynode).await;
+    let sets = apply_example(&env, "pre-pull-agent.yaml").await;
+    let (set, image) = &sets[0];
+    wait_one_ready_pod_per_node(&env, set, &nodes, image).await;
+    let new_image = "gcr.io/datadoghq/agent:7.61.0";
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "agent", "image": new_image}
+    ]}}}});
+    env.api::<everynode_api::DaemonSet>()
+        .patch(set, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("patch the image");
+    wait_one_ready_pod_per_node(&env, set, &nodes, new_image).await;
+    for pod in set_pods(&env, set).await {
+        let annotations = pod.metadata.annotations.unwrap_or_default();
+        assert!(
+            annotations.contains_key(everynode_api::labels::PRE_PULLED_ANNOTATION),
+            "{:?} was not made on pulled images",
+            pod.metadata.name
+        );
+    }
+}

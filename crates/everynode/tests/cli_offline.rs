@@ -360,3 +360,33 @@ fn the_plan_names_the_override_each_node_gets_and_a_bad_override() {
     );
     assert!(!out.contains("create ("), "{out}");
 }
+
+#[test]
+fn the_plan_shows_which_nodes_pull_the_new_images_ahead() {
+    let (code, out, err) = plan(
+        "testdata/cli/fluent-bit-pre-pull.yaml",
+        &[
+            "--pods",
+            "examples/snapshot/pods.yaml",
+            "--revisions",
+            "examples/snapshot/revisions.yaml",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let waves: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("Wave 1"))
+        .filter(|l| l.starts_with("Wave") || l.contains("prePull"))
+        .collect();
+    assert_eq!(
+        waves,
+        [
+            "Wave 1: 1 node(s), at most 1 unavailable",
+            "  pulling the new images ahead (prePull): kwok-node-000, kwok-node-001",
+            "Wave 2: 1 node(s), at most 1 unavailable",
+            "  pulling the new images ahead (prePull): kwok-node-002",
+            "Wave 3: 1 node(s), at most 1 unavailable",
+        ],
+        "{out}"
+    );
+}

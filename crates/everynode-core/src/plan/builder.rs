@@ -18,6 +18,7 @@ use crate::snapshot::PlanInput;
 use crate::state::State;
 
 use super::output::{NodeDecision, Plan, PodCreate, PodDelete, PodUpdate};
+use super::prepull::PrePulls;
 
 /// How many names a create tries before it settles for a taken one (the apiserver then refuses
 /// the create, and the next plan draws another seed).
@@ -68,6 +69,8 @@ pub(super) struct Builder<'a> {
     pub hash: String,
     /// The update revision's node overrides (`spec.nodeOverrides`).
     pub variants: NodeVariants,
+    /// The set's image pre-pulls (`rollingUpdate.prePull`).
+    pub pre_pulls: Option<PrePulls>,
     /// The set's own template is of this revision, aborted (`spec.abort` or `failurePolicy:
     /// Abort`): this plan is of the stable revision's template.
     pub aborted: Option<String>,
@@ -91,6 +94,7 @@ impl<'a> Builder<'a> {
             log,
             hash,
             variants,
+            pre_pulls: None,
             aborted: None,
         }
     }
@@ -169,11 +173,17 @@ impl<'a> Builder<'a> {
             name = generated_pod_name(&input.set.name, input.name_seed, node, &hash, attempt);
         }
         taken.insert(name.clone());
+        let pre_pulled = self
+            .pre_pulls
+            .as_ref()
+            .and_then(|p| p.pulled_pod(input, node, &hash))
+            .map(str::to_owned);
         self.plan.creates.push(PodCreate {
             node: node.to_owned(),
             pod_name: name.clone(),
             hash,
             reason,
+            pre_pulled,
         });
         self.state
             .add_created(slot, name, self.input.now, older.is_none());

@@ -15,7 +15,7 @@ use crate::snapshot::{NodeView, PlanInput, RevisionView, SetView};
 use crate::status::pacing::StatusWrite;
 
 use super::output::Plan;
-use super::working::record_claim;
+use super::working::{record_claim, selects};
 
 /// What the history step leaves for the later steps.
 pub(super) struct History<'a> {
@@ -74,7 +74,7 @@ pub(super) fn plan_history<'a>(
 /// written this round.
 pub(super) fn collision_only(input: &PlanInput, selector: &Selector, count: i32, out: &mut Plan) {
     for pod in &input.pods {
-        record_claim(pod, selector.matches(&pod.labels), out);
+        record_claim(pod, selects(selector, &pod.labels), out);
     }
     out.adopt_pods.sort();
     out.release_pods.sort();

@@ -21,6 +21,7 @@ mod history;
 mod label_memo;
 mod output;
 mod params;
+mod prepull;
 mod safety;
 mod status;
 mod steps;
@@ -37,8 +38,11 @@ use builder::{Builder, DeferralLog};
 use history::{collision_only, plan_history, stable_revision};
 pub use output::{
     BackoffUpdate, NodeDecision, Plan, PlanError, PlannedRollback, PodCreate, PodDelete, PodUpdate,
+    PrePullCreate, PrePullPlan,
 };
 use params::RolloutParams;
+use prepull::PrePulls;
+pub use prepull::pre_pull_pod_name;
 use safety::assess_safety;
 use status::plan_status;
 use steps::{Gates, RolloutOutcome, apply_manage, apply_rolling_update, clean_up_history};
@@ -111,6 +115,7 @@ fn plan_set(
         report_blocks: input.config.rollout_status,
     };
     let mut b = Builder::new(input, out, working.state, log, variants);
+    b.pre_pulls = params.pre_pull.as_ref().map(|c| PrePulls::read(input, c));
     b.aborted = aborted;
     let safety = assess_safety(
         &mut b,
@@ -137,6 +142,9 @@ fn plan_set(
         apply_manage(&mut b, &params, stable.as_ref(), &gates);
         rollout = apply_rolling_update(&mut b, &params, &history.old, &gates);
         clean_up_history(&mut b, &history.old, &working.other_hashes);
+    }
+    if let Some(pulls) = b.pre_pulls.take() {
+        pulls.finish(&mut b, input.expectations_satisfied);
     }
     rollout.failure = safety.failure.or(failure);
     let stable_hash = stable.as_ref().map(|s| s.hash.as_str());

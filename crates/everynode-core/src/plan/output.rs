@@ -35,6 +35,34 @@ pub struct PodCreate {
     pub hash: String,
     /// Why.
     pub reason: CreateReason,
+    /// The pre-pull pod that pulled the pod's images on the node (`prePull`), if one did.
+    pub pre_pulled: Option<String>,
+}
+
+/// A short-lived pod that pulls a revision's images on a node (`rollingUpdate.prePull`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PrePullCreate {
+    /// The node.
+    pub node: String,
+    /// The pod's name.
+    pub pod_name: String,
+    /// The revision hash (the node's) whose images it pulls.
+    pub hash: String,
+    /// The images to pull.
+    pub images: Vec<String>,
+}
+
+/// Image pre-pulls (`rollingUpdate.prePull`): pods to create and delete, and how far they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PrePullPlan {
+    /// Pre-pull pods to create.
+    pub creates: Vec<PrePullCreate>,
+    /// Pre-pull pods whose work is done or moot: `(name, uid)`.
+    pub deletes: Vec<(String, String)>,
+    /// Desired nodes on an old pod whose new images are pulled.
+    pub pulled: i32,
+    /// Desired nodes pulling their new images.
+    pub pulling: i32,
 }
 
 /// A pod to delete.
@@ -186,6 +214,8 @@ pub struct Plan {
     pub templates: BTreeMap<String, PodTemplateSpec>,
     /// Pods to delete.
     pub deletes: Vec<PodDelete>,
+    /// Image pre-pulls (`rollingUpdate.prePull`).
+    pub pre_pull: PrePullPlan,
     /// Pods to update in place (apply after the deletes).
     pub updates: Vec<PodUpdate>,
     /// Failed-pod backoff entries to store.
@@ -265,6 +295,8 @@ impl Plan {
             && self.creates.is_empty()
             && self.deletes.is_empty()
             && self.updates.is_empty()
+            && self.pre_pull.creates.is_empty()
+            && self.pre_pull.deletes.is_empty()
             && h.adopt.is_empty()
             && h.release.is_empty()
             && h.add_hash_label.is_empty()

@@ -23,6 +23,8 @@ pub(super) struct RolloutParams {
     pub budget: Option<Budget>,
     /// everynode's controls (`None`: invalid, the rolling update step is skipped).
     pub controls: Option<Controls>,
+    /// `rollingUpdate.prePull`.
+    pub pre_pull: Option<everynode_api::PrePull>,
 }
 
 impl RolloutParams {
@@ -52,6 +54,11 @@ impl RolloutParams {
             desired,
             budget,
             controls,
+            pre_pull: strategy
+                .rolling_update
+                .as_ref()
+                .and_then(|r| r.pre_pull.clone())
+                .filter(|_| rolling),
         }
     }
 }

@@ -168,6 +168,10 @@ fn rollout_fields(
         .or_else(|| stored.and_then(|s| s.rollback.clone()));
     rollout.skipped_nodes = skipped_nodes(b, params.controls.as_ref());
     rollout.gated_nodes = gated_nodes(b);
+    rollout.pre_pull = params
+        .pre_pull
+        .as_ref()
+        .map(|_| (b.plan.pre_pull.pulled, b.plan.pre_pull.pulling));
     (rollout.blocked_nodes, rollout.blocked_totals) = blocked_nodes(b, &b.log.blocked_by);
     let mut changed = stored.is_none_or(|s| !rollout.equals(s));
     rollout.apply_to(status);

@@ -177,6 +177,7 @@ pub(super) fn apply_rolling_update(
         controls,
         now: b.input.now,
         min_ready: params.min_ready,
+        ahead: params.pre_pull.as_ref().map_or(0, |p| p.nodes_ahead()),
     };
     let log = &mut b.log;
     let ro = rolling_update(&b.state, &rctx, &mut |slot, d| log.block(slot, d));
@@ -184,11 +185,20 @@ pub(super) fn apply_rolling_update(
         b.requeue_within(r);
     }
     let mut in_place_templates = InPlaceTemplates::default();
+    // The pulls are taken out of the builder while they plan on it.
+    let mut pulls = b.pre_pulls.take();
     for (n, (node, pod, reason)) in ro.deletes.into_iter().enumerate() {
         if let Some(why) = gates.held_or_rejected(n) {
             if let NodeRef::Slot(s) = node {
                 b.defer(s, why);
             }
+            continue;
+        }
+        if reason == DeleteReason::RollingUpdate
+            && let NodeRef::Slot(slot) = node
+            && let Some(why) = pulls.as_mut().and_then(|p| p.wait(b, slot, old))
+        {
+            b.defer(slot, why);
             continue;
         }
         if params.in_place
@@ -201,6 +211,12 @@ pub(super) fn apply_rolling_update(
         }
         b.delete(node, pod, reason);
     }
+    if let Some(pulls) = pulls.as_mut()
+        && !gates.rejected
+    {
+        pulls.pull_ahead(b, &ro.ahead, old);
+    }
+    b.pre_pulls = pulls;
     for (n, (slot, reason)) in ro.creates.into_iter().enumerate() {
         if let Some(why) = gates.held_or_rejected(n) {
             b.defer(slot, why);
@@ -241,7 +257,7 @@ pub(super) fn clean_up_history(b: &mut Builder<'_>, old: &[&RevisionView], other
 
 /// The template of an old revision whose pods carry `hash` (its own, or one of its node
 /// overrides').
-fn old_template(
+pub(super) fn old_template(
     old: &[&RevisionView],
     hash: &str,
     collision_count: Option<i32>,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use everynode_api::labels::{CONTROLLER_REVISION_HASH, POD_TEMPLATE_GENERATION};
+use everynode_api::labels::{CONTROLLER_REVISION_HASH, POD_TEMPLATE_GENERATION, PRE_PULL_OF_LABEL};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::eligibility::NodeMatcher;
@@ -56,7 +56,7 @@ pub(super) fn working_copy<'a>(
     let mut selected = LabelMemo::new();
     let mut revision = LabelMemo::new();
     for (i, pod) in input.pods.iter().enumerate() {
-        let matches = selected.get(&pod.labels, |labels| selector.matches(labels));
+        let matches = selected.get(&pod.labels, |labels| selects(selector, labels));
         if !record_claim(pod, matches, out) {
             continue;
         }
@@ -211,9 +211,15 @@ impl<'h> PodFacts<'h> {
 /// Whether the set keeps or adopts `pod` (§4.3 step 1).
 fn claims(pod: &PodView, selector: &Selector) -> bool {
     matches!(
-        claim(pod.owner(), selector.matches(&pod.labels), pod.deleting()),
+        claim(pod.owner(), selects(selector, &pod.labels), pod.deleting()),
         Claim::Keep | Claim::Adopt
     )
+}
+
+/// Whether `selector` selects a pod with `labels`: a pre-pull pod (`prePull`) never is, whatever
+/// the selector.
+pub(super) fn selects(selector: &Selector, labels: &BTreeMap<String, String>) -> bool {
+    selector.matches(labels) && !labels.contains_key(PRE_PULL_OF_LABEL)
 }
 
 /// Claims `pod` (§4.3 step 1; `matches`: the set's selector matches its labels), recording an

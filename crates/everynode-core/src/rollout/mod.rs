@@ -74,6 +74,9 @@ pub(crate) struct RolloutCtx<'c> {
     pub now: Timestamp,
     /// `minReadySeconds` (when a pod became available).
     pub min_ready: i64,
+    /// How many nodes after those taken to report as next in update order
+    /// ([`RolloutOut::ahead`], for `prePull`).
+    pub ahead: usize,
 }
 
 impl RolloutCtx<'_> {
@@ -178,6 +181,9 @@ pub(crate) struct RolloutOut<'a> {
     pub wave: Option<WaveInfo>,
     /// Plan again after this (bake end, pacing).
     pub requeue: Option<Duration>,
+    /// The next [`RolloutCtx::ahead`] nodes in update order after those taken (waiting for
+    /// the budget).
+    pub ahead: Vec<usize>,
 }
 
 /// One rolling-update pass over the working state; with `ctx.explain`, what it defers on a
@@ -201,6 +207,7 @@ pub(crate) fn rolling_update<'a>(
                 .iter()
                 .map(|t| (t.node, t.old_pod, DeleteReason::RollingUpdate)),
         );
+        out.ahead = slots_ahead(&c.candidates[taken..], ctx.ahead);
         if ctx.explain {
             defer_rest(&c.candidates[taken..], defer);
         }
@@ -245,10 +252,22 @@ pub(crate) fn rolling_update<'a>(
             .iter()
             .map(|t| (t.node, t.old_pod, DeleteReason::RollingUpdate)),
     );
+    out.ahead = slots_ahead(&rest[replaced..], ctx.ahead);
     if ctx.explain {
         defer_rest(&rest[replaced..], defer);
     }
     out
+}
+
+/// The slots of the first `n` of `rest` (nodes missing from the node list are skipped).
+fn slots_ahead(rest: &[Candidate<'_>], n: usize) -> Vec<usize> {
+    rest.iter()
+        .filter_map(|t| match t.node {
+            NodeRef::Slot(s) => Some(s),
+            NodeRef::Vanished(_) => None,
+        })
+        .take(n)
+        .collect()
 }
 
 /// Reports `why` for `node` (nodes missing from the node list are not reported).

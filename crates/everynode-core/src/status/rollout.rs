@@ -28,6 +28,9 @@ pub struct RolloutStatus {
     pub blocked_totals: Vec<everynode_api::ReasonCount>,
     /// Desired nodes carrying the node readiness gate's taint (`None`: no gate).
     pub gated_nodes: Option<i32>,
+    /// With `prePull`: desired nodes on an old pod whose new images are pulled, and those
+    /// pulling them (`None`: no pre-pull).
+    pub pre_pull: Option<(i32, i32)>,
 }
 
 impl RolloutStatus {
@@ -85,6 +88,8 @@ impl RolloutStatus {
             && status.blocked_nodes.as_deref().unwrap_or_default() == self.blocked_nodes
             && status.blocked_totals.as_deref().unwrap_or_default() == self.blocked_totals
             && status.gated_nodes == self.gated_nodes
+            && (status.pre_pulled_nodes, status.pre_pulling_nodes)
+                == (self.pre_pull.map(|p| p.0), self.pre_pull.map(|p| p.1))
     }
 
     /// Writes the fields into `status`.
@@ -101,5 +106,7 @@ impl RolloutStatus {
         status.blocked_totals =
             (!self.blocked_totals.is_empty()).then(|| self.blocked_totals.clone());
         status.gated_nodes = self.gated_nodes;
+        status.pre_pulled_nodes = self.pre_pull.map(|p| p.0);
+        status.pre_pulling_nodes = self.pre_pull.map(|p| p.1);
     }
 }

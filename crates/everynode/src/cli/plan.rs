@@ -176,6 +176,9 @@ pub struct Wave {
     pub deletes: Vec<(String, String)>,
     /// Nodes whose pod is updated in place.
     pub updates: Vec<String>,
+    /// Nodes that pull the new images ahead (`prePull`), from this step or the steps since the
+    /// last wave that only pulled.
+    pub pulls: Vec<String>,
     /// Nodes that should run the pod but have no available one right after the step.
     pub unavailable: usize,
     /// Seconds the rollout waits before this wave (bake time, pacing).
@@ -236,13 +239,18 @@ pub fn simulate(set: &SetView, snapshot: &Snapshot, start: Timestamp) -> PlanRep
     let mut waits = 0;
     let mut held = Vec::new();
     let mut problems = None;
+    let mut pulls_before = Vec::new();
     for _ in 0..MAX_STEPS {
         let plan = everynode_core::plan(&input);
         let eligible = eligibility.get_or_insert_with(|| node_eligibility(&plan));
         problems.get_or_insert_with(|| plan.errors.iter().map(ToString::to_string).collect());
         let history_only = plan.history.collision_count.is_some() || plan.history.create.is_some();
-        let writes =
-            !(plan.creates.is_empty() && plan.deletes.is_empty() && plan.updates.is_empty());
+        let pulls = &plan.pre_pull;
+        let writes = !(plan.creates.is_empty()
+            && plan.deletes.is_empty()
+            && plan.updates.is_empty()
+            && pulls.creates.is_empty()
+            && pulls.deletes.is_empty());
         input.apply(&plan);
         if !writes {
             if history_only {
@@ -260,9 +268,17 @@ pub fn simulate(set: &SetView, snapshot: &Snapshot, start: Timestamp) -> PlanRep
             converged = true;
             break;
         }
-        let step = wave(&plan, &input, eligible, std::mem::take(&mut waits));
-        merge_step(&mut waves, step);
+        let mut step = wave(&plan, &input, eligible, std::mem::take(&mut waits));
         settle(&mut input, &plan);
+        if step.creates.is_empty() && step.deletes.is_empty() && step.updates.is_empty() {
+            // Only pulls (or pre-pull pods cleaned up): they belong to the next wave.
+            pulls_before.append(&mut step.pulls);
+            waits += step.waits_seconds;
+            continue;
+        }
+        pulls_before.append(&mut step.pulls);
+        step.pulls = std::mem::take(&mut pulls_before);
+        merge_step(&mut waves, step);
     }
     let strategy = input.set.spec.effective_update_strategy();
     PlanReport {
@@ -323,6 +339,12 @@ fn wave(
             .map(|d| (d.node.clone(), d.reason.to_string()))
             .collect(),
         updates: plan.updates.iter().map(|u| u.node.clone()).collect(),
+        pulls: plan
+            .pre_pull
+            .creates
+            .iter()
+            .map(|c| c.node.clone())
+            .collect(),
         unavailable,
         waits_seconds,
     }
@@ -398,6 +420,7 @@ fn merge_step(waves: &mut Vec<Wave>, step: Wave) {
             last.creates.extend(step.creates);
             last.deletes.extend(step.deletes);
             last.updates.extend(step.updates);
+            last.pulls.extend(step.pulls);
             last.unavailable = last.unavailable.max(step.unavailable);
             return;
         }
@@ -478,6 +501,7 @@ pub fn render(report: &PlanReport) -> String {
                 .or_default()
                 .push("update in place (only container images changed)".to_owned());
         }
+
         let waits = match wave.waits_seconds {
             0 => String::new(),
             s => format!(", after waiting {s}s (bake time or pacing)"),
@@ -488,6 +512,12 @@ pub fn render(report: &PlanReport) -> String {
             by_node.len(),
             wave.unavailable
         ));
+        if !wave.pulls.is_empty() {
+            out.push_str(&format!(
+                "  pulling the new images ahead (prePull): {}\n",
+                wave.pulls.join(", ")
+            ));
+        }
         for (node, actions) in by_node {
             out.push_str(&format!("  {node}: {}\n", actions.join(", ")));
         }

@@ -336,6 +336,13 @@ pub fn render(status: &SetStatus, style: Style, width: usize) -> String {
             "Gated:      {gated} desired node(s) still carry the node readiness taint (`explain --node` says what each waits for)\n"
         ));
     }
+    if s.pre_pulled_nodes.is_some() || s.pre_pulling_nodes.is_some() {
+        out.push_str(&format!(
+            "Pre-pull:   {} node(s) with the new images pulled ahead, {} pulling\n",
+            s.pre_pulled_nodes.unwrap_or_default(),
+            s.pre_pulling_nodes.unwrap_or_default()
+        ));
+    }
     if let Some(overrides) = override_counts(status) {
         out.push_str(&format!("Overrides:  {overrides}\n"));
     }
@@ -660,7 +667,7 @@ mod tests {
     }
 
     #[test]
-    fn status_counts_the_nodes_of_each_override_and_explain_names_a_nodes_override() {
+    fn status_counts_overrides_and_pre_pulls_and_explain_names_a_nodes_override() {
         let with = |name: &str, state, node_override: Option<&str>| {
             let mut n = node(name, state, None);
             n.detail.should_run = true;
@@ -696,6 +703,14 @@ mod tests {
                 "a     updated       -    -         runs the current revision, available",
                 "b     updated       -    arm64     runs the current revision, available",
             ]
+        );
+        let mut pulling = status.clone();
+        pulling.status.pre_pulled_nodes = Some(2);
+        pulling.status.pre_pulling_nodes = Some(1);
+        let text = render(&pulling, Style::plain(), 4);
+        assert!(
+            text.contains("Pre-pull:   2 node(s) with the new images pulled ahead, 1 pulling\n"),
+            "{text}"
         );
         let one = explain(&status, Some("c"), Style::plain()).unwrap();
         assert!(
