@@ -81,15 +81,7 @@ fn shape_node_overrides(root: &mut JSONSchemaProps) {
         name.max_length = Some(LABEL_VALUE_MAX);
     }
     if let Some(expressions) = property(item, &["nodeSelector", "matchExpressions"]) {
-        expressions.max_items = Some(SELECTOR_TERMS_MAX);
-        if let Some(JSONSchemaPropsOrArray::Schema(requirement)) = expressions.items.as_mut() {
-            if let Some(operator) = property(requirement, &["operator"]) {
-                operator.max_length = Some(16);
-            }
-            if let Some(values) = property(requirement, &["values"]) {
-                values.max_items = Some(SELECTOR_TERMS_MAX);
-            }
-        }
+        bound_expressions(expressions);
     }
     let Some(containers) = property(item, &["containers"]) else {
         return;
@@ -175,15 +167,7 @@ fn bound_for_cel_cost(root: &mut JSONSchemaProps) {
         root,
         &[&rolling[..], &["selector", "matchExpressions"]].concat(),
     ) {
-        expressions.max_items = Some(SELECTOR_TERMS_MAX);
-        if let Some(JSONSchemaPropsOrArray::Schema(requirement)) = expressions.items.as_mut() {
-            if let Some(operator) = property(requirement, &["operator"]) {
-                operator.max_length = Some(16);
-            }
-            if let Some(values) = property(requirement, &["values"]) {
-                values.max_items = Some(SELECTOR_TERMS_MAX);
-            }
-        }
+        bound_expressions(expressions);
     }
     for budget in [
         "maxUnavailable",
@@ -194,6 +178,19 @@ fn bound_for_cel_cost(root: &mut JSONSchemaProps) {
         let path = ["spec", "updateStrategy", "rollingUpdate", budget];
         if let Some(budget) = property(root, &path) {
             budget.max_length = Some(16);
+        }
+    }
+}
+
+/// Bounds a node selector's `matchExpressions`: terms, operator length, values.
+fn bound_expressions(expressions: &mut JSONSchemaProps) {
+    expressions.max_items = Some(SELECTOR_TERMS_MAX);
+    if let Some(JSONSchemaPropsOrArray::Schema(requirement)) = expressions.items.as_mut() {
+        if let Some(operator) = property(requirement, &["operator"]) {
+            operator.max_length = Some(16);
+        }
+        if let Some(values) = property(requirement, &["values"]) {
+            values.max_items = Some(SELECTOR_TERMS_MAX);
         }
     }
 }

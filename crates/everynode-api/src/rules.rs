@@ -187,29 +187,26 @@ pub fn budget_not_both_zero() -> Rule {
 
 /// The canary node selector uses known operators with the right number of values.
 pub fn node_selector_valid() -> Rule {
-    invalid(
-        "!has(self.matchExpressions) || self.matchExpressions.all(r, \
-         r.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'] && \
-         ((r.operator == 'In' || r.operator == 'NotIn') == (has(r.values) && size(r.values) > 0)))"
-            .to_owned(),
-        ".matchExpressions",
-        "spec.updateStrategy.rollingUpdate.selector.matchExpressions: operator must be In, \
-         NotIn, Exists or DoesNotExist; In and NotIn need at least one value, Exists and \
-         DoesNotExist take none",
-    )
+    selector_expressions_valid("spec.updateStrategy.rollingUpdate.selector")
 }
 
 /// An override's node selector uses known operators with the right number of values.
 pub fn override_selector_valid() -> Rule {
+    selector_expressions_valid("spec.nodeOverrides[].nodeSelector")
+}
+
+/// The label selector at `field` uses known operators with the right number of values.
+fn selector_expressions_valid(field: &str) -> Rule {
     invalid(
         "!has(self.matchExpressions) || self.matchExpressions.all(r, \
          r.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'] && \
          ((r.operator == 'In' || r.operator == 'NotIn') == (has(r.values) && size(r.values) > 0)))"
             .to_owned(),
         ".matchExpressions",
-        "spec.nodeOverrides[].nodeSelector.matchExpressions: operator must be In, NotIn, \
-         Exists or DoesNotExist; In and NotIn need at least one value, Exists and DoesNotExist \
-         take none",
+        &format!(
+            "{field}.matchExpressions: operator must be In, NotIn, Exists or DoesNotExist; In \
+             and NotIn need at least one value, Exists and DoesNotExist take none"
+        ),
     )
 }
 
