@@ -27,6 +27,9 @@ pub enum EventReason {
     RolloutFailed,
     /// Warning: the scheduler cannot place some of the set's pods (new or changed).
     FailedPlacement,
+    /// Warning: a node is updated without its new images pulled ahead (`prePull`): the pull
+    /// failed, was refused or timed out.
+    PrePullSkipped,
 }
 
 impl EventReason {
@@ -38,6 +41,7 @@ impl EventReason {
             Self::SucceededDaemonPod => "SucceededDaemonPod",
             Self::RolloutFailed => "RolloutFailed",
             Self::FailedPlacement => "FailedPlacement",
+            Self::PrePullSkipped => "PrePullSkipped",
         }
     }
 

@@ -133,8 +133,16 @@ fn a_pull_that_fails_is_refused_or_times_out_does_not_hold_the_node() {
     c.advance(Duration::from_secs(119));
     c.expect_sync(0, 0, 0);
     c.advance(Duration::from_secs(1));
-    let p = c.expect_sync(0, 1, 0);
+    let p = c.expect_sync(0, 1, 1);
     assert_eq!(p.deletes[0].node, "node-0");
+    assert_eq!(p.events[0].reason.as_str(), "PrePullSkipped");
+    assert!(
+        p.events[0]
+            .message
+            .ends_with("not pulled after timeoutSeconds (120 s)"),
+        "{}",
+        p.events[0].message
+    );
     let p = c.expect_sync(1, 0, 0);
     assert_eq!(p.creates[0].pre_pulled, None);
 
@@ -147,14 +155,26 @@ fn a_pull_that_fails_is_refused_or_times_out_does_not_hold_the_node() {
             Arc::make_mut(p).trouble = Some("container pull-0: ImagePullBackOff".into());
         }
     }
-    c.expect_sync(0, 1, 0);
+    let p = c.expect_sync(0, 1, 1);
+    assert!(
+        p.events[0]
+            .message
+            .ends_with(": container pull-0: ImagePullBackOff"),
+        "{}",
+        p.events[0].message
+    );
 
     // Refused by the apiserver: no pre-pull pod, the node goes on.
     let mut c = cluster(0);
     c.set_image("agent:v2");
     let hash = c.current_hash();
     c.pre_pull_refused = vec![("node-0".into(), hash)];
-    let p = c.expect_sync(0, 1, 0);
+    let p = c.expect_sync(0, 1, 1);
+    assert_eq!(
+        p.events[0].message,
+        "node node-0 is updated without its new images pulled ahead: the apiserver refused \
+         its pre-pull pod"
+    );
     assert!(p.pre_pull.creates.is_empty());
 }
 

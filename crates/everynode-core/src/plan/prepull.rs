@@ -17,6 +17,7 @@ use everynode_api::labels::{CONTROLLER_REVISION_HASH, PRE_PULL_HASH_LABEL, PRE_P
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::jiff::Timestamp;
 
+use crate::manage::{EventReason, PlanEvent};
 use crate::reason::Deferred;
 use crate::render::generated_pod_name;
 use crate::snapshot::{PlanInput, PodPhase, PodView, RevisionView};
@@ -32,8 +33,19 @@ enum PullState {
     Pulled,
     /// Pulling, since the pod was created.
     Pulling,
-    /// The pull failed or took longer than `timeoutSeconds`: the update goes on without it.
-    GaveUp,
+    /// The pull failed or took longer than `timeoutSeconds` (why): the update goes on without
+    /// it.
+    GaveUp(String),
+}
+
+/// What a node being updated does about its pull.
+enum Next {
+    /// Wait for the pre-pull pod.
+    Wait(String),
+    /// Go on: pulled, or nothing to pull.
+    Go,
+    /// Go on without the pull (why).
+    GoWithout(String),
 }
 
 /// The set's pre-pull pods, and what this plan decides about them.
@@ -87,15 +99,16 @@ impl PrePulls {
     }
 
     fn state(&self, pod: &PodView, now: Timestamp) -> PullState {
-        match pod.phase {
-            PodPhase::Running | PodPhase::Succeeded | PodPhase::Failed => PullState::Pulled,
-            _ if pod.trouble.as_deref().is_some_and(is_pull_error) => PullState::GaveUp,
+        match (pod.phase, pod.trouble.as_deref()) {
+            (PodPhase::Running | PodPhase::Succeeded | PodPhase::Failed, _) => PullState::Pulled,
+            (_, Some(trouble)) if is_pull_error(trouble) => PullState::GaveUp(trouble.to_owned()),
             // A container that cannot be created or started was pulled first.
-            _ if pod.trouble.is_some() => PullState::Pulled,
-            _ => {
+            (_, Some(_)) => PullState::Pulled,
+            (_, None) => {
                 let age = pod.created.map_or(0, |c| now.duration_since(c).as_secs());
-                if age >= self.config.timeout_seconds() {
-                    PullState::GaveUp
+                let timeout = self.config.timeout_seconds();
+                if age >= timeout {
+                    PullState::GaveUp(format!("not pulled after timeoutSeconds ({timeout} s)"))
                 } else {
                     PullState::Pulling
                 }
@@ -104,15 +117,28 @@ impl PrePulls {
     }
 
     /// Why the old pod on `slot` waits before it is replaced, if it does: its new images are
-    /// not pulled yet (the pre-pull pod is planned when the node has none).
+    /// not pulled yet (the pre-pull pod is planned when the node has none). A node that goes on
+    /// without its pull gets a `PrePullSkipped` event.
     pub fn wait(
         &mut self,
         b: &mut Builder<'_>,
         slot: usize,
         old: &[&RevisionView],
     ) -> Option<Deferred> {
-        let pod = self.ensure(b, slot, old)?;
-        Some(Deferred::PrePulling { pod })
+        match self.ensure(b, slot, old) {
+            Next::Wait(pod) => Some(Deferred::PrePulling { pod }),
+            Next::Go => None,
+            Next::GoWithout(why) => {
+                let node = &b.state.slots[slot].node.name;
+                let message =
+                    format!("node {node} is updated without its new images pulled ahead: {why}");
+                b.plan.events.push(PlanEvent {
+                    reason: EventReason::PrePullSkipped,
+                    message,
+                });
+                None
+            }
+        }
     }
 
     /// Plans the pulls of the nodes next in update order.
@@ -122,30 +148,30 @@ impl PrePulls {
         }
     }
 
-    /// Makes sure `slot` pulls its new images: the pre-pull pod's name while it pulls (planned
-    /// now if the node has none); `None` when there is nothing to wait for (pulled, given up,
-    /// or no new image).
-    fn ensure(
-        &mut self,
-        b: &mut Builder<'_>,
-        slot: usize,
-        old: &[&RevisionView],
-    ) -> Option<String> {
+    /// Makes sure `slot` pulls its new images: wait for its pre-pull pod while it pulls
+    /// (planned now if the node has none), or go on.
+    fn ensure(&mut self, b: &mut Builder<'_>, slot: usize, old: &[&RevisionView]) -> Next {
         let node = b.state.slots[slot].node.name.clone();
         let hash = b.slot_hash(slot).to_owned();
         if let Some((pod, state)) = self.find(b.input, &node, &hash) {
-            return (state == PullState::Pulling).then(|| pod.name.clone());
+            return match state {
+                PullState::Pulling => Next::Wait(pod.name.clone()),
+                PullState::Pulled => Next::Go,
+                PullState::GaveUp(why) => {
+                    Next::GoWithout(format!("pre-pull pod {}: {why}", pod.name))
+                }
+            };
         }
         if let Some(existing) = b.plan.pre_pull.creates.iter().find(|c| c.node == node) {
-            return Some(existing.pod_name.clone());
+            return Next::Wait(existing.pod_name.clone());
         }
         let refused = &b.input.pre_pull_refused;
         if refused.iter().any(|(n, h)| *n == node && *h == hash) {
-            return None;
+            return Next::GoWithout("the apiserver refused its pre-pull pod".to_owned());
         }
         let images = new_images(b, slot, old);
         if images.is_empty() {
-            return None;
+            return Next::Go;
         }
         let pod_name = pre_pull_pod_name(&b.input.set.name, &node, &hash);
         self.planned.insert((node.clone(), hash.clone()));
@@ -155,7 +181,7 @@ impl PrePulls {
             hash,
             images,
         });
-        Some(pod_name)
+        Next::Wait(pod_name)
     }
 
     /// Deletes (with `write`) the pre-pull pods whose node runs the update revision (or has
@@ -182,7 +208,7 @@ impl PrePulls {
                 Some(_) => match self.state(pod, input.now) {
                     PullState::Pulled => pulled += 1,
                     PullState::Pulling => pulling += 1,
-                    PullState::GaveUp => {}
+                    PullState::GaveUp(_) => {}
                 },
                 None if write => b
                     .plan
