@@ -139,7 +139,34 @@ pub async fn set_image(
             change.to
         ));
     }
+    for note in override_notes(set.view.spec.overrides(), &changes) {
+        out.push_str(&format!("\n  note: {note}"));
+    }
     Ok(out)
+}
+
+/// The node overrides that set their own image for a changed container: their nodes keep it.
+fn override_notes(
+    overrides: &[everynode_api::NodeOverride],
+    changes: &[ImageChange],
+) -> Vec<String> {
+    overrides
+        .iter()
+        .flat_map(|o| {
+            o.containers
+                .iter()
+                .filter(|c| c.image.is_some() && changes.iter().any(|ch| ch.container == c.name))
+                .map(move |c| {
+                    format!(
+                        "node override {} sets the image of {} on its nodes ({}); change it in \
+                         spec.nodeOverrides",
+                        o.name,
+                        c.name,
+                        c.image.as_deref().unwrap_or_default()
+                    )
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -202,6 +229,27 @@ mod tests {
                 ("setup", "base:v3"),
                 ("agent", "agent:v2"),
                 ("sidecar", "base:v3")
+            ]
+        );
+    }
+
+    #[test]
+    fn an_override_with_its_own_image_is_named() {
+        let changes = image_changes(&template(), &[request("agent=agent:v2")]).unwrap();
+        let gpu = everynode_api::NodeOverride {
+            name: "gpu".into(),
+            containers: vec![everynode_api::ContainerOverride {
+                name: "agent".into(),
+                image: Some("agent:gpu".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            override_notes(&[gpu], &changes),
+            [
+                "node override gpu sets the image of agent on its nodes (agent:gpu); change it in \
+              spec.nodeOverrides"
             ]
         );
     }
