@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 use everynode_api::DaemonSet;
@@ -85,6 +85,25 @@ fn record(env: &TestEnv) -> (Arc<Mutex<Windows>>, tokio::task::JoinHandle<()>) {
     (windows, task)
 }
 
+/// The most nodes the `pulled` set's status ever reported pulling, from a watch of the set.
+fn watch_most_pulling(env: &TestEnv) -> Arc<Mutex<i32>> {
+    let most = Arc::new(Mutex::new(0));
+    let sink = most.clone();
+    let config = watcher::Config::default().fields("metadata.name=pulled");
+    let stream = watcher(env.api::<DaemonSet>(), config);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            if let Ok(watcher::Event::Apply(set) | watcher::Event::InitApply(set)) = event {
+                let pulling = set.status.and_then(|s| s.pre_pulling_nodes).unwrap_or(0);
+                let mut most = sink.lock().unwrap_or_else(|p| p.into_inner());
+                *most = (*most).max(pulling);
+            }
+        }
+    });
+    most
+}
+
 fn set(env: &TestEnv, name: &str, pre_pull: bool) -> DaemonSet {
     let mut rolling = json!({"maxUnavailable": 1});
     if pre_pull {
@@ -126,33 +145,25 @@ async fn pulling_ahead_shortens_each_nodes_window_to_the_container_start() {
         wait_one_ready_pod_per_node(&env, name, &nodes, OLD).await;
     }
     let (windows, watch) = record(&env);
-    let mut most_pulling = 0;
+    let most_pulling = watch_most_pulling(&env);
     for name in ["pulled", "plain"] {
         let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": NEW}]}}}});
         sets.patch(name, &Default::default(), &kube::api::Patch::Merge(patch))
             .await
             .expect("new image");
     }
-    // While it rolls out, the status counts the nodes pulling ahead.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let pulled = sets.get("pulled").await.expect("read set");
-        let pulling = pulled.status.as_ref().and_then(|s| s.pre_pulling_nodes);
-        most_pulling = most_pulling.max(pulling.unwrap_or(0));
-        let done = |s: &DaemonSet| {
-            s.status.as_ref().is_some_and(|st| {
-                st.updated_number_scheduled == Some(3) && st.number_available == Some(3)
-            })
-        };
-        if done(&pulled) && done(&sets.get("plain").await.expect("read set")) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rollouts did not finish: {:?}",
-            pulled.status
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    for name in ["pulled", "plain"] {
+        eventually(&format!("{name} rolled out"), TIMEOUT, || async {
+            let set = sets.get(name).await.map_err(|e| e.to_string())?;
+            let status = set.status.unwrap_or_default();
+            // Of the new generation: until the controller sees it, the old rollout looks done.
+            (status.observed_generation == set.metadata.generation
+                && status.updated_number_scheduled == Some(3)
+                && status.number_available == Some(3))
+            .then_some(())
+            .ok_or(format!("{status:?}"))
+        })
+        .await;
     }
     for name in ["pulled", "plain"] {
         wait_one_ready_pod_per_node(&env, name, &nodes, NEW).await;
@@ -168,6 +179,7 @@ async fn pulling_ahead_shortens_each_nodes_window_to_the_container_start() {
         median(pulled.clone()) + 2.0 < median(plain.clone()),
         "pulling ahead should shorten the window: {pulled:?} vs {plain:?}"
     );
+    let most_pulling = *most_pulling.lock().unwrap_or_else(|p| p.into_inner());
     assert!(
         most_pulling >= 1,
         "status.prePullingNodes was never reported"
