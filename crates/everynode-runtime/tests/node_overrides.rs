@@ -1,6 +1,7 @@
 //! Per-node overrides (`spec.nodeOverrides`) on the local cluster, with the shipped RBAC: the
 //! nodes an override matches run its image and resources; a change to the override replaces
-//! their pods only; a node that gains the override's label gets its pod; an override that names no container of the template, or whose pods the
+//! their pods only; a node that gains the override's label gets its pod; the apiserver refuses
+//! a duplicate override or container, naming it; an override that names no container of the template, or whose pods the
 //! apiserver refuses, holds the whole revision and says why.
 
 mod common;
@@ -163,4 +164,36 @@ async fn an_override_changes_its_nodes_only_and_a_bad_one_holds_the_revision() {
     let message = wait_template_invalid(&env, "with spec.nodeOverrides[gpu]").await;
     assert!(message.contains("resources.requests"), "{message}");
     assert_eq!(uids_by_node(&env).await, after, "no pod replaced");
+}
+
+#[tokio::test]
+async fn the_apiserver_names_a_duplicate_override_or_container() {
+    let env = TestEnv::new("overrides-dup").await;
+    everynode_testkit::install_crd(&env.client()).await;
+    let sets = env.api::<DaemonSet>();
+    let mut twice = gpu_override("agent", json!({"image": "a:1"}));
+    if let Some(containers) = twice[0]["containers"].as_array_mut() {
+        containers.push(json!({"name": "agent", "image": "a:2"}));
+    }
+    let mut two_gpus = gpu_override("agent", json!({"image": "a:1"}));
+    let first = two_gpus[0].clone();
+    if let Some(list) = two_gpus.as_array_mut() {
+        list.push(first);
+    }
+    for (overrides, field) in [
+        (twice, "spec.nodeOverrides[0].containers[1]"),
+        (two_gpus, "spec.nodeOverrides[1]"),
+    ] {
+        let mut set = set_with(&env, json!({"maxUnavailable": 1}));
+        set.spec.node_overrides = serde_json::from_value(overrides).expect("decodes");
+        let err = sets
+            .create(&PostParams::default(), &set)
+            .await
+            .expect_err("a duplicate is refused");
+        let message = err.to_string();
+        assert!(
+            message.contains(field) && message.contains("Duplicate value"),
+            "{message}"
+        );
+    }
 }
