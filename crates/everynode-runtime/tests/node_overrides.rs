@@ -1,8 +1,8 @@
 //! Per-node overrides (`spec.nodeOverrides`) on the local cluster, with the shipped RBAC: the
 //! nodes an override matches run its image and resources; a change to the override replaces
 //! their pods only; a node that gains the override's label gets its pod; the apiserver refuses
-//! a duplicate override or container, naming it; an override that names no container of the template, or whose pods the
-//! apiserver refuses, holds the whole revision and says why.
+//! a duplicate override or container, naming it; an override that names no container of the
+//! template, or whose pods the apiserver refuses, holds the whole revision and says why.
 
 mod common;
 
