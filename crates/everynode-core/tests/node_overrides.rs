@@ -35,6 +35,11 @@ fn gpu_override(change: impl FnOnce(&mut ContainerOverride)) -> NodeOverride {
     }
 }
 
+/// Just the override `gpu`, giving container `c` `image`.
+fn gpu_image(image: &str) -> Vec<NodeOverride> {
+    vec![gpu_override(|o| o.image = Some(image.to_owned()))]
+}
+
 fn memory(limit: &str) -> ResourceRequirements {
     ResourceRequirements {
         limits: Some(BTreeMap::from([(
@@ -137,16 +142,10 @@ fn nodes_an_override_matches_get_its_template_and_the_others_the_template_itself
 #[test]
 fn changing_an_override_rolls_out_to_its_nodes_only_one_at_a_time() {
     let mut c = cluster();
-    set_overrides(
-        &mut c,
-        vec![gpu_override(|o| o.image = Some("agent:gpu-1".into()))],
-    );
+    set_overrides(&mut c, gpu_image("agent:gpu-1"));
     roll_out(&mut c);
     let plain = hash_on(&c, "node-0");
-    set_overrides(
-        &mut c,
-        vec![gpu_override(|o| o.image = Some("agent:gpu-2".into()))],
-    );
+    set_overrides(&mut c, gpu_image("agent:gpu-2"));
     let p = c.plan();
     assert_eq!(
         p.deletes
@@ -183,10 +182,7 @@ fn adding_an_override_replaces_only_the_pods_of_the_nodes_it_matches() {
 #[test]
 fn a_node_that_gains_the_override_label_gets_its_pod_replaced() {
     let mut c = cluster();
-    set_overrides(
-        &mut c,
-        vec![gpu_override(|o| o.image = Some("agent:gpu".into()))],
-    );
+    set_overrides(&mut c, gpu_image("agent:gpu"));
     roll_out(&mut c);
     c.node_mut("node-1")
         .labels
@@ -253,16 +249,10 @@ fn an_override_image_change_is_made_in_place_with_the_override_image() {
         rolling_with(|r| r.rolling_update_type = Some("InPlaceIfPossible".to_owned())),
     );
     c.add_nodes(0, 2, labels(&[(GPU, "true")]));
-    set_overrides(
-        &mut c,
-        vec![gpu_override(|o| o.image = Some("agent:gpu-1".into()))],
-    );
+    set_overrides(&mut c, gpu_image("agent:gpu-1"));
     roll_out(&mut c);
     let uids: Vec<String> = c.pods.iter().map(|p| p.uid.clone()).collect();
-    set_overrides(
-        &mut c,
-        vec![gpu_override(|o| o.image = Some("agent:gpu-2".into()))],
-    );
+    set_overrides(&mut c, gpu_image("agent:gpu-2"));
     let p = c.plan();
     assert_eq!(p.updates.len(), 1);
     assert_eq!(
@@ -278,16 +268,10 @@ fn an_override_image_change_is_made_in_place_with_the_override_image() {
 fn an_old_override_revision_stays_while_its_pods_run() {
     let mut c = cluster();
     c.set.spec.revision_history_limit = Some(0);
-    set_overrides(
-        &mut c,
-        vec![gpu_override(|o| o.image = Some("agent:gpu-1".into()))],
-    );
+    set_overrides(&mut c, gpu_image("agent:gpu-1"));
     roll_out(&mut c);
     let first = c.revisions[0].name.clone();
-    set_overrides(
-        &mut c,
-        vec![gpu_override(|o| o.image = Some("agent:gpu-2".into()))],
-    );
+    set_overrides(&mut c, gpu_image("agent:gpu-2"));
     let p = c.plan();
     assert!(p.history.delete.is_empty(), "gpu pods still run {first}");
     c.apply(&p);
@@ -301,16 +285,10 @@ fn an_old_override_revision_stays_while_its_pods_run() {
 #[test]
 fn an_abort_takes_override_nodes_back_to_the_stable_revisions_override() {
     let mut c = cluster();
-    set_overrides(
-        &mut c,
-        vec![gpu_override(|o| o.image = Some("agent:gpu-1".into()))],
-    );
+    set_overrides(&mut c, gpu_image("agent:gpu-1"));
     roll_out(&mut c);
     let stable_gpu = hash_on(&c, "node-4");
-    set_overrides(
-        &mut c,
-        vec![gpu_override(|o| o.image = Some("agent:gpu-2".into()))],
-    );
+    set_overrides(&mut c, gpu_image("agent:gpu-2"));
     let p = c.plan();
     c.apply(&p);
     c.mark_pods_ready();
@@ -347,14 +325,11 @@ fn a_rollback_puts_the_stable_revisions_overrides_back_too() {
         r.progress_deadline_seconds = Some(30);
         r.failure_policy = Some("Rollback".into());
     }));
-    let stable = vec![gpu_override(|o| o.image = Some("agent:gpu-1".into()))];
+    let stable = gpu_image("agent:gpu-1");
     set_overrides(&mut c, stable.clone());
     roll_out(&mut c);
     let stable_gpu = hash_on(&c, "node-4");
-    set_overrides(
-        &mut c,
-        vec![gpu_override(|o| o.image = Some("agent:gpu-broken".into()))],
-    );
+    set_overrides(&mut c, gpu_image("agent:gpu-broken"));
     c.expect_sync(0, 1, 0);
     c.expect_sync(1, 0, 0);
     c.advance(std::time::Duration::from_secs(31));

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use everynode_api::PrePull;
 use everynode_api::labels::{CONTROLLER_REVISION_HASH, PRE_PULL_OF_LABEL};
-use everynode_core::{Deferred, PodPhase};
+use everynode_core::{Deferred, PodPhase, PodView};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// Four nodes on `agent:v1` with `prePull: {nodesAhead: ahead}` and `maxUnavailable: 1`.
@@ -38,12 +38,18 @@ fn pre_pull_pods(c: &Cluster) -> Vec<String> {
     nodes
 }
 
+/// The cluster's pre-pull pods, to change.
+fn pre_pull_pods_mut(c: &mut Cluster) -> impl Iterator<Item = &mut PodView> {
+    c.pods
+        .iter_mut()
+        .filter(|p| p.labels.contains_key(PRE_PULL_OF_LABEL))
+        .map(Arc::make_mut)
+}
+
 /// The kubelet pulls and runs every pre-pull pod.
 fn pulls_done(c: &mut Cluster) {
-    for p in &mut c.pods {
-        if p.labels.contains_key(PRE_PULL_OF_LABEL) {
-            Arc::make_mut(p).phase = PodPhase::Running;
-        }
+    for p in pre_pull_pods_mut(c) {
+        p.phase = PodPhase::Running;
     }
 }
 
@@ -150,10 +156,8 @@ fn a_pull_that_fails_is_refused_or_times_out_does_not_hold_the_node() {
     let mut c = cluster(0);
     c.set_image("agent:v2");
     c.expect_sync(0, 0, 0);
-    for p in &mut c.pods {
-        if p.labels.contains_key(PRE_PULL_OF_LABEL) {
-            Arc::make_mut(p).trouble = Some("container pull-0: ImagePullBackOff".into());
-        }
+    for p in pre_pull_pods_mut(&mut c) {
+        p.trouble = Some("container pull-0: ImagePullBackOff".into());
     }
     let p = c.expect_sync(0, 1, 1);
     assert!(
@@ -254,13 +258,9 @@ mod properties {
                     .count();
                 prop_assert!(nodes - ready <= usize::try_from(max_unavailable).unwrap());
                 // Some pulls finish, every daemon pod becomes ready, a second passes.
-                let mut i = 0;
-                for x in &mut c.pods {
-                    if x.labels.contains_key(PRE_PULL_OF_LABEL) {
-                        if step[i % step.len()] {
-                            Arc::make_mut(x).phase = PodPhase::Running;
-                        }
-                        i += 1;
+                for (i, x) in pre_pull_pods_mut(&mut c).enumerate() {
+                    if step[i % step.len()] {
+                        x.phase = PodPhase::Running;
                     }
                 }
                 c.mark_pods_ready();
